@@ -1,0 +1,11 @@
+"""The base pydantic model for every config section: unknown fields are errors, values are validated."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class ConfigModel(BaseModel):
+    """A strict config section: `extra="forbid"`, validated on assignment, documented fields."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)

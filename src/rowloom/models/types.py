@@ -1,0 +1,170 @@
+"""Values that cross the model layer's boundary: requests, replies, outcomes and classified provider errors.
+
+No knowledge of columns or rows lives here; the engine builds a `ChatRequest`, the client answers.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from rowloom.errors import RowloomError
+
+
+class Outcome(enum.StrEnum):
+    """How one request attempt ended; recorded on every lease release."""
+
+    SUCCESS = "success"
+    RATE_LIMITED = "rate_limited"  # 429
+    OVERLOADED = "overloaded"  # 503 / 529: the server says it is saturated
+    TIMEOUT = "timeout"
+    SERVER_ERROR = "server_error"  # other 5xx, connection reset, malformed or truncated body
+    CLIENT_ERROR = "client_error"  # 4xx other than 429: bad request, auth, quota exhausted
+    CANCELLED = "cancelled"  # task cancelled or KeyboardInterrupt
+    UNEXPECTED = "unexpected"  # a bug: never a provider failure
+
+    @property
+    def is_overload(self) -> bool:
+        """Whether this outcome says the endpoint is past its capacity (drives limit decrease)."""
+        return self in (Outcome.RATE_LIMITED, Outcome.OVERLOADED, Outcome.TIMEOUT)
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitInfo:
+    """What a reply said about the rate budget (OpenAI-style `x-ratelimit-*` headers); None when absent."""
+
+    limit_requests: int | None = None
+    remaining_requests: int | None = None
+    reset_requests_s: float | None = None
+    limit_tokens: int | None = None
+    remaining_tokens: int | None = None
+    reset_tokens_s: float | None = None
+
+    @property
+    def exhausted_until_s(self) -> float | None:
+        """Seconds until the budget refills when a remaining count is at zero, else None."""
+        waits = []
+        if self.remaining_requests == 0:
+            waits.append(self.reset_requests_s or 1.0)
+        if self.remaining_tokens == 0:
+            waits.append(self.reset_tokens_s or 1.0)
+        return max(waits) if waits else None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts reported by the provider (zero when it reported none)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """One chat-completions call: messages plus inference parameters and an optional JSON Schema."""
+
+    model: str
+    messages: tuple[dict[str, str], ...]
+    params: dict[str, Any] = field(default_factory=dict)
+    json_schema: dict[str, Any] | None = None
+    schema_name: str = "output"
+
+    def estimated_tokens(self) -> int:
+        """A cheap upper estimate of the tokens this request uses (prompt chars / 4 + max_tokens)."""
+        chars = sum(len(m.get("content", "")) for m in self.messages)
+        return chars // 4 + int(self.params.get("max_tokens") or 256)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatResponse:
+    """A successful reply: the text, token usage, latency and the rate-limit state the reply reported."""
+
+    text: str
+    usage: Usage = field(default_factory=Usage)
+    latency_s: float = 0.0
+    rate_limit: RateLimitInfo = field(default_factory=RateLimitInfo)
+    finish_reason: str | None = None
+
+
+class ProviderError(RowloomError):
+    """A request attempt failed at or because of the provider; `outcome` says how, `retryable` what to do."""
+
+    outcome: Outcome = Outcome.SERVER_ERROR
+    retryable: bool = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+        rate_limit: RateLimitInfo | None = None,
+        latency_s: float = 0.0,
+    ):
+        super().__init__(message)
+        self.status = status
+        self.retry_after_s = retry_after_s
+        self.rate_limit = rate_limit or RateLimitInfo()
+        self.latency_s = latency_s
+
+
+class RateLimited(ProviderError):
+    """HTTP 429: retry after `retry_after_s`; never drops a row by itself."""
+
+    outcome = Outcome.RATE_LIMITED
+
+
+class Overloaded(ProviderError):
+    """HTTP 503/529: the server is saturated; retry with backoff and lower the limit."""
+
+    outcome = Outcome.OVERLOADED
+
+
+class RequestTimeout(ProviderError):
+    """No complete reply within the per-request timeout."""
+
+    outcome = Outcome.TIMEOUT
+
+
+class ServerError(ProviderError):
+    """5xx, a reset connection, or a malformed/truncated body: retried with backoff."""
+
+    outcome = Outcome.SERVER_ERROR
+
+
+class ClientRequestError(ProviderError):
+    """4xx other than 429 (bad request, auth, quota exhausted): not retried; the provider's message is kept."""
+
+    outcome = Outcome.CLIENT_ERROR
+    retryable = False
+
+
+class InvalidReply(ProviderError):
+    """A well-formed reply whose content fails validation (e.g. the structured schema); re-asked, then dropped."""
+
+    outcome = Outcome.SUCCESS  # the endpoint did its job; the content is what failed
+
+
+class ChatClient(Protocol):
+    """An adapter for one API style: send a request, return the reply or raise a classified `ProviderError`."""
+
+    async def chat(self, request: ChatRequest) -> ChatResponse: ...
+
+    async def embed(self, model: str, inputs: list[str]) -> EmbeddingResponse: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingResponse:
+    """Vectors for a batch of inputs, in input order."""
+
+    vectors: tuple[tuple[float, ...], ...]
+    usage: Usage = field(default_factory=Usage)
+    latency_s: float = 0.0
+    rate_limit: RateLimitInfo = field(default_factory=RateLimitInfo)

@@ -1,0 +1,90 @@
+"""The base event type, its JSON normalisation and the registry used to read events back.
+
+Concrete events live beside this module by concern (request, scheduler); each registers itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+import time
+from collections.abc import Mapping
+from typing import Any, ClassVar, TypeVar
+
+from rowloom.observe.context import current
+
+_REGISTRY: dict[str, type[Event]] = {}
+E = TypeVar("E", bound="type[Event]")
+
+
+def register_event(cls: E) -> E:
+    """Class decorator: make an event type readable by `event_from_dict` under its `kind`."""
+    kind = cls.kind  # type: ignore[attr-defined]
+    if kind in _REGISTRY and _REGISTRY[kind] is not cls:
+        raise ValueError(f"event kind {kind!r} registered twice")
+    _REGISTRY[kind] = cls
+    return cls
+
+
+def event_types() -> dict[str, type[Event]]:
+    """Every registered event kind and its class."""
+    return dict(_REGISTRY)
+
+
+def to_json_value(value: Any) -> Any:
+    """Normalise a diagnostic value to JSON types, so no Python object leaks out of an event."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, enum.Enum):
+        return to_json_value(value.value)
+    if isinstance(value, Mapping):
+        return {str(k): to_json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [to_json_value(v) for v in value]
+        return sorted(items, key=repr) if isinstance(value, set | frozenset) else items
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_json_value(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return repr(value)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class Event:
+    """Base of every event: a monotonic timestamp plus the correlation ids of the emitting context."""
+
+    kind: ClassVar[str] = "event"
+
+    ts: float = dataclasses.field(default_factory=time.monotonic)
+    job: str | None = dataclasses.field(default_factory=lambda: current().job)
+    row_group: int | None = dataclasses.field(default_factory=lambda: current().row_group)
+    column: str | None = dataclasses.field(default_factory=lambda: current().column)
+    task: str | None = dataclasses.field(default_factory=lambda: current().task)
+    attempt: str | None = dataclasses.field(default_factory=lambda: current().attempt)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict with a `kind` key; unset correlation ids are left out."""
+        out: dict[str, Any] = {"kind": self.kind}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None and f.name in _CORRELATION_FIELDS:
+                continue
+            out[f.name] = to_json_value(value)
+        return out
+
+
+_CORRELATION_FIELDS = frozenset({"job", "row_group", "column", "task", "attempt"})
+
+
+def event_from_dict(data: Mapping[str, Any]) -> Event:
+    """Rebuild an event from `Event.to_dict()` output (fields unknown to the class are ignored)."""
+    kind = data.get("kind")
+    cls = _REGISTRY.get(str(kind))
+    if cls is None:
+        raise ValueError(f"unknown event kind {kind!r}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {k: v for k, v in data.items() if k in names}
+    for key in _CORRELATION_FIELDS:
+        kwargs.setdefault(key, None)
+    return cls(**kwargs)

@@ -1,0 +1,128 @@
+"""Where events go: memory (tests), a buffered JSONL file, and a guarded fan-out.
+
+A sink must never break a run: `GuardedSink` logs a failing sink once, with its traceback, and disables it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO, Protocol
+
+import orjson
+
+from rowloom.observe.events.base import Event
+
+log = logging.getLogger("rowloom.observe")
+
+
+class EventSink(Protocol):
+    """Receives events; `close` flushes whatever is buffered."""
+
+    def emit(self, event: Event) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class NullSink:
+    """Drops every event (the default when nobody listens)."""
+
+    def emit(self, event: Event) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class MemorySink:
+    """Keeps every event in a list, for tests and in-process metrics."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)
+
+    def close(self) -> None:
+        return None
+
+    def of(self, *types: type[Event]) -> list[Event]:
+        """The recorded events that are instances of any of `types`."""
+        return [e for e in self.events if isinstance(e, types)]
+
+
+class JsonlSink:
+    """Appends one JSON object per line; buffered so that emitting stays off the hot path's critical cost."""
+
+    def __init__(self, path: str | Path, buffer_events: int = 512):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: IO[bytes] = open(self.path, "ab")  # noqa: SIM115 - closed in close()
+        self._buffer: list[bytes] = []
+        self._limit = buffer_events
+        self._lock = threading.Lock()
+
+    def emit(self, event: Event) -> None:
+        self._buffer.append(orjson.dumps(event.to_dict()))
+        if len(self._buffer) >= self._limit:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._buffer and not self._file.closed:
+                self._file.write(b"\n".join(self._buffer) + b"\n")
+                self._buffer.clear()
+                self._file.flush()
+
+    def close(self) -> None:
+        self.flush()
+        self._file.close()
+
+
+class GuardedSink:
+    """Wraps a sink: the first exception it raises is logged with its traceback and the sink is disabled."""
+
+    def __init__(self, sink: EventSink, name: str | None = None):
+        self.sink = sink
+        self.name = name or type(sink).__name__
+        self.failed = False
+
+    def emit(self, event: Event) -> None:
+        if self.failed:
+            return
+        try:
+            self.sink.emit(event)
+        except Exception:
+            self.failed = True
+            log.exception("event sink %s failed and is disabled for the rest of the run", self.name)
+
+    def close(self) -> None:
+        try:
+            self.sink.close()
+        except Exception:
+            if not self.failed:
+                log.exception("event sink %s failed while closing", self.name)
+            self.failed = True
+
+
+class FanoutSink:
+    """Sends each event to several sinks, each guarded so one failure cannot reach the others or the run."""
+
+    def __init__(self, sinks: Iterable[EventSink]):
+        self.sinks = [s if isinstance(s, GuardedSink) else GuardedSink(s) for s in sinks]
+
+    def emit(self, event: Event) -> None:
+        for sink in self.sinks:
+            sink.emit(event)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Read back an events file written by `JsonlSink` as plain dicts."""
+    with open(path, "rb") as fh:
+        return [orjson.loads(line) for line in fh if line.strip()]
