@@ -1,0 +1,199 @@
+"""`DatasetConfig`: providers, models, columns and run settings, with YAML/JSON load and save.
+
+Cross-field checks (unknown model, duplicate names, unknown references, cycles) live here so that
+`rowloom validate` and `DatasetConfig(...)` report the same problems.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from rowloom.config.base import ConfigModel
+from rowloom.config.columns import ColumnConfig, CustomColumn
+from rowloom.config.dag import dependency_problems
+from rowloom.config.models import ModelConfig, ProviderConfig
+from rowloom.config.problems import problems_from_validation
+from rowloom.config.run import RunConfig
+from rowloom.errors import ConfigError, ConfigProblem
+
+MAX_CONFIG_BYTES = 5 * 1024 * 1024
+
+
+class DatasetConfig(ConfigModel):
+    """Everything needed to generate a dataset: where the models are and which columns to make."""
+
+    providers: list[ProviderConfig] = Field(default_factory=list)
+    models: list[ModelConfig] = Field(default_factory=list)
+    columns: list[ColumnConfig] = Field(min_length=1, description="Columns in any order; dependencies decide.")
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> DatasetConfig:
+        problems = self.cross_problems()
+        if problems:
+            raise ConfigError(problems)
+        return self
+
+    def cross_problems(self) -> list[ConfigProblem]:
+        """Problems that involve more than one field."""
+        problems: list[ConfigProblem] = []
+        problems += _duplicates("providers", [p.name for p in self.providers], "name")
+        problems += _duplicates("models", [m.alias for m in self.models], "alias")
+        problems += _duplicates("columns", [c.name for c in self.columns], "name")
+        provider_names = {p.name for p in self.providers}
+        for i, model in enumerate(self.models):
+            if model.provider not in provider_names:
+                problems.append(
+                    ConfigProblem(
+                        f"models[{i}] ({model.alias}).provider",
+                        f"provider {model.provider!r} is not defined",
+                        f"add it under `providers` or use one of: {', '.join(sorted(provider_names)) or '(none)'}",
+                    )
+                )
+        aliases = {m.alias for m in self.models}
+        for i, column in enumerate(self.columns):
+            alias = column.model_alias
+            if alias is not None and alias not in aliases:
+                problems.append(
+                    ConfigProblem(
+                        f"columns[{i}] ({column.name}).model",
+                        f"model alias {alias!r} is not defined",
+                        f"add it under `models` or use one of: {', '.join(sorted(aliases)) or '(none)'}",
+                    )
+                )
+        problems += dependency_problems(self.columns)
+        return problems
+
+    # ------------------------------------------------------------ loading and saving
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "config") -> DatasetConfig:
+        """Validate a plain dict; every problem becomes one `ConfigError` naming field paths and fixes."""
+        if not isinstance(data, dict):
+            raise ConfigError(
+                ConfigProblem(source, f"the top level must be a mapping, not {type(data).__name__}", "")
+            )
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(problems_from_validation(exc, data)) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> DatasetConfig:
+        """Load a YAML (or JSON) file."""
+        return cls.from_dict(load_yaml_file(path), source=str(path))
+
+    @classmethod
+    def from_yaml_string(cls, text: str) -> DatasetConfig:
+        """Load YAML (or JSON) text."""
+        return cls.from_dict(_parse_yaml(text, "config"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict that `from_dict` reads back to an equal config."""
+        for i, column in enumerate(self.columns):
+            if isinstance(column, CustomColumn) and callable(column.function):
+                raise ConfigError(
+                    ConfigProblem(
+                        f"columns[{i}] ({column.name}).function",
+                        "holds a Python callable, which cannot be saved",
+                        "give an import path 'package.module:function' instead",
+                    )
+                )
+        return self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        """The config as YAML; also written to `path` when given."""
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+    # ------------------------------------------------------------ identity
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """The parts of the config that decide the rows (endpoints and tuning knobs are left out)."""
+        columns = []
+        for column in self.columns:
+            data = column.model_dump(mode="json", by_alias=True, exclude={"scheduling"})
+            if isinstance(column, CustomColumn) and callable(column.function):
+                fn = column.function
+                data["function"] = f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', '?')}"
+            columns.append(data)
+        return {
+            "columns": columns,
+            "models": [m.model_dump(mode="json", include={"alias", "model", "inference"}) for m in self.models],
+            "run": self.run.model_dump(mode="json", include={"row_group_size", "seed"}),
+        }
+
+    def fingerprint(self) -> str:
+        """A stable hash of `fingerprint_fields`: equal for configs that produce the same rows."""
+        canonical = json.dumps(self.fingerprint_fields(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    # ------------------------------------------------------------ lookups
+
+    def model(self, alias: str) -> ModelConfig:
+        """The model with this alias."""
+        return next(m for m in self.models if m.alias == alias)
+
+    def provider(self, name: str) -> ProviderConfig:
+        """The provider with this name."""
+        return next(p for p in self.providers if p.name == name)
+
+
+def _duplicates(section: str, names: list[str], field: str) -> list[ConfigProblem]:
+    seen: dict[str, int] = {}
+    out = []
+    for i, name in enumerate(names):
+        if name in seen:
+            out.append(
+                ConfigProblem(
+                    f"{section}[{i}].{field}",
+                    f"{name!r} is already used by {section}[{seen[name]}]",
+                    f"give every entry in `{section}` a unique {field}",
+                )
+            )
+        else:
+            seen[name] = i
+    return out
+
+
+def load_yaml_file(path: str | Path) -> Any:
+    """Read and parse a YAML/JSON file with clear errors for missing, huge, non-UTF-8 or malformed files."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(ConfigProblem(str(p), "file not found", "check the path"))
+    size = p.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            ConfigProblem(
+                str(p),
+                f"file is {size / 1e6:.1f} MB, larger than the {MAX_CONFIG_BYTES // 2**20} MiB a config may be",
+                "put large data in a seed dataset file, not in the config",
+            )
+        )
+    raw = p.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            ConfigProblem(f"{p}:{line}", f"not valid UTF-8 (byte {exc.start})", "save the file as UTF-8")
+        ) from None
+    return _parse_yaml(text, str(p))
+
+
+def _parse_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(ConfigProblem(where, f"invalid YAML: {problem}", "fix the YAML syntax there")) from None

@@ -1,0 +1,30 @@
+"""`RunConfig`: how a run is shaped — row groups, seed, error thresholds, frontier and memory bounds."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from rowloom.config.base import ConfigModel
+
+
+class RunConfig(ConfigModel):
+    """Knobs of one generation run. Every field has a default that suits a typical hosted endpoint."""
+
+    row_group_size: int = Field(100, ge=1, le=1_000_000, description="Rows per row group (one Parquet file).")
+    seed: int | None = Field(
+        None, description="Seed for samplers; unset = random, recorded in the manifest so resume is exact."
+    )
+    max_error_rate: float = Field(
+        0.5, gt=0, le=1, description="Stop the run when this share of rows in the window is dropped."
+    )
+    error_window: int = Field(200, ge=10, description="Number of most recent finished rows the rate looks at.")
+    max_row_groups_in_flight: int = Field(
+        16, ge=1, le=10_000, description="Hard cap on row groups admitted at once (the frontier never exceeds it)."
+    )
+    initial_row_groups_in_flight: int = Field(
+        2, ge=1, description="Frontier width at the start; it widens while model capacity sits idle."
+    )
+    max_admitted_rows: int = Field(
+        20_000, ge=1, description="Memory bound: the frontier narrows when admitted rows exceed it."
+    )
+    cpu_slots: int | None = Field(None, ge=1, description="Concurrent CPU tasks; default = number of cores.")

@@ -1,0 +1,109 @@
+"""LLM columns: render the prompt, send it through the request executor, parse and validate the reply.
+
+Structured and judge columns ask for a JSON Schema reply and re-ask with the validation error, a bounded
+number of times, before the row is dropped as `schema_invalid`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import jsonschema
+
+from rowloom.config.columns import LLMColumnBase, LLMJudgeColumn, LLMStructuredColumn
+from rowloom.config.models import ModelConfig
+from rowloom.config.templates import compile_template
+from rowloom.engine.generators.base import CellFailed, Generator
+from rowloom.engine.generators.render import render
+from rowloom.models.executor import ModelRequestExecutor, RequestFailed
+from rowloom.models.types import ChatRequest
+
+_FENCE = re.compile(r"^```(?:json)?\s*\n?(.*?)\n?```\s*$", re.DOTALL)
+
+
+def parse_json_reply(text: str) -> Any:
+    """The JSON value in a reply, tolerating a Markdown code fence around it."""
+    stripped = text.strip()
+    fenced = _FENCE.match(stripped)
+    return json.loads(fenced.group(1) if fenced else stripped)
+
+
+class LLMGenerator(Generator):
+    """One chat request per cell (plus bounded re-asks for structured replies)."""
+
+    def __init__(self, plan, executor: ModelRequestExecutor, model: ModelConfig):
+        super().__init__(plan)
+        column = plan.column
+        assert isinstance(column, LLMColumnBase)
+        self.column = column
+        self.executor = executor
+        self.model = model
+        self.prompt = compile_template(column.prompt)
+        self.system = compile_template(column.system_prompt) if column.system_prompt else None
+        self.params = model.inference.as_body()
+        self.schema: dict[str, Any] | None = None
+        self.corrections = 0
+        if isinstance(column, LLMStructuredColumn | LLMJudgeColumn):
+            self.schema = column.output_schema
+            self.corrections = column.max_correction_attempts
+            self.validator = jsonschema.Draft202012Validator(self.schema)
+
+    def _messages(self, row: Mapping[str, Any]) -> list[dict[str, str]]:
+        messages = []
+        if self.system is not None:
+            messages.append({"role": "system", "content": render(self.system, row, self.name)})
+        messages.append({"role": "user", "content": render(self.prompt, row, self.name)})
+        return messages
+
+    async def _ask(self, messages: list[dict[str, str]]) -> str:
+        request = ChatRequest(
+            model=self.model.model,
+            messages=tuple(messages),
+            params=self.params,
+            json_schema=self.schema,
+            schema_name=self.name,
+        )
+        try:
+            reply = await self.executor.chat(
+                self.model.alias, request, group=self.name, weight=self.plan.metadata.weight
+            )
+        except RequestFailed as exc:
+            raise CellFailed(str(exc.outcome), str(exc)) from None
+        return reply.text
+
+    async def cell(self, row: Mapping[str, Any]) -> Any:
+        messages = self._messages(row)
+        text = await self._ask(messages)
+        if self.schema is None:
+            return text.strip()
+        for attempt in range(self.corrections + 1):
+            problem = self._validate(text)
+            if problem is None:
+                return parse_json_reply(text)
+            if attempt == self.corrections:
+                raise CellFailed("schema_invalid", problem)
+            messages = [
+                *messages,
+                {"role": "assistant", "content": text},
+                {
+                    "role": "user",
+                    "content": f"That reply is invalid: {problem}. Reply again with only a JSON object "
+                    "that satisfies the schema.",
+                },
+            ]
+            text = await self._ask(messages)
+        raise AssertionError("unreachable")
+
+    def _validate(self, text: str) -> str | None:
+        try:
+            value = parse_json_reply(text)
+        except ValueError as exc:
+            return f"not valid JSON ({exc})"
+        error = jsonschema.exceptions.best_match(self.validator.iter_errors(value))
+        if error is None:
+            return None
+        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+        return f"at {where}: {error.message}"

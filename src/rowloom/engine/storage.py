@@ -1,0 +1,208 @@
+"""Row groups -> Parquet files + manifest, written atomically; resume from the manifest of an earlier run.
+
+A file is listed in the manifest only after it was fsynced and renamed into place, so a crash at any moment
+leaves a readable folder in which every listed file is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rowloom.config.dataset import DatasetConfig
+from rowloom.engine.arrow_schema import column_type, to_arrow_value
+from rowloom.engine.plan import Plan
+from rowloom.errors import OutputError
+
+MANIFEST = "manifest.json"
+SUMMARY = "summary.json"
+FORMAT_VERSION = 1
+ResumeMode = Literal["auto", "always", "never"]
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenRowGroup:
+    """A row group that is safely on disk."""
+
+    index: int
+    file: str
+    rows: int
+    dropped: int
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not every filesystem lets a directory be opened
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temp file, fsync and rename: readers see the old or the new file."""
+    tmp = path.with_name(f".tmp-{path.name}-{uuid.uuid4().hex[:8]}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _diff_fields(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new)):
+            out += _diff_fields(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else str(key))
+        return out
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        out = []
+        for i, (a, b) in enumerate(zip(old, new, strict=True)):
+            name = a.get("name") if isinstance(a, dict) else None
+            out += _diff_fields(a, b, f"{prefix}[{i}]" + (f" ({name})" if name else ""))
+        return out
+    return [] if old == new else [prefix or "(root)"]
+
+
+class OutputStore:
+    """The output folder of one run: Parquet part files, `manifest.json` and `summary.json`."""
+
+    def __init__(self, path: str | Path, config: DatasetConfig, plan: Plan, num_records: int, seed: int):
+        self.path = Path(path)
+        self.config = config
+        self.plan = plan
+        self.num_records = num_records
+        self.seed = seed
+        self.written: dict[int, WrittenRowGroup] = {}
+        columns = plan.output_columns
+        self.schema = pa.schema([pa.field(c.name, column_type(c.column)) for c in columns])
+
+    # ------------------------------------------------------------ opening
+
+    def open(self, resume: ResumeMode = "auto") -> None:
+        """Create the folder, or resume the run it holds; clear leftovers of interrupted writes."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create output folder {self.path}: {exc.strerror}") from None
+        if not os.access(self.path, os.W_OK):
+            raise OutputError(f"output folder {self.path} is not writable; choose another --output")
+        manifest = self.read_manifest(self.path)
+        if manifest is None:
+            if resume == "always":
+                raise OutputError(f"--resume always, but {self.path} holds no run to resume")
+        elif resume == "never":
+            if manifest.get("row_groups"):
+                raise OutputError(
+                    f"{self.path} already holds a run ({len(manifest['row_groups'])} row groups); "
+                    "use --resume auto to continue it or choose an empty --output"
+                )
+        else:
+            self._resume_from(manifest)
+        for leftover in self.path.glob(".tmp-*"):
+            leftover.unlink(missing_ok=True)
+        self._write_manifest(complete=False)
+
+    def _resume_from(self, manifest: dict[str, Any]) -> None:
+        if manifest.get("config_fingerprint") != self.config.fingerprint():
+            differing = _diff_fields(manifest.get("fingerprint_fields", {}), self.config.fingerprint_fields())
+            raise OutputError(
+                f"{self.path} holds a run of a different config (fields that differ: "
+                f"{', '.join(differing[:8]) or 'unknown'}); use a new --output or restore the config"
+            )
+        if manifest.get("num_records") != self.num_records:
+            raise OutputError(
+                f"{self.path} holds a run of {manifest.get('num_records')} records, not {self.num_records}; "
+                "pass the same --num-records to resume, or use a new --output"
+            )
+        if manifest.get("row_group_size") != self.config.run.row_group_size:
+            raise OutputError(f"{self.path} was written with another row_group_size; use a new --output")
+        for entry in manifest.get("row_groups", []):
+            if (self.path / entry["file"]).is_file():
+                self.written[entry["index"]] = WrittenRowGroup(
+                    entry["index"], entry["file"], entry["rows"], entry["dropped"]
+                )
+
+    @staticmethod
+    def read_manifest(path: str | Path) -> dict[str, Any] | None:
+        """The manifest of an output folder, or None when there is none."""
+        file = Path(path) / MANIFEST
+        if not file.is_file():
+            return None
+        try:
+            return json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise OutputError(f"{file} is unreadable ({exc}); move it away to start a new run") from None
+
+    # ------------------------------------------------------------ writing
+
+    def table(self, columns: dict[str, list[Any]], rows: list[int]) -> pa.Table:
+        """An Arrow table of the given local rows, in the output schema."""
+        arrays = []
+        for field in self.schema:
+            values = columns[field.name]
+            arrays.append(pa.array([to_arrow_value(values[r], field.type) for r in rows], type=field.type))
+        return pa.Table.from_arrays(arrays, schema=self.schema)
+
+    def write_row_group(self, index: int, table: pa.Table, dropped: int) -> WrittenRowGroup:
+        """Write one row group's file atomically, then record it in the manifest."""
+        name = f"part-{index:05d}.parquet"
+        final = self.path / name
+        tmp = self.path / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
+        try:
+            with open(tmp, "wb") as fh:
+                pq.write_table(table, fh, compression="zstd")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+            _fsync_dir(self.path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise OutputError(
+                f"cannot write {final}: {exc.strerror or exc}; row groups already written stay in {self.path}"
+            ) from None
+        entry = WrittenRowGroup(index, name, table.num_rows, dropped)
+        self.written[index] = entry
+        self._write_manifest(complete=False)
+        return entry
+
+    def _write_manifest(self, complete: bool) -> None:
+        data = {
+            "format_version": FORMAT_VERSION,
+            "config_fingerprint": self.config.fingerprint(),
+            "fingerprint_fields": self.config.fingerprint_fields(),
+            "num_records": self.num_records,
+            "row_group_size": self.config.run.row_group_size,
+            "seed": self.seed,
+            "complete": complete,
+            "records_written": sum(w.rows for w in self.written.values()),
+            "rows_dropped": sum(w.dropped for w in self.written.values()),
+            "row_groups": [
+                {"index": w.index, "file": w.file, "rows": w.rows, "dropped": w.dropped}
+                for w in sorted(self.written.values(), key=lambda w: w.index)
+            ],
+            "updated_at": time.time(),
+        }
+        try:
+            atomic_write_bytes(self.path / MANIFEST, json.dumps(data, indent=1).encode())
+        except OSError as exc:
+            raise OutputError(f"cannot write the manifest in {self.path}: {exc.strerror or exc}") from None
+
+    def finish(self, summary: dict[str, Any], complete: bool) -> None:
+        """Mark the manifest complete (or not) and write `summary.json`."""
+        self._write_manifest(complete=complete)
+        atomic_write_bytes(self.path / SUMMARY, json.dumps(summary, indent=1, default=str).encode())
+
+    def files(self) -> list[Path]:
+        """The part files of this run in row-group order."""
+        return [self.path / w.file for w in sorted(self.written.values(), key=lambda w: w.index)]
