@@ -15,9 +15,17 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from rowloom.config.base import ConfigModel
 from rowloom.config.scheduling import ResourceClass, SchedulingMetadata
 from rowloom.config.templates import compile_template, expression_source, template_references
+from rowloom.errors import TemplateError
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 Scalar = str | int | float | bool
+
+
+def _check_template(source: str) -> None:
+    try:
+        compile_template(source)
+    except TemplateError as exc:
+        raise ValueError(f"{exc}; fix the template syntax") from None
 
 
 class ColumnBase(ConfigModel):
@@ -180,7 +188,7 @@ class LLMColumnBase(ColumnBase):
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
         if value is not None:
-            compile_template(value)
+            _check_template(value)
         return value
 
     def references(self) -> frozenset[str]:
@@ -302,7 +310,7 @@ class ExpressionColumn(ColumnBase):
     @field_validator("expr")
     @classmethod
     def _compiles(cls, value: str) -> str:
-        compile_template(expression_source(value))
+        _check_template(expression_source(value))
         return value
 
     def references(self) -> frozenset[str]:
@@ -313,9 +321,7 @@ class CustomColumn(ColumnBase):
     """A user Python callable: per cell `f(row: dict) -> value` or per batch `f(df) -> sequence`."""
 
     type: Literal["custom"]
-    function: str | Callable[..., Any] = Field(
-        description="A callable, or an import path 'package.module:function'."
-    )
+    function: str | Callable[..., Any] = Field(description="A callable, or an import path 'package.module:function'.")
     inputs: list[str] = Field(default_factory=list, description="Columns the function reads.")
     mode: Literal["cell", "batch"] = "cell"
     dtype: DType = "string"

@@ -76,9 +76,7 @@ class DatasetConfig(ConfigModel):
     def from_dict(cls, data: Any, source: str = "config") -> DatasetConfig:
         """Validate a plain dict; every problem becomes one `ConfigError` naming field paths and fixes."""
         if not isinstance(data, dict):
-            raise ConfigError(
-                ConfigProblem(source, f"the top level must be a mapping, not {type(data).__name__}", "")
-            )
+            raise ConfigError(ConfigProblem(source, f"the top level must be a mapping, not {type(data).__name__}", ""))
         try:
             return cls.model_validate(data)
         except ValidationError as exc:

@@ -20,9 +20,7 @@ class ProviderConfig(ConfigModel):
     )
     extra_headers: dict[str, str] = Field(default_factory=dict, description="Headers sent with every request.")
     timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds.")
-    allow_insecure: bool = Field(
-        False, description="Allow sending an API key over plain HTTP to a non-loopback host."
-    )
+    allow_insecure: bool = Field(False, description="Allow sending an API key over plain HTTP to a non-loopback host.")
 
     @field_validator("base_url")
     @classmethod

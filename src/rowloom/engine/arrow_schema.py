@@ -90,7 +90,7 @@ def schema_type(node: dict[str, Any], root: dict[str, Any]) -> pa.DataType:
         return pa.bool_()
     if kind == "string":
         return pa.string()
-    if "enum" in node and node["enum"]:
+    if node.get("enum"):
         return _scalar_type(node["enum"])
     return pa.string()  # free-form: stored as JSON text
 

@@ -41,9 +41,7 @@ class RowGroupState:
         self._done: dict[str, bytearray] = {c.name: bytearray(n) for c in plan.columns if c.per_cell}
         self._batch_done: set[str] = set()
         # Per cell column, per row: inputs not yet available. Per batch column: input columns not yet complete.
-        self._missing: dict[str, list[int]] = {
-            c.name: [len(c.inputs)] * n for c in plan.columns if c.per_cell
-        }
+        self._missing: dict[str, list[int]] = {c.name: [len(c.inputs)] * n for c in plan.columns if c.per_cell}
         self._missing_columns: dict[str, int] = {c.name: len(c.inputs) for c in plan.columns if not c.per_cell}
         # Live rows a column still owes; a column is complete at zero.
         self._remaining: dict[str, int] = {c.name: n for c in plan.columns}

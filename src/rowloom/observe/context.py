@@ -22,7 +22,7 @@ class Correlation:
     attempt: str | None = None
 
 
-_current: ContextVar[Correlation] = ContextVar("rowloom_correlation", default=Correlation())
+_current: ContextVar[Correlation] = ContextVar("rowloom_correlation", default=Correlation())  # noqa: B039 - frozen
 
 
 def current() -> Correlation:

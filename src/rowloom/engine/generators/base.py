@@ -25,7 +25,7 @@ class CellFailed(RowloomError):
         self.detail = detail
 
 
-class DropRow(Exception):  # noqa: N818 - a signal, not an error
+class DropRow(Exception):
     """Raise from a custom column to drop the current row on purpose (counted as `dropped_by_user`)."""
 
 

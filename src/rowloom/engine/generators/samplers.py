@@ -50,7 +50,7 @@ class SamplerGenerator(Generator):
             draws = rng.normal(column.mean, column.stddev, size=n)
             if column.low is not None or column.high is not None:
                 draws = np.clip(draws, column.low, column.high)
-            return [int(round(v)) for v in draws] if column.integer else [float(v) for v in draws]
+            return [int(v) for v in np.rint(draws)] if column.integer else [float(v) for v in draws]
         if isinstance(column, BernoulliSampler):
             return [bool(v) for v in rng.random(size=n) < column.p]
         if isinstance(column, UUIDSampler):

@@ -1,0 +1,208 @@
+"""One generation job end to end: plan, open the output (or resume it), wire the request path, run, summarise.
+
+The interface layer calls `run_job`; tests and benchmarks can too. Every path closes what it opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from rowloom.config.dataset import DatasetConfig
+from rowloom.engine.completion import RowGroupState
+from rowloom.engine.generators import build_generators
+from rowloom.engine.plan import build_plan
+from rowloom.engine.progress import RunProgress
+from rowloom.engine.runtime import RequestRuntime
+from rowloom.engine.scheduler import Scheduler
+from rowloom.engine.storage import OutputStore, ResumeMode
+from rowloom.errors import RunAborted
+from rowloom.observe.clock import SYSTEM_CLOCK, Clock
+from rowloom.observe.context import correlate
+from rowloom.observe.events import scheduler as ev
+from rowloom.observe.sinks import EventSink, FanoutSink
+from rowloom.observe.stats import RequestStats
+
+
+class ParquetCheckpointer:
+    """Writes each complete row group as one Parquet file via the output store."""
+
+    def __init__(self, store: OutputStore):
+        self.store = store
+
+    def write(self, state: RowGroupState) -> str:
+        table = self.store.table(state.values, state.live_rows)
+        return self.store.write_row_group(state.index, table, len(state.dropped)).file
+
+
+class MemoryCheckpointer:
+    """Keeps complete row groups as Arrow tables (previews write nothing)."""
+
+    def __init__(self, store: OutputStore):
+        self.store = store
+        self.tables: dict[int, pa.Table] = {}
+
+    def write(self, state: RowGroupState) -> str:
+        self.tables[state.index] = self.store.table(state.values, state.live_rows)
+        return f"memory:{state.index}"
+
+
+@dataclass
+class JobResult:
+    """What a finished job produced: where, how much, and the summary written beside it."""
+
+    output: Path | None
+    summary: dict[str, Any]
+    files: list[Path] = field(default_factory=list)
+    tables: list[pa.Table] = field(default_factory=list)
+
+    def to_arrow(self) -> pa.Table:
+        """Every row written (all row groups, in order) as one Arrow table."""
+        if self.tables:
+            return pa.concat_tables(self.tables)
+        import pyarrow.parquet as pq
+
+        return pa.concat_tables([pq.read_table(f) for f in self.files]) if self.files else pa.table({})
+
+    def to_pandas(self):
+        """Every row written as a pandas DataFrame."""
+        return self.to_arrow().to_pandas()
+
+
+def _choose_seed(config: DatasetConfig, output: Path | None, resume: ResumeMode) -> int:
+    if config.run.seed is not None:
+        return config.run.seed
+    if output is not None and resume != "never":
+        manifest = OutputStore.read_manifest(output)
+        if manifest and manifest.get("config_fingerprint") == config.fingerprint():
+            return int(manifest["seed"])
+    return random.SystemRandom().randrange(2**63)
+
+
+async def run_job(
+    config: DatasetConfig,
+    num_records: int,
+    *,
+    output: str | Path | None,
+    resume: ResumeMode = "auto",
+    sink: EventSink | None = None,
+    progress: RunProgress | None = None,
+    clock: Clock = SYSTEM_CLOCK,
+    on_start: Callable[[Scheduler, RequestStats], None] | None = None,
+) -> JobResult:
+    """Generate `num_records` rows; with `output=None` keep them in memory (preview) instead of writing."""
+    started = time.monotonic()
+    plan = build_plan(config, num_records)
+    out_path = Path(output) if output is not None else None
+    seed = _choose_seed(config, out_path, resume)
+    store = OutputStore(out_path or Path("."), config, plan, num_records, seed)
+    if out_path is not None:
+        store.open(resume)
+        checkpointer: ParquetCheckpointer | MemoryCheckpointer = ParquetCheckpointer(store)
+    else:
+        checkpointer = MemoryCheckpointer(store)
+    stats = RequestStats()
+    events = FanoutSink([stats, *([sink] if sink is not None else [])])
+    progress = progress or RunProgress()
+    progress.records_total = num_records
+    progress.row_groups_total = len(plan.row_groups)
+    progress.records_resumed = sum(w.rows for w in store.written.values())
+    job_id = uuid.uuid4().hex[:12]
+    status, message = "completed", ""
+    runtime = RequestRuntime(config, sink=events, clock=clock)
+    with correlate(job=job_id):
+        try:
+            async with runtime:
+                scheduler = Scheduler(
+                    config=config,
+                    plan=plan,
+                    generators=build_generators(config, plan, runtime.executor),
+                    checkpointer=checkpointer,
+                    endpoints=runtime,
+                    seed=seed,
+                    skip_row_groups=frozenset(store.written),
+                    progress=progress,
+                    sink=events,
+                    clock=clock,
+                )
+                if on_start is not None:
+                    on_start(scheduler, stats)
+                events.emit(
+                    ev.JobStarted(
+                        num_records=num_records,
+                        row_groups=len(plan.row_groups),
+                        resumed_row_groups=len(store.written),
+                        columns=[c.name for c in plan.columns],
+                        capacities=runtime.snapshot(),
+                    )
+                )
+                await scheduler.run()
+        except (RunAborted, asyncio.CancelledError, KeyboardInterrupt) as exc:
+            status, message = (
+                ("interrupted", "interrupted")
+                if not isinstance(exc, RunAborted)
+                else (
+                    "aborted",
+                    str(exc),
+                )
+            )
+            raise
+        except BaseException as exc:
+            status, message = "failed", f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            wall = time.monotonic() - started
+            summary = build_summary(config, num_records, store, progress, stats, wall, status, message, seed)
+            events.emit(
+                ev.JobCompleted(
+                    status=status,
+                    records_written=summary["records_written"],
+                    rows_dropped=progress.rows_dropped,
+                    wall_s=wall,
+                    message=message,
+                )
+            )
+            events.close()
+            if out_path is not None:
+                store.finish(summary, complete=status == "completed")
+    if isinstance(checkpointer, MemoryCheckpointer):
+        tables = [checkpointer.tables[i] for i in sorted(checkpointer.tables)]
+        return JobResult(None, summary, tables=tables)
+    return JobResult(out_path, summary, files=store.files())
+
+
+def build_summary(
+    config: DatasetConfig,
+    num_records: int,
+    store: OutputStore,
+    progress: RunProgress,
+    stats: RequestStats,
+    wall_s: float,
+    status: str,
+    message: str,
+    seed: int,
+) -> dict[str, Any]:
+    """The content of `summary.json`: records, drops by reason, requests by outcome, tokens, wall time."""
+    return {
+        "status": status,
+        "message": message,
+        "records_requested": num_records,
+        "records_written": sum(w.rows for w in store.written.values()) or progress.records_written,
+        "records_written_this_run": progress.records_written,
+        "records_resumed": progress.records_resumed,
+        "rows_dropped": progress.rows_dropped,
+        "rows_dropped_by_reason": dict(progress.dropped_by_reason),
+        "row_groups_written": progress.row_groups_written,
+        "requests": stats.summary(),
+        "wall_s": round(wall_s, 3),
+        "seed": seed,
+        "config_fingerprint": config.fingerprint(),
+    }

@@ -1,0 +1,416 @@
+"""The run loop: select -> admit -> dispatch -> complete -> checkpoint, on one asyncio event loop.
+
+Each concern lives in its own module (ready queue, task admission, frontier, completion, storage); this module
+only drives them. Nothing here polls: the loop sleeps until a task, a checkpoint or a timer wakes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import Counter, deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from rowloom.config.dataset import DatasetConfig
+from rowloom.config.scheduling import ResourceClass
+from rowloom.engine.completion import RowGroupState, Task
+from rowloom.engine.generators.base import BatchContext, CellFailed, Generator, rng_for
+from rowloom.engine.plan import Plan, RowGroupSpec
+from rowloom.engine.progress import RunProgress
+from rowloom.engine.scheduling.frontier import Frontier, FrontierSignals
+from rowloom.engine.scheduling.ready_queue import QueuedTask, ReadyQueue, TaskGroup
+from rowloom.engine.scheduling.task_admission import Policy, TaskAdmissionController, TaskLease
+from rowloom.errors import RowloomError, RunAborted
+from rowloom.observe.clock import SYSTEM_CLOCK, Clock
+from rowloom.observe.context import correlate
+from rowloom.observe.events import scheduler as ev
+from rowloom.observe.sinks import EventSink, NullSink
+
+
+class Checkpointer(Protocol):
+    """Receives complete row groups (Parquet writer for runs, in-memory collector for previews)."""
+
+    def write(self, state: RowGroupState) -> str:
+        """Persist a complete row group; return where it went (file name or a label)."""
+        ...
+
+
+class EndpointView(Protocol):
+    """What task admission needs to know about request admission: current capacity and pressure."""
+
+    def capacity(self, alias: str) -> int: ...
+
+    def pressure(self, alias: str) -> bool: ...
+
+
+def model_pool(alias: str) -> str:
+    """The task pool of model-wait slots for one model alias."""
+    return f"model:{alias}"
+
+
+def model_slots(limit: int) -> int:
+    """Task slots for a model: its request limit plus headroom, so a freed request slot never waits for a task."""
+    return limit + max(2, limit // 4)
+
+
+@dataclass(slots=True)
+class _Running:
+    task: Task
+    group: TaskGroup
+    lease: TaskLease
+    started: float
+
+
+class Scheduler:
+    """Runs the tasks of a plan to completion, writing each complete row group through the checkpointer."""
+
+    def __init__(
+        self,
+        *,
+        config: DatasetConfig,
+        plan: Plan,
+        generators: Mapping[str, Generator],
+        checkpointer: Checkpointer,
+        endpoints: EndpointView,
+        seed: int,
+        skip_row_groups: frozenset[int] = frozenset(),
+        progress: RunProgress | None = None,
+        sink: EventSink | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        policy: Policy = Policy.BOUNDED_BORROW,
+        health_interval_s: float = 5.0,
+        max_advisory_skips: int = 8,
+    ):
+        self.config = config
+        self.plan = plan
+        self.generators = generators
+        self.checkpointer = checkpointer
+        self.endpoints = endpoints
+        self.seed = seed
+        self.sink = sink or NullSink()
+        self.clock = clock
+        self.progress = progress or RunProgress()
+        self.health_interval_s = health_interval_s
+        self.max_advisory_skips = max_advisory_skips
+        run = config.run
+
+        self.pending: deque[RowGroupSpec] = deque(g for g in plan.row_groups if g.index not in skip_row_groups)
+        self.active: dict[int, RowGroupState] = {}
+        self.ready = ReadyQueue()
+        self.admission = TaskAdmissionController(policy=policy, clock=clock)
+        self.frontier = Frontier(
+            initial=run.initial_row_groups_in_flight,
+            hard_cap=run.max_row_groups_in_flight,
+            max_admitted_rows=run.max_admitted_rows,
+            clock=clock,
+        )
+        self._groups: dict[str, TaskGroup] = {}
+        for column in plan.columns:
+            pool = self._pool_of(column.model_alias, column.metadata.resource_class)
+            self._groups[column.name] = TaskGroup(column.name, pool, column.metadata.weight)
+        for alias in plan.model_aliases:
+            self.admission.add_pool(model_pool(alias), lambda a=alias: model_slots(endpoints.capacity(a)))
+        self.admission.add_pool(ResourceClass.CPU.value, run.cpu_slots or os.cpu_count() or 1)
+        self.admission.add_pool(ResourceClass.IO.value, max(8, (os.cpu_count() or 1) * 4))
+
+        self._running: dict[asyncio.Task[Any], _Running] = {}
+        self._checkpoints: set[asyncio.Task[None]] = set()
+        self._completions: deque[tuple[_Running, asyncio.Task[Any]]] = deque()
+        self._wake = asyncio.Event()
+        self._write_lock = asyncio.Lock()
+        self._stop_reason: str | None = None
+        self._fatal: BaseException | None = None
+        self._skips: Counter[str] = Counter()
+        self._recent: deque[bool] = deque(maxlen=run.error_window)  # True = dropped
+        self._health_due = False
+
+    # ------------------------------------------------------------ public
+
+    def stop(self, reason: str = "interrupted") -> None:
+        """Stop admitting work and wind down (safe to call from a signal handler on the loop)."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Run every pending row group; raise `RunAborted` (or the fatal error) if the run cannot finish."""
+        self._schedule_health()
+        try:
+            while True:
+                self._process_completions()
+                if self._fatal is not None or self._stop_reason is not None:
+                    break
+                self._admit_row_groups()
+                self._dispatch()
+                self._adapt_frontier()
+                if self._health_due:
+                    self._health_due = False
+                    self.sink.emit(self.health_snapshot())
+                if not (self.pending or self.active or self._running or self._checkpoints):
+                    return
+                if not self._completions:
+                    self._wake.clear()
+                    await self._wake.wait()
+        finally:
+            await self._shutdown()
+        if self._fatal is not None:
+            raise self._fatal
+        raise RunAborted(
+            f"run {self._stop_reason}: {self.progress.records_written} records written in this run, "
+            "every finished row group is on disk"
+        )
+
+    # ------------------------------------------------------------ select -> admit -> dispatch
+
+    def _pool_of(self, alias: str | None, resource: ResourceClass) -> str:
+        if resource is ResourceClass.LLM_WAIT and alias is not None:
+            return model_pool(alias)
+        return ResourceClass.CPU.value if resource is ResourceClass.LLM_WAIT else resource.value
+
+    def _admitted_rows(self) -> int:
+        return sum(s.spec.count for s in self.active.values())
+
+    def _admit_row_groups(self) -> None:
+        while self.pending:
+            spec = self.pending[0]
+            ok, _ = self.frontier.may_admit(len(self.active), self._admitted_rows(), spec.count)
+            if not ok:
+                return
+            self.pending.popleft()
+            state = RowGroupState(self.plan, spec)
+            self.active[spec.index] = state
+            self.progress.row_groups_in_flight = len(self.active)
+            with correlate(row_group=spec.index):
+                self.sink.emit(ev.RowGroupAdmitted(rows=spec.count, in_flight=len(self.active)))
+            self._enqueue(state.initial_tasks())
+
+    def _enqueue(self, tasks: list[Task]) -> None:
+        now = self.clock.now()
+        for task in tasks:
+            group = self._groups[task.column]
+            self.ready.push(task, group, now)
+            with correlate(row_group=task.row_group, column=task.column, task=task.id):
+                self.sink.emit(ev.TaskQueued(group=group.key, pool=group.pool))
+
+    def _eligible(self, group: TaskGroup) -> bool:
+        allowed, _, _ = self.admission.admissible(group.pool, group.key, self.ready.waiting(group.pool))
+        return allowed
+
+    def _pressured(self, pool: str) -> bool:
+        return pool.startswith("model:") and self.endpoints.pressure(pool.removeprefix("model:"))
+
+    def _take_next(self) -> QueuedTask | None:
+        head = self.ready.peek_group(self._eligible)
+        if head is None:
+            return None
+        if self._pressured(head.pool) and self._skips[head.key] < self.max_advisory_skips:
+            alt = self.ready.peek_group(lambda g: self._eligible(g) and not self._pressured(g.pool))
+            if alt is not None:
+                self._skips[head.key] += 1
+                self.sink.emit(ev.AdvisorySkip(skipped_group=head.key, chosen_group=alt.key, pressured_pool=head.pool))
+                return self.ready.take(lambda g: g.key == alt.key)
+        self._skips[head.key] = 0
+        return self.ready.take(lambda g: g.key == head.key)
+
+    def _dispatch(self) -> None:
+        while (item := self._take_next()) is not None:
+            task, group = item.task, item.group
+            state = self.active.get(task.row_group)
+            if state is None or state.is_dropped(task.row):
+                continue  # its row was dropped while it waited
+            lease = self.admission.try_acquire(group.pool, group.key, self.ready.waiting(group.pool))
+            if lease is None:  # eligibility said yes; a pool shrinking in between is the only way here
+                self.ready.push(task, group, item.queued_at)
+                return
+            now = self.clock.now()
+            running = _Running(task, group, lease, now)
+            with correlate(row_group=task.row_group, column=task.column, task=task.id):
+                self.sink.emit(
+                    ev.TaskAdmitted(group=group.key, pool=group.pool, lease=lease.id, queued_s=now - item.queued_at)
+                )
+                atask = asyncio.get_running_loop().create_task(self._execute(task, state))
+            self._running[atask] = running
+            atask.add_done_callback(self._on_task_done)
+        self.progress.active_tasks = len(self._running)
+
+    async def _execute(self, task: Task, state: RowGroupState) -> Any:
+        generator = self.generators[task.column]
+        column = self.plan.column(task.column)
+        if task.row is not None:
+            return await generator.cell(state.row_values(task.row, column.inputs))
+        ctx = BatchContext(
+            spec=state.spec,
+            rng=rng_for(self.seed, task.column, task.row_group),
+            inputs=state.column_values(column.inputs),
+            live_rows=state.live_rows,
+        )
+        return await generator.batch(ctx)
+
+    # ------------------------------------------------------------ complete
+
+    def _on_task_done(self, atask: asyncio.Task[Any]) -> None:
+        running = self._running.pop(atask)
+        self.admission.release(running.lease)  # released here, on every path, before anything else
+        self._completions.append((running, atask))
+        self._wake.set()
+
+    def _process_completions(self) -> None:
+        while self._completions:
+            running, atask = self._completions.popleft()
+            task = running.task
+            outcome, reason = "done", ""
+            state = self.active.get(task.row_group)
+            if atask.cancelled():
+                outcome = "cancelled"
+            elif (exc := atask.exception()) is None:
+                if state is not None:
+                    if task.row is None:
+                        self._enqueue(state.mark_batch_done(task.column, atask.result()))
+                    else:
+                        self._enqueue(state.mark_cell_done(task.column, task.row, atask.result()))
+            elif isinstance(exc, CellFailed) and task.row is not None:
+                outcome, reason = "dropped", exc.reason
+                if state is not None and not state.is_dropped(task.row):
+                    self._enqueue(state.drop_row(task.row, f"{task.column}:{exc.reason}"))
+                    self._note_rows(dropped=[f"{task.column}:{exc.reason}"])
+            else:
+                outcome, reason = "failed", type(exc).__name__
+                self._fail(exc, task)
+            with correlate(row_group=task.row_group, column=task.column, task=task.id):
+                self.sink.emit(
+                    ev.TaskReleased(
+                        group=running.group.key,
+                        pool=running.group.pool,
+                        lease=running.lease.id,
+                        outcome=outcome,
+                        reason=reason,
+                        run_s=self.clock.now() - running.started,
+                    )
+                )
+            if state is not None and state.complete and self._fatal is None:
+                self._start_checkpoint(state)
+        self.progress.active_tasks = len(self._running)
+
+    def _fail(self, exc: BaseException, task: Task) -> None:
+        if self._fatal is not None:
+            return
+        if not isinstance(exc, RowloomError):
+            exc.add_note(f"rowloom: raised while computing column {task.column!r} (task {task.id})")
+        self._fatal = exc
+
+    def _note_rows(self, *, written: int = 0, dropped: list[str] | None = None) -> None:
+        for reason in dropped or []:
+            self.progress.rows_dropped += 1
+            self.progress.dropped_by_reason[reason] += 1
+            self._recent.append(True)
+        self._recent.extend([False] * min(written, self._recent.maxlen or written))
+        window = self._recent.maxlen or 1
+        drops = sum(self._recent)
+        if drops >= self.config.run.max_error_rate * window and self._fatal is None:
+            causes = ", ".join(f"{r} ({n})" for r, n in self.progress.dropped_by_reason.most_common(5))
+            self._fatal = RunAborted(
+                f"stopped early: {drops} of the last {len(self._recent)} rows were dropped "
+                f"(max_error_rate {self.config.run.max_error_rate}); causes: {causes}. "
+                "Every finished row group is on disk"
+            )
+
+    # ------------------------------------------------------------ checkpoint
+
+    def _start_checkpoint(self, state: RowGroupState) -> None:
+        del self.active[state.index]
+        self.progress.row_groups_in_flight = len(self.active)
+        checkpoint = asyncio.get_running_loop().create_task(self._checkpoint(state))
+        self._checkpoints.add(checkpoint)
+        checkpoint.add_done_callback(self._on_checkpoint_done)
+
+    async def _checkpoint(self, state: RowGroupState) -> None:
+        async with self._write_lock:  # one writer: files and manifest stay in a consistent order
+            where = await asyncio.to_thread(self.checkpointer.write, state)
+        rows = len(state.live_rows)
+        self.progress.records_written += rows
+        self.progress.row_groups_written += 1
+        self._note_rows(written=rows)
+        with correlate(row_group=state.index):
+            self.sink.emit(ev.RowGroupCheckpointed(rows=rows, dropped=len(state.dropped), file=where))
+
+    def _on_checkpoint_done(self, checkpoint: asyncio.Task[None]) -> None:
+        self._checkpoints.discard(checkpoint)
+        if not checkpoint.cancelled() and (exc := checkpoint.exception()) is not None and self._fatal is None:
+            self._fatal = exc
+        self._wake.set()
+
+    # ------------------------------------------------------------ frontier and health
+
+    def _model_pools(self) -> list[str]:
+        return [p for p in self.admission.pools if p.startswith("model:")]
+
+    def _adapt_frontier(self) -> None:
+        pools = self._model_pools()
+        if not pools:
+            starved = not self.ready and bool(self.pending)
+            slots = 0
+        else:
+            starved = bool(self.pending) and any(self.admission.free(p) > 0 and self.ready.depth(p) == 0 for p in pools)
+            slots = sum(self.admission.capacity(p) for p in pools)
+        signals = FrontierSignals(
+            starved=starved,
+            pressured=any(self._pressured(p) for p in pools),
+            queued_demand=sum(self.ready.depth(p) for p in pools),
+            model_slots=slots,
+            admitted_rows=self._admitted_rows(),
+        )
+        change = self.frontier.update(signals)
+        if change is not None:
+            old, new, reason = change
+            self.sink.emit(ev.FrontierChanged(old=old, new=new, reason=reason))
+            if new > old:
+                self._admit_row_groups()
+                self._dispatch()
+
+    def _schedule_health(self) -> None:
+        def due() -> None:
+            self._health_due = True
+            self._wake.set()
+            self._health_handle = loop.call_later(self.health_interval_s, due)
+
+        loop = asyncio.get_running_loop()
+        self._health_handle = loop.call_later(self.health_interval_s, due)
+
+    def health_snapshot(self) -> ev.HealthSnapshot:
+        """The scheduler's state now: tasks, frontier and why it is not wider, demand and leases per pool."""
+        pools = {
+            p: {
+                "capacity": self.admission.capacity(p),
+                "in_use": self.admission.in_use(p),
+                "queued": self.ready.depth(p),
+            }
+            for p in self.admission.pools
+        }
+        endpoints = {a: {"pressured": self.endpoints.pressure(a)} for a in self.plan.model_aliases}
+        pending = self.pending[0].count if self.pending else 0
+        _, why = self.frontier.may_admit(len(self.active), self._admitted_rows(), pending)
+        return ev.HealthSnapshot(
+            active_tasks=len(self._running),
+            admitted_rows=self._admitted_rows(),
+            row_groups_in_flight=len(self.active),
+            frontier_target=self.frontier.target,
+            frontier_limited_by=why or ("no_pending_row_groups" if not self.pending else ""),
+            pools=pools,
+            endpoints=endpoints,
+        )
+
+    # ------------------------------------------------------------ shutdown
+
+    async def _shutdown(self) -> None:
+        self._health_handle.cancel()
+        for atask in list(self._running):
+            atask.cancel()
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+        # Let the done callbacks run, then drain completions so every lease is released and counted.
+        await asyncio.sleep(0)
+        self._process_completions()
+        if self._checkpoints:
+            await asyncio.gather(*self._checkpoints, return_exceptions=True)

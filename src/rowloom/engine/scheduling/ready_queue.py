@@ -1,0 +1,79 @@
+"""The ready queue: tasks whose inputs are done, fair-queued by task group (column, model resource).
+
+Within a group older row groups go first, so row groups complete, checkpoint and free memory early.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rowloom.engine.completion import Task
+from rowloom.models.admission import FairQueue
+
+
+@dataclass(frozen=True, slots=True)
+class TaskGroup:
+    """Tasks of one column against one resource pool."""
+
+    column: str
+    pool: str
+    weight: float
+
+    @property
+    def key(self) -> str:
+        return f"{self.column}@{self.pool}"
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedTask:
+    task: Task
+    group: TaskGroup
+    queued_at: float
+
+
+class ReadyQueue:
+    """Weighted fair queue over task groups with a two-phase take (select, then commit)."""
+
+    def __init__(self) -> None:
+        self._queue: FairQueue = FairQueue()
+        self._groups: dict[str, TaskGroup] = {}
+        self._depth: Counter[str] = Counter()  # group key -> queued tasks
+        self._pool_depth: Counter[str] = Counter()
+
+    def push(self, task: Task, group: TaskGroup, now: float) -> None:
+        self._groups[group.key] = group
+        self._depth[group.key] += 1
+        self._pool_depth[group.pool] += 1
+        priority = (task.row_group, -1 if task.row is None else task.row)
+        self._queue.push(group.key, QueuedTask(task, group, now), weight=group.weight, priority=priority)
+
+    def take(self, eligible: Callable[[TaskGroup], bool]) -> QueuedTask | None:
+        """Select the fair next task among eligible groups and dequeue it (None when none is eligible)."""
+        selection = self._queue.select_next(lambda key: eligible(self._groups[key]))
+        if selection is None:
+            return None
+        item: QueuedTask = self._queue.commit(selection)
+        self._depth[item.group.key] -= 1
+        self._pool_depth[item.group.pool] -= 1
+        return item
+
+    def peek_group(self, eligible: Callable[[TaskGroup], bool]) -> TaskGroup | None:
+        """The group that `take` would serve, without changing anything."""
+        selection = self._queue.select_next(lambda key: eligible(self._groups[key]))
+        return None if selection is None else self._groups[selection.group]
+
+    def waiting(self, pool: str) -> dict[str, float]:
+        """Groups with queued work on `pool`, with their weights."""
+        return {k: g.weight for k, g in self._groups.items() if g.pool == pool and self._depth[k] > 0}
+
+    def depth(self, pool: str | None = None) -> int:
+        """Queued tasks, on one pool or in total."""
+        return self._pool_depth[pool] if pool is not None else len(self._queue)
+
+    def groups(self) -> list[TaskGroup]:
+        return list(self._groups.values())
+
+    def __len__(self) -> int:
+        return len(self._queue)

@@ -1,0 +1,179 @@
+"""Task admission: leases on local resource pools (model-wait slots per endpoint, CPU, I/O) with policies.
+
+Owns pool accounting and lease generations only; which task runs next is the ready queue's business.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+from rowloom.models.admission import ReleaseStatus
+from rowloom.observe.clock import SYSTEM_CLOCK, Clock
+
+
+class Policy(StrEnum):
+    """How groups that share a pool divide it while more than one of them has work waiting."""
+
+    STRICT_FAIR = "strict_fair"  # no group above its weighted share while a peer waits
+    BOUNDED_BORROW = "bounded_borrow"  # borrow idle share up to a bound, repay before borrowing again
+
+
+@dataclass(frozen=True, slots=True)
+class TaskLease:
+    """Permission for one task to hold `pool`; released exactly once (in effect)."""
+
+    id: int
+    pool: str
+    group: str
+    generation: int
+    acquired_at: float
+    borrowed: bool = False
+
+
+@dataclass(slots=True)
+class _Pool:
+    capacity: Callable[[], int]
+    in_use: int = 0
+
+
+class TaskAdmissionController:
+    """Grants and takes back task leases; duplicate, unknown and stale releases change nothing.
+
+    Borrowing debt is kept **per group**: a group that borrowed `borrow_bound` slots beyond its share may not
+    borrow again until every borrowed lease of that group is back (its debt is zero).
+    """
+
+    def __init__(
+        self,
+        *,
+        policy: Policy = Policy.BOUNDED_BORROW,
+        borrow_bound: int = 4,
+        clock: Clock = SYSTEM_CLOCK,
+        released_history: int = 1024,
+    ):
+        self.policy = Policy(policy)
+        self.borrow_bound = borrow_bound
+        self.clock = clock
+        self.generation = 1
+        self._pools: dict[str, _Pool] = {}
+        self._held: dict[tuple[str, str], int] = {}  # (pool, group) -> leases held
+        self._debt: dict[str, int] = {}  # group -> borrowed leases outstanding
+        self._repaying: set[str] = set()
+        self._active: dict[int, TaskLease] = {}
+        self._released: OrderedDict[int, ReleaseStatus] = OrderedDict()
+        self._history = released_history
+        self._ids = itertools.count(1)
+
+    # ------------------------------------------------------------ pools
+
+    def add_pool(self, name: str, capacity: int | Callable[[], int]) -> None:
+        """Declare a pool; `capacity` may be a callable re-read on each decision (adaptive limits)."""
+        cap = capacity if callable(capacity) else (lambda c=capacity: c)
+        self._pools[name] = _Pool(capacity=cap)
+
+    def capacity(self, pool: str) -> int:
+        """Current capacity of a pool (at least 1)."""
+        return max(1, int(self._pools[pool].capacity()))
+
+    def in_use(self, pool: str) -> int:
+        """Leases currently held on a pool."""
+        return self._pools[pool].in_use
+
+    def free(self, pool: str) -> int:
+        """Slots free on a pool right now (never negative)."""
+        return max(0, self.capacity(pool) - self.in_use(pool))
+
+    def held(self, pool: str, group: str) -> int:
+        """Leases a group holds on a pool."""
+        return self._held.get((pool, group), 0)
+
+    def debt(self, group: str) -> int:
+        """Borrowed leases a group has not yet returned."""
+        return self._debt.get(group, 0)
+
+    @property
+    def pools(self) -> list[str]:
+        return list(self._pools)
+
+    # ------------------------------------------------------------ decisions
+
+    def _share(self, pool: str, group: str, weights: Mapping[str, float]) -> float:
+        total = sum(weights.values()) or 1.0
+        return self.capacity(pool) * weights.get(group, 1.0) / total
+
+    def admissible(self, pool: str, group: str, waiting: Mapping[str, float]) -> tuple[bool, str, bool]:
+        """Whether `group` may take a slot of `pool`; `waiting` maps groups with queued work to their weights.
+
+        Returns (allowed, reason when not, whether the slot would be borrowed).
+        """
+        if self.free(pool) <= 0:
+            return False, "pool_full", False
+        peers_waiting = any(g != group for g in waiting)
+        if not peers_waiting:
+            return True, "", False
+        weights = dict(waiting)
+        weights.setdefault(group, 1.0)
+        within_share = self.held(pool, group) + 1 <= max(1.0, self._share(pool, group, weights))
+        if within_share:
+            return True, "", False
+        if self.policy is Policy.STRICT_FAIR:
+            return False, "over_share", False
+        if group in self._repaying or self.debt(group) >= self.borrow_bound:
+            return False, "repaying_debt", False
+        return True, "", True
+
+    def try_acquire(self, pool: str, group: str, waiting: Mapping[str, float] | None = None) -> TaskLease | None:
+        """A lease when the pool and policy allow, else None (nothing changes)."""
+        allowed, _, borrowed = self.admissible(pool, group, waiting or {})
+        if not allowed:
+            return None
+        lease = TaskLease(next(self._ids), pool, group, self.generation, self.clock.now(), borrowed)
+        self._pools[pool].in_use += 1
+        self._held[(pool, group)] = self.held(pool, group) + 1
+        if borrowed:
+            self._debt[group] = self.debt(group) + 1
+            if self._debt[group] >= self.borrow_bound:
+                self._repaying.add(group)
+        self._active[lease.id] = lease
+        return lease
+
+    def release(self, lease: TaskLease) -> ReleaseStatus:
+        """Return a lease. Only the first release of a live lease of this generation changes accounting."""
+        if lease.generation != self.generation:
+            return ReleaseStatus.STALE
+        held = self._active.pop(lease.id, None)
+        if held is None:
+            return ReleaseStatus.DUPLICATE if lease.id in self._released else ReleaseStatus.UNKNOWN
+        self._pools[lease.pool].in_use -= 1
+        self._held[(lease.pool, lease.group)] -= 1
+        if lease.borrowed:
+            self._debt[lease.group] -= 1
+            if self._debt[lease.group] == 0:
+                self._repaying.discard(lease.group)
+        self._released[lease.id] = ReleaseStatus.RELEASED
+        while len(self._released) > self._history:
+            self._released.popitem(last=False)
+        return ReleaseStatus.RELEASED
+
+    def reset(self) -> None:
+        """Forget every lease (new generation): late releases of old leases are reported stale."""
+        self.generation += 1
+        for pool in self._pools.values():
+            pool.in_use = 0
+        self._held.clear()
+        self._debt.clear()
+        self._repaying.clear()
+        self._active.clear()
+
+    @property
+    def active_leases(self) -> int:
+        """Leases currently held across all pools."""
+        return len(self._active)
+
+    def recently_released(self) -> list[int]:
+        """Ids of the most recently released leases (bounded), for diagnostics."""
+        return list(self._released)

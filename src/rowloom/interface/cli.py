@@ -1,0 +1,211 @@
+"""The `rowloom` command: run, preview, validate, sim.
+
+Errors a user can cause print one clear message and exit non-zero; only bugs show a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlparse
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rowloom.bench.sim_cli import sim
+from rowloom.config.dataset import DatasetConfig
+from rowloom.engine.job import run_job
+from rowloom.engine.progress import RunProgress
+from rowloom.errors import ConfigError, RowloomError, RunAborted
+from rowloom.interface.progress import ProgressDisplay
+from rowloom.observe.sinks import JsonlSink
+
+app = typer.Typer(
+    name="rowloom",
+    help="Generate synthetic datasets with LLMs, keeping every endpoint as busy as it can bear.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(stderr=True)
+out = Console()
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+class ResumeChoice(StrEnum):
+    auto = "auto"
+    always = "always"
+    never = "never"
+
+
+ConfigArg = Annotated[Path, typer.Argument(help="Dataset config (YAML or JSON).", show_default=False)]
+
+
+def _load(path: Path) -> DatasetConfig:
+    try:
+        return DatasetConfig.from_yaml(path)
+    except ConfigError as exc:
+        console.print(f"[red]Invalid config[/red] {path}:\n{exc}", highlight=False)
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+@contextlib.contextmanager
+def _simulators(config: DatasetConfig, spec: str | None) -> Iterator[None]:
+    """Start a provider simulator on the port of every loopback provider (for demos and benchmarks)."""
+    if spec is None:
+        yield
+        return
+    from rowloom.bench.sim_config import SimulatorConfig
+    from rowloom.bench.sim_process import SimulatorProcess
+
+    options: dict[str, str] = {}
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(
+                f"{item!r} is not key=value (e.g. latency_s=0.2,capacity=16)", param_hint="--with-sim"
+            )
+        options[key.strip()] = value.strip()
+    if "capacity_schedule" in options:
+        options["capacity_schedule"] = options["capacity_schedule"].replace(";", ",")
+    try:
+        sim_config = SimulatorConfig(models=tuple({m.model for m in config.models}) or ("sim-model",), **options)
+    except Exception as exc:
+        raise typer.BadParameter(str(exc), param_hint="--with-sim") from None
+    with contextlib.ExitStack() as stack:
+        ports = set()
+        for provider in config.providers:
+            url = urlparse(provider.base_url)
+            if url.hostname in ("127.0.0.1", "localhost") and url.port and url.port not in ports:
+                ports.add(url.port)
+                stack.enter_context(SimulatorProcess(sim_config, port=url.port))
+                console.print(f"simulator on 127.0.0.1:{url.port} ({sim_config.mode}, capacity {sim_config.capacity})")
+        yield
+
+
+async def _run(
+    config: DatasetConfig,
+    num_records: int,
+    output: Path,
+    resume: str,
+    events: Path | None,
+    quiet: bool,
+) -> dict:
+    progress = RunProgress()
+    loop = asyncio.get_running_loop()
+    display = ProgressDisplay(console, progress) if not quiet else None
+
+    def on_start(scheduler, stats) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, scheduler.stop, "interrupted")
+        if display is not None:
+            display.stats = stats
+
+    sink = JsonlSink(events) if events else None
+    async with display if display is not None else contextlib.nullcontext():
+        result = await run_job(
+            config, num_records, output=output, resume=resume, sink=sink, progress=progress, on_start=on_start
+        )
+    return result.summary
+
+
+@app.command()
+def run(
+    config_path: ConfigArg,
+    num_records: Annotated[int, typer.Option("--num-records", "-n", min=1, help="Records to generate.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (Parquet + manifest).")],
+    resume: Annotated[ResumeChoice, typer.Option(help="Continue a partial run in --output.")] = ResumeChoice.auto,
+    events: Annotated[Path | None, typer.Option(help="Write every scheduling event to this JSONL file.")] = None,
+    with_sim: Annotated[
+        str | None,
+        typer.Option(
+            "--with-sim",
+            help="Start the provider simulator on each loopback provider's port, e.g. 'latency_s=0.2,capacity=16'.",
+        ),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Generate a dataset: one Parquet file per row group, plus manifest.json and summary.json."""
+    config = _load(config_path)
+    try:
+        with _simulators(config, with_sim):
+            summary = asyncio.run(_run(config, num_records, output, resume.value, events, quiet))
+    except RunAborted as exc:
+        console.print(f"[yellow]Stopped[/yellow]: {exc}", highlight=False)
+        interrupted = "interrupted" in str(exc)
+        raise typer.Exit(EXIT_INTERRUPTED if interrupted else EXIT_ERROR) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]Interrupted[/yellow]; every finished row group is on disk.")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except RowloomError as exc:
+        console.print(f"[red]Error[/red]: {exc}", highlight=False)
+        raise typer.Exit(EXIT_ERROR) from None
+    dropped = summary["rows_dropped"]
+    requests = summary["requests"]
+    out.print(
+        f"Wrote {summary['records_written']} records to {output} in {summary['wall_s']:.1f}s "
+        f"({dropped} rows dropped, {requests.get('total', 0)} requests, "
+        f"{requests.get('by_outcome', {}).get('rate_limited', 0)} rate-limited)",
+        highlight=False,
+    )
+
+
+@app.command()
+def preview(
+    config_path: ConfigArg,
+    num_records: Annotated[int, typer.Option("--num-records", "-n", min=1, max=1000)] = 5,
+) -> None:
+    """Generate a few records and print them as a table; nothing is written."""
+    config = _load(config_path)
+    try:
+        result = asyncio.run(run_job(config, num_records, output=None))
+    except RowloomError as exc:
+        console.print(f"[red]Error[/red]: {exc}", highlight=False)
+        raise typer.Exit(EXIT_ERROR) from None
+    frame = result.to_pandas()
+    table = Table(show_lines=True)
+    for name in frame.columns:
+        table.add_column(str(name), overflow="fold", max_width=60)
+    for _, row in frame.iterrows():
+        table.add_row(*[_cell(v) for v in row])
+    out.print(table)
+    if result.summary["rows_dropped"]:
+        out.print(f"{result.summary['rows_dropped']} rows dropped: {result.summary['rows_dropped_by_reason']}")
+
+
+def _cell(value: object) -> str:
+    text = str(value)
+    return text if len(text) <= 400 else text[:400] + "…"
+
+
+@app.command()
+def validate(config_path: ConfigArg) -> None:
+    """Check a config and report every problem with its field path, or say it is valid."""
+    config = _load(config_path)
+    llm = sum(1 for c in config.columns if c.model_alias)
+    out.print(
+        f"{config_path} is valid: {len(config.columns)} columns ({llm} LLM), "
+        f"{len(config.models)} models, {len(config.providers)} providers."
+    )
+
+
+app.command("sim", help="Run the OpenAI-compatible provider simulator on 127.0.0.1.")(sim)
+
+
+def main() -> None:
+    """Entry point of the `rowloom` script."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        console.print("[yellow]Interrupted[/yellow]")
+        sys.exit(EXIT_INTERRUPTED)
