@@ -27,7 +27,23 @@ _EXPORTS = {
     "preview": "rowloom.interface.api",
 }
 
-__all__ = [*sorted(_EXPORTS), "__version__"]
+__all__ = [  # noqa: RUF022 - grouped like _EXPORTS
+    "ConfigError",
+    "RowloomError",
+    "RunAborted",
+    "UserCodeError",
+    "DatasetConfig",
+    "ModelConfig",
+    "ProviderConfig",
+    "RunConfig",
+    "DropRow",
+    "JobResult",
+    "agenerate",
+    "apreview",
+    "generate",
+    "preview",
+    "__version__",
+]
 
 if TYPE_CHECKING:
     from rowloom.config import DatasetConfig, ModelConfig, ProviderConfig, RunConfig
