@@ -1,0 +1,431 @@
+"""The OpenAI-compatible chat/embeddings client over aiohttp, and the classification of every reply it gets.
+
+Owns the HTTP session, the request body and turning status/headers/body (or a transport failure) into a
+`ChatResponse` or a classified `ProviderError`. Admission, retries and events belong to the callers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import orjson
+from multidict import CIMultiDict
+
+from rowloom.config.models import ProviderConfig
+from rowloom.errors import ConfigError, ConfigProblem, RowloomError
+from rowloom.models.clients.headers import SECRET_HEADERS, ci_headers, parse_rate_limit, parse_retry_after_s
+from rowloom.models.types import (
+    ChatRequest,
+    ChatResponse,
+    ClientRequestError,
+    EmbeddingResponse,
+    Overloaded,
+    ProviderError,
+    RateLimited,
+    RateLimitInfo,
+    RequestTimeout,
+    ServerError,
+    Usage,
+)
+
+__all__ = [
+    "InsecureTransportError",
+    "OpenAIClient",
+    "classify_chat_response",
+    "classify_embedding_response",
+    "classify_exception",
+    "classify_status",
+]
+
+#: How much of a provider's error message (or of an unparseable body) an error keeps.
+MESSAGE_LIMIT = 500
+
+_NO_USAGE = Usage()
+
+
+class InsecureTransportError(ConfigError):
+    """An API key would travel over plain HTTP to a host that is not this machine."""
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Classification: pure functions of (status, headers, body, latency) or of a transport exception.
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _clip(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _error_fields(body: bytes) -> tuple[str | None, str | None]:
+    """(message, code or type) of an error body in the OpenAI shape or a common variant; None if absent."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None, None
+    if not isinstance(data, dict):
+        return None, None
+    error = data.get("error")
+    if isinstance(error, dict):
+        message = error.get("message")
+        kind = error.get("code") or error.get("type")
+        return (str(message) if message is not None else None), (str(kind) if kind is not None else None)
+    if isinstance(error, str):
+        return error, None
+    for key in ("message", "detail"):  # vLLM / FastAPI style
+        if isinstance(data.get(key), str):
+            kind = data.get("code") or data.get("type")
+            return data[key], (str(kind) if kind is not None else None)
+    return None, None
+
+
+def _provider_message(body: bytes) -> str:
+    message, _ = _error_fields(body)
+    if message is None:
+        message = body.decode("utf-8", errors="replace") if body else "(empty body)"
+    return _clip(message)
+
+
+def classify_status(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    latency_s: float,
+    *,
+    rate_limit: RateLimitInfo | None = None,
+) -> ProviderError | None:
+    """The error a non-2xx reply means, or None for 2xx. Pure: no I/O.
+
+    429 → RateLimited (except `insufficient_quota` → ClientRequestError); 503/529 → Overloaded;
+    408/504 → RequestTimeout; other 5xx → ServerError; other statuses → ClientRequestError.
+    """
+    if 200 <= status < 300:
+        return None
+    headers = ci_headers(headers)
+    if rate_limit is None:
+        rate_limit = parse_rate_limit(headers)
+    retry_after = parse_retry_after_s(headers)
+    message, kind = _error_fields(body)
+    if message is None:
+        message = body.decode("utf-8", errors="replace") if body else "(empty body)"
+    detail = _clip(message)
+    fields: dict[str, Any] = {
+        "status": status,
+        "retry_after_s": retry_after,
+        "rate_limit": rate_limit,
+        "latency_s": latency_s,
+    }
+    if status == 429:
+        if kind == "insufficient_quota":
+            return ClientRequestError(
+                f"HTTP 429 insufficient_quota: the account's quota is exhausted; add credit or change key ({detail})",
+                **fields,
+            )
+        return RateLimited(f"HTTP 429 rate limited: {detail}", **fields)
+    if status in (503, 529):
+        return Overloaded(f"HTTP {status} overloaded: {detail}", **fields)
+    if status in (408, 504):
+        return RequestTimeout(f"HTTP {status} timeout: {detail}", **fields)
+    if status >= 500:
+        return ServerError(f"HTTP {status} server error: {detail}", **fields)
+    if 300 <= status < 400:
+        location = headers.get("location", "?")
+        return ClientRequestError(
+            f"HTTP {status} redirect to {_clip(location, 200)}: set base_url to the final URL", **fields
+        )
+    return ClientRequestError(f"HTTP {status}: {detail}", **fields)
+
+
+def _malformed(what: str, body: bytes, status: int, rate_limit: RateLimitInfo, latency_s: float) -> ServerError:
+    preview = _clip(body.decode("utf-8", errors="replace"), 200) if body else "(empty body)"
+    return ServerError(
+        f"malformed reply: {what}; body starts: {preview}",
+        status=status,
+        rate_limit=rate_limit,
+        latency_s=latency_s,
+    )
+
+
+def _usage(data: dict[str, Any]) -> Usage:
+    usage = data.get("usage")
+    if not isinstance(usage, dict):
+        return _NO_USAGE
+    prompt = usage.get("prompt_tokens")
+    completion = usage.get("completion_tokens")
+    return Usage(
+        prompt_tokens=prompt if isinstance(prompt, int) else 0,
+        completion_tokens=completion if isinstance(completion, int) else 0,
+    )
+
+
+def _decode_ok_body(
+    status: int, body: bytes, rate_limit: RateLimitInfo, latency_s: float
+) -> dict[str, Any] | ProviderError:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return _malformed(f"body is not JSON ({exc})", body, status, rate_limit, latency_s)
+    if not isinstance(data, dict):
+        return _malformed("body is not a JSON object", body, status, rate_limit, latency_s)
+    return data
+
+
+def classify_chat_response(
+    status: int, headers: Mapping[str, str], body: bytes, latency_s: float
+) -> ChatResponse | ProviderError:
+    """Turn one chat-completions reply into a `ChatResponse`, or the `ProviderError` it means. Pure: no I/O.
+
+    A 2xx whose body is not JSON, or lacks `choices[0].message.content`, is a ServerError("malformed reply").
+    """
+    rate_limit = parse_rate_limit(headers)
+    error = classify_status(status, headers, body, latency_s, rate_limit=rate_limit)
+    if error is not None:
+        return error
+    data = _decode_ok_body(status, body, rate_limit, latency_s)
+    if isinstance(data, ProviderError):
+        return data
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        if "error" in data:  # some gateways wrap upstream failures in a 200
+            return ServerError(
+                f"provider returned an error with HTTP {status}: {_provider_message(body)}",
+                status=status,
+                rate_limit=rate_limit,
+                latency_s=latency_s,
+            )
+        return _malformed("no choices", body, status, rate_limit, latency_s)
+    choice = choices[0]
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        return _malformed("choices[0] has no message", body, status, rate_limit, latency_s)
+    content = message.get("content")
+    if isinstance(content, list):  # content parts: keep the text ones
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    if not isinstance(content, str):
+        refusal = message.get("refusal")
+        what = f"no message content (refusal: {_clip(str(refusal), 200)})" if refusal else "no message content"
+        return _malformed(what, body, status, rate_limit, latency_s)
+    finish = choice.get("finish_reason")
+    return ChatResponse(
+        text=content,
+        usage=_usage(data),
+        latency_s=latency_s,
+        rate_limit=rate_limit,
+        finish_reason=finish if isinstance(finish, str) else None,
+    )
+
+
+def classify_embedding_response(
+    status: int, headers: Mapping[str, str], body: bytes, latency_s: float, *, expected: int | None = None
+) -> EmbeddingResponse | ProviderError:
+    """Turn one embeddings reply into an `EmbeddingResponse` (vectors in input order) or its `ProviderError`.
+
+    `expected` is the number of inputs; a reply with another count is malformed.
+    """
+    rate_limit = parse_rate_limit(headers)
+    error = classify_status(status, headers, body, latency_s, rate_limit=rate_limit)
+    if error is not None:
+        return error
+    data = _decode_ok_body(status, body, rate_limit, latency_s)
+    if isinstance(data, ProviderError):
+        return data
+    items = data.get("data")
+    if not isinstance(items, list):
+        return _malformed("no data", body, status, rate_limit, latency_s)
+    try:
+        ordered = sorted(items, key=lambda item: item.get("index", 0))
+        vectors = tuple(tuple(float(x) for x in item["embedding"]) for item in ordered)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        return _malformed(f"bad embedding item ({type(exc).__name__})", body, status, rate_limit, latency_s)
+    if expected is not None and len(vectors) != expected:
+        return _malformed(f"{len(vectors)} embeddings for {expected} inputs", body, status, rate_limit, latency_s)
+    return EmbeddingResponse(vectors=vectors, usage=_usage(data), latency_s=latency_s, rate_limit=rate_limit)
+
+
+def classify_exception(exc: BaseException, latency_s: float) -> ProviderError | None:
+    """The `ProviderError` a transport failure means, or None when it is not a provider failure (a bug,
+    a cancellation) and must propagate unchanged."""
+    name = type(exc).__name__
+    if isinstance(exc, TimeoutError):  # asyncio.TimeoutError, aiohttp.ServerTimeoutError and subclasses
+        return RequestTimeout(f"timed out after {latency_s:.3f}s ({name})", latency_s=latency_s)
+    if not isinstance(exc, aiohttp.ClientError):
+        return None
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return ClientRequestError(
+            f"TLS certificate rejected: {exc}; check base_url or the CA bundle", latency_s=latency_s
+        )
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return ServerError(f"connection refused: {exc}", latency_s=latency_s)
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return ServerError("connection reset: server disconnected before the reply ended", latency_s=latency_s)
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return ServerError(f"connection reset mid-body, reply truncated: {exc}", latency_s=latency_s)
+    if isinstance(exc, aiohttp.ClientOSError):
+        return ServerError(f"connection reset: {exc}", latency_s=latency_s)
+    if isinstance(exc, aiohttp.ClientResponseError):  # unparseable status line / headers
+        return ServerError(f"malformed reply: {exc.message}", status=exc.status or None, latency_s=latency_s)
+    return ServerError(f"connection failed: {name}: {exc}", latency_s=latency_s)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The client.
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _public_url(url: str) -> str:
+    """`url` without any user:password part, for display."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
+
+
+class OpenAIClient:
+    """A `ChatClient` for OpenAI-compatible endpoints (`/chat/completions`, `/embeddings`) over aiohttp.
+
+    One connection pool per client, sized to the concurrency the caller will use (`pool_size`), created lazily
+    on the running loop. Raises a classified `ProviderError` for every provider failure; never logs.
+    The API key comes from `api_key` or the environment variable `provider.api_key_env`; with neither, no
+    Authorization header is sent.
+    """
+
+    __slots__ = (
+        "_chat_url",
+        "_closed",
+        "_embed_url",
+        "_headers",
+        "_loop",
+        "_pool_size",
+        "_session",
+        "_timeout",
+        "provider",
+    )
+
+    def __init__(self, provider: ProviderConfig, *, pool_size: int = 64, api_key: str | None = None):
+        if pool_size < 1:
+            raise ValueError(f"pool_size must be at least 1, got {pool_size}")
+        self.provider = provider
+        self._pool_size = pool_size
+        if api_key is None and provider.api_key_env:
+            api_key = os.environ.get(provider.api_key_env) or None
+        # Case-insensitive, so an explicit key replaces an `authorization` extra header instead of doubling it.
+        headers = CIMultiDict({"Content-Type": "application/json", "Accept": "application/json"})
+        headers.update(provider.extra_headers)
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self._check_transport(provider, headers)
+        self._headers = headers
+        self._chat_url = f"{provider.base_url}/chat/completions"
+        self._embed_url = f"{provider.base_url}/embeddings"
+        self._timeout = aiohttp.ClientTimeout(total=provider.timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    @staticmethod
+    def _check_transport(provider: ProviderConfig, headers: Mapping[str, str]) -> None:
+        if provider.allow_insecure or not any(name.lower() in SECRET_HEADERS for name in headers):
+            return
+        parts = urlsplit(provider.base_url)
+        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+            raise InsecureTransportError(
+                ConfigProblem(
+                    f"providers.{provider.name}.base_url",
+                    f"refusing to send an API key over plain http:// to {parts.hostname!r}, which is not this machine",
+                    "use an https:// base_url, or set allow_insecure: true if the network is trusted",
+                )
+            )
+
+    def __repr__(self) -> str:
+        return f"OpenAIClient(base_url={_public_url(self.provider.base_url)!r})"
+
+    __str__ = __repr__
+
+    def _http(self) -> aiohttp.ClientSession:
+        session = self._session
+        if session is not None and self._loop is asyncio.get_running_loop():
+            return session
+        if self._closed:
+            raise RowloomError(f"{self!r} is closed; create a new client")
+        if session is not None:
+            raise RowloomError(f"{self!r} was first used on another event loop; create one client per loop")
+        connector = aiohttp.TCPConnector(limit=self._pool_size, limit_per_host=self._pool_size)
+        self._session = session = aiohttp.ClientSession(
+            connector=connector,
+            headers=self._headers,
+            timeout=self._timeout,
+            raise_for_status=False,
+            auto_decompress=True,
+        )
+        self._loop = asyncio.get_running_loop()
+        return session
+
+    async def _post(self, url: str, payload: dict[str, Any]) -> tuple[int, Any, bytes, float]:
+        """POST `payload`; (status, headers, body, latency) or a classified transport `ProviderError`."""
+        data = orjson.dumps(payload)
+        session = self._http()
+        start = time.monotonic()
+        try:
+            async with session.post(url, data=data, allow_redirects=False) as resp:
+                body = await resp.read()
+                return resp.status, resp.headers, body, time.monotonic() - start
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            error = classify_exception(exc, time.monotonic() - start)
+            if error is None:  # pragma: no cover - classify_exception covers both caught families
+                raise
+            # aiohttp response errors carry the request headers (the key); do not chain those.
+            cause = None if isinstance(exc, aiohttp.ClientResponseError) else exc
+            raise error from cause
+
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        """Send one chat completion; the reply, or a classified `ProviderError`."""
+        payload = {**request.params, "model": request.model, "messages": request.messages}
+        if request.json_schema is not None:
+            payload["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": request.schema_name, "schema": request.json_schema, "strict": True},
+            }
+        status, headers, body, latency = await self._post(self._chat_url, payload)
+        result = classify_chat_response(status, headers, body, latency)
+        if isinstance(result, ProviderError):
+            raise result
+        return result
+
+    async def embed(self, model: str, inputs: list[str]) -> EmbeddingResponse:
+        """Embed `inputs` in one call; vectors in input order, or a classified `ProviderError`."""
+        status, headers, body, latency = await self._post(self._embed_url, {"model": model, "input": inputs})
+        result = classify_embedding_response(status, headers, body, latency, expected=len(inputs))
+        if isinstance(result, ProviderError):
+            raise result
+        return result
+
+    async def aclose(self) -> None:
+        """Close the connection pool; the client cannot be used afterwards. Idempotent."""
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            await session.close()
+
+    async def __aenter__(self) -> OpenAIClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
