@@ -1,0 +1,285 @@
+"""The simulator's HTTP behaviour: routes, the admission pipeline of one model request, and reply bodies.
+
+Composes config, limits, processor sharing, service draws, replies and stats; owns no sockets or lifecycle
+(see `simulator.SimulatorServer`). Must run on one event loop; all state is touched only from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from rowloom.bench.sim_config import SimulatorConfig
+from rowloom.bench.sim_limits import RateLimits
+from rowloom.bench.sim_replies import ReplyRequestError, chat_reply, embedding_vector, estimate_tokens
+from rowloom.bench.sim_service import Fault, ServiceDraws
+from rowloom.bench.sim_sharing import ProcessorSharing
+from rowloom.bench.sim_stats import SimStats
+
+_JSON_HEADERS = {"Content-Type": "application/json"}
+# Looks like JSON at a glance but is not (single quotes, bare word): what a broken proxy might send.
+_MALFORMED_BODY = b"{'id': 'chatcmpl-sim', 'object': 'chat.completion', choices: None}"
+# nginx's convention for "client closed the request", so abandoned requests are visible in /stats.
+CLIENT_CLOSED = 499
+
+
+def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> bytes:
+    """An OpenAI-style error document."""
+    return orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
+
+
+@dataclass(slots=True)
+class _Work:
+    """A parsed model request: usage, whether it is structured, and how to render its reply after service."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    structured: bool
+    render: Callable[[bool], dict[str, Any]]  # argument: violate the schema
+
+
+class SimulatorApp:
+    """The state and handlers of one simulated provider. Create and use it on a running event loop."""
+
+    def __init__(self, config: SimulatorConfig):
+        self.config = config
+        self._loop = asyncio.get_running_loop()
+        now = self._loop.time()
+        self.stats = SimStats(now)
+        self._limits = RateLimits(config.rpm, config.tpm, now)
+        self._draws = ServiceDraws(config)
+        self._sharing = ProcessorSharing(self.capacity_now) if config.mode == "vllm" else None
+        self._ids = itertools.count(1)
+        self._auth = f"Bearer {config.api_key}" if config.api_key else None
+        self._epoch = now
+        self._step_timers: list[asyncio.TimerHandle] = []
+        self._arm_schedule()
+
+    def web_app(self) -> web.Application:
+        """The aiohttp application serving every endpoint."""
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/stats", self._stats)
+        app.router.add_post("/stats/reset", self._reset)
+        app.router.add_get("/health", self._health)
+        return app
+
+    def capacity_now(self) -> int:
+        """Capacity in force now, per the schedule measured from start or the last reset."""
+        return self.config.capacity_at(self._loop.time() - self._epoch)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The `/stats` document."""
+        return self.stats.snapshot(self._loop.time(), capacity=self.capacity_now(), mode=self.config.mode)
+
+    def reset(self) -> None:
+        """Zero counters, refill rate-limit buckets and restart the capacity schedule clock."""
+        now = self._loop.time()
+        self.stats.reset(now)
+        self._limits.reset(now)
+        self._epoch = now
+        self._arm_schedule()
+        if self._sharing is not None:
+            self._sharing.capacity_changed()
+
+    def close(self) -> None:
+        """Cancel the schedule timers (the server is going away)."""
+        for timer in self._step_timers:
+            timer.cancel()
+        self._step_timers.clear()
+
+    def _arm_schedule(self) -> None:
+        # One timer per capacity step, so processor sharing re-times completions exactly when capacity moves.
+        self.close()
+        for at, _ in self.config.capacity_schedule:
+            if at > 0:
+                self._step_timers.append(self._loop.call_at(self._epoch + at, self._capacity_stepped))
+
+    def _capacity_stepped(self) -> None:
+        if self._sharing is not None:
+            self._sharing.capacity_changed()
+
+    # --- endpoints -------------------------------------------------------------------------------------
+
+    async def _chat(self, request: web.Request) -> web.Response:
+        return await self._model_call(request, self._prepare_chat)
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        return await self._model_call(request, self._prepare_embeddings)
+
+    async def _models(self, request: web.Request) -> web.Response:
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "rowloom-sim"} for m in self.config.models]
+        return self._reply(request.path, 200, orjson.dumps({"object": "list", "data": data}))
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.Response(body=orjson.dumps(self.snapshot()), headers=_JSON_HEADERS)
+
+    async def _reset(self, request: web.Request) -> web.Response:
+        self.reset()
+        return web.Response(body=b'{"ok":true}', headers=_JSON_HEADERS)
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.Response(body=b'{"status":"ok"}', headers=_JSON_HEADERS)
+
+    # --- one model request -----------------------------------------------------------------------------
+
+    async def _model_call(self, request: web.Request, prepare: Callable[[dict[str, Any]], _Work]) -> web.Response:
+        """Auth -> parse -> capacity (hosted) -> rate limits -> fault -> service -> reply."""
+        path = request.path
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        try:
+            body = orjson.loads(await request.read())
+            if not isinstance(body, dict):
+                raise ReplyRequestError("the request body must be a JSON object")
+            work = prepare(body)
+        except orjson.JSONDecodeError:
+            return self._reply(path, 400, error_body("the request body is not valid JSON", "invalid_request_error"))
+        except ReplyRequestError as exc:
+            return self._reply(path, 400, error_body(str(exc), "invalid_request_error", param=exc.param))
+
+        now = self._loop.time()
+        config = self.config
+        if self._sharing is None:
+            capacity = self.capacity_now()
+            if self.stats.in_flight >= capacity:
+                message = f"The server is at capacity ({capacity} requests in service). Please retry shortly."
+                headers = {**self._limits.headers(now), **self._retry_headers(config.retry_after_s)}
+                body_bytes = error_body(message, "capacity", "rate_limit_exceeded")
+                return self._reply(path, 429, body_bytes, headers)
+        decision = self._limits.admit(work.prompt_tokens + work.completion_tokens, now)
+        if not decision.allowed:
+            message = (
+                f"Rate limit reached on {decision.limited_by} per min. Please try again in {decision.wait_s:.3f}s."
+            )
+            headers = {**decision.headers, **self._retry_headers(decision.wait_s)}
+            body_bytes = error_body(message, decision.limited_by or "requests", "rate_limit_exceeded")
+            return self._reply(path, 429, body_bytes, headers)
+
+        fault = self._draws.fault()
+        if fault is Fault.ERROR:
+            message = "The server had an error while processing your request. Sorry about that!"
+            return self._reply(path, 500, error_body(message, "server_error"), decision.headers)
+        if fault is Fault.OVERLOAD:
+            message = "The engine is currently overloaded, please try again later."
+            return self._reply(path, 503, error_body(message, "server_error", "overloaded"), decision.headers)
+        violate = work.structured and self._draws.violates_schema()
+        service_s = config.hang_s if fault is Fault.TIMEOUT else self._draws.service_s(work.completion_tokens)
+
+        self.stats.enter(now)
+        try:
+            await self._serve(service_s, hung=fault is Fault.TIMEOUT)
+        except asyncio.CancelledError:
+            self.stats.record(path, CLIENT_CLOSED)
+            raise
+        finally:
+            self.stats.leave(self._loop.time())
+
+        payload = orjson.dumps(work.render(violate))
+        if fault is Fault.MALFORMED:
+            payload = _MALFORMED_BODY
+        elif fault is Fault.TRUNCATED:
+            payload = payload[: len(payload) // 2]
+        else:
+            self.stats.add_tokens(work.prompt_tokens, work.completion_tokens)
+        return self._reply(path, 200, payload, decision.headers)
+
+    async def _serve(self, service_s: float, hung: bool) -> None:
+        # A hung request holds its hosted slot but takes no share of vLLM compute: it models a stuck
+        # connection, not extra work. Zero-latency requests skip the timer entirely (client benchmarks).
+        if self._sharing is not None and not hung:
+            await self._sharing.serve(service_s)
+        elif service_s > 0:
+            await asyncio.sleep(service_s)
+
+    def _prepare_chat(self, body: dict[str, Any]) -> _Work:
+        if body.get("stream"):
+            raise ReplyRequestError("streaming is not supported by the simulator", "stream")
+        default_max = self.config.default_max_tokens
+        reply = chat_reply(body, default_max)
+        model = str(body.get("model", ""))
+
+        def render(violate: bool) -> dict[str, Any]:
+            final = chat_reply(body, default_max, violate_schema=True) if violate else reply
+            return {
+                "id": f"chatcmpl-sim{next(self._ids):x}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": final.content},
+                        "finish_reason": final.finish_reason,
+                        "logprobs": None,
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": reply.prompt_tokens,
+                    "completion_tokens": reply.completion_tokens,
+                    "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+                },
+            }
+
+        return _Work(reply.prompt_tokens, reply.completion_tokens, reply.structured, render)
+
+    def _prepare_embeddings(self, body: dict[str, Any]) -> _Work:
+        raw = body.get("input")
+        if isinstance(raw, str):
+            texts = [raw]
+        elif isinstance(raw, list) and raw:
+            # Token-id inputs (lists of ints) are embedded by their text form: deterministic is all we need.
+            texts = [item if isinstance(item, str) else orjson.dumps(item).decode() for item in raw]
+        else:
+            raise ReplyRequestError("'input' must be a string or a non-empty list", "input")
+        dim = body.get("dimensions") or self.config.embedding_dim
+        if not isinstance(dim, int) or dim < 1:
+            raise ReplyRequestError("'dimensions' must be a positive integer", "dimensions")
+        model = str(body.get("model", ""))
+        tokens = sum(estimate_tokens(len(text)) for text in texts)
+
+        def render(_violate: bool) -> dict[str, Any]:
+            data = [
+                {"object": "embedding", "index": i, "embedding": embedding_vector(model, text, dim)}
+                for i, text in enumerate(texts)
+            ]
+            usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+            return {"object": "list", "data": data, "model": model, "usage": usage}
+
+        return _Work(tokens, 0, False, render)
+
+    # --- helpers -------------------------------------------------------------------------------------
+
+    def _denied(self, request: web.Request) -> web.Response | None:
+        if self._auth is None or request.headers.get("Authorization") == self._auth:
+            return None
+        message = "Incorrect API key provided. Send 'Authorization: Bearer <key>' with the simulator's key."
+        body = error_body(message, "invalid_request_error", "invalid_api_key")
+        return self._reply(request.path, 401, body)
+
+    def _retry_headers(self, wait_s: float) -> dict[str, str]:
+        if not self.config.send_retry_after:
+            return {}
+        return {
+            "Retry-After": str(max(1, math.ceil(wait_s))),
+            "retry-after-ms": str(max(1, math.ceil(wait_s * 1000))),
+        }
+
+    def _reply(self, path: str, status: int, body: bytes, headers: dict[str, str] | None = None) -> web.Response:
+        self.stats.record(path, status)
+        all_headers = {**_JSON_HEADERS, **headers} if headers else _JSON_HEADERS
+        return web.Response(status=status, body=body, headers=all_headers)

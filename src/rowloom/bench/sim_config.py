@@ -1,0 +1,137 @@
+"""The provider simulator's settings: one validated, immutable `SimulatorConfig` and the schedule parser.
+
+Owns only values and their validation; it must not import the server, aiohttp or anything that does I/O.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SimMode = Literal["hosted", "vllm"]
+JitterKind = Literal["uniform", "lognormal"]
+
+# Fault rates are drawn from one uniform number per admitted request, so together they must fit in [0, 1].
+_EXCLUSIVE_FAULT_FIELDS = ("error_rate", "overload_rate", "timeout_rate", "malformed_rate", "truncated_rate")
+
+
+def parse_capacity_schedule(text: str) -> list[tuple[float, int]]:
+    """Parse `"0:64,10:16"` into `[(0.0, 64), (10.0, 16)]`: capacity 64 from t=0 s, 16 from t=10 s.
+
+    Times are seconds since the simulator started (or since the last `/stats/reset`), strictly increasing
+    and >= 0; capacities are integers >= 0 (0 models an outage). Raises `ValueError` naming the bad entry.
+    """
+    entries: list[tuple[float, int]] = []
+    if not text.strip():
+        raise ValueError("capacity_schedule is empty; expected entries like '0:64,10:16' (seconds:capacity)")
+    for raw in text.split(","):
+        item = raw.strip()
+        time_text, sep, cap_text = item.partition(":")
+        if not sep:
+            raise ValueError(f"capacity_schedule entry {item!r} has no ':'; expected 'seconds:capacity'")
+        try:
+            at = float(time_text)
+        except ValueError:
+            raise ValueError(f"capacity_schedule entry {item!r}: time {time_text!r} is not a number") from None
+        try:
+            cap = int(cap_text)
+        except ValueError:
+            raise ValueError(f"capacity_schedule entry {item!r}: capacity {cap_text!r} is not an integer") from None
+        entries.append((at, cap))
+    return _check_schedule(entries)
+
+
+def _check_schedule(entries: list[tuple[float, int]]) -> list[tuple[float, int]]:
+    previous = -1.0
+    for at, cap in entries:
+        if at < 0 or at != at:
+            raise ValueError(f"capacity_schedule time {at} must be a number >= 0")
+        if at <= previous:
+            raise ValueError(f"capacity_schedule times must strictly increase; {at} follows {previous}")
+        if cap < 0:
+            raise ValueError(f"capacity_schedule capacity {cap} at t={at} must be >= 0")
+        previous = at
+    return [(float(at), int(cap)) for at, cap in entries]
+
+
+class SimulatorConfig(BaseModel):
+    """How the simulated provider behaves. Every field has a CLI flag of the same name (`--jitter`, ...).
+
+    Invalid values raise `pydantic.ValidationError` naming the field.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: SimMode = Field("hosted", description="'hosted': 429 beyond capacity; 'vllm': processor sharing.")
+    latency_s: float = Field(0.05, ge=0, description="Mean no-load service time of one request, seconds.")
+    jitter: float = Field(0.0, ge=0, description="Relative spread of the latency (0.2 = about ±20%).")
+    jitter_kind: JitterKind = Field("uniform", description="'uniform' ±jitter, or 'lognormal' with sigma=jitter.")
+    latency_per_token_s: float = Field(0.0, ge=0, description="Extra service time per completion token.")
+    capacity: int = Field(64, ge=1, description="Requests served at once (before any schedule entry).")
+    capacity_schedule: tuple[tuple[float, int], ...] = Field(
+        (), description="(seconds since start/reset, capacity) steps; a string like '0:64,10:16' is accepted."
+    )
+    retry_after_s: float = Field(1.0, gt=0, description="Retry-After hint sent with a capacity 429, seconds.")
+    send_retry_after: bool = Field(True, description="False omits Retry-After and retry-after-ms everywhere.")
+    rpm: int | None = Field(None, ge=1, description="Requests per minute (token bucket, burst = rpm).")
+    tpm: int | None = Field(None, ge=1, description="Tokens per minute (token bucket, burst = tpm).")
+    error_rate: float = Field(0.0, ge=0, le=1, description="Fraction of admitted requests answered 500.")
+    overload_rate: float = Field(0.0, ge=0, le=1, description="Fraction answered 503.")
+    timeout_rate: float = Field(0.0, ge=0, le=1, description="Fraction held open for `hang_s` first.")
+    hang_s: float = Field(30.0, ge=0, description="How long a 'timeout' request is held before its reply.")
+    malformed_rate: float = Field(0.0, ge=0, le=1, description="Fraction answered 200 with a non-JSON body.")
+    truncated_rate: float = Field(0.0, ge=0, le=1, description="Fraction answered 200 with JSON cut short.")
+    schema_invalid_rate: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Fraction of structured-output replies that violate the requested schema.",
+    )
+    api_key: str | None = Field(None, description="When set, requests need 'Authorization: Bearer <key>'.")
+    seed: int = Field(0, description="Seeds latency jitter and fault draws; replies depend only on the prompt.")
+    embedding_dim: int = Field(16, ge=1, le=65536, description="Length of every embedding vector.")
+    default_max_tokens: int = Field(60, ge=1, description="Reply length cap when a request sets none.")
+    models: tuple[str, ...] = Field(("sim-model",), min_length=1, description="Ids listed by GET /v1/models.")
+
+    @field_validator("capacity_schedule", mode="before")
+    @classmethod
+    def _parse_schedule(cls, value: object) -> object:
+        if isinstance(value, str):
+            return parse_capacity_schedule(value)
+        return value
+
+    @field_validator("capacity_schedule")
+    @classmethod
+    def _check_schedule(cls, value: tuple[tuple[float, int], ...]) -> tuple[tuple[float, int], ...]:
+        return tuple(_check_schedule(list(value)))
+
+    @model_validator(mode="after")
+    def _faults_fit_in_one_draw(self) -> SimulatorConfig:
+        total = sum(getattr(self, name) for name in _EXCLUSIVE_FAULT_FIELDS)
+        if total > 1.0 + 1e-9:
+            raise ValueError(f"{' + '.join(_EXCLUSIVE_FAULT_FIELDS)} = {total:g} exceeds 1; lower one of these rates")
+        return self
+
+    def capacity_at(self, elapsed_s: float) -> int:
+        """Capacity in force `elapsed_s` seconds after start/reset (base capacity before the first step)."""
+        capacity = self.capacity
+        for at, cap in self.capacity_schedule:
+            if at > elapsed_s:
+                break
+            capacity = cap
+        return capacity
+
+
+def require_loopback(host: str) -> str:
+    """Return `host` if it is a loopback address (or 'localhost'); the simulator never listens elsewhere."""
+    if host == "localhost":
+        return host
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(f"host {host!r} is not a loopback address; the simulator only listens on 127.0.0.1/::1")
+    return host

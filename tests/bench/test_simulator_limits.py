@@ -1,0 +1,157 @@
+"""Simulator building blocks: config validation, schedule parsing, token buckets, processor sharing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+import pytest
+from pydantic import ValidationError
+
+from rowloom.bench.sim_limits import RateLimits, TokenBucket, format_duration
+from rowloom.bench.sim_service import Fault, ServiceDraws
+from rowloom.bench.sim_sharing import ProcessorSharing
+from rowloom.bench.simulator import SimulatorConfig, parse_capacity_schedule
+
+
+def test_capacity_schedule_parses_steps():
+    assert parse_capacity_schedule("0:64, 10:16,12.5:0") == [(0.0, 64), (10.0, 16), (12.5, 0)]
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("", "empty"),
+        ("0-64", "no ':'"),
+        ("zero:64", "not a number"),
+        ("0:many", "not an integer"),
+        ("5:1,2:3", "strictly increase"),
+        ("0:-1", ">= 0"),
+        ("-1:4", ">= 0"),
+    ],
+)
+def test_bad_capacity_schedule_is_rejected_with_a_clear_message(text: str, fragment: str):
+    with pytest.raises(ValueError, match=fragment):
+        parse_capacity_schedule(text)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("capacity", 0), ("latency_s", -1.0), ("error_rate", 1.5), ("mode", "cloud"), ("rpm", 0), ("jitter", -0.1)],
+)
+def test_bad_config_values_name_the_field(field: str, value: object):
+    with pytest.raises(ValidationError) as info:
+        SimulatorConfig(**{field: value})
+    assert field in str(info.value)
+
+
+def test_fault_rates_must_fit_in_one_draw():
+    with pytest.raises(ValidationError, match="exceeds 1"):
+        SimulatorConfig(error_rate=0.7, timeout_rate=0.4)
+
+
+def test_config_accepts_schedule_string_and_reports_capacity_over_time():
+    config = SimulatorConfig(capacity=8, capacity_schedule="2:4,5:16")
+    assert [config.capacity_at(t) for t in (0, 1.99, 2, 4.9, 5, 100)] == [8, 8, 4, 4, 16, 16]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(0.02, "20ms"), (0.0, "0ms"), (1.5, "1.5s"), (12.0, "12s"), (360.0, "6m0s")]
+)
+def test_reset_durations_use_openai_style(seconds: float, text: str):
+    assert format_duration(seconds) == text
+
+
+def test_token_bucket_refills_continuously_at_limit_per_minute():
+    bucket = TokenBucket(60, now=0.0)  # one unit per second, burst 60
+    assert bucket.wait_for(60, 0.0) == 0
+    bucket.take(60, 0.0)
+    assert bucket.remaining(0.0) == 0
+    assert bucket.wait_for(1, 0.0) == pytest.approx(1.0)
+    assert bucket.remaining(2.5) == 2
+    assert bucket.reset_s(2.5) == pytest.approx(57.5)
+    assert bucket.remaining(1000.0) == 60  # never above the burst
+
+
+def test_rate_limits_charge_both_buckets_or_neither():
+    limits = RateLimits(rpm=10, tpm=100, now=0.0)
+    assert limits.admit(90, 0.0).allowed
+    refused = limits.admit(20, 0.0)  # requests fine, tokens short by 10 -> 10 / (100/60) s
+    assert not refused.allowed
+    assert refused.limited_by == "tokens"
+    assert refused.wait_s == pytest.approx(6.0)
+    headers = limits.headers(0.0)
+    assert headers["x-ratelimit-remaining-requests"] == "9"  # the refused request was not charged
+    assert headers["x-ratelimit-remaining-tokens"] == "10"
+
+
+def test_rate_limits_send_no_headers_when_unset():
+    limits = RateLimits(None, None, 0.0)
+    decision = limits.admit(10**9, 0.0)
+    assert decision.allowed
+    assert decision.headers == {}
+    assert not limits.enabled
+
+
+async def _timed(pool: ProcessorSharing, work: float, started: float) -> float:
+    await pool.serve(work)
+    return time.perf_counter() - started
+
+
+async def test_processor_sharing_divides_capacity_among_jobs():
+    pool = ProcessorSharing(lambda: 1)
+    started = time.perf_counter()
+    # Capacity 1, two jobs: both at half speed until the short one ends at 0.1 s, then full speed.
+    short, long = await asyncio.gather(_timed(pool, 0.05, started), _timed(pool, 0.10, started))
+    assert short == pytest.approx(0.10, abs=0.03)
+    assert long == pytest.approx(0.15, abs=0.03)
+    assert pool.active == 0
+
+
+async def test_processor_sharing_runs_at_full_speed_below_capacity():
+    pool = ProcessorSharing(lambda: 4)
+    started = time.perf_counter()
+    results = await asyncio.gather(*(_timed(pool, 0.05, started) for _ in range(4)))
+    assert max(results) == pytest.approx(0.05, abs=0.03)
+
+
+async def test_cancelled_job_leaves_the_pool_and_frees_its_share():
+    pool = ProcessorSharing(lambda: 1)
+    started = time.perf_counter()
+    doomed = asyncio.create_task(pool.serve(10.0))
+    survivor = asyncio.create_task(_timed(pool, 0.1, started))
+    await asyncio.sleep(0.05)  # survivor got 0.025 s of work at half speed
+    doomed.cancel()
+    assert await survivor == pytest.approx(0.125, abs=0.03)
+    assert pool.active == 0
+
+
+def test_uniform_jitter_stays_within_its_band_and_repeats_with_the_seed():
+    config = SimulatorConfig(latency_s=0.1, jitter=0.2, seed=7)
+    first = ServiceDraws(config).service_s(0)
+    draws = ServiceDraws(config)
+    samples = [draws.service_s(0) for _ in range(500)]
+    assert all(0.08 <= s <= 0.12 for s in samples)
+    assert samples[0] == first
+    assert len(set(samples)) > 400
+
+
+def test_lognormal_jitter_keeps_the_configured_mean():
+    draws = ServiceDraws(SimulatorConfig(latency_s=0.1, jitter=0.5, jitter_kind="lognormal", seed=3))
+    samples = [draws.service_s(0) for _ in range(20_000)]
+    assert sum(samples) / len(samples) == pytest.approx(0.1, rel=0.05)
+    assert max(samples) > 0.2  # a real tail, not a band
+
+
+def test_per_token_latency_adds_to_the_base():
+    draws = ServiceDraws(SimulatorConfig(latency_s=0.1, latency_per_token_s=0.01))
+    assert draws.service_s(20) == pytest.approx(0.3)
+
+
+def test_fault_draws_follow_their_rates():
+    draws = ServiceDraws(SimulatorConfig(error_rate=0.2, truncated_rate=0.1, seed=11))
+    counts = Counter(draws.fault() for _ in range(20_000))
+    assert counts[Fault.ERROR] / 20_000 == pytest.approx(0.2, abs=0.015)
+    assert counts[Fault.TRUNCATED] / 20_000 == pytest.approx(0.1, abs=0.015)
+    assert set(counts) == {None, Fault.ERROR, Fault.TRUNCATED}
