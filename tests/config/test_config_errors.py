@@ -158,3 +158,10 @@ def test_fingerprint_ignores_endpoints_but_not_prompts():
     changed = load([{"name": "a", "type": "llm_text", "model": "m", "prompt": "hello"}])
     assert a.fingerprint() == moved.fingerprint()
     assert a.fingerprint() != changed.fingerprint()
+
+
+def test_legacy_throttle_section_gets_one_line_pointing_to_request_admission():
+    with pytest.raises(ConfigError) as info:
+        load([{"name": "a", "type": "uuid"}], run={"throttle": {"max": 3}})
+    assert len(info.value.problems) == 1
+    assert "run.throttle" in str(info.value) and "request_admission" in str(info.value)

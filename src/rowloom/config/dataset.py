@@ -19,6 +19,7 @@ from rowloom.config.columns import ColumnConfig, CustomColumn
 from rowloom.config.dag import dependency_problems
 from rowloom.config.models import ModelConfig, ProviderConfig
 from rowloom.config.problems import problems_from_validation
+from rowloom.config.request_admission import reject_legacy_throttle
 from rowloom.config.run import RunConfig
 from rowloom.errors import ConfigError, ConfigProblem
 
@@ -32,6 +33,11 @@ class DatasetConfig(ConfigModel):
     models: list[ModelConfig] = Field(default_factory=list)
     columns: list[ColumnConfig] = Field(min_length=1, description="Columns in any order; dependencies decide.")
     run: RunConfig = Field(default_factory=RunConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_throttle(cls, data: Any) -> Any:
+        return reject_legacy_throttle(data, path="throttle")
 
     @model_validator(mode="after")
     def _cross_checks(self) -> DatasetConfig:

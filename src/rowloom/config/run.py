@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Any
+
+from pydantic import Field, model_validator
 
 from rowloom.config.base import ConfigModel
+from rowloom.config.request_admission import RequestAdmissionConfig, reject_legacy_throttle
 
 
 class RunConfig(ConfigModel):
@@ -28,3 +31,12 @@ class RunConfig(ConfigModel):
         20_000, ge=1, description="Memory bound: the frontier narrows when admitted rows exceed it."
     )
     cpu_slots: int | None = Field(None, ge=1, description="Concurrent CPU tasks; default = number of cores.")
+    request_admission: RequestAdmissionConfig = Field(
+        default_factory=RequestAdmissionConfig,
+        description="How request admission finds and holds each endpoint's capacity (limits, cooldowns, retries).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_throttle(cls, data: Any) -> Any:
+        return reject_legacy_throttle(data, path="run.throttle")
