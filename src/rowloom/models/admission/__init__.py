@@ -1,0 +1,53 @@
+"""Request admission: when may a model request go out — per endpoint limits, waiter queues, cooldowns, caps.
+
+The public names are re-exported here; everything else in this package is an implementation detail.
+"""
+
+from rowloom.models.admission.caps import CapTable
+from rowloom.models.admission.circuit import CircuitBreaker
+from rowloom.models.admission.controller import (
+    AdmissionClosed,
+    AdmissionTimeout,
+    LimitFactory,
+    RequestAdmissionController,
+)
+from rowloom.models.admission.cooldown import Cooldown, Pause
+from rowloom.models.admission.fair_queue import FairQueue, Selection, StaleSelection
+from rowloom.models.admission.keys import Domain, ResourceKey
+from rowloom.models.admission.leases import LeaseLedger, ReleaseStatus, RequestLease
+from rowloom.models.admission.limits import (
+    AIMDLimit,
+    CompositeLimit,
+    FixedLimit,
+    GradientLimit,
+    Limit,
+    limit_from_config,
+)
+from rowloom.models.admission.rate_budget import RateBudget, TokenBucket
+
+__all__ = [
+    "AIMDLimit",
+    "AdmissionClosed",
+    "AdmissionTimeout",
+    "CapTable",
+    "CircuitBreaker",
+    "CompositeLimit",
+    "Cooldown",
+    "Domain",
+    "FairQueue",
+    "FixedLimit",
+    "GradientLimit",
+    "LeaseLedger",
+    "Limit",
+    "LimitFactory",
+    "Pause",
+    "RateBudget",
+    "ReleaseStatus",
+    "RequestAdmissionController",
+    "RequestLease",
+    "ResourceKey",
+    "Selection",
+    "StaleSelection",
+    "TokenBucket",
+    "limit_from_config",
+]

@@ -1,0 +1,173 @@
+"""`RequestAdmissionConfig`: the tuning knobs of request admission (limits, cooldowns, retries, caps).
+
+Pydantic models only; the algorithms that read these knobs live in `rowloom.models.admission`.
+
+`RunConfig` embeds it as `request_admission` and rejects the old `throttle:` section with one line::
+
+    class RunConfig(ConfigModel):
+        request_admission: RequestAdmissionConfig = Field(default_factory=RequestAdmissionConfig)
+
+        @model_validator(mode="before")
+        @classmethod
+        def _no_throttle(cls, data: Any) -> Any:
+            return reject_legacy_throttle(data, path="run.throttle")
+
+`reject_legacy_throttle` raises `ConfigError` (not a `ValueError`), so pydantic lets it through unchanged and
+the user sees a single line naming the field and the fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from rowloom.config.base import ConfigModel
+from rowloom.errors import ConfigError, ConfigProblem
+
+LimitAlgorithm = Literal["composite", "aimd", "gradient", "fixed"]
+
+
+class AggregateCap(ConfigModel):
+    """A bound on the summed in-flight requests of every model (and domain) of one provider, or one model."""
+
+    provider: str = Field(min_length=1, description="Provider name the cap applies to.")
+    model: str | None = Field(
+        None, description="Model id at that provider; unset = the cap bounds every model of the provider."
+    )
+    max_in_flight: int = Field(ge=1, description="Most requests in flight at once across everything capped.")
+
+    @property
+    def label(self) -> str:
+        """`provider` or `provider/model`, for messages and snapshots."""
+        return self.provider if self.model is None else f"{self.provider}/{self.model}"
+
+
+class RequestAdmissionConfig(ConfigModel):
+    """How request admission finds and holds each endpoint's capacity. Defaults suit hosted APIs and vLLM."""
+
+    algorithm: LimitAlgorithm = Field(
+        "composite",
+        description=(
+            "Concurrency-limit algorithm per endpoint: `aimd` (loss: 429/503/timeouts), `gradient` (latency "
+            "against the no-load round trip), `composite` (the minimum of both), `fixed` (always the ceiling)."
+        ),
+    )
+    default_max_parallel_requests: int = Field(
+        64, ge=1, description="Ceiling for a model whose `max_parallel_requests` is unset."
+    )
+    initial_limit: int = Field(
+        8, ge=1, description="Concurrency a model starts at (clamped to its ceiling); slow start grows it from here."
+    )
+    min_limit: int = Field(1, ge=1, description="The limit never goes below this many requests in flight.")
+    slow_start: bool = Field(
+        True,
+        description="Grow by one per fully-used success (doubling per round trip) until the first overload signal.",
+    )
+
+    aimd_increase_step: float = Field(
+        1.0, gt=0, description="Additive increase of the limit after each window of fully-used successes."
+    )
+    aimd_window: int | None = Field(
+        None, ge=1, description="Successes per increase window; unset = the current limit (about one round trip)."
+    )
+    aimd_decrease_factor: float = Field(
+        0.75, gt=0, lt=1, description="Multiplicative decrease on an overload signal when no better estimate exists."
+    )
+    aimd_probe_zone: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="Within this fraction of the limit where overload last began, grow by `aimd_probe_step`.",
+    )
+    aimd_probe_step: float = Field(
+        0.2, gt=0, description="Increase per window near the last overload point, so steady state rarely hits 429."
+    )
+
+    gradient_tolerance: float = Field(
+        1.3, gt=1, description="Shrink when the median round trip exceeds this multiple of the no-load round trip."
+    )
+    gradient_min_window: int = Field(8, ge=1, description="Fewest samples per latency window.")
+    gradient_max_decrease: float = Field(
+        0.5, gt=0, lt=1, description="One latency window shrinks the limit to no less than this fraction."
+    )
+    gradient_probe_interval_s: float = Field(
+        60.0, gt=0, description="Seconds between re-probes of the no-load round trip (briefly lowering the limit)."
+    )
+    gradient_probe_fraction: float = Field(
+        0.5, gt=0, lt=1, description="Share of the in-flight count kept while re-probing the no-load round trip."
+    )
+
+    rate_limited_retry_s: float = Field(
+        1.0, ge=0, description="A 429 without Retry-After delays its own retry by this many seconds."
+    )
+    retry_after_jitter: float = Field(
+        0.1, ge=0, le=1, description="Up to this fraction is added to a Retry-After so retries do not return in step."
+    )
+    max_retry_after_s: float = Field(
+        120.0, gt=0, description="Longest Retry-After (or rate-limit reset) honoured; longer values are cut to this."
+    )
+    consecutive_429_pause: int = Field(
+        3,
+        ge=1,
+        description="Pause the whole endpoint after this many 429s with no success in between (a budget is spent).",
+    )
+    default_cooldown_s: float = Field(
+        2.0, gt=0, description="How long such a pause lasts when the 429 carried no Retry-After."
+    )
+
+    max_attempts: int = Field(
+        5, ge=1, description="Attempts per request for 5xx, 503 and timeouts (429s do not count against it)."
+    )
+    backoff_base_s: float = Field(0.5, ge=0, description="First backoff after a 5xx/timeout; doubles per failure.")
+    backoff_max_s: float = Field(30.0, ge=0, description="Longest backoff between attempts.")
+    backoff_jitter: float = Field(
+        0.5, ge=0, le=1, description="Backoffs are shortened by up to this fraction at random."
+    )
+    circuit_breaker_s: float = Field(
+        300.0,
+        gt=0,
+        description="Stop the run when an endpoint has had no success for this long while every request failed.",
+    )
+
+    rate_burst_s: float = Field(
+        1.0, gt=0, description="An rpm/tpm budget may be spent this many seconds' worth at once (bucket depth)."
+    )
+    caps: list[AggregateCap] = Field(
+        default_factory=list,
+        description="Aggregate in-flight caps per provider or per provider+model, shared by all their aliases.",
+    )
+    released_lease_memory: int = Field(
+        1024, ge=1, description="Released lease ids remembered to tell duplicate from unknown releases."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RequestAdmissionConfig:
+        if self.min_limit > self.default_max_parallel_requests:
+            raise ValueError("min_limit must not exceed default_max_parallel_requests")
+        if self.backoff_base_s > self.backoff_max_s:
+            raise ValueError("backoff_base_s must not exceed backoff_max_s")
+        seen: set[tuple[str, str | None]] = set()
+        for cap in self.caps:
+            if (cap.provider, cap.model) in seen:
+                raise ValueError(f"caps lists {cap.label!r} twice; keep one entry per provider or provider+model")
+            seen.add((cap.provider, cap.model))
+        return self
+
+
+def reject_legacy_throttle(data: Any, *, path: str = "throttle") -> Any:
+    """A `mode="before"` validator body: refuse a config that still has a `throttle:` section.
+
+    Returns `data` unchanged otherwise. Raises `ConfigError` with one problem naming `path` and the fix.
+    """
+    if isinstance(data, Mapping) and "throttle" in data:
+        raise ConfigError(
+            ConfigProblem(
+                path,
+                "the `throttle` section was replaced by `request_admission`",
+                "rename `throttle:` to `request_admission:` and check its fields "
+                "(max_parallel_requests/rpm/tpm now live on each model)",
+            )
+        )
+    return data

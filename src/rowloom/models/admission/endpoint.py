@@ -1,0 +1,103 @@
+"""`EndpointState`: everything request admission keeps about one resource key, gathered in one place.
+
+Owns the per-key parts (limit, waiter queue, cooldown, budget, caps, aliases, counters); holds no policy —
+the controller decides, this only stores and reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from rowloom.models.admission.caps import Cap
+from rowloom.models.admission.cooldown import Cooldown
+from rowloom.models.admission.fair_queue import FairQueue
+from rowloom.models.admission.keys import ResourceKey
+from rowloom.models.admission.leases import RequestLease
+from rowloom.models.admission.limits.base import Limit
+from rowloom.models.admission.rate_budget import RateBudget
+
+
+@dataclass(eq=False, slots=True)
+class Waiter:
+    """One queued acquire: what it asked for and the future its lease is delivered on."""
+
+    alias: str | None
+    group: str
+    tokens: int
+    future: asyncio.Future[RequestLease]
+    queued_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AliasBinding:
+    """An alias registered on a key: its own in-flight ceiling (None = only the key's) and budgets."""
+
+    ceiling: int | None
+    rpm: int | None
+    tpm: int | None
+
+
+class EndpointState:
+    """The adaptive admission state of one resource key, shared by every alias that names it."""
+
+    def __init__(self, key: ResourceKey, limit: Limit, cooldown: Cooldown, ceiling: int):
+        self.key = key
+        self.label = key.label
+        self.limit = limit
+        self.ceiling = ceiling
+        self.queue: FairQueue[tuple[str | None, str], Waiter] = FairQueue()
+        self.cooldown = cooldown
+        self.budget: RateBudget | None = None
+        self.caps: tuple[Cap, ...] = ()
+        self.peers: list[EndpointState] = []
+        self.aliases: dict[str, AliasBinding] = {}
+        self.failed: BaseException | None = None
+        self.cooldown_timer: asyncio.Task[None] | None = None
+        self.budget_timer: asyncio.Task[None] | None = None
+        self.peak_in_flight = 0
+        self.observed_max_limit = limit.limit
+        self.rate_limited = 0
+        self.issued = 0
+
+    def alias_ceiling(self, alias: str | None) -> int | None:
+        binding = self.aliases.get(alias) if alias is not None else None
+        return None if binding is None else binding.ceiling
+
+    def budgets(self) -> tuple[int | None, int | None]:
+        """The tightest rpm and tpm any alias of this key declared (they describe one provider budget)."""
+        rpms = [b.rpm for b in self.aliases.values() if b.rpm]
+        tpms = [b.tpm for b in self.aliases.values() if b.tpm]
+        return (min(rpms) if rpms else None, min(tpms) if tpms else None)
+
+    def cancel_timers(self) -> None:
+        for timer in (self.cooldown_timer, self.budget_timer):
+            if timer is not None and not timer.done():
+                timer.cancel()
+        self.cooldown_timer = self.budget_timer = None
+
+    def snapshot(self, in_flight: int, now: float) -> dict[str, Any]:
+        """JSON-ready view for observability and the engine's task admission."""
+        until = self.cooldown.until
+        return {
+            "provider": self.key.provider,
+            "model": self.key.model,
+            "domain": self.key.domain,
+            "aliases": sorted(self.aliases),
+            "algorithm": type(self.limit).__name__,
+            "limit": self.limit.limit,
+            "min_limit": self.limit.min_limit,
+            "max_limit": self.limit.max_limit,
+            "observed_max_limit": self.observed_max_limit,
+            "epoch": self.limit.epoch,
+            "in_flight": in_flight,
+            "peak_in_flight": self.peak_in_flight,
+            "waiters": len(self.queue),
+            "cooldown_until": until,
+            "cooldown_remaining_s": max(0.0, until - now) if until is not None else 0.0,
+            "rate_limited": self.rate_limited,
+            "consecutive_429": self.cooldown.consecutive_429,
+            "issued": self.issued,
+            "failed": None if self.failed is None else str(self.failed),
+        }

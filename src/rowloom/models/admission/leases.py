@@ -1,0 +1,105 @@
+"""Request leases and the ledger that makes their release exactly-once in effect.
+
+Owns which leases are live per resource key (the one source of in-flight counts) and the recent-release
+memory; it must not touch limits, queues or cooldowns.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+
+from rowloom.models.admission.keys import ResourceKey
+
+_GENERATIONS = itertools.count(1)
+
+
+class ReleaseStatus(enum.StrEnum):
+    """What a release did: only RELEASED changed any accounting."""
+
+    RELEASED = "released"
+    DUPLICATE = "duplicate"  # this lease was already released
+    UNKNOWN = "unknown"  # never issued by this controller generation
+    STALE = "stale"  # issued by an older generation (before a reset)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLease:
+    """Permission for one request attempt to be in flight against `key`.
+
+    `epoch` is the limit epoch at admission: overload signals from leases older than the last cut are the
+    same congestion event and do not cut again. `tokens` is what was reserved against a tpm budget;
+    `in_flight_at_start` counts the key's live leases right after this one was issued.
+    """
+
+    id: int
+    key: ResourceKey
+    generation: int
+    epoch: int
+    acquired_at: float
+    tokens: int = 0
+    group: str = "default"
+    alias: str | None = None
+    in_flight_at_start: int = 1
+
+
+class LeaseLedger:
+    """Live leases per key; release is idempotent in effect and every non-release is classified."""
+
+    def __init__(self, *, memory: int = 1024):
+        self.generation = next(_GENERATIONS)
+        self._ids = itertools.count(1)
+        self._live: dict[ResourceKey, dict[int, RequestLease]] = {}
+        self._per_alias: Counter[tuple[ResourceKey, str | None]] = Counter()  # index over _live
+        self._recent: OrderedDict[int, ResourceKey] = OrderedDict()
+        self._memory = memory
+
+    def issue(
+        self, key: ResourceKey, *, epoch: int, now: float, tokens: int, group: str, alias: str | None
+    ) -> RequestLease:
+        """Record and return a new live lease."""
+        live = self._live.setdefault(key, {})
+        lease = RequestLease(next(self._ids), key, self.generation, epoch, now, tokens, group, alias, len(live) + 1)
+        live[lease.id] = lease
+        self._per_alias[(key, alias)] += 1
+        return lease
+
+    def settle(self, lease: RequestLease) -> ReleaseStatus:
+        """Retire `lease` if it is live; otherwise say why nothing changed."""
+        if lease.generation != self.generation:
+            return ReleaseStatus.STALE if lease.generation < self.generation else ReleaseStatus.UNKNOWN
+        live = self._live.get(lease.key)
+        if live is not None and live.get(lease.id) == lease:
+            del live[lease.id]
+            self._per_alias[(lease.key, lease.alias)] -= 1
+            self._recent[lease.id] = lease.key
+            if len(self._recent) > self._memory:
+                self._recent.popitem(last=False)
+            return ReleaseStatus.RELEASED
+        return ReleaseStatus.DUPLICATE if lease.id in self._recent else ReleaseStatus.UNKNOWN
+
+    def in_flight(self, key: ResourceKey) -> int:
+        """Live leases on `key`."""
+        live = self._live.get(key)
+        return len(live) if live else 0
+
+    def alias_in_flight(self, key: ResourceKey, alias: str | None) -> int:
+        """Live leases on `key` taken through `alias`."""
+        return self._per_alias[(key, alias)]
+
+    def live(self, key: ResourceKey) -> list[RequestLease]:
+        """A copy of the live leases on `key`."""
+        return list(self._live.get(key, {}).values())
+
+    def recently_released(self) -> list[int]:
+        """Ids of the most recently released leases, oldest first (bounded; for diagnostics)."""
+        return list(self._recent)
+
+    def reset(self) -> None:
+        """Forget every live lease and start a new generation: older leases now release as STALE."""
+        self.generation = next(_GENERATIONS)
+        self._live.clear()
+        self._per_alias.clear()
+        self._recent.clear()

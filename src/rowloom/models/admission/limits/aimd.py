@@ -1,0 +1,169 @@
+"""`AIMDLimit`: loss-based concurrency limit — slow start, additive increase, multiplicative decrease.
+
+Owns the limit value, its cut epochs and the memory of where overload began; must not see leases or time.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from rowloom.models.admission.limits.base import clamp, next_epoch
+
+
+class AIMDLimit:
+    """Finds an endpoint's capacity from overload signals (429, 503, timeouts).
+
+    * Slow start: every success at full use adds one (doubling per round trip) until the first overload.
+    * Congestion avoidance: after a window of successes at full use, add `increase_step` — or only
+      `probe_step` while within `probe_zone` of the level where overload last began, so steady state probes
+      the known edge gently instead of hitting 429 every few windows. Nothing grows while the limit is not
+      used (`in_flight` below it): unused headroom proves nothing.
+    * Decrease: an overload cuts to `limit * decrease_factor`, but never below the concurrency that has been
+      succeeding since the last cut (it is proven), and always by at least one. On the first overload (leaving
+      slow start) the estimate is preferred over a blind cut: the requests that were already in flight when
+      the first rejected one was admitted (`in_flight_at_start - 1`) — in slow start all of them were being
+      served. Later, "succeeding" is measured by Little's law (successes admitted since the last cut that
+      finished within the last round trip), not by the in-flight count at a success, which also counts
+      doomed requests still in transit.
+    * Cascade dampening: an overload from a request admitted before the last cut (older epoch) is part of
+      the burst already answered and changes nothing.
+    """
+
+    def __init__(
+        self,
+        *,
+        initial: int = 8,
+        min_limit: int = 1,
+        max_limit: int = 64,
+        increase_step: float = 1.0,
+        window: int | None = None,
+        decrease_factor: float = 0.75,
+        slow_start: bool = True,
+        probe_zone: float = 0.1,
+        probe_step: float = 0.2,
+    ):
+        if not 1 <= min_limit <= max_limit:
+            raise ValueError("need 1 <= min_limit <= max_limit")
+        if not 0 < decrease_factor < 1:
+            raise ValueError("decrease_factor must be in (0, 1)")
+        self._min, self._max = min_limit, max_limit
+        self._value = clamp(initial, min_limit, max_limit)
+        self._step, self._window, self._factor = increase_step, window, decrease_factor
+        self._zone, self._probe_step = probe_zone, probe_step
+        self._slow_start = slow_start
+        self._epoch = 0
+        self._successes = 0  # fully-used successes in the current increase window
+        self._finished: deque[float] = deque()  # finish times of recent successes admitted since the last cut
+        self._rtt: float | None = None  # smoothed round trip of successes
+        self._overload_at: float | None = None
+        self._reason = "initial"
+        self.dampened = 0  # overload signals ignored as part of an answered burst
+
+    @property
+    def limit(self) -> int:
+        return int(self._value)
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    @property
+    def min_limit(self) -> int:
+        return self._min
+
+    @property
+    def max_limit(self) -> int:
+        return self._max
+
+    @property
+    def reason(self) -> str:
+        return self._reason
+
+    @property
+    def in_slow_start(self) -> bool:
+        return self._slow_start
+
+    @property
+    def overload_level(self) -> float | None:
+        """The concurrency at which overload last began (None once growth has left it well behind)."""
+        return self._overload_at
+
+    def on_sample(
+        self,
+        start: float,
+        rtt: float,
+        in_flight: int,
+        dropped: bool,
+        *,
+        epoch: int | None = None,
+        in_flight_at_start: int | None = None,
+    ) -> None:
+        current_epoch = epoch is None or epoch >= self._epoch
+        if dropped:
+            if current_epoch:
+                self._decrease(start + rtt, in_flight, in_flight_at_start)
+            else:
+                self.dampened += 1
+            return
+        if current_epoch:
+            self._record_success(start + rtt, rtt)
+        if in_flight < self.limit:
+            return
+        if self._slow_start:
+            self._grow(1.0, "slow start")
+            return
+        self._successes += 1
+        if self._successes < (self._window or self.limit):
+            return
+        self._successes = 0
+        step, reason = self._step, "additive increase"
+        if self._overload_at is not None:
+            if self._value > self._overload_at * (1 + self._zone):
+                self._overload_at = None  # capacity evidently grew past the old edge
+            elif self._value >= self._overload_at * (1 - self._zone):
+                step, reason = self._probe_step, "probing near the last overload"
+        self._grow(step, reason)
+
+    def _grow(self, step: float, reason: str) -> None:
+        before = self.limit
+        self._value = clamp(self._value + step, self._min, self._max)
+        if self.limit != before:
+            self._reason = reason
+
+    def _record_success(self, finish: float, rtt: float) -> None:
+        self._rtt = rtt if self._rtt is None else 0.8 * self._rtt + 0.2 * rtt
+        self._finished.append(finish)
+        while self._finished and self._finished[0] < finish - 2 * self._rtt:
+            self._finished.popleft()
+
+    def succeeding(self, now: float) -> int:
+        """Successes (admitted since the last cut) that finished within one round trip before `now`."""
+        if self._rtt is None:
+            return 0
+        horizon = now - self._rtt
+        return sum(1 for finish in self._finished if finish > horizon)
+
+    def _decrease(self, now: float, in_flight: int, in_flight_at_start: int | None) -> None:
+        current = self.limit
+        blind = self._value * self._factor
+        edge = min(current, in_flight if in_flight_at_start is None else in_flight_at_start)
+        succeeding = self.succeeding(now)
+        if self._slow_start and in_flight_at_start is not None and in_flight_at_start > 1:
+            succeeding = in_flight_at_start - 1
+        if self._slow_start and succeeding:
+            target, reason = float(succeeding), "first overload: concurrency that was succeeding"
+            edge = min(edge, succeeding + 1)
+        elif succeeding > blind:
+            target, reason = float(succeeding), "overload: back to the concurrency that was succeeding"
+        else:
+            target, reason = blind, "overload: multiplicative decrease"
+        self._overload_at = float(max(1, edge))
+        self._slow_start = False
+        self._successes = 0
+        new = clamp(min(current - 1, int(target)), self._min, self._max)
+        if new >= self._value:
+            return  # already at the floor: nothing to cut, no new epoch
+        self._value = new
+        self._epoch = next_epoch()
+        self._finished.clear()
+        self._reason = reason

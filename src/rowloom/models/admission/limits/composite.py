@@ -1,0 +1,57 @@
+"""`CompositeLimit`: the minimum of several limits, each fed every sample.
+
+Owns nothing but the list of parts; must not second-guess their algorithms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rowloom.models.admission.limits.base import Limit
+
+
+class CompositeLimit:
+    """Allows the smallest of its parts' limits (e.g. loss-based AIMD and latency-based gradient).
+
+    Its epoch is the newest cut of any part; because epochs come from one process-wide counter, each part
+    can still tell whether a sample was admitted before its own last cut.
+    """
+
+    def __init__(self, limits: Sequence[Limit]):
+        if not limits:
+            raise ValueError("a composite limit needs at least one part")
+        self.parts: tuple[Limit, ...] = tuple(limits)
+
+    @property
+    def limit(self) -> int:
+        return max(self.min_limit, min(part.limit for part in self.parts))
+
+    @property
+    def epoch(self) -> int:
+        return max(part.epoch for part in self.parts)
+
+    @property
+    def min_limit(self) -> int:
+        return max(part.min_limit for part in self.parts)
+
+    @property
+    def max_limit(self) -> int:
+        return min(part.max_limit for part in self.parts)
+
+    @property
+    def reason(self) -> str:
+        binding = min(self.parts, key=lambda part: part.limit)
+        return f"{type(binding).__name__}: {binding.reason}"
+
+    def on_sample(
+        self,
+        start: float,
+        rtt: float,
+        in_flight: int,
+        dropped: bool,
+        *,
+        epoch: int | None = None,
+        in_flight_at_start: int | None = None,
+    ) -> None:
+        for part in self.parts:
+            part.on_sample(start, rtt, in_flight, dropped, epoch=epoch, in_flight_at_start=in_flight_at_start)

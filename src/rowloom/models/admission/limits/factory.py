@@ -1,0 +1,49 @@
+"""Build the configured limit algorithm for one resource key.
+
+Owns the mapping from `RequestAdmissionConfig` knobs to limit constructors; must not hold any state.
+"""
+
+from __future__ import annotations
+
+from rowloom.config.request_admission import RequestAdmissionConfig
+from rowloom.models.admission.limits.aimd import AIMDLimit
+from rowloom.models.admission.limits.base import Limit
+from rowloom.models.admission.limits.composite import CompositeLimit
+from rowloom.models.admission.limits.fixed import FixedLimit
+from rowloom.models.admission.limits.gradient import GradientLimit
+from rowloom.observe.clock import Clock
+
+
+def limit_from_config(config: RequestAdmissionConfig, *, ceiling: int, clock: Clock) -> Limit:
+    """The limit `config.algorithm` names, bounded by `[config.min_limit, ceiling]`."""
+    low = min(config.min_limit, ceiling)
+    if config.algorithm == "fixed":
+        return FixedLimit(ceiling)
+    initial = ceiling if not config.slow_start else min(config.initial_limit, ceiling)
+    aimd = AIMDLimit(
+        initial=initial,
+        min_limit=low,
+        max_limit=ceiling,
+        increase_step=config.aimd_increase_step,
+        window=config.aimd_window,
+        decrease_factor=config.aimd_decrease_factor,
+        slow_start=config.slow_start,
+        probe_zone=config.aimd_probe_zone,
+        probe_step=config.aimd_probe_step,
+    )
+    if config.algorithm == "aimd":
+        return aimd
+    gradient = GradientLimit(
+        clock=clock,
+        initial=initial if config.algorithm == "gradient" else None,
+        min_limit=low,
+        max_limit=ceiling,
+        tolerance=config.gradient_tolerance,
+        min_window=config.gradient_min_window,
+        max_decrease=config.gradient_max_decrease,
+        probe_interval_s=config.gradient_probe_interval_s,
+        probe_fraction=config.gradient_probe_fraction,
+    )
+    if config.algorithm == "gradient":
+        return gradient
+    return CompositeLimit([aimd, gradient])

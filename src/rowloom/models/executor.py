@@ -1,0 +1,266 @@
+"""`ModelRequestExecutor`: acquire a lease → call the provider → classify → release with the outcome → retry.
+
+Owns the retry policy and the circuit breaker per endpoint; admission decisions belong to the controller and
+HTTP to the clients. Every attempt is re-admitted with a new lease, and every path releases what it holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from rowloom.config.models import ModelConfig, ProviderConfig
+from rowloom.config.request_admission import RequestAdmissionConfig
+from rowloom.errors import RowloomError, RunAborted
+from rowloom.models.admission import CircuitBreaker, RequestAdmissionController, ResourceKey
+from rowloom.models.types import (
+    ChatClient,
+    ChatRequest,
+    ChatResponse,
+    EmbeddingResponse,
+    Outcome,
+    ProviderError,
+)
+from rowloom.observe.clock import SYSTEM_CLOCK, Clock
+from rowloom.observe.context import correlate
+from rowloom.observe.events.request import RequestRetried
+from rowloom.observe.sinks import EventSink, NullSink
+
+R = TypeVar("R", ChatResponse, EmbeddingResponse)
+
+_CANCELLATIONS = (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit)
+
+
+class RequestFailed(RowloomError):
+    """A request failed for good: a non-retryable 4xx, or the retry budget ran out. The row is dropped.
+
+    `outcome` is how the last attempt ended and `message` the provider's words about it.
+    """
+
+    def __init__(self, alias: str, outcome: Outcome, message: str, *, attempts: int, status: int | None = None):
+        self.alias = alias
+        self.outcome = outcome
+        self.message = message
+        self.attempts = attempts
+        self.status = status
+        tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
+        code = f" HTTP {status}" if status is not None else ""
+        super().__init__(f"request to model {alias!r} failed after {tries} ({outcome.value}{code}): {message}")
+
+
+class EndpointUnavailable(RunAborted):
+    """An endpoint rejected or failed every request for longer than `circuit_breaker_s`: the run stops."""
+
+    def __init__(self, *, provider: str, model: str, base_url: str, failing_for_s: float, last_error: str):
+        self.provider = provider
+        self.model = model
+        self.base_url = base_url
+        self.failing_for_s = failing_for_s
+        self.last_error = last_error
+        super().__init__(
+            f"endpoint {provider!r} ({base_url}) model {model!r} has had no successful request for "
+            f"{failing_for_s:.0f} s while every request failed; last error: {last_error}. "
+            "Check that the endpoint is up and the key has quota; rows already written are kept."
+        )
+
+
+class ModelRequestExecutor:
+    """Runs chat and embedding requests through request admission with retries and a circuit breaker.
+
+    * 429: not counted against the retry budget; the request itself sleeps its Retry-After (else
+      `rate_limited_retry_s`) plus a little jitter, then is re-admitted.
+    * 503/timeouts/5xx: bounded exponential backoff with jitter, at most `max_attempts` attempts, then
+      `RequestFailed`.
+    * Non-retryable 4xx: `RequestFailed` at once, with the provider's message.
+    * A bug (any other exception) releases the lease as UNEXPECTED and propagates unchanged; cancellation and
+      Ctrl-C release as CANCELLED and propagate.
+    * An endpoint with no success for `circuit_breaker_s` while every request fails raises
+      `EndpointUnavailable` to every caller of that endpoint.
+    """
+
+    def __init__(
+        self,
+        admission: RequestAdmissionController,
+        clients: Mapping[str, ChatClient],
+        models: Mapping[str, tuple[ModelConfig, ProviderConfig]],
+        config: RequestAdmissionConfig | None = None,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        sink: EventSink | None = None,
+        rng: random.Random | None = None,
+    ):
+        self.admission = admission
+        self.config = config or admission.config
+        self._clients = clients
+        self._models = dict(models)
+        self._clock = clock
+        self._sink = None if sink is None or isinstance(sink, NullSink) else sink
+        self._rng = rng or random.Random()
+        self._breaker = CircuitBreaker(self.config.circuit_breaker_s)
+        self._requests = itertools.count(1)
+        self._registered: set[tuple[str, str]] = set()
+        for alias in self._models:
+            self._register(alias, "chat")
+
+    async def chat(
+        self, alias: str, request: ChatRequest, *, group: str = "default", weight: float = 1.0
+    ) -> ChatResponse:
+        """Send one chat request (retried as the policy says) and return the reply."""
+        client = self._client(alias)
+        return await self._run(
+            alias, "chat", lambda: client.chat(request), tokens=request.estimated_tokens(), group=group, weight=weight
+        )
+
+    async def embed(
+        self, alias: str, inputs: Sequence[str], *, group: str = "default", weight: float = 1.0
+    ) -> EmbeddingResponse:
+        """Embed a batch of inputs (one request; retried as the policy says)."""
+        client = self._client(alias)
+        self._register(alias, "embeddings")
+        model = self._models[alias][0].model
+        batch = list(inputs)
+        tokens = sum(len(text) for text in batch) // 4 + 1
+        return await self._run(
+            alias, "embeddings", lambda: client.embed(model, batch), tokens=tokens, group=group, weight=weight
+        )
+
+    # ------------------------------------------------------------ the attempt loop
+
+    async def _run(
+        self,
+        alias: str,
+        domain: str,
+        call: Callable[[], Awaitable[R]],
+        *,
+        tokens: int,
+        group: str,
+        weight: float,
+    ) -> R:
+        key = self.admission.key_for(alias, domain=domain)
+        request_id = next(self._requests)
+        counted = 0  # failures that spend the retry budget (429s do not)
+        for attempt in itertools.count(1):
+            with correlate(attempt=f"{request_id}.{attempt}"):
+                lease = await self.admission.acquire(alias, domain=domain, group=group, weight=weight, tokens=tokens)
+                started = self._clock.now()
+                try:
+                    result = await call()
+                except ProviderError as exc:
+                    self.admission.release(
+                        lease,
+                        exc.outcome,
+                        rtt_s=self._clock.now() - started,
+                        retry_after_s=exc.retry_after_s,
+                        rate_limit=exc.rate_limit,
+                    )
+                    error = exc
+                except _CANCELLATIONS:
+                    self.admission.release(lease, Outcome.CANCELLED, rtt_s=self._clock.now() - started)
+                    raise
+                except BaseException:
+                    self.admission.release(lease, Outcome.UNEXPECTED, rtt_s=self._clock.now() - started)
+                    raise
+                else:
+                    used = result.usage.total_tokens
+                    self.admission.release(
+                        lease,
+                        Outcome.SUCCESS,
+                        rtt_s=self._clock.now() - started,
+                        rate_limit=result.rate_limit,
+                        tokens_used=used or None,
+                    )
+                    self._breaker.on_success(key)
+                    return result
+                if error.outcome is Outcome.SUCCESS:  # e.g. InvalidReply: the endpoint did its job
+                    self._breaker.on_success(key)
+                    raise error
+                if error.outcome is not Outcome.RATE_LIMITED:
+                    counted += 1
+                delay = self._next_delay(alias, key, error, attempt, counted)
+                self._emit_retry(
+                    key, alias, error.outcome, attempt, delay, counted=error.outcome is not Outcome.RATE_LIMITED
+                )
+            await self._clock.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _next_delay(self, alias: str, key: ResourceKey, error: ProviderError, attempt: int, counted: int) -> float:
+        """Seconds to wait before the next attempt, or raise when there is none."""
+        now = self._clock.now()
+        if self._breaker.on_failure(key, now, f"{error.outcome.value}: {error}"):
+            raise self._open_circuit(alias, key, now)
+        if not error.retryable or error.outcome is Outcome.CLIENT_ERROR:
+            raise RequestFailed(alias, error.outcome, str(error), attempts=attempt, status=error.status) from error
+        cap = self.config.max_retry_after_s
+        if error.outcome is Outcome.RATE_LIMITED:
+            base = error.retry_after_s if error.retry_after_s is not None else self.config.rate_limited_retry_s
+            base = min(max(base, 0.0), cap)
+            return base * (1.0 + self.config.retry_after_jitter * self._rng.random())
+        if counted >= self.config.max_attempts:
+            raise RequestFailed(alias, error.outcome, str(error), attempts=attempt, status=error.status) from error
+        backoff = min(self.config.backoff_max_s, self.config.backoff_base_s * 2 ** (counted - 1))
+        backoff *= 1.0 - self.config.backoff_jitter * self._rng.random()
+        if error.retry_after_s is not None:  # a 503 may say when to come back; never earlier than that
+            backoff = max(backoff, min(error.retry_after_s, cap))
+        return backoff
+
+    def _open_circuit(self, alias: str, key: ResourceKey, now: float) -> EndpointUnavailable:
+        _, provider = self._models[alias]
+        error = EndpointUnavailable(
+            provider=provider.name,
+            model=key.model,
+            base_url=_public_url(provider.base_url),
+            failing_for_s=self._breaker.failing_for(key, now),
+            last_error=self._breaker.last_error(key) or "unknown",
+        )
+        self.admission.fail_key(key, error)
+        return error
+
+    # ------------------------------------------------------------ plumbing
+
+    def _client(self, alias: str) -> ChatClient:
+        entry = self._models.get(alias)
+        if entry is None:
+            known = ", ".join(sorted(self._models)) or "(none)"
+            raise RowloomError(f"unknown model alias {alias!r}; the executor knows: {known}")
+        provider = entry[1]
+        client = self._clients.get(provider.name)
+        if client is None:
+            raise RowloomError(f"no client for provider {provider.name!r} (model alias {alias!r})")
+        return client
+
+    def _register(self, alias: str, domain: str) -> None:
+        if (alias, domain) not in self._registered:
+            model, provider = self._models[alias]
+            self.admission.register_model(alias, model, provider, domain=domain)
+            self._registered.add((alias, domain))
+
+    def _emit_retry(
+        self, key: ResourceKey, alias: str, outcome: Outcome, attempt: int, delay: float, *, counted: bool
+    ) -> None:
+        if self._sink is not None:
+            self._sink.emit(
+                RequestRetried(
+                    ts=self._clock.now(),
+                    key=key.label,
+                    alias=alias,
+                    outcome=outcome.value,
+                    attempt_number=attempt,
+                    delay_s=delay,
+                    counted=counted,
+                )
+            )
+
+
+def _public_url(url: str | None) -> str:
+    """The URL without credentials or query string (either may carry a secret)."""
+    if not url:
+        return "no base_url"
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))

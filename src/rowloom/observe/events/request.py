@@ -1,0 +1,125 @@
+"""Request-admission events: queued, admitted, rate-limited, completed, retried, limit and cooldown changes.
+
+Values only (str/int/float/None), emitted by `rowloom.models.admission` and the request executor; no logic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from rowloom.observe.events.base import Event, register_event
+
+
+@register_event
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RequestQueued(Event):
+    """A request attempt could not be admitted at once and waits in the endpoint's fair queue."""
+
+    kind: ClassVar[str] = "request_queued"
+    key: str
+    alias: str | None
+    group: str
+    waiters: int
+    in_flight: int
+    limit: int
+
+
+@register_event
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RequestAdmitted(Event):
+    """A request attempt got a lease; `wait_s` is how long it queued."""
+
+    kind: ClassVar[str] = "request_admitted"
+    key: str
+    alias: str | None
+    group: str
+    lease: int
+    wait_s: float
+    in_flight: int
+    limit: int
+
+
+@register_event
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RequestRateLimited(Event):
+    """An attempt was answered 429; `consecutive` counts 429s since the endpoint's last success."""
+
+    kind: ClassVar[str] = "request_rate_limited"
+    key: str
+    alias: str | None
+    retry_after_s: float | None
+    consecutive: int
+
+
+@register_event
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RequestCompleted(Event):
+    """An attempt's lease was released with its outcome (success, rate_limited, timeout, …)."""
+
+    kind: ClassVar[str] = "request_completed"
+    key: str
+    alias: str | None
+    group: str
+    lease: int
+    outcome: str
+    latency_s: float
+    tokens: int | None
+
+
+@register_event
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RequestRetried(Event):
+    """The executor will re-admit a failed attempt after `delay_s`."""
+
+    kind: ClassVar[str] = "request_retried"
+    key: str
+    alias: str
+    outcome: str
+    attempt_number: int  # 1 for the first attempt of this request
+    delay_s: float
+    counted: bool  # False for 429s, which do not spend the retry budget
+
+
+@register_event
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LimitChanged(Event):
+    """An endpoint's concurrency limit moved."""
+
+    kind: ClassVar[str] = "limit_changed"
+    key: str
+    old: int
+    new: int
+    reason: str
+
+
+@register_event
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CooldownStarted(Event):
+    """An endpoint pauses: nothing is admitted before `until` (clock seconds)."""
+
+    kind: ClassVar[str] = "cooldown_started"
+    key: str
+    until: float
+    duration_s: float
+    reason: str
+
+
+@register_event
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CooldownEnded(Event):
+    """An endpoint's pause is over; waiters are admitted again."""
+
+    kind: ClassVar[str] = "cooldown_ended"
+    key: str
+
+
+@register_event
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ReleaseRejected(Event):
+    """A release changed nothing: the lease was a duplicate, unknown or stale (older generation)."""
+
+    kind: ClassVar[str] = "release_rejected"
+    key: str
+    lease: int
+    status: str

@@ -1,0 +1,332 @@
+"""Limit algorithms: AIMD (slow start, increase at full use, decrease, dampening, probing), gradient, composite."""
+
+from __future__ import annotations
+
+import heapq
+
+import pytest
+
+from rowloom.config.request_admission import RequestAdmissionConfig
+from rowloom.models.admission import AIMDLimit, CompositeLimit, FixedLimit, GradientLimit, Limit, limit_from_config
+from rowloom.observe.clock import ManualClock
+
+
+def successes(limit: Limit, n: int, *, in_flight: int | None = None, start: float = 0.0, rtt: float = 1.0) -> None:
+    """`n` successes, each at `in_flight` (default: the limit at that moment, i.e. fully used)."""
+    for _ in range(n):
+        limit.on_sample(start, rtt, limit.limit if in_flight is None else in_flight, False, epoch=limit.epoch)
+
+
+def overload(limit: Limit, *, at: float, in_flight: int, epoch: int | None = None, admitted_at: int | None = None):
+    """A fast 429 that came back at time `at`; `admitted_at` = in flight right after it was admitted."""
+    limit.on_sample(
+        at - 0.01,
+        0.01,
+        in_flight,
+        True,
+        epoch=limit.epoch if epoch is None else epoch,
+        in_flight_at_start=admitted_at,
+    )
+
+
+def simulate_hosted(limit: Limit, *, capacity: int, seconds: float, rtt: float = 1.0) -> tuple[int, int]:
+    """An endpoint that serves `capacity` requests at once and answers the rest 429 at once (fast).
+
+    The client has unlimited demand: whenever in flight is below the limit it sends another request.
+    Round trips vary by ±10% (deterministically). Returns (overload signals, successes).
+    """
+    now, seq, active, overloads, served = 0.0, 0, 0, 0, 0
+    flights: list[tuple[float, int, bool, float, int, int]] = []
+    while now < seconds:
+        while len(flights) < limit.limit:
+            accepted = active < capacity
+            active += accepted
+            took = rtt * (0.9 + 0.2 * ((seq * 37) % 101) / 100) if accepted else rtt / 100
+            heapq.heappush(flights, (now + took, seq, accepted, now, limit.epoch, len(flights) + 1))
+            seq += 1
+        finish, _, accepted, start, epoch, at_start = heapq.heappop(flights)
+        now = finish
+        if accepted:
+            active -= 1
+            served += 1
+        else:
+            overloads += 1
+        limit.on_sample(start, finish - start, len(flights) + 1, not accepted, epoch=epoch, in_flight_at_start=at_start)
+    return overloads, served
+
+
+# ------------------------------------------------------------------ AIMD
+
+
+def test_aimd_grows_additively_only_when_the_limit_is_fully_used():
+    limit = AIMDLimit(initial=10, max_limit=64, slow_start=False)
+    successes(limit, 200, in_flight=6)
+    assert limit.limit == 10  # headroom that is never used proves nothing
+    successes(limit, 10)  # one window (= the limit) of fully-used successes
+    assert limit.limit == 11
+    successes(limit, 9)
+    assert limit.limit == 11
+    successes(limit, 2)
+    assert limit.limit == 12
+
+
+def test_aimd_decreases_multiplicatively_on_overload():
+    limit = AIMDLimit(initial=40, max_limit=64, slow_start=False, decrease_factor=0.5)
+    limit.on_sample(0.0, 0.01, 40, True, epoch=limit.epoch)
+    assert limit.limit == 20
+    limit.on_sample(0.0, 0.01, 20, True, epoch=limit.epoch)
+    assert limit.limit == 10
+
+
+def test_aimd_cuts_once_for_a_burst_of_rejections_admitted_under_the_same_limit():
+    limit = AIMDLimit(initial=40, max_limit=64, slow_start=False, decrease_factor=0.5)
+    burst_epoch = limit.epoch
+    for _ in range(25):  # 25 requests admitted under limit 40 all come back 429
+        limit.on_sample(0.0, 0.01, 40, True, epoch=burst_epoch)
+    assert limit.limit == 20
+    assert limit.dampened == 24
+    limit.on_sample(0.0, 0.01, 20, True, epoch=limit.epoch)  # admitted after the cut: new evidence
+    assert limit.limit == 10
+
+
+def test_aimd_never_leaves_its_bounds():
+    limit = AIMDLimit(initial=3, min_limit=2, max_limit=5, slow_start=True)
+    successes(limit, 50)
+    assert limit.limit == 5
+    for _ in range(10):
+        limit.on_sample(0.0, 0.01, 5, True, epoch=limit.epoch)
+    assert limit.limit == 2
+
+
+def test_slow_start_doubles_per_round_trip_until_the_first_overload():
+    limit = AIMDLimit(initial=4, max_limit=64)
+    successes(limit, 4)  # one round trip at limit 4
+    assert limit.limit == 8
+    successes(limit, 8)
+    assert limit.limit == 16
+    limit.on_sample(0.0, 0.01, 16, True, epoch=limit.epoch)
+    assert not limit.in_slow_start
+    before = limit.limit
+    successes(limit, before)  # now one window adds at most one
+    assert limit.limit <= before + 1
+
+
+def test_first_overload_prefers_the_concurrency_that_was_succeeding_over_a_blind_cut():
+    limit = AIMDLimit(initial=40, max_limit=64, decrease_factor=0.75)
+    successes(limit, 20, start=0.0, rtt=1.0)
+    assert limit.limit == 60  # slow start grew it by one per success
+    overload(limit, at=1.0, in_flight=60, admitted_at=23)  # 22 were being served when the 429 was earned
+    assert limit.limit == 22  # a blind cut would give 45, still far above what works
+    assert limit.overload_level == 23
+
+
+def test_first_overload_without_admission_counts_uses_recent_successes():
+    limit = AIMDLimit(initial=40, max_limit=64, decrease_factor=0.75)
+    successes(limit, 20, start=0.0, rtt=1.0)  # 20 came back fine within the last round trip
+    overload(limit, at=1.0, in_flight=60)
+    assert limit.limit == 20
+
+
+def test_a_later_overload_does_not_cut_below_the_concurrency_succeeding_since_the_last_cut():
+    limit = AIMDLimit(initial=20, max_limit=64, slow_start=False, decrease_factor=0.5)
+    successes(limit, 18, in_flight=18, start=0.0, rtt=1.0)
+    overload(limit, at=1.0, in_flight=20)
+    assert limit.limit == 18  # not 10: 18 at once was just shown to work
+    successes(limit, 30, in_flight=18, start=5.0, rtt=1.0)
+    overload(limit, at=6.0, in_flight=18, epoch=0)  # from before the cut: its successes don't count either
+    assert limit.limit == 18
+
+
+def test_growth_slows_near_the_level_where_overload_began():
+    limit = AIMDLimit(initial=20, max_limit=64, slow_start=False, probe_step=0.25, probe_zone=0.1)
+    successes(limit, 20, in_flight=19)
+    overload(limit, at=1.0, in_flight=20)
+    assert limit.limit == 19 and limit.overload_level == 20
+    windows = 0
+    while limit.limit < 20:
+        successes(limit, limit.limit)
+        windows += 1
+    assert windows == 4  # 0.25 per window near the edge, instead of one window at full step
+
+
+def test_growth_speeds_up_again_once_well_past_the_old_overload_level():
+    limit = AIMDLimit(initial=20, max_limit=64, slow_start=False, probe_step=0.25, probe_zone=0.1)
+    limit.on_sample(0.0, 0.01, 10, True, epoch=limit.epoch)  # overload began at 10
+    assert limit.limit == 15 and limit.overload_level == 10
+    successes(limit, 15)
+    assert limit.limit == 16  # 15 > 10 * 1.1: the old edge is forgotten, full step
+    assert limit.overload_level is None
+
+
+def test_slow_start_discovers_a_capacity_below_the_ceiling_with_few_overload_signals():
+    limit = AIMDLimit(initial=8, max_limit=64)
+    overloads, _ = simulate_hosted(limit, capacity=16, seconds=4.0)
+    assert limit.limit == 16
+    assert overloads <= 2  # an oversubscribed ceiling costs a handful of 429s, not a burst of them
+
+
+def test_steady_state_holds_the_capacity_and_probes_it_rarely():
+    limit = AIMDLimit(initial=8, max_limit=64)
+    overloads, served = simulate_hosted(limit, capacity=16, seconds=60.0)
+    assert 15 <= limit.limit <= 17
+    assert served > 0.95 * 16 * 60
+    assert overloads / (overloads + served) < 0.02
+
+
+def test_slow_start_reaches_a_ceiling_below_capacity_without_any_overload():
+    limit = AIMDLimit(initial=8, max_limit=16)
+    overloads, _ = simulate_hosted(limit, capacity=16, seconds=30.0)
+    assert overloads == 0 and limit.limit == 16
+
+
+def test_aimd_follows_a_capacity_drop():
+    limit = AIMDLimit(initial=8, max_limit=128)
+    simulate_hosted(limit, capacity=64, seconds=20.0)
+    assert limit.limit >= 56
+    simulate_hosted(limit, capacity=16, seconds=10.0)
+    assert 12 <= limit.limit <= 17
+
+
+# ------------------------------------------------------------------ gradient
+
+
+def window(limit: GradientLimit, n: int, *, rtt: float, in_flight: int, start: float = 0.0) -> None:
+    for _ in range(n):
+        limit.on_sample(start, rtt, in_flight, False)
+
+
+def test_gradient_is_a_pure_cap_while_latency_stays_at_no_load():
+    limit = GradientLimit(clock=ManualClock(), max_limit=64, min_window=4)
+    window(limit, 40, rtt=1.0, in_flight=8)
+    assert limit.limit == 64 and limit.no_load_rtt == 1.0
+
+
+def test_gradient_shrinks_when_round_trips_grow_past_tolerance():
+    limit = GradientLimit(clock=ManualClock(), max_limit=64, min_window=4, tolerance=1.5)
+    window(limit, 8, rtt=1.0, in_flight=8)
+    window(limit, 32, rtt=3.0, in_flight=32)  # queueing: 3x the no-load round trip at 32 in flight
+    assert limit.limit == 16  # 32 * (1.5 * 1.0 / 3.0)
+    assert "latency" in limit.reason
+
+
+def test_gradient_recovers_by_growing_while_latency_is_near_no_load():
+    limit = GradientLimit(clock=ManualClock(), max_limit=64, min_window=4, tolerance=1.5)
+    window(limit, 8, rtt=1.0, in_flight=8)
+    window(limit, 32, rtt=3.0, in_flight=32)
+    assert limit.limit == 16
+    for _ in range(3):
+        window(limit, 16 + _, rtt=1.1, in_flight=limit.limit)
+    assert limit.limit == 19
+
+
+def test_gradient_does_not_mistake_latency_jitter_for_queueing():
+    limit = GradientLimit(clock=ManualClock(), max_limit=64, min_window=8, tolerance=1.3)
+    for i in range(400):  # the same load throughout; round trips vary by +-30%
+        limit.on_sample(0.0, 0.7 if i % 2 else 1.3, 8, False)
+    assert limit.limit == 64
+
+
+def test_gradient_ignores_overload_samples():
+    limit = GradientLimit(clock=ManualClock(), max_limit=64, min_window=4)
+    window(limit, 4, rtt=1.0, in_flight=4)
+    for _ in range(50):
+        limit.on_sample(0.0, 0.001, 50, True)  # fast 429s are not a faster server
+    assert limit.no_load_rtt == 1.0 and limit.limit == 64
+
+
+def test_gradient_reprobes_the_no_load_round_trip_periodically():
+    clock = ManualClock()
+    limit = GradientLimit(clock=clock, max_limit=64, min_window=4, tolerance=1.5, probe_interval_s=60.0)
+    window(limit, 8, rtt=1.0, in_flight=8)
+    window(limit, 20, rtt=3.0, in_flight=20)
+    assert limit.limit == 10
+    clock.advance(61.0)
+    window(limit, 1, rtt=3.0, in_flight=10)  # the first sample after the interval starts the probe
+    assert limit.limit == 5  # half of what was in flight, so the next round trips show no-load latency
+    window(limit, 3, rtt=2.9, in_flight=10, start=0.0)  # admitted before the probe: ignored
+    assert limit.limit == 5
+    window(limit, 4, rtt=2.0, in_flight=5, start=61.0)  # the server got slower for good
+    assert limit.no_load_rtt == 2.0
+    assert limit.limit == 10  # restored; future windows judge against the re-learnt baseline
+
+
+def simulate_saturating(limit: Limit, *, knee: int, seconds: float, rtt: float = 1.0) -> list[float]:
+    """A vLLM-like endpoint: never rejects; a request started with n in flight takes rtt * max(1, n / knee).
+
+    Throughput peaks once `knee` requests are in flight; beyond that only latency grows. Returns the round
+    trips of the second half of the run.
+    """
+    now, seq = 0.0, 0
+    flights: list[tuple[float, int, float, int, int]] = []
+    late: list[float] = []
+    while now < seconds:
+        while len(flights) < limit.limit:
+            n = len(flights) + 1
+            heapq.heappush(flights, (now + rtt * max(1.0, n / knee), seq, now, limit.epoch, n))
+            seq += 1
+        finish, _, start, epoch, at_start = heapq.heappop(flights)
+        now = finish
+        if now > seconds / 2:
+            late.append(finish - start)
+        limit.on_sample(start, finish - start, len(flights) + 1, False, epoch=epoch, in_flight_at_start=at_start)
+    return late
+
+
+def test_composite_holds_a_server_that_saturates_without_429_near_its_knee():
+    config = RequestAdmissionConfig(gradient_probe_interval_s=1e9)
+    limit = limit_from_config(config, ceiling=128, clock=ManualClock())
+    late = simulate_saturating(limit, knee=16, seconds=120.0)
+    assert 16 <= limit.limit <= 24  # at or past the knee (full throughput), far below the ceiling
+    assert sorted(late)[len(late) // 2] <= 1.5  # median latency within 1.5x of no-load
+
+
+# ------------------------------------------------------------------ composite, fixed, factory
+
+
+def test_composite_allows_the_minimum_of_its_parts():
+    clock = ManualClock()
+    aimd = AIMDLimit(initial=30, max_limit=64, slow_start=False)
+    gradient = GradientLimit(clock=clock, max_limit=64, min_window=4, tolerance=1.5)
+    both = CompositeLimit([aimd, gradient])
+    assert both.limit == 30
+    window(gradient, 4, rtt=1.0, in_flight=4)
+    window(gradient, 20, rtt=3.0, in_flight=20)
+    assert gradient.limit == 10 and both.limit == 10
+    assert "GradientLimit" in both.reason
+
+
+def test_composite_feeds_every_part_and_its_epoch_dates_the_newest_cut():
+    clock = ManualClock()
+    aimd = AIMDLimit(initial=30, max_limit=64, slow_start=False, decrease_factor=0.5)
+    gradient = GradientLimit(clock=clock, max_limit=64, min_window=2, tolerance=1.5)
+    both = CompositeLimit([aimd, gradient])
+    both.on_sample(0.0, 0.01, 30, True, epoch=both.epoch)
+    assert aimd.limit == 15 and both.epoch == aimd.epoch
+    admitted_after_aimd_cut = both.epoch
+    both.on_sample(0.0, 1.0, 2, False, epoch=both.epoch)
+    both.on_sample(0.0, 1.0, 2, False, epoch=both.epoch)
+    for _ in range(4):
+        both.on_sample(0.0, 5.0, 4, False, epoch=both.epoch)
+    assert gradient.epoch > aimd.epoch and both.epoch == gradient.epoch
+    # a 429 admitted after AIMD's cut (but before the gradient's) is new evidence for AIMD
+    both.on_sample(0.0, 0.01, 15, True, epoch=admitted_after_aimd_cut)
+    assert aimd.limit == 7
+
+
+def test_fixed_limit_never_moves():
+    limit = FixedLimit(5)
+    limit.on_sample(0.0, 0.01, 5, True, epoch=0)
+    successes(limit, 50)
+    assert limit.limit == 5 and limit.epoch == 0
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "kind"),
+    [("aimd", AIMDLimit), ("gradient", GradientLimit), ("composite", CompositeLimit), ("fixed", FixedLimit)],
+)
+def test_factory_builds_the_configured_algorithm_below_the_ceiling(algorithm, kind):
+    config = RequestAdmissionConfig(algorithm=algorithm, initial_limit=8)
+    limit = limit_from_config(config, ceiling=32, clock=ManualClock())
+    assert isinstance(limit, kind)
+    assert limit.max_limit == 32
+    assert limit.limit == (32 if algorithm == "fixed" else 8)
