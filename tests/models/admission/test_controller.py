@@ -288,6 +288,47 @@ async def test_blocking_acquire_from_a_worker_thread_waits_for_the_loop_to_free_
     assert status is ReleaseStatus.RELEASED and controller.in_flight("a") == 0
 
 
+async def test_an_interrupted_blocking_acquire_gives_back_a_lease_that_arrived_exactly_once(monkeypatch):
+    sink = MemorySink()
+    controller, _ = make(1, clock=MonotonicClock(), sink=sink)
+    ok(controller, await controller.acquire("a"))  # binds the controller to this loop
+    real = asyncio.run_coroutine_threadsafe
+    calls = []
+
+    class InterruptedAfterDelivery:
+        """The lease is delivered, then Ctrl-C lands before the caller could take it."""
+
+        def __init__(self, pending):
+            self.pending = pending
+
+        def result(self):
+            self.pending.result()
+            raise KeyboardInterrupt
+
+        def cancel(self):
+            return self.pending.cancel()
+
+    def interrupt_first(coro, loop):
+        calls.append(coro)
+        pending = real(coro, loop)
+        return InterruptedAfterDelivery(pending) if len(calls) == 1 else pending
+
+    monkeypatch.setattr(asyncio, "run_coroutine_threadsafe", interrupt_first)
+    interrupted = []
+
+    def sync_caller():
+        try:
+            controller.acquire_blocking("a")
+        except KeyboardInterrupt:
+            interrupted.append(True)
+
+    await asyncio.to_thread(sync_caller)
+    assert interrupted == [True]
+    assert controller.in_flight("a") == 0
+    assert [e.outcome for e in sink.of(RequestCompleted)] == ["success", "cancelled"]
+    assert sink.of(ReleaseRejected) == []  # given back once, not twice
+
+
 def test_blocking_acquire_without_an_event_loop_takes_a_free_slot_or_says_why_not():
     controller, _ = make(1)
     lease = controller.acquire_blocking("a")

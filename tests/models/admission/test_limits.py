@@ -209,6 +209,18 @@ def test_gradient_shrinks_when_round_trips_grow_past_tolerance():
     assert "latency" in limit.reason
 
 
+def test_gradient_cuts_once_for_slow_requests_admitted_before_its_cut():
+    limit = GradientLimit(clock=ManualClock(), max_limit=64, min_window=4, tolerance=1.5)
+    window(limit, 8, rtt=1.0, in_flight=8)
+    before_cut = limit.epoch
+    for _ in range(32):
+        limit.on_sample(0.0, 3.0, 32, False, epoch=before_cut, in_flight_at_start=32)
+    assert limit.limit == 16
+    for _ in range(32):  # stragglers of the same overloaded period are still finishing
+        limit.on_sample(0.0, 3.0, 20, False, epoch=before_cut, in_flight_at_start=20)
+    assert limit.limit == 16
+
+
 def test_gradient_recovers_by_growing_while_latency_is_near_no_load():
     limit = GradientLimit(clock=ManualClock(), max_limit=64, min_window=4, tolerance=1.5)
     window(limit, 8, rtt=1.0, in_flight=8)

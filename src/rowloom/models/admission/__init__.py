@@ -5,12 +5,7 @@ The public names are re-exported here; everything else in this package is an imp
 
 from rowloom.models.admission.caps import CapTable
 from rowloom.models.admission.circuit import CircuitBreaker
-from rowloom.models.admission.controller import (
-    AdmissionClosed,
-    AdmissionTimeout,
-    LimitFactory,
-    RequestAdmissionController,
-)
+from rowloom.models.admission.controller import AdmissionClosed, AdmissionTimeout, RequestAdmissionController
 from rowloom.models.admission.cooldown import Cooldown, Pause
 from rowloom.models.admission.fair_queue import FairQueue, Selection, StaleSelection
 from rowloom.models.admission.keys import Domain, ResourceKey
@@ -24,6 +19,7 @@ from rowloom.models.admission.limits import (
     limit_from_config,
 )
 from rowloom.models.admission.rate_budget import RateBudget, TokenBucket
+from rowloom.models.admission.registry import EndpointRegistry, LimitFactory
 
 __all__ = [
     "AIMDLimit",
@@ -34,6 +30,7 @@ __all__ = [
     "CompositeLimit",
     "Cooldown",
     "Domain",
+    "EndpointRegistry",
     "FairQueue",
     "FixedLimit",
     "GradientLimit",

@@ -7,37 +7,29 @@ parts it drives. It must not call providers or classify errors (that is the exec
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Callable
 from typing import Any
 
 from rowloom.config.models import ModelConfig, ProviderConfig
 from rowloom.config.request_admission import RequestAdmissionConfig
 from rowloom.errors import RowloomError
-from rowloom.models.admission.caps import CapTable
-from rowloom.models.admission.cooldown import Cooldown, Pause
-from rowloom.models.admission.endpoint import AliasBinding, EndpointState, Waiter
+from rowloom.models.admission.endpoint import EndpointState, Waiter
+from rowloom.models.admission.feedback import learn
 from rowloom.models.admission.keys import ResourceKey
 from rowloom.models.admission.leases import LeaseLedger, ReleaseStatus, RequestLease
 from rowloom.models.admission.limits import Limit, limit_from_config
-from rowloom.models.admission.rate_budget import RateBudget
+from rowloom.models.admission.registry import EndpointRegistry, LimitFactory
+from rowloom.models.admission.threads import LoopBinding
 from rowloom.models.types import Outcome, RateLimitInfo
 from rowloom.observe.clock import SYSTEM_CLOCK, Clock
 from rowloom.observe.events.base import Event
 from rowloom.observe.events.request import (
     CooldownEnded,
-    CooldownStarted,
-    LimitChanged,
     ReleaseRejected,
     RequestAdmitted,
     RequestCompleted,
     RequestQueued,
-    RequestRateLimited,
 )
 from rowloom.observe.sinks import EventSink, NullSink
-
-LimitFactory = Callable[[ResourceKey, int], Limit]
-"""Builds the limit of a key from the key and its ceiling (`max_parallel_requests` or the default)."""
 
 _NO_RATE_LIMIT = RateLimitInfo()
 
@@ -70,15 +62,9 @@ class RequestAdmissionController:
         self.config = config or RequestAdmissionConfig()
         self._clock = clock
         self._sink = None if sink is None or isinstance(sink, NullSink) else sink
-        self._limit_factory = limit_factory or (
-            lambda key, ceiling: limit_from_config(self.config, ceiling=ceiling, clock=clock)
-        )
         self._ledger = LeaseLedger(memory=self.config.released_lease_memory)
-        self._caps = CapTable(self.config.caps)
-        self._states: dict[ResourceKey, EndpointState] = {}
-        self._aliases: dict[tuple[str, str], ResourceKey] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: int | None = None
+        self._registry = EndpointRegistry(self.config, limit_factory or self._default_limit, clock)
+        self._binding = LoopBinding()
 
     # ------------------------------------------------------------ registration
 
@@ -86,45 +72,14 @@ class RequestAdmissionController:
         self, alias: str, model: ModelConfig, provider: ProviderConfig, *, domain: str = "chat"
     ) -> ResourceKey:
         """Make `alias` admissible; aliases of the same provider, model and domain share one state."""
-        if model.provider != provider.name:
-            raise RowloomError(
-                f"model alias {alias!r} names provider {model.provider!r} but was registered with {provider.name!r}"
-            )
-        key = ResourceKey(provider.name, model.model, domain)
-        known = self._aliases.get((alias, domain))
-        if known is not None and known != key:
-            raise RowloomError(f"model alias {alias!r} is already registered for {known.label} ({domain})")
-        self._aliases[(alias, domain)] = key
-        ceiling = model.max_parallel_requests or self.config.default_max_parallel_requests
-        state = self._states.get(key)
-        if state is None:
-            cooldown = Cooldown(
-                threshold=self.config.consecutive_429_pause,
-                default_s=self.config.default_cooldown_s,
-                max_s=self.config.max_retry_after_s,
-            )
-            state = self._states[key] = EndpointState(key, self._limit_factory(key, ceiling), cooldown, ceiling)
-        elif ceiling > state.ceiling and state.issued == 0:
-            state.ceiling = ceiling  # before any traffic the shared limit may still take the larger ceiling
-            state.limit = self._limit_factory(key, ceiling)
-            state.observed_max_limit = state.limit.limit
-        state.aliases[alias] = AliasBinding(model.max_parallel_requests, model.rpm, model.tpm)
-        rpm, tpm = state.budgets()
-        current = state.budget
-        if (rpm, tpm) != (_per_minute(current, "requests"), _per_minute(current, "tokens")):
-            state.budget = (
-                RateBudget(rpm=rpm, tpm=tpm, burst_s=self.config.rate_burst_s, now=self._clock.now())
-                if rpm or tpm
-                else None
-            )
-        state.caps = self._caps.attach(key)
-        for member in {k for cap in state.caps for k in cap.members}:
-            self._states[member].peers = [self._states[k] for k in self._caps.peers(member)]
-        return key
+        return self._registry.register(alias, model, provider, domain).key
+
+    def _default_limit(self, key: ResourceKey, ceiling: int) -> Limit:
+        return limit_from_config(self.config, ceiling=ceiling, clock=self._clock)
 
     def key_for(self, alias: str, *, domain: str = "chat") -> ResourceKey:
         """The resource key an alias is registered on."""
-        return self._resolve(alias, domain)[0].key
+        return self._registry.resolve(alias, domain)[0].key
 
     # ------------------------------------------------------------ acquire
 
@@ -144,8 +99,8 @@ class RequestAdmissionController:
         budget. `deadline` is an absolute time on the controller's clock; past it, `AdmissionTimeout`. If the
         caller is cancelled after a lease was assigned but before it resumed, the lease is released.
         """
-        state, alias = self._resolve(alias_or_key, domain)
-        loop = self._bind_loop()
+        state, alias = self._registry.resolve(alias_or_key, domain)
+        loop = self._binding.bind()
         if state.failed is not None:
             raise state.failed
         now = self._clock.now()
@@ -181,9 +136,9 @@ class RequestAdmissionController:
         self, alias_or_key: str | ResourceKey, *, domain: str = "chat", group: str = "default", tokens: int = 0
     ) -> RequestLease | None:
         """A lease if one is free right now and nobody is queued ahead; else None (never waits)."""
-        if self._foreign_thread():
-            return self._on_loop(self.try_acquire, alias_or_key, domain=domain, group=group, tokens=tokens)
-        state, alias = self._resolve(alias_or_key, domain)
+        if self._binding.foreign():
+            return self._binding.call(self.try_acquire, alias_or_key, domain=domain, group=group, tokens=tokens)
+        state, alias = self._registry.resolve(alias_or_key, domain)
         if state.failed is not None:
             raise state.failed
         now = self._clock.now()
@@ -215,39 +170,17 @@ class RequestAdmissionController:
                 "acquire_blocking() was called on a thread that runs an event loop; blocking there would freeze "
                 "every request on it. Use `await controller.acquire(...)` instead."
             )
-        loop = self._loop
-        if loop is not None and loop.is_running():
+        if self._binding.serving():
             deadline = None if timeout_s is None else self._clock.now() + timeout_s
-            # The lease is handed over under a lock, so that exactly one side gives it back if this thread
-            # is interrupted (Ctrl-C) at the moment the lease arrives.
-            handoff = threading.Lock()
-            held: list[RequestLease] = []
-            abandoned = False
-
-            async def wait_on_loop() -> RequestLease:
-                lease = await self.acquire(
+            return self._binding.wait(
+                lambda: self.acquire(
                     alias_or_key, domain=domain, group=group, weight=weight, tokens=tokens, deadline=deadline
-                )
-                with handoff:
-                    if not abandoned:
-                        held.append(lease)
-                        return lease
-                self.release(lease, Outcome.CANCELLED, rtt_s=0.0)
-                return lease
-
-            pending = asyncio.run_coroutine_threadsafe(wait_on_loop(), loop)
-            try:
-                return pending.result()
-            except BaseException:
-                with handoff:
-                    abandoned = True
-                pending.cancel()
-                if held:
-                    self.release(held[0], Outcome.CANCELLED, rtt_s=0.0)
-                raise
+                ),
+                lambda lease: self.release(lease, Outcome.CANCELLED, rtt_s=0.0),
+            )
         lease = self.try_acquire(alias_or_key, domain=domain, group=group, tokens=tokens)
         if lease is None:
-            state, alias = self._resolve(alias_or_key, domain)
+            state, alias = self._registry.resolve(alias_or_key, domain)
             raise self._timeout(state, alias, "and no event loop serves this controller to free one")
         return lease
 
@@ -268,8 +201,8 @@ class RequestAdmissionController:
         Only the first release of a live lease of this generation changes anything; every other call is
         reported (DUPLICATE, UNKNOWN, STALE) and emits `ReleaseRejected`.
         """
-        if self._foreign_thread():
-            return self._on_loop(
+        if self._binding.foreign():
+            return self._binding.call(
                 self.release,
                 lease,
                 outcome,
@@ -283,12 +216,23 @@ class RequestAdmissionController:
         if status is not ReleaseStatus.RELEASED:
             self._emit(ReleaseRejected, key=lease.key.label, lease=lease.id, status=status.value)
             return status
-        state = self._states[lease.key]
+        state = self._registry.state(lease.key)
         outcome = Outcome(outcome)
         now = self._clock.now()
-        self._learn(
-            state, lease, outcome, now, rtt_s, in_flight, retry_after_s, rate_limit or _NO_RATE_LIMIT, tokens_used
+        pause = learn(
+            state,
+            lease,
+            outcome,
+            now=now,
+            rtt_s=rtt_s,
+            in_flight=in_flight,
+            retry_after_s=retry_after_s,
+            rate_limit=rate_limit or _NO_RATE_LIMIT,
+            tokens_used=tokens_used,
+            emit=self._emit,
         )
+        if pause is not None:
+            self._arm_cooldown_timer(state)
         self._emit(
             RequestCompleted,
             key=state.label,
@@ -310,27 +254,27 @@ class RequestAdmissionController:
 
     def capacity(self, alias: str, *, domain: str = "chat") -> int:
         """Requests the alias may have in flight now (its key's current limit, within its own ceiling)."""
-        state, name = self._resolve(alias, domain)
+        state, name = self._registry.resolve(alias, domain)
         ceiling = state.alias_ceiling(name)
         return state.limit.limit if ceiling is None else min(ceiling, state.limit.limit)
 
     def pressure(self, alias: str, *, domain: str = "chat") -> bool:
         """Whether the alias's endpoint is saturated: waiters are queued or it is cooling down."""
-        state, _ = self._resolve(alias, domain)
+        state, _ = self._registry.resolve(alias, domain)
         return bool(state.queue) or state.cooldown.active(self._clock.now())
 
     def in_flight(self, alias_or_key: str | ResourceKey, *, domain: str = "chat") -> int:
         """Live leases on the key behind `alias_or_key` (all its aliases together)."""
-        return self._ledger.in_flight(self._resolve(alias_or_key, domain)[0].key)
+        return self._ledger.in_flight(self._registry.resolve(alias_or_key, domain)[0].key)
 
     def waiting(self, alias_or_key: str | ResourceKey, *, domain: str = "chat") -> int:
         """Acquires queued on the key behind `alias_or_key`."""
-        return len(self._resolve(alias_or_key, domain)[0].queue)
+        return len(self._registry.resolve(alias_or_key, domain)[0].queue)
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Per key label: limit, bounds, in flight, peak, waiters, cooldown, observed max limit, 429 count."""
         now = self._clock.now()
-        return {s.label: s.snapshot(self._ledger.in_flight(s.key), now) for s in self._states.values()}
+        return {s.label: s.snapshot(self._ledger.in_flight(s.key), now) for s in self._registry}
 
     @property
     def generation(self) -> int:
@@ -345,7 +289,7 @@ class RequestAdmissionController:
 
     def fail_key(self, alias_or_key: str | ResourceKey, error: BaseException, *, domain: str = "chat") -> None:
         """Every current waiter and every later acquire on this key raises `error` (the circuit opened)."""
-        state, _ = self._resolve(alias_or_key, domain)
+        state, _ = self._registry.resolve(alias_or_key, domain)
         state.failed = error
         self._fail_waiters(state, error)
 
@@ -353,14 +297,14 @@ class RequestAdmissionController:
         """Start a new generation: forget live leases (their releases become STALE), fail waiters, reopen
         failed keys. Learned limits and cooldowns are kept — they describe the endpoints, not the run."""
         self._ledger.reset()
-        for state in self._states.values():
+        for state in self._registry:
             state.failed = None
             state.peak_in_flight = 0
             self._fail_waiters(state, AdmissionClosed("request admission was reset while this request waited"))
 
     def close(self) -> None:
         """Cancel timers and fail every waiter; the controller should not be used afterwards."""
-        for state in self._states.values():
+        for state in self._registry:
             state.cancel_timers()
             self._fail_waiters(state, AdmissionClosed("request admission was closed while this request waited"))
 
@@ -459,107 +403,20 @@ class RequestAdmissionController:
             if not waiter.future.done():
                 waiter.future.set_exception(error)
 
-    # ------------------------------------------------------------ internals: learning from releases
-
-    def _learn(
-        self,
-        state: EndpointState,
-        lease: RequestLease,
-        outcome: Outcome,
-        now: float,
-        rtt_s: float,
-        in_flight: int,
-        retry_after_s: float | None,
-        rate_limit: RateLimitInfo,
-        tokens_used: int | None,
-    ) -> None:
-        if state.budget is not None:
-            state.budget.settle(lease.tokens, tokens_used, rejected=outcome is Outcome.RATE_LIMITED)
-        answered = lease.epoch < state.limit.epoch  # admitted before the last cut: that burst was answered
-        pause: Pause | None = None
-        if outcome is Outcome.SUCCESS:
-            pause = state.cooldown.on_success(now, rate_limit)
-            self._sample(state, lease, rtt_s, in_flight, dropped=False)
-        elif outcome is Outcome.RATE_LIMITED:
-            state.rate_limited += 1
-            pause = state.cooldown.on_rate_limited(
-                now, retry_after_s=retry_after_s, rate_limit=rate_limit, counts=not answered
-            )
-            self._emit(
-                RequestRateLimited,
-                key=state.label,
-                alias=lease.alias,
-                retry_after_s=retry_after_s,
-                consecutive=state.cooldown.consecutive_429,
-            )
-            if rate_limit.exhausted_until_s is None:  # a spent budget says nothing about concurrency
-                self._sample(state, lease, rtt_s, in_flight, dropped=True)
-        elif outcome.is_overload:
-            self._sample(state, lease, rtt_s, in_flight, dropped=True)
-        # server/client errors, cancellations and bugs carry no capacity signal
-        if pause is not None:
-            if pause.started:
-                self._emit(
-                    CooldownStarted,
-                    key=state.label,
-                    until=pause.until,
-                    duration_s=pause.until - now,
-                    reason=pause.reason,
-                )
-            self._arm_cooldown_timer(state)
-
-    def _sample(
-        self, state: EndpointState, lease: RequestLease, rtt_s: float, in_flight: int, *, dropped: bool
-    ) -> None:
-        before = state.limit.limit
-        state.limit.on_sample(
-            lease.acquired_at, rtt_s, in_flight, dropped, epoch=lease.epoch, in_flight_at_start=lease.in_flight_at_start
-        )
-        after = state.limit.limit
-        if after != before:
-            state.observed_max_limit = max(state.observed_max_limit, after)
-            self._emit(LimitChanged, key=state.label, old=before, new=after, reason=state.limit.reason)
-
     # ------------------------------------------------------------ internals: timers (no polling)
 
     def _arm_cooldown_timer(self, state: EndpointState) -> None:
-        loop = _running_loop()
-        if loop is None or (state.cooldown_timer is not None and not state.cooldown_timer.done()):
-            return  # without a loop no one can be waiting; expiry is then noticed on the next acquire
-        state.cooldown_timer = loop.create_task(self._end_cooldown(state))
+        state.cooldown_timer.arm(lambda: state.cooldown.until, lambda: self._cooldown_over(state))
 
-    async def _end_cooldown(self, state: EndpointState) -> None:
-        while state.cooldown.until is not None and (delay := state.cooldown.until - self._clock.now()) > 0:
-            await self._clock.sleep(delay)
-        state.cooldown_timer = None
+    def _cooldown_over(self, state: EndpointState) -> None:
         self._cooling(state, self._clock.now())
         self._dispatch(state)
 
     def _arm_budget_timer(self, state: EndpointState, delay: float) -> None:
-        loop = _running_loop()
-        if loop is None or (state.budget_timer is not None and not state.budget_timer.done()):
-            return
-        state.budget_timer = loop.create_task(self._budget_refilled(state, delay))
-
-    async def _budget_refilled(self, state: EndpointState, delay: float) -> None:
-        await self._clock.sleep(delay)
-        state.budget_timer = None
-        self._dispatch(state)
+        due = self._clock.now() + delay
+        state.budget_timer.arm(lambda: due, lambda: self._dispatch(state))
 
     # ------------------------------------------------------------ internals: plumbing
-
-    def _resolve(self, alias_or_key: str | ResourceKey, domain: str) -> tuple[EndpointState, str | None]:
-        if isinstance(alias_or_key, ResourceKey):
-            key, alias = alias_or_key, None
-        else:
-            key, alias = self._aliases.get((alias_or_key, domain)), alias_or_key
-        state = self._states.get(key) if key is not None else None
-        if state is None:
-            raise RowloomError(
-                f"{alias_or_key!s} is not registered with request admission for {domain!r}; "
-                "call register_model() for it first"
-            )
-        return state, alias
 
     def _timeout(self, state: EndpointState, alias: str | None, why: str = "") -> AdmissionTimeout:
         name = f"model alias {alias!r} ({state.label})" if alias else state.label
@@ -573,32 +430,3 @@ class RequestAdmissionController:
     def _emit(self, event_type: type[Event], **fields: Any) -> None:
         if self._sink is not None:
             self._sink.emit(event_type(ts=self._clock.now(), **fields))
-
-    def _bind_loop(self) -> asyncio.AbstractEventLoop:
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            self._loop, self._loop_thread = loop, threading.get_ident()
-        return loop
-
-    def _foreign_thread(self) -> bool:
-        loop = self._loop
-        return loop is not None and self._loop_thread != threading.get_ident() and loop.is_running()
-
-    def _on_loop(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        async def call() -> Any:
-            return fn(*args, **kwargs)
-
-        assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(call(), self._loop).result()
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
-def _per_minute(budget: RateBudget | None, which: str) -> int | None:
-    bucket = getattr(budget, which, None) if budget is not None else None
-    return None if bucket is None else round(bucket.rate * 60)

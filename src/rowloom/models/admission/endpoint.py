@@ -16,7 +16,9 @@ from rowloom.models.admission.fair_queue import FairQueue
 from rowloom.models.admission.keys import ResourceKey
 from rowloom.models.admission.leases import RequestLease
 from rowloom.models.admission.limits.base import Limit
-from rowloom.models.admission.rate_budget import RateBudget
+from rowloom.models.admission.rate_budget import RateBudget, TokenBucket
+from rowloom.models.admission.wakeup import Wakeup
+from rowloom.observe.clock import Clock
 
 
 @dataclass(eq=False, slots=True)
@@ -42,7 +44,7 @@ class AliasBinding:
 class EndpointState:
     """The adaptive admission state of one resource key, shared by every alias that names it."""
 
-    def __init__(self, key: ResourceKey, limit: Limit, cooldown: Cooldown, ceiling: int):
+    def __init__(self, key: ResourceKey, limit: Limit, cooldown: Cooldown, ceiling: int, clock: Clock):
         self.key = key
         self.label = key.label
         self.limit = limit
@@ -54,8 +56,8 @@ class EndpointState:
         self.peers: list[EndpointState] = []
         self.aliases: dict[str, AliasBinding] = {}
         self.failed: BaseException | None = None
-        self.cooldown_timer: asyncio.Task[None] | None = None
-        self.budget_timer: asyncio.Task[None] | None = None
+        self.cooldown_timer = Wakeup(clock)
+        self.budget_timer = Wakeup(clock)
         self.peak_in_flight = 0
         self.observed_max_limit = limit.limit
         self.rate_limited = 0
@@ -71,11 +73,20 @@ class EndpointState:
         tpms = [b.tpm for b in self.aliases.values() if b.tpm]
         return (min(rpms) if rpms else None, min(tpms) if tpms else None)
 
+    def refresh_budget(self, *, burst_s: float, now: float) -> None:
+        """Rebuild the rpm/tpm budget when the aliases' tightest declared values changed."""
+        rpm, tpm = self.budgets()
+        current = self.budget
+        declared = (
+            _per_minute(current.requests if current else None),
+            _per_minute(current.tokens if current else None),
+        )
+        if (rpm, tpm) != declared:
+            self.budget = RateBudget(rpm=rpm, tpm=tpm, burst_s=burst_s, now=now) if rpm or tpm else None
+
     def cancel_timers(self) -> None:
-        for timer in (self.cooldown_timer, self.budget_timer):
-            if timer is not None and not timer.done():
-                timer.cancel()
-        self.cooldown_timer = self.budget_timer = None
+        self.cooldown_timer.cancel()
+        self.budget_timer.cancel()
 
     def snapshot(self, in_flight: int, now: float) -> dict[str, Any]:
         """JSON-ready view for observability and the engine's task admission."""
@@ -101,3 +112,7 @@ class EndpointState:
             "issued": self.issued,
             "failed": None if self.failed is None else str(self.failed),
         }
+
+
+def _per_minute(bucket: TokenBucket | None) -> int | None:
+    return None if bucket is None else round(bucket.rate * 60)

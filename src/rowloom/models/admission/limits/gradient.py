@@ -17,9 +17,10 @@ class GradientLimit:
     The no-load round trip is the smallest window median seen (not the smallest single sample, which
     latency jitter alone would push below any loaded median and turn into spurious cuts).
 
-    * Shrink when the median exceeds `tolerance` × no-load: to the window's average in-flight count times
-      `tolerance × no_load / median` (never below `max_decrease` of it) — queueing is adding latency, not
-      throughput.
+    * Shrink when the median exceeds `tolerance` × no-load: to the window's average in-flight count (at
+      admission, which is what set each request's latency) times `tolerance × no_load / median`, never below
+      `max_decrease` of it — queueing is adding latency, not throughput. Samples admitted before the last
+      shrink (older epoch) describe the old concurrency and are left out, so one congestion event cuts once.
     * Grow by one per window while the median stays within tolerance and the limit is fully used; before the
       first shrink, double instead (slow start) when started below the ceiling.
     * Re-probe: every `probe_interval_s` the limit drops to `probe_fraction` of what is in flight until a
@@ -96,7 +97,7 @@ class GradientLimit:
         epoch: int | None = None,
         in_flight_at_start: int | None = None,
     ) -> None:
-        if dropped or rtt <= 0:
+        if dropped or rtt <= 0 or (epoch is not None and epoch < self._epoch):
             return
         if self._probe_started is not None:
             self._probe_sample(start, rtt)
@@ -107,7 +108,7 @@ class GradientLimit:
         if not self._rtts:
             self._window_size = max(self._min_window, min(self.limit, in_flight))
         self._rtts.append(rtt)
-        self._in_flight_sum += in_flight
+        self._in_flight_sum += in_flight if in_flight_at_start is None else in_flight_at_start
         self._in_flight_max = max(self._in_flight_max, in_flight)
         if len(self._rtts) >= self._window_size:
             self._end_window()

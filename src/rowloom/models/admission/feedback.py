@@ -1,0 +1,77 @@
+"""What a finished request attempt teaches its endpoint: a limit sample, pause evidence, a budget correction.
+
+Owns the translation of one outcome into those updates (and their events); must not touch leases, the waiter
+queue or timers — the controller settles the lease first and arms a timer for any pause returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from rowloom.models.admission.cooldown import Pause
+from rowloom.models.admission.endpoint import EndpointState
+from rowloom.models.admission.leases import RequestLease
+from rowloom.models.types import Outcome, RateLimitInfo
+from rowloom.observe.events.request import CooldownStarted, LimitChanged, RequestRateLimited
+
+Emit = Callable[..., None]
+"""`emit(EventType, **fields)`: the controller's cheap, sink-aware event emitter."""
+
+
+def learn(
+    state: EndpointState,
+    lease: RequestLease,
+    outcome: Outcome,
+    *,
+    now: float,
+    rtt_s: float,
+    in_flight: int,
+    retry_after_s: float | None,
+    rate_limit: RateLimitInfo,
+    tokens_used: int | None,
+    emit: Emit,
+) -> Pause | None:
+    """Update the endpoint from one released attempt; returns a pause that started or grew, if any.
+
+    `in_flight` counts the key's live leases before this one was settled (itself included).
+    """
+    if state.budget is not None:
+        state.budget.settle(lease.tokens, tokens_used, rejected=outcome is Outcome.RATE_LIMITED)
+    answered = lease.epoch < state.limit.epoch  # admitted before the last cut: that burst was answered
+    pause: Pause | None = None
+    if outcome is Outcome.SUCCESS:
+        pause = state.cooldown.on_success(now, rate_limit)
+        _sample(state, lease, rtt_s, in_flight, dropped=False, emit=emit)
+    elif outcome is Outcome.RATE_LIMITED:
+        state.rate_limited += 1
+        pause = state.cooldown.on_rate_limited(
+            now, retry_after_s=retry_after_s, rate_limit=rate_limit, counts=not answered
+        )
+        emit(
+            RequestRateLimited,
+            key=state.label,
+            alias=lease.alias,
+            retry_after_s=retry_after_s,
+            consecutive=state.cooldown.consecutive_429,
+        )
+        if rate_limit.exhausted_until_s is None:  # a spent budget says nothing about concurrency
+            _sample(state, lease, rtt_s, in_flight, dropped=True, emit=emit)
+    elif outcome.is_overload:
+        _sample(state, lease, rtt_s, in_flight, dropped=True, emit=emit)
+    # server and client errors, cancellations and bugs carry no capacity signal
+    if pause is not None and pause.started:
+        emit(CooldownStarted, key=state.label, until=pause.until, duration_s=pause.until - now, reason=pause.reason)
+    return pause
+
+
+def _sample(
+    state: EndpointState, lease: RequestLease, rtt_s: float, in_flight: int, *, dropped: bool, emit: Emit
+) -> None:
+    before = state.limit.limit
+    state.limit.on_sample(
+        lease.acquired_at, rtt_s, in_flight, dropped, epoch=lease.epoch, in_flight_at_start=lease.in_flight_at_start
+    )
+    after = state.limit.limit
+    if after != before:
+        state.observed_max_limit = max(state.observed_max_limit, after)
+        emit(LimitChanged, key=state.label, old=before, new=after, reason=state.limit.reason)

@@ -1,0 +1,86 @@
+"""`EndpointRegistry`: which aliases name which resource key, and the one adaptive state behind each key.
+
+Owns registration (limits built from the config, budgets, cap membership); makes no admission decisions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from rowloom.config.models import ModelConfig, ProviderConfig
+from rowloom.config.request_admission import RequestAdmissionConfig
+from rowloom.errors import RowloomError
+from rowloom.models.admission.caps import CapTable
+from rowloom.models.admission.cooldown import Cooldown
+from rowloom.models.admission.endpoint import AliasBinding, EndpointState
+from rowloom.models.admission.keys import ResourceKey
+from rowloom.models.admission.limits import Limit
+from rowloom.observe.clock import Clock
+
+LimitFactory = Callable[[ResourceKey, int], Limit]
+"""Builds the limit of a key from the key and its ceiling (`max_parallel_requests` or the default)."""
+
+
+class EndpointRegistry:
+    """Aliases -> keys -> endpoint states. Aliases of one provider, model and domain share a state."""
+
+    def __init__(self, config: RequestAdmissionConfig, limit_factory: LimitFactory, clock: Clock):
+        self.config = config
+        self._limit_factory = limit_factory
+        self._clock = clock
+        self._caps = CapTable(config.caps)
+        self._states: dict[ResourceKey, EndpointState] = {}
+        self._aliases: dict[tuple[str, str], ResourceKey] = {}
+
+    def register(self, alias: str, model: ModelConfig, provider: ProviderConfig, domain: str) -> EndpointState:
+        """Bind `alias` (for `domain`) to its key's state, creating the state on first use. Idempotent."""
+        if model.provider != provider.name:
+            raise RowloomError(
+                f"model alias {alias!r} names provider {model.provider!r} but was registered with {provider.name!r}"
+            )
+        key = ResourceKey(provider.name, model.model, domain)
+        known = self._aliases.get((alias, domain))
+        if known is not None and known != key:
+            raise RowloomError(f"model alias {alias!r} is already registered for {known.label} ({domain})")
+        self._aliases[(alias, domain)] = key
+        ceiling = model.max_parallel_requests or self.config.default_max_parallel_requests
+        state = self._states.get(key)
+        if state is None:
+            cooldown = Cooldown(
+                threshold=self.config.consecutive_429_pause,
+                default_s=self.config.default_cooldown_s,
+                max_s=self.config.max_retry_after_s,
+            )
+            state = self._states[key] = EndpointState(
+                key, self._limit_factory(key, ceiling), cooldown, ceiling, self._clock
+            )
+        elif ceiling > state.ceiling and state.issued == 0:
+            state.ceiling = ceiling  # before any traffic the shared limit may still take the larger ceiling
+            state.limit = self._limit_factory(key, ceiling)
+            state.observed_max_limit = state.limit.limit
+        state.aliases[alias] = AliasBinding(model.max_parallel_requests, model.rpm, model.tpm)
+        state.refresh_budget(burst_s=self.config.rate_burst_s, now=self._clock.now())
+        state.caps = self._caps.attach(key)
+        for member in {k for cap in state.caps for k in cap.members}:
+            self._states[member].peers = [self._states[k] for k in self._caps.peers(member)]
+        return state
+
+    def resolve(self, alias_or_key: str | ResourceKey, domain: str) -> tuple[EndpointState, str | None]:
+        """The state behind an alias (for `domain`) or a key, and the alias (None for a key)."""
+        if isinstance(alias_or_key, ResourceKey):
+            key, alias = alias_or_key, None
+        else:
+            key, alias = self._aliases.get((alias_or_key, domain)), alias_or_key
+        state = self._states.get(key) if key is not None else None
+        if state is None:
+            raise RowloomError(
+                f"{alias_or_key!s} is not registered with request admission for {domain!r}; "
+                "call register_model() for it first"
+            )
+        return state, alias
+
+    def state(self, key: ResourceKey) -> EndpointState:
+        return self._states[key]
+
+    def __iter__(self) -> Iterator[EndpointState]:
+        return iter(list(self._states.values()))
