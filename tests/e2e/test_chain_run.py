@@ -34,15 +34,15 @@ async def test_chain_writes_every_row_with_declared_types_and_valid_reviews(sim,
     config = chain_config(sim.base_url)
     result = await run_job(config, 200, output=tmp_path)
 
-    files = sorted(tmp_path.glob("part-*.parquet"))
+    files = sorted((tmp_path / "data").glob("*"))
     assert [f.name for f in files] == ["part-00000.parquet", "part-00001.parquet"]
-    table = pq.read_table(tmp_path)
+    table = pq.read_table(tmp_path / "data")
     assert table.num_rows == 200
     assert table.schema.field("topic").type == pa.string()
     assert table.schema.field("difficulty").type == pa.int64()
     assert table.schema.field("question").type == pa.string()
     assert pa.types.is_struct(table.schema.field("review").type)
-    frame = pd.read_parquet(tmp_path)
+    frame = pd.read_parquet(tmp_path / "data")
     assert list(frame.columns) == ["topic", "difficulty", "question", "answer", "review"]
     assert frame["difficulty"].between(1, 5).all()
     assert set(frame["topic"]) <= {"astronomy", "cooking", "maritime law", "jazz"}

@@ -40,7 +40,7 @@ def sampler_config(function, **run) -> DatasetConfig:
 
 async def test_user_dropped_rows_are_counted_and_left_out(tmp_path):
     result = await run_job(sampler_config(drop_odd, max_error_rate=1.0), 200, output=tmp_path)
-    table = pq.read_table(tmp_path).to_pandas()
+    table = pq.read_table(tmp_path / "data").to_pandas()
     assert (table["n"] % 2 == 0).all() and (table["x"] == table["n"] * 10).all()
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["rows_dropped"] == 200 - len(table)

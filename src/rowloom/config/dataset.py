@@ -124,10 +124,12 @@ class DatasetConfig(ConfigModel):
         """The parts of the config that decide the rows (endpoints and tuning knobs are left out)."""
         columns = []
         for column in self.columns:
-            data = column.model_dump(mode="json", by_alias=True, exclude={"scheduling"})
             if isinstance(column, CustomColumn) and callable(column.function):
                 fn = column.function
+                data = column.model_dump(mode="json", by_alias=True, exclude={"scheduling", "function"})
                 data["function"] = f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', '?')}"
+            else:
+                data = column.model_dump(mode="json", by_alias=True, exclude={"scheduling"})
             columns.append(data)
         return {
             "columns": columns,

@@ -23,6 +23,7 @@ from rowloom.engine.arrow_schema import column_type, to_arrow_value
 from rowloom.engine.plan import Plan
 from rowloom.errors import OutputError
 
+DATA_DIR = "data"  # Parquet parts live apart from the JSON files so `read_parquet(out / "data")` just works
 MANIFEST = "manifest.json"
 SUMMARY = "summary.json"
 FORMAT_VERSION = 1
@@ -75,7 +76,7 @@ def _diff_fields(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 
 class OutputStore:
-    """The output folder of one run: Parquet part files, `manifest.json` and `summary.json`."""
+    """The output folder of one run: `data/part-NNNNN.parquet` files, `manifest.json` and `summary.json`."""
 
     def __init__(self, path: str | Path, config: DatasetConfig, plan: Plan, num_records: int, seed: int):
         self.path = Path(path)
@@ -92,7 +93,7 @@ class OutputStore:
     def open(self, resume: ResumeMode = "auto") -> None:
         """Create the folder, or resume the run it holds; clear leftovers of interrupted writes."""
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
+            (self.path / DATA_DIR).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"cannot create output folder {self.path}: {exc.strerror}") from None
         if not os.access(self.path, os.W_OK):
@@ -109,7 +110,7 @@ class OutputStore:
                 )
         else:
             self._resume_from(manifest)
-        for leftover in self.path.glob(".tmp-*"):
+        for leftover in [*self.path.glob(".tmp-*"), *(self.path / DATA_DIR).glob(".tmp-*")]:
             leftover.unlink(missing_ok=True)
         self._write_manifest(complete=False)
 
@@ -156,16 +157,16 @@ class OutputStore:
 
     def write_row_group(self, index: int, table: pa.Table, dropped: int) -> WrittenRowGroup:
         """Write one row group's file atomically, then record it in the manifest."""
-        name = f"part-{index:05d}.parquet"
+        name = f"{DATA_DIR}/part-{index:05d}.parquet"
         final = self.path / name
-        tmp = self.path / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
+        tmp = final.with_name(f".tmp-{final.name}-{uuid.uuid4().hex[:8]}")
         try:
             with open(tmp, "wb") as fh:
                 pq.write_table(table, fh, compression="zstd")
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, final)
-            _fsync_dir(self.path)
+            _fsync_dir(final.parent)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise OutputError(

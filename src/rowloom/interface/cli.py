@@ -65,7 +65,7 @@ def _simulators(config: DatasetConfig, spec: str | None) -> Iterator[None]:
         yield
         return
     from rowloom.bench.sim_config import SimulatorConfig
-    from rowloom.bench.sim_process import SimulatorProcess
+    from rowloom.bench.sim_process import SimulatorProcess, SimulatorProcessError
 
     options: dict[str, str] = {}
     for item in filter(None, (s.strip() for s in spec.split(","))):
@@ -87,7 +87,11 @@ def _simulators(config: DatasetConfig, spec: str | None) -> Iterator[None]:
             url = urlparse(provider.base_url)
             if url.hostname in ("127.0.0.1", "localhost") and url.port and url.port not in ports:
                 ports.add(url.port)
-                stack.enter_context(SimulatorProcess(sim_config, port=url.port))
+                try:
+                    stack.enter_context(SimulatorProcess(sim_config, port=url.port))
+                except SimulatorProcessError as exc:
+                    console.print(f"[red]Cannot start the simulator on port {url.port}[/red]: {exc}", highlight=False)
+                    raise typer.Exit(EXIT_ERROR) from None
                 console.print(f"simulator on 127.0.0.1:{url.port} ({sim_config.mode}, capacity {sim_config.capacity})")
         yield
 

@@ -19,8 +19,7 @@ class RequestStats:
         self.in_flight = 0
         self.peak_in_flight = 0
         self.rate_limited = 0
-        self.prompt_tokens = 0
-        self.completion_tokens = 0
+        self.tokens = 0
         self.latency_sum_s = 0.0
 
     def emit(self, event: Event) -> None:
@@ -34,8 +33,7 @@ class RequestStats:
             self.by_outcome[outcome] += 1
             if outcome == "rate_limited":
                 self.rate_limited += 1
-            self.prompt_tokens += int(getattr(event, "prompt_tokens", 0) or 0)
-            self.completion_tokens += int(getattr(event, "completion_tokens", 0) or 0)
+            self.tokens += int(getattr(event, "tokens", 0) or 0)
             self.latency_sum_s += float(getattr(event, "latency_s", 0.0) or 0.0)
 
     def close(self) -> None:
@@ -54,7 +52,6 @@ class RequestStats:
             "by_outcome": dict(self.by_outcome),
             "rate_limited_share": round(self.rate_limited / total, 4) if total else 0.0,
             "peak_in_flight": self.peak_in_flight,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
+            "tokens": self.tokens,
             "mean_latency_s": round(self.latency_sum_s / total, 4) if total else 0.0,
         }
