@@ -71,3 +71,7 @@ class RunAborted(RowloomError):
 
 class OutputError(RowloomError):
     """The output folder cannot be written, or holds a run that cannot be resumed."""
+
+
+class RunInterrupted(RunAborted):
+    """The user stopped the run (Ctrl-C / SIGTERM); finished row groups are on disk and a rerun resumes."""

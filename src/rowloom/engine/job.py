@@ -24,7 +24,7 @@ from rowloom.engine.progress import RunProgress
 from rowloom.engine.runtime import RequestRuntime
 from rowloom.engine.scheduler import Scheduler
 from rowloom.engine.storage import OutputStore, ResumeMode
-from rowloom.errors import RunAborted
+from rowloom.errors import RunAborted, RunInterrupted
 from rowloom.observe.clock import SYSTEM_CLOCK, Clock
 from rowloom.observe.context import correlate
 from rowloom.observe.events import scheduler as ev
@@ -145,15 +145,11 @@ async def run_job(
                     )
                 )
                 await scheduler.run()
-        except (RunAborted, asyncio.CancelledError, KeyboardInterrupt) as exc:
-            status, message = (
-                ("interrupted", "interrupted")
-                if not isinstance(exc, RunAborted)
-                else (
-                    "aborted",
-                    str(exc),
-                )
-            )
+        except (RunInterrupted, asyncio.CancelledError, KeyboardInterrupt):
+            status, message = "interrupted", "interrupted by the user"
+            raise
+        except RunAborted as exc:
+            status, message = "aborted", str(exc)
             raise
         except BaseException as exc:
             status, message = "failed", f"{type(exc).__name__}: {exc}"

@@ -1,6 +1,7 @@
 """The request path of one run: a client per provider, request admission per model, the executor.
 
-Opened as an async context manager so every client connection is closed on every exit path.
+Opened as an async context manager so every client connection is closed on every exit path; a `type: local`
+provider's llama.cpp server is started on entry (before its client exists) and stopped on every exit path.
 """
 
 from __future__ import annotations
@@ -8,16 +9,29 @@ from __future__ import annotations
 from typing import Any
 
 from rowloom.config.dataset import DatasetConfig
+from rowloom.config.models import ModelConfig, ProviderConfig
 from rowloom.models.admission import RequestAdmissionController
 from rowloom.models.clients.openai import OpenAIClient
 from rowloom.models.executor import ModelRequestExecutor
+from rowloom.models.local import LocalModelServer
 from rowloom.models.types import ChatClient
 from rowloom.observe.clock import Clock
 from rowloom.observe.sinks import EventSink
 
 
+def _with_provider_ceiling(model: ModelConfig, provider: ProviderConfig) -> ModelConfig:
+    """The model with its provider's default ceiling when it sets none (a local server's: from its slots)."""
+    default = provider.default_max_parallel_requests()
+    if model.max_parallel_requests is not None or default is None:
+        return model
+    return model.model_copy(update={"max_parallel_requests": default})
+
+
 class RequestRuntime:
-    """Owns the clients, the request admission controller and the executor; answers capacity and pressure."""
+    """Owns the clients, the request admission controller and the executor; answers capacity and pressure.
+
+    `clients` and `executor` exist once the runtime is entered (`async with RequestRuntime(...) as runtime:`).
+    """
 
     def __init__(self, config: DatasetConfig, *, sink: EventSink, clock: Clock):
         self.config = config
@@ -26,31 +40,60 @@ class RequestRuntime:
         settings = config.run.request_admission
         self.admission = RequestAdmissionController(settings, clock=clock, sink=sink)
         used = {c.model_alias for c in config.columns if c.model_alias}
-        ceilings: dict[str, int] = {}
+        self._models: dict[str, ModelConfig] = {}
+        self._pool_sizes: dict[str, int] = {}
         for model in config.models:
             if model.alias not in used:
                 continue
-            self.admission.register_model(model.alias, model, config.provider(model.provider))
-            ceiling = model.max_parallel_requests or settings.default_max_parallel_requests
-            ceilings[model.provider] = ceilings.get(model.provider, 0) + ceiling
-        self.clients: dict[str, ChatClient] = {
-            name: OpenAIClient(config.provider(name), pool_size=max(8, total + 4)) for name, total in ceilings.items()
-        }
+            provider = config.provider(model.provider)
+            effective = self._models[model.alias] = _with_provider_ceiling(model, provider)
+            self.admission.register_model(model.alias, effective, provider)
+            ceiling = effective.max_parallel_requests or settings.default_max_parallel_requests
+            self._pool_sizes[model.provider] = self._pool_sizes.get(model.provider, 0) + ceiling
+        self.clients: dict[str, ChatClient] = {}
+        self.local_servers: dict[str, LocalModelServer] = {}  # by provider name, while entered
+        self.executor: ModelRequestExecutor
+
+    async def __aenter__(self) -> RequestRuntime:
+        try:
+            providers = {name: await self._open(name) for name in self._pool_sizes}
+        except BaseException:
+            await self._close()
+            raise
         self.executor = ModelRequestExecutor(
             admission=self.admission,
             clients=self.clients,
-            models={m.alias: (m, config.provider(m.provider)) for m in config.models if m.alias in used},
-            config=settings,
-            clock=clock,
-            sink=sink,
+            models={alias: (m, providers[m.provider]) for alias, m in self._models.items()},
+            config=self.config.run.request_admission,
+            clock=self.clock,
+            sink=self.sink,
         )
-
-    async def __aenter__(self) -> RequestRuntime:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        for client in self.clients.values():
-            await client.aclose()
+        await self._close()
+
+    async def _open(self, name: str) -> ProviderConfig:
+        """Start the provider's local server if it has one, then its client; the provider as requests see it."""
+        provider = self.config.provider(name)
+        api_key = None
+        if provider.type == "local":
+            server = self.local_servers[name] = LocalModelServer(provider)
+            await server.start()
+            provider, api_key = server.provider, server.api_key
+        self.clients[name] = OpenAIClient(provider, pool_size=max(8, self._pool_sizes[name] + 4), api_key=api_key)
+        return provider
+
+    async def _close(self) -> None:
+        try:
+            for client in self.clients.values():
+                await client.aclose()
+        finally:
+            servers, self.local_servers = list(self.local_servers.values()), {}
+            for server in servers:
+                server.terminate()  # all signalled first: a cancellation while waiting below leaves none running
+            for server in servers:
+                await server.stop()
 
     def capacity(self, alias: str) -> int:
         """The current request limit of a model (its endpoint's adaptive limit)."""

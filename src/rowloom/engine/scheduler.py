@@ -22,7 +22,7 @@ from rowloom.engine.progress import RunProgress
 from rowloom.engine.scheduling.frontier import Frontier, FrontierSignals
 from rowloom.engine.scheduling.ready_queue import QueuedTask, ReadyQueue, TaskGroup
 from rowloom.engine.scheduling.task_admission import Policy, TaskAdmissionController, TaskLease
-from rowloom.errors import RowloomError, RunAborted
+from rowloom.errors import RowloomError, RunAborted, RunInterrupted
 from rowloom.observe.clock import SYSTEM_CLOCK, Clock
 from rowloom.observe.context import correlate
 from rowloom.observe.events import scheduler as ev
@@ -157,9 +157,9 @@ class Scheduler:
             await self._shutdown()
         if self._fatal is not None:
             raise self._fatal
-        raise RunAborted(
+        raise RunInterrupted(
             f"run {self._stop_reason}: {self.progress.records_written} records written in this run, "
-            "every finished row group is on disk"
+            "every finished row group is on disk; run the same command again to resume"
         )
 
     # ------------------------------------------------------------ select -> admit -> dispatch

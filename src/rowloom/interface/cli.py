@@ -23,7 +23,7 @@ from rowloom.bench.sim_cli import sim
 from rowloom.config.dataset import DatasetConfig
 from rowloom.engine.job import run_job
 from rowloom.engine.progress import RunProgress
-from rowloom.errors import ConfigError, RowloomError, RunAborted
+from rowloom.errors import ConfigError, RowloomError, RunAborted, RunInterrupted
 from rowloom.interface.progress import ProgressDisplay
 from rowloom.observe.sinks import JsonlSink
 
@@ -146,8 +146,7 @@ def run(
             summary = asyncio.run(_run(config, num_records, output, resume.value, events, quiet))
     except RunAborted as exc:
         console.print(f"[yellow]Stopped[/yellow]: {exc}", highlight=False)
-        interrupted = "interrupted" in str(exc)
-        raise typer.Exit(EXIT_INTERRUPTED if interrupted else EXIT_ERROR) from None
+        raise typer.Exit(EXIT_INTERRUPTED if isinstance(exc, RunInterrupted) else EXIT_ERROR) from None
     except KeyboardInterrupt:
         console.print("[yellow]Interrupted[/yellow]; every finished row group is on disk.")
         raise typer.Exit(EXIT_INTERRUPTED) from None

@@ -14,6 +14,8 @@ from enum import StrEnum
 from rowloom.models.admission import ReleaseStatus
 from rowloom.observe.clock import SYSTEM_CLOCK, Clock
 
+_GENERATIONS = itertools.count(1)  # process-wide, so a lease of another controller is never mistaken for ours
+
 
 class Policy(StrEnum):
     """How groups that share a pool divide it while more than one of them has work waiting."""
@@ -58,7 +60,7 @@ class TaskAdmissionController:
         self.policy = Policy(policy)
         self.borrow_bound = borrow_bound
         self.clock = clock
-        self.generation = 1
+        self.generation = next(_GENERATIONS)
         self._pools: dict[str, _Pool] = {}
         self._held: dict[tuple[str, str], int] = {}  # (pool, group) -> leases held
         self._debt: dict[str, int] = {}  # group -> borrowed leases outstanding
@@ -67,6 +69,7 @@ class TaskAdmissionController:
         self._released: OrderedDict[int, ReleaseStatus] = OrderedDict()
         self._history = released_history
         self._ids = itertools.count(1)
+        self._past_generations: set[int] = set()
 
     # ------------------------------------------------------------ pools
 
@@ -144,10 +147,10 @@ class TaskAdmissionController:
     def release(self, lease: TaskLease) -> ReleaseStatus:
         """Return a lease. Only the first release of a live lease of this generation changes accounting."""
         if lease.generation != self.generation:
-            return ReleaseStatus.STALE
-        held = self._active.pop(lease.id, None)
-        if held is None:
+            return ReleaseStatus.STALE if lease.generation in self._past_generations else ReleaseStatus.UNKNOWN
+        if self._active.get(lease.id) != lease:
             return ReleaseStatus.DUPLICATE if lease.id in self._released else ReleaseStatus.UNKNOWN
+        del self._active[lease.id]
         self._pools[lease.pool].in_use -= 1
         self._held[(lease.pool, lease.group)] -= 1
         if lease.borrowed:
@@ -161,7 +164,8 @@ class TaskAdmissionController:
 
     def reset(self) -> None:
         """Forget every lease (new generation): late releases of old leases are reported stale."""
-        self.generation += 1
+        self._past_generations.add(self.generation)
+        self.generation = next(_GENERATIONS)
         for pool in self._pools.values():
             pool.in_use = 0
         self._held.clear()

@@ -1,0 +1,90 @@
+"""Task leases: accounting never negative or leaking; strict-fair and bounded-borrow policies."""
+
+from __future__ import annotations
+
+from rowloom.engine.scheduling.task_admission import Policy, TaskAdmissionController
+from rowloom.models.admission import ReleaseStatus
+from rowloom.observe.clock import ManualClock
+
+
+def controller(policy=Policy.STRICT_FAIR, capacity=4, bound=2) -> TaskAdmissionController:
+    c = TaskAdmissionController(policy=policy, borrow_bound=bound, clock=ManualClock())
+    c.add_pool("p", capacity)
+    return c
+
+
+def test_lease_accounting_is_exact_and_release_is_exactly_once():
+    c = controller()
+    a = c.try_acquire("p", "g")
+    b = c.try_acquire("p", "g")
+    assert c.in_use("p") == 2 and c.held("p", "g") == 2
+    assert c.release(a) is ReleaseStatus.RELEASED
+    assert c.release(a) is ReleaseStatus.DUPLICATE
+    assert c.in_use("p") == 1
+    c.reset()
+    assert c.release(b) is ReleaseStatus.STALE
+    assert c.in_use("p") == 0
+    assert a.id in c.recently_released()
+
+
+def test_unknown_release_changes_nothing():
+    c = controller()
+    other = controller()
+    foreign = other.try_acquire("p", "g")
+    c.try_acquire("p", "g")
+    assert c.release(foreign) is ReleaseStatus.UNKNOWN
+    assert c.in_use("p") == 1
+
+
+def test_full_pool_admits_nothing():
+    c = controller(capacity=2)
+    assert c.try_acquire("p", "g") and c.try_acquire("p", "g")
+    assert c.try_acquire("p", "g") is None
+    assert c.admissible("p", "g", {})[1] == "pool_full"
+
+
+def test_alone_a_group_may_use_the_whole_pool():
+    c = controller(capacity=4)
+    assert all(c.try_acquire("p", "a", {"a": 1.0}) for _ in range(4))
+
+
+def test_strict_fair_keeps_a_group_within_its_weighted_share_while_a_peer_waits():
+    c = controller(capacity=4)
+    waiting = {"a": 3.0, "b": 1.0}
+    got = [c.try_acquire("p", "a", waiting) for _ in range(4)]
+    assert sum(x is not None for x in got) == 3  # share = 4 * 3/4
+    assert c.admissible("p", "a", waiting)[1] == "over_share"
+    assert c.try_acquire("p", "b", waiting) is not None
+
+
+def test_bounded_borrow_debt_is_per_group_and_must_be_repaid_before_borrowing_again():
+    c = controller(policy=Policy.BOUNDED_BORROW, capacity=8, bound=2)
+    waiting = {"a": 1.0, "b": 1.0}
+    within = [c.try_acquire("p", "a", waiting) for _ in range(4)]  # share = 4
+    borrowed = [c.try_acquire("p", "a", waiting) for _ in range(2)]
+    assert all(within) and all(borrowed) and all(lease.borrowed for lease in borrowed)
+    assert c.debt("a") == 2
+    assert c.try_acquire("p", "a", waiting) is None  # at the bound
+    c.release(borrowed[0])
+    assert c.debt("a") == 1
+    assert c.try_acquire("p", "a", waiting) is None  # still repaying: debt must reach zero first
+    c.release(borrowed[1])
+    assert c.debt("a") == 0
+    again = c.try_acquire("p", "a", waiting)
+    assert again is not None and again.borrowed
+    # releasing a within-share lease does not touch the debt
+    c.release(within[0])
+    assert c.debt("a") == 1
+
+
+def test_dynamic_capacity_is_reread_on_each_decision():
+    cap = {"n": 1}
+    c = TaskAdmissionController(clock=ManualClock())
+    c.add_pool("p", lambda: cap["n"])
+    assert c.try_acquire("p", "g") is not None
+    assert c.try_acquire("p", "g") is None
+    cap["n"] = 3
+    assert c.try_acquire("p", "g") is not None
+    assert c.free("p") == 1
+    cap["n"] = 1  # shrinking below in-use never makes free negative
+    assert c.free("p") == 0
