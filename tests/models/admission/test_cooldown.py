@@ -102,7 +102,7 @@ async def test_remaining_requests_at_zero_pauses_the_key_until_the_reset():
     sink = MemorySink()
     controller, clock = make(sink=sink)
     lease = await controller.acquire("a")
-    spent = RateLimitInfo(limit_requests=100, remaining_requests=0, reset_requests_s=7.0)
+    spent = RateLimitInfo(remaining_requests=0, reset_requests_s=7.0)  # budget size unknown
     controller.release(lease, Outcome.SUCCESS, rtt_s=0.2, rate_limit=spent)
     assert controller.pressure("a") and controller.try_acquire("a") is None
     assert "rate-limit headers" in sink.of(CooldownStarted)[0].reason
@@ -113,6 +113,25 @@ async def test_remaining_requests_at_zero_pauses_the_key_until_the_reset():
     clock.advance(0.1)
     await settle()
     assert waiter.done() and not controller.pressure("a")
+
+
+async def test_a_spent_budget_of_known_size_is_paced_at_its_refill_rate_instead_of_paused_until_full():
+    sink = MemorySink()
+    controller, clock = make(sink=sink)
+    lease = await controller.acquire("a")
+    # 120 requests per minute, all spent: the reset (60 s) is when the budget is *full* again
+    spent = RateLimitInfo(limit_requests=120, remaining_requests=0, reset_requests_s=60.0)
+    controller.release(lease, Outcome.SUCCESS, rtt_s=0.2, rate_limit=spent)
+    assert sink.of(CooldownStarted) == []
+    waiters = [asyncio.create_task(controller.acquire("a")) for _ in range(3)]
+    await settle()
+    assert sum(w.done() for w in waiters) == 0
+    admitted = []
+    for _ in range(3):
+        clock.advance(0.5)  # the budget refills one request every 0.5 s
+        await settle()
+        admitted.append(sum(w.done() for w in waiters))
+    assert admitted == [1, 2, 3]
 
 
 async def test_remaining_tokens_at_zero_on_a_429_pauses_without_cutting_the_limit():

@@ -229,6 +229,7 @@ class RequestAdmissionController:
             retry_after_s=retry_after_s,
             rate_limit=rate_limit or _NO_RATE_LIMIT,
             tokens_used=tokens_used,
+            burst_s=self.config.rate_burst_s,
             emit=self._emit,
         )
         if pause is not None:

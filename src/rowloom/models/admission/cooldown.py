@@ -24,7 +24,8 @@ class Cooldown:
     """Tells a spent rate budget apart from a concurrency overload.
 
     A single 429 only delays its own request (the executor sleeps its Retry-After). The key pauses when
-    `x-ratelimit-remaining-*` reads zero (until the matching reset), or after `threshold` counted 429s with
+    `x-ratelimit-remaining-*` reads zero with no known budget size (until the matching reset; a budget whose
+    size is known is paced at its refill rate instead, see `feedback`), or after `threshold` counted 429s with
     no success in between (for the Retry-After, else `default_s`). The count survives the pause: if the first
     429 after it says the budget is still spent, the key pauses again at once instead of hammering.
     """

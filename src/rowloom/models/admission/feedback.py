@@ -6,11 +6,13 @@ queue or timers — the controller settles the lease first and arms a timer for 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from rowloom.models.admission.cooldown import Pause
 from rowloom.models.admission.endpoint import EndpointState
 from rowloom.models.admission.leases import RequestLease
+from rowloom.models.admission.rate_budget import RateBudget
 from rowloom.models.types import Outcome, RateLimitInfo
 from rowloom.observe.events.request import CooldownStarted, LimitChanged, RequestRateLimited
 
@@ -29,6 +31,7 @@ def learn(
     retry_after_s: float | None,
     rate_limit: RateLimitInfo,
     tokens_used: int | None,
+    burst_s: float,
     emit: Emit,
 ) -> Pause | None:
     """Update the endpoint from one released attempt; returns a pause that started or grew, if any.
@@ -37,6 +40,9 @@ def learn(
     """
     if state.budget is not None:
         state.budget.settle(lease.tokens, tokens_used, rejected=outcome is Outcome.RATE_LIMITED)
+    budget_spent = rate_limit.exhausted_until_s is not None
+    if budget_spent:
+        rate_limit = _pace_from_headers(state, rate_limit, now, burst_s)
     answered = lease.epoch < state.limit.epoch  # admitted before the last cut: that burst was answered
     pause: Pause | None = None
     if outcome is Outcome.SUCCESS:
@@ -54,7 +60,7 @@ def learn(
             retry_after_s=retry_after_s,
             consecutive=state.cooldown.consecutive_429,
         )
-        if rate_limit.exhausted_until_s is None:  # a spent budget says nothing about concurrency
+        if not budget_spent:  # a spent budget says nothing about concurrency
             _sample(state, lease, rtt_s, in_flight, dropped=True, emit=emit)
     elif outcome.is_overload:
         _sample(state, lease, rtt_s, in_flight, dropped=True, emit=emit)
@@ -62,6 +68,25 @@ def learn(
     if pause is not None and pause.started:
         emit(CooldownStarted, key=state.label, until=pause.until, duration_s=pause.until - now, reason=pause.reason)
     return pause
+
+
+def _pace_from_headers(state: EndpointState, info: RateLimitInfo, now: float, burst_s: float) -> RateLimitInfo:
+    """Learn the refill rate of each spent budget whose size is known, and pace admissions at it.
+
+    OpenAI-style reset headers give the time until the budget is *full* again, so a spent budget of `limit`
+    refills at `limit / reset` per second: pacing at that rate uses the budget as it refills instead of
+    pausing until it is full. Returns `info` without the budgets now paced; the rest still pause the key.
+    """
+    for kind, remaining, limit, reset in (
+        ("requests", info.remaining_requests, info.limit_requests, info.reset_requests_s),
+        ("tokens", info.remaining_tokens, info.limit_tokens, info.reset_tokens_s),
+    ):
+        if remaining == 0 and limit and reset:
+            if state.budget is None:
+                state.budget = RateBudget(rpm=None, tpm=None, burst_s=burst_s, now=now)
+            state.budget.learn(kind, limit / reset * 60.0, now)
+            info = dataclasses.replace(info, **{f"remaining_{kind}": None})
+    return info
 
 
 def _sample(

@@ -46,13 +46,30 @@ class TokenBucket:
         """Return (positive) or charge (negative) units after the fact."""
         self.level = min(self.capacity, self.level + amount)
 
+    def drain(self, now: float) -> None:
+        """The provider says nothing is left: start refilling from empty."""
+        self._refill(now)
+        self.level = min(self.level, 0.0)
+
 
 class RateBudget:
-    """Optional rpm and tpm buckets of one resource key."""
+    """Optional rpm and tpm buckets of one resource key: configured, or learnt from rate-limit headers."""
 
-    def __init__(self, *, rpm: int | None, tpm: int | None, burst_s: float, now: float):
+    def __init__(self, *, rpm: float | None, tpm: float | None, burst_s: float, now: float):
         self.requests = TokenBucket(rpm, burst_s=burst_s, now=now) if rpm else None
         self.tokens = TokenBucket(tpm, burst_s=burst_s, now=now) if tpm else None
+        self._burst_s = burst_s
+
+    def learn(self, kind: str, per_minute: float, now: float) -> None:
+        """The provider reports the `kind` budget ("requests" or "tokens") spent, refilling at `per_minute`.
+
+        Pace at no more than that rate from an empty bucket (a configured, slower budget is kept).
+        """
+        bucket: TokenBucket | None = getattr(self, kind)
+        if bucket is None or per_minute < bucket.rate * 60:
+            bucket = TokenBucket(per_minute, burst_s=self._burst_s, now=now)
+            setattr(self, kind, bucket)
+        bucket.drain(now)
 
     def ready(self, tokens: int, now: float) -> bool:
         """Whether one request estimated at `tokens` tokens fits both budgets now."""
