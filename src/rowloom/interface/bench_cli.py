@@ -1,0 +1,82 @@
+"""`rowloom bench`: run the benchmark scenarios, check guardrails, compare two results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rowloom.bench import suite
+
+bench_app = typer.Typer(
+    help="Benchmarks against the provider simulator: span vs ideal, utilisation, idle split, CPU, memory.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+console = Console()
+
+
+def _print_table(document: dict) -> None:
+    table = Table(title="rowloom bench" + (" (quick)" if document.get("quick") else ""))
+    for header, _ in suite.TABLE_COLUMNS:
+        table.add_column(header)
+    for row in suite.table_rows(document):
+        table.add_row(*row)
+    console.print(table)
+
+
+@bench_app.callback()
+def bench(
+    ctx: typer.Context,
+    quick: Annotated[bool, typer.Option("--quick", help="The quick set (under 3 minutes on 2 cores).")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Exit non-zero when a guardrail is breached.")] = False,
+    scenario: Annotated[list[str] | None, typer.Option("--scenario", "-s", help="Run only these.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for bench.json, bench.md, event logs.")] = Path(
+        "bench-results"
+    ),
+    guardrails: Annotated[Path, typer.Option(help="Guardrail thresholds (YAML).")] = suite.DEFAULT_GUARDRAILS,
+) -> None:
+    """Run the scenarios, write bench.json + bench.md (+ report.html), and optionally check guardrails."""
+    if ctx.invoked_subcommand is not None:
+        return
+    try:
+        names = suite.select(scenario, quick)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--scenario") from None
+    document = suite.run_suite(names, quick=quick, out_dir=out, log=lambda m: console.print(m, highlight=False))
+    (out / "bench.json").write_text(json.dumps(document, indent=1))
+    (out / "bench.md").write_text(suite.markdown_table(document))
+    _write_report(document, out)
+    _print_table(document)
+    console.print(f"wrote {out / 'bench.json'}, {out / 'bench.md'}")
+    if check:
+        breaches = suite.check(document, suite.load_guardrails(guardrails))
+        for breach in breaches:
+            console.print(f"[red]guardrail breached[/red] {breach}", highlight=False)
+        if breaches:
+            raise typer.Exit(1)
+        console.print("every guardrail holds")
+
+
+def _write_report(document: dict, out: Path) -> None:
+    try:
+        from rowloom.observe.bench_report import render_bench_report
+    except ImportError:
+        return
+    (out / "report.html").write_text(render_bench_report(document, out), encoding="utf-8")
+
+
+@bench_app.command("compare")
+def compare(a: Path, b: Path) -> None:
+    """Compare two bench.json files metric by metric."""
+    docs = [json.loads(p.read_text()) for p in (a, b)]
+    table = Table(title=f"{a} → {b}")
+    for header in ("scenario", "metric", "A", "B", "change"):
+        table.add_column(header)
+    for row in suite.compare(*docs):
+        table.add_row(*row)
+    console.print(table)
