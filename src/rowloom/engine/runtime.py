@@ -103,6 +103,10 @@ class RequestRuntime:
         """Whether a model's endpoint has queued waiters or is cooling down."""
         return self.admission.pressure(alias)
 
+    def cooling(self, alias: str) -> bool:
+        """Whether a model's endpoint is paused by a cooldown."""
+        return self.admission.cooling(alias)
+
     def snapshot(self) -> dict[str, Any]:
         """Per endpoint: configured caps, current limits, in-flight and observed maxima."""
         return self.admission.snapshot()

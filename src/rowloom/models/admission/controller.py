@@ -264,6 +264,11 @@ class RequestAdmissionController:
         state, _ = self._registry.resolve(alias, domain)
         return bool(state.queue) or state.cooldown.active(self._clock.now())
 
+    def cooling(self, alias: str, *, domain: str = "chat") -> bool:
+        """Whether the alias's endpoint is paused by a cooldown (its rate budget is evidently spent)."""
+        state, _ = self._registry.resolve(alias, domain)
+        return state.cooldown.active(self._clock.now())
+
     def in_flight(self, alias_or_key: str | ResourceKey, *, domain: str = "chat") -> int:
         """Live leases on the key behind `alias_or_key` (all its aliases together)."""
         return self._ledger.in_flight(self._registry.resolve(alias_or_key, domain)[0].key)
