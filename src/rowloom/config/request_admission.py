@@ -58,7 +58,7 @@ class RequestAdmissionConfig(ConfigModel):
         64, ge=1, description="Ceiling for a model whose `max_parallel_requests` is unset."
     )
     initial_limit: int = Field(
-        8, ge=1, description="Concurrency a model starts at (clamped to its ceiling); slow start grows it from here."
+        16, ge=1, description="Concurrency a model starts at (clamped to its ceiling); slow start grows it from here."
     )
     min_limit: int = Field(1, ge=1, description="The limit never goes below this many requests in flight.")
     slow_start: bool = Field(
