@@ -63,7 +63,16 @@ class RequestAdmissionConfig(ConfigModel):
     min_limit: int = Field(1, ge=1, description="The limit never goes below this many requests in flight.")
     slow_start: bool = Field(
         True,
-        description="Grow by one per fully-used success (doubling per round trip) until the first overload signal.",
+        description="Grow fast (see slow_start_step) while every request succeeds, until the first overload signal.",
+    )
+    slow_start_step: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description=(
+            "Slow-start growth per fully-used success: 1.0 doubles the limit each round trip, 0.5 grows it by half "
+            "(the overshoot past an unknown capacity, and so the first burst of 429s, is half as large)."
+        ),
     )
 
     aimd_increase_step: float = Field(

@@ -440,7 +440,9 @@ async def test_queueing_and_admission_are_recorded_as_events_with_the_wait():
 
 async def test_slow_start_through_the_controller_emits_limit_changes():
     sink = MemorySink()
-    config = RequestAdmissionConfig(algorithm="aimd", initial_limit=2, default_max_parallel_requests=8)
+    config = RequestAdmissionConfig(
+        algorithm="aimd", initial_limit=2, slow_start_step=1.0, default_max_parallel_requests=8
+    )
     controller, _ = make(None, config=config, sink=sink)
     assert controller.capacity("a") == 2
     held = []

@@ -342,3 +342,54 @@ def test_factory_builds_the_configured_algorithm_below_the_ceiling(algorithm, ki
     assert isinstance(limit, kind)
     assert limit.max_limit == 32
     assert limit.limit == (32 if algorithm == "fixed" else 8)
+
+
+def test_a_burst_of_rejections_holds_the_limit_at_what_is_still_in_service_without_more_cuts():
+    limit = AIMDLimit(initial=27, max_limit=64, slow_start=False)
+    successes(limit, 16, in_flight=16, start=0.0, rtt=0.2)  # the server was just serving 16 of ours
+    first_epoch = limit.epoch
+    overload(limit, at=0.25, in_flight=27)
+    cut_epoch = limit.epoch
+    assert cut_epoch != first_epoch
+    for in_flight in range(26, 16, -1):  # the rest of the burst comes back; 16 stay in service
+        overload(limit, at=0.26, in_flight=in_flight, epoch=first_epoch)
+    assert limit.limit == 16
+    assert limit.epoch == cut_epoch  # one congestion event: one cut, the rest only held
+
+
+def test_when_the_server_serves_none_of_ours_a_burst_is_answered_by_one_cut_only():
+    limit = AIMDLimit(initial=8, max_limit=8, slow_start=False)
+    first_epoch = limit.epoch
+    overload(limit, at=1.0, in_flight=8)
+    for in_flight in range(7, 0, -1):
+        overload(limit, at=1.0, in_flight=in_flight, epoch=first_epoch)
+    assert limit.limit == 6
+
+
+def test_probing_the_same_edge_again_and_again_slows_down():
+    limit = AIMDLimit(initial=20, max_limit=64, slow_start=False, probe_step=0.2, probe_zone=0.1)
+    successes(limit, 20, in_flight=19)
+    overload(limit, at=1.0, in_flight=20)
+
+    def windows_to_reach_edge() -> int:
+        windows = 0
+        while limit.limit < 20:
+            successes(limit, limit.limit, start=2.0 + windows)
+            windows += 1
+        return windows
+
+    first = windows_to_reach_edge()
+    overload(limit, at=50.0, in_flight=20)  # the edge answers 429 again
+    second = windows_to_reach_edge()
+    assert second > first
+
+
+def test_successes_admitted_before_a_cut_do_not_prop_up_the_next_cut():
+    """After a capacity drop, requests admitted under the old capacity still succeed; they prove nothing now."""
+    limit = AIMDLimit(initial=64, max_limit=64, slow_start=False, decrease_factor=0.5)
+    overload(limit, at=10.0, in_flight=64)  # cut at t=10
+    assert limit.limit == 32  # no successes seen yet: a blind cut
+    before = limit.limit
+    successes(limit, 60, in_flight=60, start=9.8, rtt=0.25)  # admitted before the cut, finished after it
+    overload(limit, at=10.3, in_flight=before)
+    assert limit.limit <= before * 0.5 + 1  # a plain multiplicative cut, not "back to 60 succeeding"

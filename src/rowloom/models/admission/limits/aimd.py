@@ -13,7 +13,8 @@ from rowloom.models.admission.limits.base import clamp, next_epoch
 class AIMDLimit:
     """Finds an endpoint's capacity from overload signals (429, 503, timeouts).
 
-    * Slow start: every success at full use adds one (doubling per round trip) until the first overload.
+    * Slow start: every success at full use adds `slow_start_step` (1.0 doubles the limit per round trip,
+      0.5 grows it by half) until the first overload.
     * Congestion avoidance: after a window of successes at full use, add `increase_step` — or only
       `probe_step` while within `probe_zone` of the level where overload last began, so steady state probes
       the known edge gently instead of hitting 429 every few windows. Nothing grows while the limit is not
@@ -39,6 +40,7 @@ class AIMDLimit:
         window: int | None = None,
         decrease_factor: float = 0.75,
         slow_start: bool = True,
+        slow_start_step: float = 1.0,
         probe_zone: float = 0.1,
         probe_step: float = 0.2,
     ):
@@ -50,12 +52,16 @@ class AIMDLimit:
         self._value = clamp(initial, min_limit, max_limit)
         self._step, self._window, self._factor = increase_step, window, decrease_factor
         self._zone, self._probe_step = probe_zone, probe_step
+        self._probe = probe_step  # current probe step; halves while the same edge keeps answering 429
         self._slow_start = slow_start
+        self._slow_start_step = slow_start_step
         self._epoch = 0
         self._successes = 0  # fully-used successes in the current increase window
         self._finished: deque[float] = deque()  # finish times of recent successes admitted since the last cut
         self._rtt: float | None = None  # smoothed round trip of successes
         self._overload_at: float | None = None
+        self._last_success: float | None = None
+        self._cut_at = float("-inf")  # when the limit was last cut
         self._reason = "initial"
         self.dampened = 0  # overload signals ignored as part of an answered burst
 
@@ -104,13 +110,14 @@ class AIMDLimit:
                 self._decrease(start + rtt, in_flight, in_flight_at_start)
             else:
                 self.dampened += 1
+            if self._serving_recently(start + rtt):
+                self._hold_at_in_service(max(in_flight - 1, self.succeeding(start + rtt)))
             return
-        if current_epoch:
-            self._record_success(start + rtt, rtt)
+        self._record_success(start, start + rtt, rtt)
         if in_flight < self.limit:
             return
         if self._slow_start:
-            self._grow(1.0, "slow start")
+            self._grow(self._slow_start_step, "slow start")
             return
         self._successes += 1
         if self._successes < (self._window or self.limit):
@@ -121,8 +128,29 @@ class AIMDLimit:
             if self._value > self._overload_at * (1 + self._zone):
                 self._overload_at = None  # capacity evidently grew past the old edge
             elif self._value >= self._overload_at * (1 - self._zone):
-                step, reason = self._probe_step, "probing near the last overload"
+                step, reason = self._probe, "probing near the last overload"
         self._grow(step, reason)
+
+    def _serving_recently(self, now: float) -> bool:
+        """Whether requests of ours succeeded within the last two round trips (the server serves some)."""
+        return self._rtt is not None and self._last_success is not None and now - self._last_success <= 2 * self._rtt
+
+    def _hold_at_in_service(self, floor: int) -> None:
+        """Within a burst of rejections, hold the limit at what is still in flight.
+
+        Rejections come back at once while served requests stay in flight, so after each one the remaining
+        in-flight count approaches what the server is actually serving. Only while the server is evidently
+        serving some of our requests (when it rejects everything, the one cut and a cooldown answer it), and
+        never below the concurrency proven to succeed since the last cut. Holding the limit there (no new
+        epoch: it is the same congestion event) stops new requests from joining the burst, which is what
+        makes one burst cost one cut instead of a cascade of cuts and a cooldown.
+        """
+        target = max(self._min, floor)
+        if target < self.limit:
+            self._value = float(target)
+            self._successes = 0  # a new increase window starts after the burst
+            self._overload_at = float(target + 1) if self._overload_at is None else min(self._overload_at, target + 1)
+            self._reason = "overload: held at the concurrency in service"
 
     def _grow(self, step: float, reason: str) -> None:
         before = self.limit
@@ -130,8 +158,11 @@ class AIMDLimit:
         if self.limit != before:
             self._reason = reason
 
-    def _record_success(self, finish: float, rtt: float) -> None:
+    def _record_success(self, start: float, finish: float, rtt: float) -> None:
         self._rtt = rtt if self._rtt is None else 0.8 * self._rtt + 0.2 * rtt
+        self._last_success = finish if self._last_success is None else max(self._last_success, finish)
+        if start < self._cut_at:
+            return  # admitted before the last cut: served under conditions that may be gone (a capacity drop)
         self._finished.append(finish)
         while self._finished and self._finished[0] < finish - 2 * self._rtt:
             self._finished.popleft()
@@ -157,6 +188,9 @@ class AIMDLimit:
             target, reason = float(succeeding), "overload: back to the concurrency that was succeeding"
         else:
             target, reason = blind, "overload: multiplicative decrease"
+        same_edge = self._overload_at is not None and abs(edge - self._overload_at) <= self._overload_at * self._zone
+        # Repeated overload at the same edge: probe it half as eagerly next time (fewer 429s in steady state).
+        self._probe = max(self._probe_step / 16, self._probe / 2) if same_edge else self._probe_step
         self._overload_at = float(max(1, edge))
         self._slow_start = False
         self._successes = 0
@@ -165,5 +199,6 @@ class AIMDLimit:
             return  # already at the floor: nothing to cut, no new epoch
         self._value = new
         self._epoch = next_epoch()
+        self._cut_at = now
         self._finished.clear()
         self._reason = reason

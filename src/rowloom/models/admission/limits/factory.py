@@ -28,6 +28,7 @@ def limit_from_config(config: RequestAdmissionConfig, *, ceiling: int, clock: Cl
         window=config.aimd_window,
         decrease_factor=config.aimd_decrease_factor,
         slow_start=config.slow_start,
+        slow_start_step=config.slow_start_step,
         probe_zone=config.aimd_probe_zone,
         probe_step=config.aimd_probe_step,
     )
