@@ -167,6 +167,8 @@ def cpu_bottleneck(urls: dict[str, str]) -> dict[str, Any]:
 def under_admitted(urls: dict[str, str]) -> dict[str, Any]:
     config = chain(64)(urls)
     config["run"].update(row_group_size=10, initial_row_groups_in_flight=1, max_row_groups_in_flight=64)
+    # The endpoint's capacity is known (limit starts at the ceiling): what is measured is the frontier alone.
+    config["run"]["request_admission"] = {"initial_limit": 64}
     return config
 
 
@@ -234,7 +236,7 @@ SCENARIOS: dict[str, Scenario] = {
             "chain, capacity 64 then 16 from 10 s",
             _one(capacity=64, capacity_schedule="0:64,10:16"),
             chain(64),
-            1000,
+            2000,
             1000,
             notes={"schedule": [(0.0, 64), (10.0, 16)]},
         ),
