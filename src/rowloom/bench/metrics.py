@@ -35,6 +35,9 @@ class _Endpoint:
     last_429: bool = False
     busy_area: float = 0.0
     capacity_area: float = 0.0
+    # the areas as of the endpoint's last completion: utilisation "while it has work"
+    busy_at_last: float = 0.0
+    capacity_at_last: float = 0.0
     idle: Counter[str] = field(default_factory=Counter)
     first_dispatch: float | None = None
     first_admit: float | None = None
@@ -136,6 +139,7 @@ class MetricsAccumulator:
             ep.in_flight = max(0, ep.in_flight - 1)
             ep.completed += 1
             ep.last_complete = ts
+            ep.busy_at_last, ep.capacity_at_last = ep.busy_area, ep.capacity_area
             outcome = str(e.get("outcome"))
             self.outcomes[outcome] += 1
             ep.last_429 = outcome == "rate_limited"
@@ -187,10 +191,10 @@ class MetricsAccumulator:
         endpoints: dict[str, Any] = {}
         idle_total: Counter[str] = Counter()
         for alias, ep in self.endpoints.items():
-            idle_total.update(ep.idle)
+            idle_total.update(ep.idle)  # idle after an endpoint's last request is included: it shows the tail
             ep_span = (ep.last_complete - ep.first_admit) if ep.first_admit and ep.last_complete else 0.0
             endpoints[alias] = {
-                "utilisation": round(ep.busy_area / ep.capacity_area, 4) if ep.capacity_area else 0.0,
+                "utilisation": round(ep.busy_at_last / ep.capacity_at_last, 4) if ep.capacity_at_last else 0.0,
                 "span_s": round(ep_span, 3),
                 "requests": ep.completed,
                 "success": ep.success,
@@ -204,8 +208,8 @@ class MetricsAccumulator:
                 "limit_timeline": [(round(t, 3), n) for t, n in ep.limits[-200:]],
                 "idle_s": {k: round(v, 3) for k, v in sorted(ep.idle.items())},
             }
-        busy = sum(ep.busy_area for ep in self.endpoints.values())
-        capacity = sum(ep.capacity_area for ep in self.endpoints.values())
+        busy = sum(ep.busy_at_last for ep in self.endpoints.values())
+        capacity = sum(ep.capacity_at_last for ep in self.endpoints.values())
         return {
             "wall_s": round(wall, 3),
             "span_s": round(span, 3),
