@@ -18,7 +18,7 @@ class RunConfig(ConfigModel):
         None, description="Seed for samplers; unset = random, recorded in the manifest so resume is exact."
     )
     max_error_rate: float = Field(
-        0.5, gt=0, le=1, description="Stop the run when this share of rows in the window is dropped."
+        0.5, gt=0, le=1, description="Stop the run when more than this share of the rows in the window was dropped."
     )
     error_window: int = Field(200, ge=10, description="Number of most recent finished rows the rate looks at.")
     max_row_groups_in_flight: int = Field(

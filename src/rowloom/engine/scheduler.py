@@ -44,6 +44,8 @@ class EndpointView(Protocol):
 
     def pressure(self, alias: str) -> bool: ...
 
+    def cooling(self, alias: str) -> bool: ...
+
 
 def model_pool(alias: str) -> str:
     """The task pool of model-wait slots for one model alias."""
@@ -51,8 +53,12 @@ def model_pool(alias: str) -> str:
 
 
 def model_slots(limit: int) -> int:
-    """Task slots for a model: its request limit plus headroom, so a freed request slot never waits for a task."""
-    return limit + max(2, limit // 4)
+    """Task slots for a model: twice its request limit (plus two).
+
+    The surplus waits in request admission, so a freed request slot never waits for a task, and the adaptive
+    limit sees the demand it needs to grow (slow start doubles the limit each round trip only if that many
+    requests are waiting)."""
+    return 2 * limit + 2
 
 
 @dataclass(slots=True)
@@ -97,6 +103,7 @@ class Scheduler:
         run = config.run
 
         self.pending: deque[RowGroupSpec] = deque(g for g in plan.row_groups if g.index not in skip_row_groups)
+        self._rows_this_run = max(1, sum(g.count for g in self.pending))
         self.active: dict[int, RowGroupState] = {}
         self.ready = ReadyQueue()
         self.admission = TaskAdmissionController(policy=policy, clock=clock)
@@ -306,9 +313,12 @@ class Scheduler:
             self.progress.dropped_by_reason[reason] += 1
             self._recent.append(True)
         self._recent.extend([False] * min(written, self._recent.maxlen or written))
-        window = self._recent.maxlen or 1
+        # The rate is judged over the last `error_window` rows, or over the whole run when it is shorter.
+        window = min(self._recent.maxlen or 1, self._rows_this_run)
         drops = sum(self._recent)
-        if drops >= self.config.run.max_error_rate * window and self._fatal is None:
+        if len(self._recent) >= window and drops > self.config.run.max_error_rate * len(self._recent) and (
+            self._fatal is None
+        ):
             causes = ", ".join(f"{r} ({n})" for r, n in self.progress.dropped_by_reason.most_common(5))
             self._fatal = RunAborted(
                 f"stopped early: {drops} of the last {len(self._recent)} rows were dropped "
@@ -356,7 +366,7 @@ class Scheduler:
             slots = sum(self.admission.capacity(p) for p in pools)
         signals = FrontierSignals(
             starved=starved,
-            pressured=any(self._pressured(p) for p in pools),
+            pressured=any(self.endpoints.cooling(p.removeprefix("model:")) for p in pools),
             queued_demand=sum(self.ready.depth(p) for p in pools),
             model_slots=slots,
             admitted_rows=self._admitted_rows(),
