@@ -212,6 +212,12 @@ def large(urls: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def memory(urls: dict[str, str]) -> dict[str, Any]:
+    config = large(urls)
+    config["run"].update(row_group_size=100, max_row_groups_in_flight=10)
+    return config
+
+
 def _one(provider: str = "sim", **sim_kwargs: Any) -> tuple[Endpoint, ...]:
     return (Endpoint(provider, sim(**sim_kwargs), ("writer",)),)
 
@@ -329,6 +335,24 @@ SCENARIOS: dict[str, Scenario] = {
             _one(capacity=64, latency_s=0.0),
             large,
             100_000,
+            None,
+            critical_path_calls=1,
+        ),
+        Scenario(
+            "memory_2k",
+            "2,000 records, row groups of 100, frontier capped at 10 row groups (memory baseline)",
+            _one(capacity=64, latency_s=0.0),
+            memory,
+            2_000,
+            None,
+            critical_path_calls=1,
+        ),
+        Scenario(
+            "memory_20k",
+            "20,000 records, same frontier cap: peak memory must stay flat in the record count",
+            _one(capacity=64, latency_s=0.0),
+            memory,
+            20_000,
             None,
             critical_path_calls=1,
         ),
