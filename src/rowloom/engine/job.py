@@ -28,6 +28,7 @@ from rowloom.errors import RunAborted, RunInterrupted
 from rowloom.observe.clock import SYSTEM_CLOCK, Clock
 from rowloom.observe.context import correlate
 from rowloom.observe.events import scheduler as ev
+from rowloom.observe.events.snapshots import CapacitySnapshot
 from rowloom.observe.sinks import EventSink, FanoutSink
 from rowloom.observe.stats import RequestStats
 
@@ -144,6 +145,8 @@ async def run_job(
                         capacities=runtime.snapshot(),
                     )
                 )
+                events.emit(scheduler.health_snapshot())  # the starting frontier target, pools and capacities
+                events.emit(CapacitySnapshot.of(runtime.snapshot(), "job_started"))
                 await scheduler.run()
         except (RunInterrupted, asyncio.CancelledError, KeyboardInterrupt):
             status, message = "interrupted", "interrupted by the user"
@@ -157,6 +160,7 @@ async def run_job(
         finally:
             wall = time.monotonic() - started
             summary = build_summary(config, num_records, store, progress, stats, wall, status, message, seed)
+            events.emit(CapacitySnapshot.of(runtime.snapshot(), "job_completed"))
             events.emit(
                 ev.JobCompleted(
                     status=status,

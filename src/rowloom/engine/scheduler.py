@@ -26,6 +26,7 @@ from rowloom.errors import RowloomError, RunAborted, RunInterrupted
 from rowloom.observe.clock import SYSTEM_CLOCK, Clock
 from rowloom.observe.context import correlate
 from rowloom.observe.events import scheduler as ev
+from rowloom.observe.events.snapshots import CapacitySnapshot
 from rowloom.observe.sinks import EventSink, NullSink
 
 
@@ -155,6 +156,8 @@ class Scheduler:
                 if self._health_due:
                     self._health_due = False
                     self.sink.emit(self.health_snapshot())
+                    if hasattr(self.endpoints, "snapshot"):  # request admission's capacity, beside the health
+                        self.sink.emit(CapacitySnapshot.of(self.endpoints.snapshot(), "health"))
                 if not (self.pending or self.active or self._running or self._checkpoints):
                     return
                 if not self._completions:

@@ -25,7 +25,7 @@ from rowloom.engine.job import run_job
 from rowloom.engine.progress import RunProgress
 from rowloom.errors import ConfigError, RowloomError, RunAborted, RunInterrupted
 from rowloom.interface.progress import ProgressDisplay
-from rowloom.observe.sinks import JsonlSink
+from rowloom.observe.sinks import EventSink, FanoutSink, JsonlSink
 
 app = typer.Typer(
     name="rowloom",
@@ -96,6 +96,28 @@ def _simulators(config: DatasetConfig, spec: str | None) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def _metrics_endpoint(port: int | None, host: str) -> Iterator[EventSink | None]:
+    """With a port: a Prometheus sink for the run, served over HTTP until the run ends."""
+    if port is None:
+        yield None
+        return
+    from rowloom.observe.prometheus import MetricsServer, PrometheusSink
+
+    sink = PrometheusSink()
+    server = MetricsServer(sink.registry, port, host)
+    try:
+        server.start()
+    except OSError as exc:
+        console.print(f"[red]Cannot serve metrics on {host}:{port}[/red]: {exc}", highlight=False)
+        raise typer.Exit(EXIT_ERROR) from None
+    console.print(f"metrics on {server.url}", highlight=False)
+    try:
+        yield sink
+    finally:
+        server.stop()
+
+
 async def _run(
     config: DatasetConfig,
     num_records: int,
@@ -103,6 +125,7 @@ async def _run(
     resume: str,
     events: Path | None,
     quiet: bool,
+    metrics: EventSink | None = None,
 ) -> dict:
     progress = RunProgress()
     loop = asyncio.get_running_loop()
@@ -115,7 +138,10 @@ async def _run(
         if display is not None:
             display.stats = stats
 
-    sink = JsonlSink(events) if events else None
+    sinks: list[EventSink] = [JsonlSink(events)] if events else []
+    if metrics is not None:
+        sinks.append(metrics)
+    sink = FanoutSink(sinks) if sinks else None
     async with display if display is not None else contextlib.nullcontext():
         result = await run_job(
             config, num_records, output=output, resume=resume, sink=sink, progress=progress, on_start=on_start
@@ -138,12 +164,21 @@ def run(
         ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port", min=0, max=65535, help="Serve live Prometheus metrics at http://HOST:PORT/metrics."
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option("--metrics-host", help="Interface for --metrics-port (default: loopback only).")
+    ] = "127.0.0.1",
 ) -> None:
     """Generate a dataset: one Parquet file per row group, plus manifest.json and summary.json."""
     config = _load(config_path)
     try:
-        with _simulators(config, with_sim):
-            summary = asyncio.run(_run(config, num_records, output, resume.value, events, quiet))
+        with _simulators(config, with_sim), _metrics_endpoint(metrics_port, metrics_host) as metrics:
+            summary = asyncio.run(_run(config, num_records, output, resume.value, events, quiet, metrics))
     except RunAborted as exc:
         console.print(f"[yellow]Stopped[/yellow]: {exc}", highlight=False)
         raise typer.Exit(EXIT_INTERRUPTED if isinstance(exc, RunInterrupted) else EXIT_ERROR) from None
@@ -200,6 +235,66 @@ def validate(config_path: ConfigArg) -> None:
         f"{config_path} is valid: {len(config.columns)} columns ({llm} LLM), "
         f"{len(config.models)} models, {len(config.providers)} providers."
     )
+
+
+JobOption = Annotated[str | None, typer.Option(help="Job id, when the log holds several runs (default: the last).")]
+
+
+@app.command()
+def trace(
+    events: Annotated[Path, typer.Argument(help="Events log written by 'rowloom run --events'.", show_default=False)],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Trace file (default: trace.json beside the events).")
+    ] = None,
+    job: JobOption = None,
+) -> None:
+    """Convert an events log into Chrome trace-event JSON; open it at ui.perfetto.dev."""
+    from rowloom.observe.perfetto import write_trace
+
+    target = output or events.with_name("trace.json")
+    try:
+        path = write_trace(_read_events(events), target, job=job)
+    except ValueError as exc:
+        console.print(f"[red]Error[/red]: {exc}", highlight=False)
+        raise typer.Exit(EXIT_ERROR) from None
+    out.print(f"Wrote {path} (open it at https://ui.perfetto.dev)", highlight=False)
+
+
+@app.command()
+def report(
+    out_dir: Annotated[Path, typer.Argument(help="The --output folder of a run.", show_default=False)],
+    events: Annotated[
+        Path | None, typer.Option(help="Events log (default: OUT_DIR/events.jsonl when it exists).")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="HTML file (default: OUT_DIR/report.html).")
+    ] = None,
+    job: JobOption = None,
+) -> None:
+    """Render one self-contained HTML report of a run: summary, in-flight vs limit, utilisation, idle breakdown."""
+    from rowloom.observe.report import ReportError, render_report
+
+    if events is not None:
+        _read_events(events)  # a clear error for a missing or corrupt log, before any rendering
+    try:
+        path = render_report(out_dir, events=events, output=output, job=job)
+    except (ReportError, ValueError) as exc:
+        console.print(f"[red]Error[/red]: {exc}", highlight=False)
+        raise typer.Exit(EXIT_ERROR) from None
+    out.print(f"Wrote {path}", highlight=False)
+
+
+def _read_events(path: Path) -> list[dict]:
+    from rowloom.observe.sinks import read_jsonl
+
+    try:
+        return read_jsonl(path)
+    except FileNotFoundError:
+        console.print(f"[red]Error[/red]: events file {path} not found", highlight=False)
+        raise typer.Exit(EXIT_ERROR) from None
+    except ValueError as exc:  # orjson.JSONDecodeError
+        console.print(f"[red]Error[/red]: {path} is not an events log (JSON lines): {exc}", highlight=False)
+        raise typer.Exit(EXIT_ERROR) from None
 
 
 app.command("sim", help="Run the OpenAI-compatible provider simulator on 127.0.0.1.")(sim)

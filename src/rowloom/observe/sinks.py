@@ -13,7 +13,7 @@ from typing import IO, Protocol
 
 import orjson
 
-from rowloom.observe.events.base import Event
+from rowloom.observe.events.base import Event, encode_json
 
 log = logging.getLogger("rowloom.observe")
 
@@ -54,26 +54,27 @@ class MemorySink:
 
 
 class JsonlSink:
-    """Appends one JSON object per line; buffered so that emitting stays off the hot path's critical cost."""
+    """Appends one JSON object per line. Emitting only keeps the (immutable) event; encoding and writing happen
+    in batches at `flush`, so the hot path pays an append and the encoder runs hot over a whole batch."""
 
-    def __init__(self, path: str | Path, buffer_events: int = 512):
+    def __init__(self, path: str | Path, buffer_events: int = 1024):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file: IO[bytes] = open(self.path, "ab")  # noqa: SIM115 - closed in close()
-        self._buffer: list[bytes] = []
+        self._buffer: list[Event] = []
         self._limit = buffer_events
         self._lock = threading.Lock()
 
     def emit(self, event: Event) -> None:
-        self._buffer.append(orjson.dumps(event.to_dict()))
+        self._buffer.append(event)
         if len(self._buffer) >= self._limit:
             self.flush()
 
     def flush(self) -> None:
         with self._lock:
-            if self._buffer and not self._file.closed:
-                self._file.write(b"\n".join(self._buffer) + b"\n")
-                self._buffer.clear()
+            batch, self._buffer = self._buffer, []
+            if batch and not self._file.closed:
+                self._file.write(encode_jsonl(batch))
                 self._file.flush()
 
     def close(self) -> None:
@@ -120,6 +121,25 @@ class FanoutSink:
     def close(self) -> None:
         for sink in self.sinks:
             sink.close()
+
+
+_SEPARATOR = b'},{"kind":'
+
+
+def encode_jsonl(events: list[Event]) -> bytes:
+    """Events as JSON lines (each line is `event.to_json()`), encoded in one orjson call for the whole batch.
+
+    The batch is encoded as one array and cut between its elements: every element starts with `{"kind":`, which
+    no string can contain unescaped. A nested object that happens to start with a "kind" key would add a cut, so
+    the number of pieces is checked and such a batch is encoded event by event instead.
+    """
+    if not events:
+        return b""
+    blob = encode_json([e.to_record() for e in events])
+    pieces = blob[1:-1].split(_SEPARATOR)
+    if len(pieces) != len(events):
+        return b"\n".join([e.to_json() for e in events]) + b"\n"
+    return b'}\n{"kind":'.join(pieces) + b"\n"
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

@@ -1,0 +1,182 @@
+"""Live metrics: a sink that keeps Prometheus metrics of one run, and the HTTP endpoint that serves them.
+
+Imports `prometheus_client`, so import this module only when `--metrics-port` is given. Each sink owns its own
+`CollectorRegistry` (never the global one), so runs in one process do not share or collide on metrics.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from socketserver import ThreadingMixIn
+from types import TracebackType
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
+
+from rowloom.observe.events.base import Event
+
+
+class PrometheusSink:
+    """Turns events into request, limit, queue and row metrics in a per-run registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        ep, pool = ["endpoint"], ["pool"]
+        self.requests = Counter(
+            "rowloom_requests", "Request attempts that ended, by endpoint and outcome.", [*ep, "outcome"], registry=r
+        )
+        self.tokens = Counter("rowloom_request_tokens", "Tokens reported by the provider.", ep, registry=r)
+        self.limit = Gauge("rowloom_request_limit", "Current adaptive concurrency limit.", ep, registry=r)
+        self.in_flight = Gauge("rowloom_requests_in_flight", "Request attempts holding a lease.", ep, registry=r)
+        self.queued = Gauge("rowloom_requests_queued", "Request attempts waiting for a lease.", ep, registry=r)
+        self.tasks_queued = Gauge("rowloom_tasks_queued", "Ready tasks waiting, by resource pool.", pool, registry=r)
+        self.task_leases = Gauge("rowloom_task_leases", "Tasks running, by resource pool.", pool, registry=r)
+        self.rows_written = Counter("rowloom_rows_written", "Rows written to disk in this run.", registry=r)
+        self.rows_dropped = Counter("rowloom_rows_dropped", "Rows dropped in this run.", registry=r)
+        self.records_requested = Gauge("rowloom_records_requested", "Records this run was asked for.", registry=r)
+        self.row_groups_in_flight = Gauge("rowloom_row_groups_in_flight", "Row groups admitted.", registry=r)
+        self.frontier_target = Gauge("rowloom_frontier_target", "Target number of row groups in flight.", registry=r)
+        # Queue depths are derived (+1 queued, -1 admitted from the queue) and resynchronised from snapshots.
+        self._queued: collections.Counter[str] = collections.Counter()
+        self._tasks_queued: collections.Counter[str] = collections.Counter()
+
+    def emit(self, event: Event) -> None:
+        handler = getattr(self, f"_on_{event.kind}", None)
+        if handler is not None:
+            handler(event)
+
+    def close(self) -> None:
+        return None
+
+    # requests
+    def _set_queued(self, key: str, value: int) -> None:
+        self._queued[key] = max(0, value)
+        self.queued.labels(key).set(self._queued[key])
+
+    def _set_tasks_queued(self, pool: str, value: int) -> None:
+        self._tasks_queued[pool] = max(0, value)
+        self.tasks_queued.labels(pool).set(self._tasks_queued[pool])
+
+    def _on_request_queued(self, e: Any) -> None:
+        self._set_queued(e.key, e.waiters)
+        self.limit.labels(e.key).set(e.limit)
+
+    def _on_request_admitted(self, e: Any) -> None:
+        if e.wait_s > 0:  # admitted from the queue
+            self._set_queued(e.key, self._queued[e.key] - 1)
+        self.in_flight.labels(e.key).inc()
+        self.limit.labels(e.key).set(e.limit)
+
+    def _on_request_completed(self, e: Any) -> None:
+        self.requests.labels(e.key, e.outcome).inc()
+        self.in_flight.labels(e.key).dec()
+        if e.tokens:
+            self.tokens.labels(e.key).inc(e.tokens)
+
+    def _on_limit_changed(self, e: Any) -> None:
+        self.limit.labels(e.key).set(e.new)
+
+    def _on_capacity_snapshot(self, e: Any) -> None:
+        for key, view in e.endpoints.items():
+            if isinstance(view.get("limit"), int):
+                self.limit.labels(key).set(view["limit"])
+            if isinstance(view.get("waiters"), int):
+                self._set_queued(key, view["waiters"])
+
+    # tasks, rows and the frontier
+    def _on_task_queued(self, e: Any) -> None:
+        self._set_tasks_queued(e.pool, self._tasks_queued[e.pool] + 1)
+
+    def _on_task_admitted(self, e: Any) -> None:
+        self._set_tasks_queued(e.pool, self._tasks_queued[e.pool] - 1)
+        self.task_leases.labels(e.pool).inc()
+
+    def _on_task_released(self, e: Any) -> None:
+        self.task_leases.labels(e.pool).dec()
+
+    def _on_health_snapshot(self, e: Any) -> None:
+        for pool, view in e.pools.items():
+            if isinstance(view, dict) and isinstance(view.get("queued"), int):
+                self._set_tasks_queued(pool, view["queued"])
+        self.frontier_target.set(e.frontier_target)
+        self.row_groups_in_flight.set(e.row_groups_in_flight)
+
+    def _on_job_started(self, e: Any) -> None:
+        self.records_requested.set(e.num_records)
+
+    def _on_row_group_admitted(self, e: Any) -> None:
+        self.row_groups_in_flight.set(e.in_flight)
+
+    def _on_row_group_checkpointed(self, e: Any) -> None:
+        self.rows_written.inc(e.rows)
+        self.rows_dropped.inc(e.dropped)
+        self.row_groups_in_flight.dec()
+
+    def _on_frontier_changed(self, e: Any) -> None:
+        self.frontier_target.set(e.new)
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        return None  # scrapes are not news; the run's own output stays readable
+
+
+class MetricsServer:
+    """Serves a registry at `http://HOST:PORT/metrics` from a daemon thread; `with MetricsServer(...) as server:`.
+
+    `port=0` binds a free port (read it from `.port`). The host defaults to 127.0.0.1: metrics stay on this machine
+    unless the caller names another interface.
+    """
+
+    def __init__(self, registry: CollectorRegistry, port: int, host: str = "127.0.0.1"):
+        self.registry = registry
+        self.host = host
+        self._requested_port = port
+        self._httpd: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        """The port bound (after `start`)."""
+        if self._httpd is None:
+            raise RuntimeError("the metrics server is not running")
+        return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """The scrape URL."""
+        return f"http://{self.host}:{self.port}/metrics"
+
+    def start(self) -> MetricsServer:
+        """Bind and serve in a daemon thread; returns self."""
+        self._httpd = make_server(
+            self.host, self._requested_port, make_wsgi_app(self.registry), _ThreadingServer, handler_class=_QuietHandler
+        )
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="rowloom-metrics", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> MetricsServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

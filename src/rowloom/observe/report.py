@@ -1,0 +1,344 @@
+"""The run report: one self-contained HTML file (plotly inlined) that says where a run's time went.
+
+Reads `summary.json` from the output folder and, when recorded, the events log; the numbers come from
+`rowloom.observe.timeline` so the report and the benchmarks agree. Owns rendering only.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from rowloom.observe.sinks import read_jsonl
+from rowloom.observe.timeline import IDLE_CAUSES, Series, Timeline, build_timeline, select_job
+
+PLOT_IDS = ("plot-inflight", "plot-utilisation", "plot-frontier", "plot-idle")
+# Beyond this many steps a series is drawn as time-weighted means over bins: every step of a busy endpoint would
+# only paint a solid block at report widths (and weigh megabytes).
+_MAX_STEP_POINTS = 1_500
+_PLOT_BINS = 600
+_IDLE_COLOURS = {
+    "rate_limited": "#d62728",
+    "admission_blocked": "#ff7f0e",
+    "frontier_limited": "#9467bd",
+    "no_ready_work": "#7f7f7f",
+}
+_IDLE_LABELS = {
+    "rate_limited": "rate-limited",
+    "admission_blocked": "admission-blocked",
+    "frontier_limited": "frontier-limited",
+    "no_ready_work": "no ready work",
+}
+
+
+class ReportError(ValueError):
+    """The output folder cannot be reported on (no summary.json, unreadable events)."""
+
+
+def render_report(
+    out_dir: str | Path,
+    *,
+    events: str | Path | None = None,
+    output: str | Path | None = None,
+    job: str | None = None,
+) -> Path:
+    """Write the HTML report of the run in `out_dir`; returns its path (default `out_dir/report.html`).
+
+    `events` defaults to `out_dir/events.jsonl` when that file exists; without events only the summary is shown.
+    """
+    folder = Path(out_dir)
+    summary_path = folder / "summary.json"
+    if not summary_path.is_file():
+        raise ReportError(f"{summary_path} not found: is {folder} the --output folder of a run?")
+    summary = json.loads(summary_path.read_text())
+    events_path = Path(events) if events is not None else folder / "events.jsonl"
+    timeline = None
+    if events is not None or events_path.is_file():
+        if not events_path.is_file():
+            raise ReportError(f"events file {events_path} not found")
+        timeline = build_timeline(select_job(read_jsonl(events_path), job))
+    target = Path(output) if output is not None else folder / "report.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(render_html(summary, timeline, title=f"rowloom run report — {folder.resolve().name}"))
+    return target
+
+
+def render_html(summary: Mapping[str, Any], timeline: Timeline | None, *, title: str = "rowloom run report") -> str:
+    """The report as one HTML document: summary tables, and the plots when a timeline is given."""
+    parts = [f"<h1>{html.escape(title)}</h1>", _summary_table(summary, timeline)]
+    if timeline is None:
+        parts.append(
+            '<p class="note" id="no-events">Events were not recorded for this run, so there are no plots. '
+            "Run with <code>--events OUT/events.jsonl</code> to see in-flight requests, limits, utilisation, "
+            "the frontier and where idle capacity went.</p>"
+        )
+        head_js = ""
+    else:
+        from plotly.offline import get_plotlyjs
+
+        head_js = f"<script>{get_plotlyjs()}</script>"
+        parts.append(_endpoint_table(timeline))
+        parts.extend(_plots(timeline))
+        parts.append(_idle_rule())
+    body = "\n".join(parts)
+    return (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style>{head_js}</head>"
+        f"<body>{body}</body></html>\n"
+    )
+
+
+# ------------------------------------------------------------------ tables
+
+
+def _fmt_s(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.2f} h"
+    if seconds >= 120:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.2f} s"
+
+
+def _kv_table(rows: Sequence[tuple[str, str]], table_id: str) -> str:
+    cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+    return f"<table id='{table_id}' class='kv'>{cells}</table>"
+
+
+def _counts(mapping: Mapping[str, Any] | None) -> str:
+    if not mapping:
+        return "none"
+    return ", ".join(f"{k}: {v}" for k, v in sorted(mapping.items(), key=lambda kv: (-int(kv[1]), kv[0])))
+
+
+def _summary_table(summary: Mapping[str, Any], timeline: Timeline | None) -> str:
+    requests = summary.get("requests") or {}
+    wall = summary.get("wall_s")
+    if timeline is not None:
+        ideal = timeline.ideal_wall_s()
+        ideal_note = "slowest endpoint: requests × mean latency ÷ time-weighted mean limit"
+    else:
+        peak = requests.get("peak_in_flight") or 0
+        total, latency = requests.get("total") or 0, requests.get("mean_latency_s") or 0.0
+        ideal = total * latency / peak if peak else None
+        ideal_note = "approximate: requests × mean latency ÷ peak in flight (no events recorded)"
+    ratio = f" ({wall / ideal:.2f}× the ideal bound)" if ideal and wall else ""
+    rows = [
+        ("status", f"{summary.get('status', '?')}" + (f" — {summary['message']}" if summary.get("message") else "")),
+        ("records written", f"{summary.get('records_written', 0)} of {summary.get('records_requested', '?')}"),
+        ("records resumed", str(summary.get("records_resumed", 0))),
+        ("rows dropped", str(summary.get("rows_dropped", 0))),
+        ("drops by reason", _counts(summary.get("rows_dropped_by_reason"))),
+        ("requests", str(requests.get("total", 0))),
+        ("requests by outcome", _counts(requests.get("by_outcome"))),
+        ("rate-limited share", f"{float(requests.get('rate_limited_share', 0.0)):.1%}"),
+        ("tokens", f"{int(requests.get('tokens', 0)):,}"),
+        ("mean request latency", _fmt_s(requests.get("mean_latency_s"))),
+        ("peak requests in flight", str(requests.get("peak_in_flight", 0))),
+        ("wall time", _fmt_s(wall) + ratio),
+        ("ideal bound", f"{_fmt_s(ideal)} ({ideal_note})"),
+    ]
+    if timeline is not None:
+        idle = timeline.idle_totals()
+        total_idle = sum(idle.values())
+        split = ", ".join(
+            f"{_IDLE_LABELS[c]} {idle[c] / total_idle:.0%}" for c in IDLE_CAUSES if total_idle and idle[c] > 0
+        )
+        rows.append(("idle request capacity", f"{total_idle:.1f} slot-s" + (f" ({split})" if split else "")))
+    return "<h2>Summary</h2>" + _kv_table(rows, "summary")
+
+
+def _endpoint_table(timeline: Timeline) -> str:
+    head = (
+        "<tr><th>endpoint</th><th>aliases</th><th>requests</th><th>outcomes</th><th>mean latency</th>"
+        "<th>mean limit</th><th>max limit</th><th>peak in flight</th><th>utilisation</th><th>idle split</th></tr>"
+    )
+    rows = []
+    for key, ep in sorted(timeline.endpoints.items()):
+        idle = sum(ep.idle_s.values())
+        split = ", ".join(f"{_IDLE_LABELS[c]} {ep.idle_s[c] / idle:.0%}" for c in IDLE_CAUSES if idle and ep.idle_s[c])
+        cells = [
+            key,
+            ", ".join(sorted(ep.aliases)),
+            str(ep.requests),
+            _counts(ep.outcomes),
+            _fmt_s(ep.mean_latency_s),
+            f"{ep.limit.mean(0.0, timeline.end):.1f}",
+            "—" if ep.max_limit is None else str(ep.max_limit),
+            str(int(max(ep.in_flight.v, default=0))),
+            f"{timeline.utilisation(key):.0%}",
+            split or "—",
+        ]
+        rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    return f"<h2>Endpoints</h2><table id='endpoints' class='grid'>{head}{''.join(rows)}</table>"
+
+
+def _idle_rule() -> str:
+    return (
+        "<h2>How idle capacity is attributed</h2><p class='note'>Idle capacity is <code>max(0, limit − in "
+        "flight)</code> request slots of an endpoint, integrated over time (slot-seconds). Each idle moment is "
+        "charged to the first cause that holds: <b>rate-limited</b> (the endpoint cools down, or a 429'd attempt "
+        "waits out its Retry-After); <b>admission-blocked</b> (requests wait in the endpoint's queue, or tasks of "
+        "its model pool wait in the ready queue); <b>frontier-limited</b> (nothing is queued but row groups are "
+        "still waiting to be admitted); <b>no ready work</b> (every row group is admitted and nothing is queued: "
+        "work waits on dependencies or other endpoints, typically the tail of the run).</p>"
+    )
+
+
+# ------------------------------------------------------------------ plots
+
+
+def _step(series: Series, end: float) -> tuple[list[float], list[float], str]:
+    """Points for plotting a step series; long ones are drawn as time-weighted bin means."""
+    if len(series.t) <= _MAX_STEP_POINTS:
+        x, y = series.steps(end)
+        return x, y, "hv"
+    x, y = series.resample(0.0, end, _PLOT_BINS)
+    return x, y, "linear"
+
+
+def _plots(timeline: Timeline) -> list[str]:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    end = timeline.end
+    keys = sorted(timeline.endpoints)
+    figures: list[tuple[str, str, Any]] = []
+
+    n = max(1, len(keys))
+    fig = make_subplots(rows=n, cols=1, shared_xaxes=True, subplot_titles=keys or ["no endpoints"])
+    for row, key in enumerate(keys, start=1):
+        ep = timeline.endpoints[key]
+        first = row == 1
+        for name, series, style in (
+            ("adaptive limit", ep.limit, {"color": "#1f77b4", "width": 2}),
+            ("in flight", ep.in_flight, {"color": "#2ca02c", "width": 1}),
+            ("queued requests", ep.queued, {"color": "#ff7f0e", "width": 1, "dash": "dot"}),
+        ):
+            x, y, shape = _step(series, end)
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=y,
+                    name=name,
+                    legendgroup=name,
+                    showlegend=first,
+                    mode="lines",
+                    line={**style, "shape": shape},
+                ),
+                row=row,
+                col=1,
+            )
+        if ep.max_limit is not None:
+            fig.add_trace(
+                go.Scatter(
+                    x=[0.0, end],
+                    y=[ep.max_limit, ep.max_limit],
+                    name="configured max",
+                    legendgroup="configured max",
+                    showlegend=first,
+                    mode="lines",
+                    line={"color": "#999999", "dash": "dash", "width": 1},
+                ),
+                row=row,
+                col=1,
+            )
+        fig.update_yaxes(title_text="requests", rangemode="tozero", row=row, col=1)
+    fig.update_xaxes(title_text="seconds since job start", row=n, col=1)
+    fig.update_layout(height=260 + 220 * n)
+    figures.append(("plot-inflight", "Requests in flight vs the adaptive limit, per endpoint", fig))
+
+    fig = go.Figure()
+    for key in keys:
+        x, y = timeline.utilisation_series(key)
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=[v * 100 for v in y],
+                name=f"{key} (mean {timeline.utilisation(key):.0%})",
+                mode="lines",
+                line={"shape": "hvh"},
+            )
+        )
+    fig.update_layout(yaxis={"title": "busy share of the limit (%)", "range": [0, 105]}, height=360)
+    fig.update_xaxes(title_text="seconds since job start")
+    figures.append(("plot-utilisation", "Utilisation: in-flight requests as a share of the limit", fig))
+
+    fig = go.Figure()
+    for name, series, style in (
+        ("frontier target", timeline.frontier_target, {"color": "#1f77b4", "width": 2}),
+        ("row groups in flight", timeline.row_groups_in_flight, {"color": "#2ca02c", "width": 1}),
+    ):
+        x, y, shape = _step(series, end)
+        fig.add_trace(go.Scatter(x=x, y=y, name=name, mode="lines", line={**style, "shape": shape}))
+    fig.update_layout(yaxis={"title": "row groups", "rangemode": "tozero", "dtick": 1}, height=320)
+    fig.update_xaxes(title_text="seconds since job start")
+    figures.append(("plot-frontier", "Frontier width: row groups admitted at once", fig))
+
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        column_widths=[0.3, 0.7],
+        subplot_titles=["total by endpoint (slot-seconds)", "over time, all endpoints (idle slots)"],
+    )
+    edges = timeline.bin_edges()
+    centres = [(edges[i] + edges[i + 1]) / 2 for i in range(timeline.bins)]
+    width = (edges[1] - edges[0]) if len(edges) > 1 else 1.0
+    for cause in IDLE_CAUSES:
+        colour, label = _IDLE_COLOURS[cause], _IDLE_LABELS[cause]
+        fig.add_trace(
+            go.Bar(
+                x=keys,
+                y=[timeline.endpoints[k].idle_s[cause] for k in keys],
+                name=label,
+                legendgroup=cause,
+                marker_color=colour,
+            ),
+            row=1,
+            col=1,
+        )
+        per_bin = [sum(timeline.endpoints[k].idle_bins[cause][i] for k in keys) / width for i in range(timeline.bins)]
+        fig.add_trace(
+            go.Scatter(
+                x=centres,
+                y=per_bin,
+                name=label,
+                legendgroup=cause,
+                showlegend=False,
+                stackgroup="idle",
+                mode="lines",
+                line={"width": 0.5, "color": colour},
+            ),
+            row=1,
+            col=2,
+        )
+    fig.update_layout(barmode="stack", height=380)
+    fig.update_yaxes(title_text="slot-seconds", row=1, col=1)
+    fig.update_yaxes(title_text="idle request slots", row=1, col=2)
+    fig.update_xaxes(title_text="seconds since job start", row=1, col=2)
+    figures.append(("plot-idle", "Idle breakdown: where unused request capacity went", fig))
+
+    out = []
+    for div_id, heading, figure in figures:
+        figure.update_layout(margin={"l": 60, "r": 20, "t": 40, "b": 50}, template="plotly_white")
+        snippet = figure.to_html(full_html=False, include_plotlyjs=False, div_id=div_id, config={"responsive": True})
+        out.append(f"<section class='plot'><h2>{html.escape(heading)}</h2>{snippet}</section>")
+    return out
+
+
+_CSS = """
+body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 24px 40px; color: #222; }
+h1 { font-size: 1.5em; margin-bottom: 0.2em; }
+h2 { font-size: 1.15em; margin: 1.4em 0 0.4em; }
+table { border-collapse: collapse; font-size: 0.92em; }
+table.kv th { text-align: left; padding: 3px 16px 3px 0; color: #555; font-weight: 600; }
+table.kv td { padding: 3px 0; }
+table.grid th, table.grid td { border: 1px solid #ddd; padding: 4px 8px; text-align: left; }
+table.grid th { background: #f5f5f5; }
+p.note { color: #444; max-width: 70em; line-height: 1.45; }
+section.plot { margin-top: 0.5em; }
+"""

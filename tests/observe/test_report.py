@@ -1,0 +1,56 @@
+"""The HTML run report renders from a real run: one self-contained file with the summary and the plots."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from typer.testing import CliRunner
+
+from rowloom.interface.cli import app
+from rowloom.observe.report import PLOT_IDS, render_report
+
+from .helpers import run_with_events
+
+
+async def test_report_renders_from_a_real_run_with_summary_and_every_plot(sim, tmp_path):
+    await run_with_events(sim.base_url, tmp_path, 200)
+    result = CliRunner().invoke(app, ["report", str(tmp_path)])  # events default to OUT_DIR/events.jsonl
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "report.html").read_text()
+    for div_id in PLOT_IDS:
+        assert f'id="{div_id}"' in page
+    assert page.count("Plotly.newPlot") == len(PLOT_IDS)
+    assert "plotly.js" in page.lower()  # the library itself is inlined ...
+    assert not re.search(r"<script[^>]+src=", page)  # ... and nothing is loaded from elsewhere
+    assert "<table id='summary'" in page and "<table id='endpoints'" in page
+    assert "200 of 200" in page and "success: 600" in page
+    assert "ideal bound" in page and "rate-limited" in page and "frontier-limited" in page
+    assert "sim/sim-small" in page and "no-events" not in page
+
+
+async def test_report_without_events_shows_the_summary_and_says_events_were_not_recorded(sim, tmp_path):
+    from rowloom.engine.job import run_job
+
+    from .helpers import chain_config
+
+    await run_job(chain_config(sim.base_url), 100, output=tmp_path)
+    path = render_report(tmp_path, output=tmp_path / "r.html")
+    page = path.read_text()
+    assert "Events were not recorded" in page and 'id="no-events"' in page
+    assert "100 of 100" in page
+    assert not any(f'id="{div_id}"' in page for div_id in PLOT_IDS)
+    assert "Plotly" not in page  # nothing to plot, no 4 MB of JavaScript
+
+
+def test_report_of_a_folder_without_a_run_fails_with_a_clear_message(tmp_path):
+    result = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "summary.json not found" in " ".join(result.output.split())  # rich wraps long lines
+
+
+def test_report_with_an_explicit_events_file_that_is_missing_fails_clearly(tmp_path):
+    (tmp_path / "summary.json").write_text(json.dumps({"status": "completed"}))
+    result = CliRunner().invoke(app, ["report", str(tmp_path), "--events", str(tmp_path / "nope.jsonl")])
+    assert result.exit_code == 1
+    assert "nope.jsonl not found" in " ".join(result.output.split())
