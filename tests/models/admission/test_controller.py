@@ -480,3 +480,24 @@ async def test_fail_key_fails_waiters_and_every_later_acquire():
         await controller.acquire("a")
     controller.reset()
     assert await controller.acquire("a")
+
+
+async def test_a_queued_request_is_admitted_under_its_own_correlation_ids():
+    from rowloom.observe.context import correlate
+    from rowloom.observe.events.request import RequestAdmitted as Admitted
+
+    sink = MemorySink()
+    controller, _ = make(1, sink=sink)
+    with correlate(task="first"):
+        held = await controller.acquire("a")
+
+    async def second():
+        with correlate(task="second"):
+            return await controller.acquire("a")
+
+    waiting = asyncio.ensure_future(second())
+    await asyncio.sleep(0)
+    with correlate(task="first"):  # the release that frees the slot runs in the first request's context
+        controller.release(held, Outcome.SUCCESS, rtt_s=0.01)
+    controller.release(await waiting, Outcome.SUCCESS, rtt_s=0.01)
+    assert [e.task for e in sink.of(Admitted)] == ["first", "second"]

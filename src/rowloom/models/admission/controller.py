@@ -7,6 +7,7 @@ parts it drives. It must not call providers or classify errors (that is the exec
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 from rowloom.config.models import ModelConfig, ProviderConfig
@@ -21,6 +22,7 @@ from rowloom.models.admission.registry import EndpointRegistry, LimitFactory
 from rowloom.models.admission.threads import LoopBinding
 from rowloom.models.types import Outcome, RateLimitInfo
 from rowloom.observe.clock import SYSTEM_CLOCK, Clock
+from rowloom.observe.context import Correlation
 from rowloom.observe.events.base import Event
 from rowloom.observe.events.request import (
     CooldownEnded,
@@ -344,7 +346,14 @@ class RequestAdmissionController:
         return False
 
     def _admit(
-        self, state: EndpointState, alias: str | None, group: str, tokens: int, now: float, queued_at: float
+        self,
+        state: EndpointState,
+        alias: str | None,
+        group: str,
+        tokens: int,
+        now: float,
+        queued_at: float,
+        correlation: Correlation | None = None,
     ) -> RequestLease:
         if state.budget is not None:
             state.budget.take(tokens, now)
@@ -361,6 +370,7 @@ class RequestAdmissionController:
             wait_s=now - queued_at,
             in_flight=in_flight,
             limit=state.limit.limit,
+            **({} if correlation is None else dataclasses.asdict(correlation)),
         )
         return lease
 
@@ -383,7 +393,7 @@ class RequestAdmissionController:
                 return
             queue.commit(selection)
             waiter.future.set_result(
-                self._admit(state, waiter.alias, waiter.group, waiter.tokens, now, waiter.queued_at)
+                self._admit(state, waiter.alias, waiter.group, waiter.tokens, now, waiter.queued_at, waiter.correlation)
             )
 
     def _abandon(self, state: EndpointState, waiter: Waiter) -> None:

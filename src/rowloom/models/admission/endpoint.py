@@ -7,7 +7,7 @@ the controller decides, this only stores and reports.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from rowloom.models.admission.caps import Cap
@@ -19,6 +19,7 @@ from rowloom.models.admission.limits.base import Limit
 from rowloom.models.admission.rate_budget import RateBudget, TokenBucket
 from rowloom.models.admission.wakeup import Wakeup
 from rowloom.observe.clock import Clock
+from rowloom.observe.context import Correlation, current
 
 
 @dataclass(eq=False, slots=True)
@@ -30,6 +31,9 @@ class Waiter:
     tokens: int
     future: asyncio.Future[RequestLease]
     queued_at: float
+    # The waiting request's own correlation ids: its admission is decided in the releasing task's context,
+    # but the event must link to the request that waited.
+    correlation: Correlation = field(default_factory=current)
 
 
 @dataclass(frozen=True, slots=True)
