@@ -16,6 +16,7 @@ _EXPORTS = {
     "RunAborted": "rowloom.errors",
     "UserCodeError": "rowloom.errors",
     "DatasetConfig": "rowloom.config",
+    "DatasetBuilder": "rowloom.config.builder",
     "ModelConfig": "rowloom.config",
     "ProviderConfig": "rowloom.config",
     "RunConfig": "rowloom.config",
@@ -33,6 +34,7 @@ __all__ = [  # noqa: RUF022 - grouped like _EXPORTS
     "RunAborted",
     "UserCodeError",
     "DatasetConfig",
+    "DatasetBuilder",
     "ModelConfig",
     "ProviderConfig",
     "RunConfig",
@@ -47,6 +49,7 @@ __all__ = [  # noqa: RUF022 - grouped like _EXPORTS
 
 if TYPE_CHECKING:
     from rowloom.config import DatasetConfig, ModelConfig, ProviderConfig, RunConfig
+    from rowloom.config.builder import DatasetBuilder
     from rowloom.engine.generators.base import DropRow
     from rowloom.engine.job import JobResult
     from rowloom.errors import ConfigError, RowloomError, RunAborted, UserCodeError

@@ -1,6 +1,7 @@
-"""Column declarations: samplers, LLM columns, expressions and custom Python, as one discriminated union.
+"""Column declarations: samplers, LLM columns, expressions, custom Python, code, validation and embedding columns.
 
-Each column knows its own references (the columns it reads) and its scheduling metadata; no engine logic here.
+Each column knows its own references (the columns it reads), the values it writes (`outputs`), its skip
+condition and its scheduling metadata; no engine logic here.
 """
 
 from __future__ import annotations
@@ -36,6 +37,14 @@ class ColumnBase(ConfigModel):
     scheduling: SchedulingMetadata | None = Field(
         None, description="Override how the scheduler treats this column's tasks."
     )
+    skip_when: str | None = Field(
+        None,
+        description="Sandboxed Jinja expression over the row; when true the cell is null and nothing is generated.",
+    )
+    propagate_skip: bool = Field(
+        True,
+        description="When a column this one reads was skipped, skip this cell too (false: see the null instead).",
+    )
 
     default_resource: ClassVar[ResourceClass] = ResourceClass.CPU
     #: Cell columns run one task per row; batch columns one task per row group.
@@ -51,9 +60,33 @@ class ColumnBase(ConfigModel):
             )
         return value
 
+    @field_validator("skip_when")
+    @classmethod
+    def _skip_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            if not value.strip():
+                raise ValueError("skip_when is empty; give an expression such as `text | length < 20`, or remove it")
+            try:
+                compile_template(expression_source(value))
+            except TemplateError as exc:
+                raise ValueError(f"{exc}; skip_when must be a Jinja expression such as `text | length < 20`") from None
+        return value
+
     def references(self) -> frozenset[str]:
-        """Names of the columns this column reads."""
+        """Names of the values this column reads to compute its own."""
         return frozenset()
+
+    def skip_references(self) -> frozenset[str]:
+        """Names the `skip_when` expression reads."""
+        return template_references(expression_source(self.skip_when)) if self.skip_when else frozenset()
+
+    def dependencies(self) -> frozenset[str]:
+        """Everything this column needs before it can run: its references and its skip condition's."""
+        return self.references() | self.skip_references()
+
+    def outputs(self) -> tuple[str, ...]:
+        """Names of the values this column writes (itself, plus companions such as `<name>__valid`)."""
+        return (self.name,)
 
     def scheduling_metadata(self) -> SchedulingMetadata:
         """The declared metadata, or the default for this kind of column."""
@@ -341,6 +374,189 @@ class CustomColumn(ColumnBase):
         return self.mode == "cell"
 
 
+# ---------------------------------------------------------------- code, validation and embedding columns
+
+#: Languages an `llm_code` column may declare; only those in `VALIDATED_LANGUAGES` can be validated.
+CODE_LANGUAGES: tuple[str, ...] = (
+    "python",
+    "sql",
+    "json",
+    "javascript",
+    "typescript",
+    "java",
+    "go",
+    "rust",
+    "c",
+    "cpp",
+    "csharp",
+    "bash",
+    "yaml",
+    "html",
+    "css",
+)
+VALIDATED_LANGUAGES: tuple[str, ...] = ("python", "sql", "json")
+#: Ruff rules that mean "this snippet is broken" (syntax, undefined names), not style.
+DEFAULT_RUFF_RULES: tuple[str, ...] = ("E9", "F63", "F7", "F82")
+
+
+def _check_language(value: str, *, validated: bool) -> str:
+    lowered = value.strip().lower()
+    known = VALIDATED_LANGUAGES if validated else CODE_LANGUAGES
+    if lowered not in known:
+        what = "a validator for" if validated else "the code language"
+        raise ValueError(f"rowloom has no {what} {value!r}; use one of: {', '.join(known)}")
+    return lowered
+
+
+class CodeValidation(ConfigModel):
+    """How code is checked: Python by `compile()` then `ruff`, SQL by `sqlglot`, JSON by `json.loads`."""
+
+    sql_dialect: str | None = Field(None, description="sqlglot dialect for SQL (e.g. postgres, duckdb); unset = ANSI.")
+    ruff_rules: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_RUFF_RULES),
+        description="Ruff rules a Python snippet must pass (when ruff is installed); [] = compile() only.",
+    )
+    timeout_s: float = Field(10.0, gt=0, le=600, description="Longest a validator may run on one snippet.")
+
+    @field_validator("sql_dialect")
+    @classmethod
+    def _dialect(cls, value: str | None) -> str | None:
+        if value is not None:
+            import sqlglot
+
+            try:
+                sqlglot.Dialect.get_or_raise(value)
+            except ValueError:
+                known = ", ".join(sorted(d.value for d in sqlglot.Dialects if d.value))
+                raise ValueError(f"sqlglot has no SQL dialect {value!r}; use one of: {known}") from None
+        return value
+
+
+class LLMCodeColumn(LLMColumnBase):
+    """Code from the model: extracted from a fenced block (or the raw reply), optionally validated.
+
+    With `validate: true` the column also writes `<name>__valid` (bool) and `<name>__errors` (string).
+    """
+
+    type: Literal["llm_code"]
+    language: str = Field(description=f"Language of the code: {', '.join(CODE_LANGUAGES)}.")
+    validate_code: bool = Field(False, alias="validate", description="Check the code and write __valid/__errors.")
+    validation: CodeValidation = Field(default_factory=CodeValidation)
+    max_correction_attempts: int = Field(
+        0, ge=0, le=10, description="Re-asks with the validator's errors before keeping invalid code."
+    )
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, value: str) -> str:
+        return _check_language(value, validated=False)
+
+    @model_validator(mode="after")
+    def _validatable(self) -> LLMCodeColumn:
+        if self.validate_code and self.language not in VALIDATED_LANGUAGES:
+            raise ValueError(
+                f"validate: true, but rowloom has no validator for {self.language!r}; "
+                f"validated languages: {', '.join(VALIDATED_LANGUAGES)} (or set validate: false)"
+            )
+        if self.max_correction_attempts and not self.validate_code:
+            raise ValueError("max_correction_attempts needs validate: true (corrections quote the validator's errors)")
+        return self
+
+    def outputs(self) -> tuple[str, ...]:
+        if self.validate_code:
+            return (self.name, f"{self.name}__valid", f"{self.name}__errors")
+        return (self.name,)
+
+
+class ValidationColumn(ColumnBase):
+    """`{valid: bool, errors: str}` per row, from a user callable or a code validator over another column.
+
+    A callable receives the row (its `inputs`) and returns a bool, `(bool, message)`, a list of error strings
+    (empty = valid) or `{valid, errors}`. It runs in a worker (thread or process) bounded by `timeout_s`; a
+    validator that raises or times out is counted, and recorded as invalid (`on_error: record`) or drops the
+    row (`on_error: drop`).
+    """
+
+    type: Literal["validation"]
+    function: str | Callable[..., Any] | None = Field(
+        None, description="A callable, or an import path 'package.module:function'."
+    )
+    inputs: list[str] = Field(default_factory=list, description="Columns the function reads.")
+    language: str | None = Field(None, description="Validate the code in `target` instead: python, sql or json.")
+    target: str | None = Field(None, description="Column holding the code (with `language`).")
+    validation: CodeValidation = Field(default_factory=CodeValidation)
+    timeout_s: float = Field(10.0, gt=0, le=3600, description="Longest one call may run; past it, a timeout.")
+    isolation: Literal["thread", "process"] = Field(
+        "thread",
+        description="Run user code in a daemon thread, or in a child process that is killed on timeout.",
+    )
+    on_error: Literal["record", "drop"] = Field(
+        "record", description="A raising or timing-out validator: record {valid: false, errors} or drop the row."
+    )
+    drop_invalid: bool = Field(False, description="Drop rows the validator finds invalid (counted as drops).")
+
+    per_cell: ClassVar[bool] = True
+
+    @field_validator("function")
+    @classmethod
+    def _import_path(cls, value: Any) -> Any:
+        if isinstance(value, str) and not re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", value):
+            raise ValueError(f"{value!r} is not an import path; write 'package.module:function'")
+        return value
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, value: str | None) -> str | None:
+        return None if value is None else _check_language(value, validated=True)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ValidationColumn:
+        if (self.function is None) == (self.language is None):
+            raise ValueError(
+                "give either `function` (a user validator) or `language` + `target` (a code validator), not both"
+            )
+        if self.language is not None and not self.target:
+            raise ValueError(f"language: {self.language} needs `target`: the column whose code to validate")
+        if self.language is None and self.target is not None:
+            raise ValueError("`target` is for code validators; give `language` too, or use `inputs` with `function`")
+        if (
+            self.isolation == "process"
+            and callable(self.function)
+            and getattr(self.function, "__name__", "") == ("<lambda>")
+        ):
+            raise ValueError("isolation: process needs a picklable function; a lambda is not (use a module function)")
+        return self
+
+    def references(self) -> frozenset[str]:
+        if self.target is not None:
+            return frozenset({self.target})
+        return frozenset(self.inputs)
+
+
+class EmbeddingColumn(ColumnBase):
+    """A `list<float32>` vector per row from the provider's `/v1/embeddings`, batched `batch_size` rows a request."""
+
+    type: Literal["embedding"]
+    model: str = Field(description="Alias of a model in `models` (an embedding model).")
+    input: str = Field(min_length=1, description="Jinja template of the text to embed; refers to columns by name.")
+    batch_size: int = Field(64, ge=1, le=2048, description="Inputs per embeddings request.")
+
+    default_resource: ClassVar[ResourceClass] = ResourceClass.LLM_WAIT
+
+    @field_validator("input")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        _check_template(value)
+        return value
+
+    def references(self) -> frozenset[str]:
+        return template_references(self.input)
+
+    @property
+    def model_alias(self) -> str | None:
+        return self.model
+
+
 ColumnConfig = Annotated[
     CategorySampler
     | SubcategorySampler
@@ -353,7 +569,10 @@ ColumnConfig = Annotated[
     | LLMStructuredColumn
     | LLMJudgeColumn
     | ExpressionColumn
-    | CustomColumn,
+    | CustomColumn
+    | LLMCodeColumn
+    | ValidationColumn
+    | EmbeddingColumn,
     Field(discriminator="type"),
 ]
 
@@ -370,6 +589,9 @@ COLUMN_TYPES: tuple[str, ...] = (
     "llm_judge",
     "expression",
     "custom",
+    "llm_code",
+    "validation",
+    "embedding",
 )
 
 

@@ -1,6 +1,7 @@
 """The column dependency graph: references resolved to columns, checked for unknown names and cycles.
 
-Pure graph logic over column declarations; the engine's planner builds tasks from the order it returns.
+A reference names a value: a column, a companion output of one (`code__valid`), or a seed column (an input
+with no producer among the columns). Pure graph logic; the planner builds tasks from the order it returns.
 """
 
 from __future__ import annotations
@@ -11,21 +12,34 @@ from rowloom.config.columns import ColumnBase
 from rowloom.errors import ConfigProblem
 
 
+def producers(columns: Sequence[ColumnBase]) -> dict[str, str]:
+    """Value name -> the column that writes it (every column writes itself, some write companions too)."""
+    return {out: c.name for c in columns for out in c.outputs()}
+
+
 def dependency_problems(columns: Sequence[ColumnBase], extra_inputs: frozenset[str] = frozenset()) -> list:
-    """Every unknown reference and cycle among `columns`, each as a `ConfigProblem` (empty when sound)."""
+    """Every unknown reference and cycle among `columns`, each as a `ConfigProblem` (empty when sound).
+
+    `extra_inputs` are values that exist before any column runs: the seed's columns.
+    """
     problems: list[ConfigProblem] = []
-    names = {c.name for c in columns} | extra_inputs
+    produced = set(producers(columns))
+    names = produced | extra_inputs
     for i, column in enumerate(columns):
-        for ref in sorted(column.references() - names):
-            problems.append(
-                ConfigProblem(
-                    f"columns[{i}] ({column.name})",
-                    f"refers to {ref!r}, which is not a column",
-                    f"define a column named {ref!r} or correct the name"
-                    + (f" (known: {', '.join(sorted(names))})" if names else ""),
+        for ref in sorted(column.dependencies() - names):
+            if extra_inputs:
+                message = f"refers to {ref!r}, which is neither a column nor a seed column"
+                fix = (
+                    f"correct the name, or add {ref!r} to the seed (seed columns: {', '.join(sorted(extra_inputs))}; "
+                    f"columns: {', '.join(sorted(produced)) or '(none)'})"
                 )
-            )
-        if column.name in column.references():
+            else:
+                message = f"refers to {ref!r}, which is not a column"
+                fix = f"define a column named {ref!r} or correct the name" + (
+                    f" (known: {', '.join(sorted(names))})" if names else ""
+                )
+            problems.append(ConfigProblem(f"columns[{i}] ({column.name})", message, fix))
+        if set(column.outputs()) & column.dependencies():
             problems.append(
                 ConfigProblem(
                     f"columns[{i}] ({column.name})",
@@ -46,8 +60,10 @@ def dependency_problems(columns: Sequence[ColumnBase], extra_inputs: frozenset[s
 
 
 def _edges(columns: Sequence[ColumnBase]) -> dict[str, list[str]]:
-    names = {c.name for c in columns}
-    return {c.name: sorted(r for r in c.references() if r in names and r != c.name) for c in columns}
+    made_by = producers(columns)
+    return {
+        c.name: sorted({made_by[r] for r in c.dependencies() if r in made_by and made_by[r] != c.name}) for c in columns
+    }
 
 
 def find_cycle(columns: Sequence[ColumnBase]) -> list[str] | None:

@@ -1,7 +1,7 @@
-"""`DatasetConfig`: providers, models, columns and run settings, with YAML/JSON load and save.
+"""`DatasetConfig`: providers, models, seed, columns, processors and run settings, with YAML/JSON load and save.
 
-Cross-field checks (unknown model, duplicate names, unknown references, cycles) live here so that
-`rowloom validate` and `DatasetConfig(...)` report the same problems.
+Cross-field checks (unknown model, duplicate names, unknown references, cycles, seed columns, processor names)
+live here so that `rowloom validate` and `DatasetConfig(...)` report the same problems.
 """
 
 from __future__ import annotations
@@ -15,12 +15,14 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from rowloom.config.base import ConfigModel
-from rowloom.config.columns import ColumnConfig, CustomColumn
+from rowloom.config.columns import ColumnConfig, CustomColumn, ValidationColumn
 from rowloom.config.dag import dependency_problems
 from rowloom.config.models import ModelConfig, ProviderConfig
 from rowloom.config.problems import problems_from_validation
+from rowloom.config.processors import ExportConfig, ProcessorConfig, processor_problems
 from rowloom.config.request_admission import reject_legacy_throttle
 from rowloom.config.run import RunConfig
+from rowloom.config.seed import SEED_TASK, SeedConfig
 from rowloom.errors import ConfigError, ConfigProblem
 
 MAX_CONFIG_BYTES = 5 * 1024 * 1024
@@ -31,7 +33,12 @@ class DatasetConfig(ConfigModel):
 
     providers: list[ProviderConfig] = Field(default_factory=list)
     models: list[ModelConfig] = Field(default_factory=list)
+    seed: SeedConfig | None = Field(None, description="An existing dataset whose columns feed the generated ones.")
     columns: list[ColumnConfig] = Field(min_length=1, description="Columns in any order; dependencies decide.")
+    processors: list[ProcessorConfig] = Field(
+        default_factory=list, description="Applied in order to each complete row group before it is written."
+    )
+    export: ExportConfig | None = Field(None, description="Also write the finished dataset as (chat) JSONL.")
     run: RunConfig = Field(default_factory=RunConfig)
 
     @model_validator(mode="before")
@@ -73,8 +80,29 @@ class DatasetConfig(ConfigModel):
                         f"add it under `models` or use one of: {', '.join(sorted(aliases)) or '(none)'}",
                     )
                 )
-        problems += dependency_problems(self.columns)
+        seed_columns: list[str] = []
+        if self.seed is not None:
+            try:
+                seed_columns = list(self.seed.schema().names)
+            except ConfigError as exc:
+                return problems + exc.problems  # references cannot be checked without the seed's columns
+        problems += _output_clashes(self.columns, seed_columns)
+        problems += dependency_problems(self.columns, frozenset(seed_columns))
+        written = [*seed_columns, *(out for c in self.columns if not c.drop for out in c.outputs())]
+        problems += processor_problems(self.processors, written, self.export)
         return problems
+
+    def with_seed(self, source: str | Path | Any, **settings: Any) -> DatasetConfig:
+        """A copy of this config reading `source` (a file path, or a pandas/polars DataFrame) as its seed.
+
+        `settings` are the other `seed:` fields: sampling, with_replacement, seed, index_range, partition, columns.
+        """
+        if isinstance(source, str | Path):
+            seed = SeedConfig(path=str(source), **settings)
+        else:
+            seed = SeedConfig(data=source, **settings)
+        fields = {name: getattr(self, name) for name in type(self).model_fields}
+        return type(self)(**{**fields, "seed": seed})
 
     # ------------------------------------------------------------ loading and saving
 
@@ -82,7 +110,9 @@ class DatasetConfig(ConfigModel):
     def from_dict(cls, data: Any, source: str = "config") -> DatasetConfig:
         """Validate a plain dict; every problem becomes one `ConfigError` naming field paths and fixes."""
         if not isinstance(data, dict):
-            raise ConfigError(ConfigProblem(source, f"the top level must be a mapping, not {type(data).__name__}", ""))
+            kind = type(data).__name__
+            what = "the config is empty" if data is None else f"the top level must be a mapping, not {kind}"
+            raise ConfigError(ConfigProblem(source, what, "write a mapping with at least `columns:` (see examples/)"))
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
@@ -100,8 +130,16 @@ class DatasetConfig(ConfigModel):
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict that `from_dict` reads back to an equal config."""
+        if self.seed is not None and self.seed.in_memory:
+            raise ConfigError(
+                ConfigProblem(
+                    "seed",
+                    "is an in-memory DataFrame, which cannot be saved",
+                    "write it to a file (df.to_parquet('seed.parquet')) and use with_seed('seed.parquet')",
+                )
+            )
         for i, column in enumerate(self.columns):
-            if isinstance(column, CustomColumn) and callable(column.function):
+            if isinstance(column, CustomColumn | ValidationColumn) and callable(column.function):
                 raise ConfigError(
                     ConfigProblem(
                         f"columns[{i}] ({column.name}).function",
@@ -124,18 +162,24 @@ class DatasetConfig(ConfigModel):
         """The parts of the config that decide the rows (endpoints and tuning knobs are left out)."""
         columns = []
         for column in self.columns:
-            if isinstance(column, CustomColumn) and callable(column.function):
+            if isinstance(column, CustomColumn | ValidationColumn) and callable(column.function):
                 fn = column.function
                 data = column.model_dump(mode="json", by_alias=True, exclude={"scheduling", "function"})
                 data["function"] = f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', '?')}"
             else:
                 data = column.model_dump(mode="json", by_alias=True, exclude={"scheduling"})
             columns.append(data)
-        return {
+        fields = {
             "columns": columns,
             "models": [m.model_dump(mode="json", include={"alias", "model", "inference"}) for m in self.models],
             "run": self.run.model_dump(mode="json", include={"row_group_size", "seed"}),
         }
+        # Added only when used, so configs without them keep the fingerprints of earlier versions.
+        if self.seed is not None:
+            fields["seed"] = self.seed.fingerprint_fields()
+        if self.processors:
+            fields["processors"] = [p.model_dump(mode="json") for p in self.processors]
+        return fields
 
     def fingerprint(self) -> str:
         """A stable hash of `fingerprint_fields`: equal for configs that produce the same rows."""
@@ -151,6 +195,30 @@ class DatasetConfig(ConfigModel):
     def provider(self, name: str) -> ProviderConfig:
         """The provider with this name."""
         return next(p for p in self.providers if p.name == name)
+
+
+def _output_clashes(columns: list[Any], seed_columns: list[str]) -> list[ConfigProblem]:
+    """Values written twice: a companion output (`code__valid`) or a seed column that a column also names.
+
+    Two columns of the same name are left to the duplicate-name check.
+    """
+    problems: list[ConfigProblem] = []
+    owner: dict[str, tuple[str, bool]] = {name: ("the seed", False) for name in seed_columns}
+    owner.setdefault(SEED_TASK, ("rowloom (reserved for the seed task)", False))
+    for i, column in enumerate(columns):
+        for out in column.outputs():
+            found = owner.get(out)
+            if found is not None and not (found[1] and out == column.name):
+                problems.append(
+                    ConfigProblem(
+                        f"columns[{i}] ({column.name})",
+                        f"writes {out!r}, which {found[0]} already writes",
+                        "rename the column" + (" or leave it out of seed.columns" if found[0] == "the seed" else ""),
+                    )
+                )
+        for out in column.outputs():
+            owner.setdefault(out, (f"columns[{i}] ({column.name})", out == column.name))
+    return problems
 
 
 def _duplicates(section: str, names: list[str], field: str) -> list[ConfigProblem]:

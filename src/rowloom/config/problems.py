@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from rowloom.config.columns import COLUMN_TYPES
+from rowloom.config.processors import PROCESSOR_TYPES
 from rowloom.errors import ConfigProblem
 
 
@@ -21,7 +22,7 @@ def _path(loc: tuple[Any, ...], data: Any) -> str:
             if isinstance(node, dict) and isinstance(node.get("name"), str):
                 parts[-1] += f" ({node['name']})"
             continue
-        if isinstance(node, dict) and item not in node and item in COLUMN_TYPES:
+        if isinstance(node, dict) and item not in node and (item in COLUMN_TYPES or item in PROCESSOR_TYPES):
             continue  # a discriminated-union tag, not a field
         parts.append(("." if parts else "") + str(item))
         node = node.get(item) if isinstance(node, dict) else None
@@ -35,8 +36,9 @@ def _fix(error: dict[str, Any]) -> str:
         return f"add the required field `{field}`"
     if kind == "extra_forbidden":
         return f"remove `{field}` (unknown field) or check its spelling"
+    types = PROCESSOR_TYPES if error["loc"] and error["loc"][0] == "processors" else COLUMN_TYPES
     if kind == "union_tag_invalid":
-        return f"use one of: {', '.join(COLUMN_TYPES)}"
+        return f"use one of: {', '.join(types)}"
     if kind == "union_tag_not_found":
         return f"add `type:` with one of: {', '.join(COLUMN_TYPES)}"
     if kind.endswith("_type") or kind.endswith("_parsing"):
@@ -53,6 +55,7 @@ def problems_from_validation(exc: ValidationError, data: Any) -> list[ConfigProb
         message = str(error["msg"]).removeprefix("Value error, ")
         if error["type"] == "union_tag_invalid":
             tag = error.get("ctx", {}).get("tag")
-            message = f"unknown column type {tag!r}"
+            what = "processor" if error["loc"] and error["loc"][0] == "processors" else "column"
+            message = f"unknown {what} type {tag!r}"
         out.append(ConfigProblem(_path(tuple(error["loc"]), data), message, _fix(error)))
     return out

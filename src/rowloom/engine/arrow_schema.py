@@ -1,4 +1,4 @@
-"""Arrow types for columns: declared dtypes, and JSON Schemas mapped to structs, lists and scalars.
+"""Arrow types for columns: declared dtypes, JSON Schemas mapped to structs, lists and scalars, seed types.
 
 Parts of a schema Arrow cannot type (anyOf, free-form objects) are stored as JSON strings, never dropped.
 """
@@ -16,15 +16,23 @@ from rowloom.config.columns import (
     ColumnBase,
     CustomColumn,
     DatetimeSampler,
+    EmbeddingColumn,
     ExpressionColumn,
     GaussianSampler,
+    LLMCodeColumn,
     LLMJudgeColumn,
     LLMStructuredColumn,
     SubcategorySampler,
     UniformSampler,
+    ValidationColumn,
 )
+from rowloom.config.seed import SeedColumns
+from rowloom.engine.skips import SKIPPED
 
 _DTYPES = {"string": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}
+#: What a validation column writes per row.
+VALIDATION_TYPE = pa.struct([pa.field("valid", pa.bool_()), pa.field("errors", pa.string())])
+EMBEDDING_TYPE = pa.list_(pa.float32())
 
 
 def _scalar_type(values: list[Any]) -> pa.DataType:
@@ -57,7 +65,24 @@ def column_type(column: ColumnBase) -> pa.DataType:
         return schema_type(schema, schema)
     if isinstance(column, ExpressionColumn | CustomColumn):
         return _DTYPES.get(column.dtype, pa.string())
+    if isinstance(column, ValidationColumn):
+        return VALIDATION_TYPE
+    if isinstance(column, EmbeddingColumn):
+        return EMBEDDING_TYPE
     return pa.string()
+
+
+def output_types(column: ColumnBase) -> list[tuple[str, pa.DataType]]:
+    """Every value a column writes, with its Arrow type (seed columns keep the seed file's types)."""
+    if isinstance(column, SeedColumns):
+        return [(f.name, f.type) for f in column.arrow_schema]
+    if isinstance(column, LLMCodeColumn) and column.validate_code:
+        return [
+            (column.name, pa.string()),
+            (f"{column.name}__valid", pa.bool_()),
+            (f"{column.name}__errors", pa.string()),
+        ]
+    return [(column.name, column_type(column))]
 
 
 def _resolve(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
@@ -96,8 +121,8 @@ def schema_type(node: dict[str, Any], root: dict[str, Any]) -> pa.DataType:
 
 
 def to_arrow_value(value: Any, dtype: pa.DataType) -> Any:
-    """Shape a Python value for `dtype` (JSON text for free-form parts, struct fields by name)."""
-    if value is None:
+    """Shape a Python value for `dtype` (JSON text for free-form parts, struct fields by name; skipped = null)."""
+    if value is None or value is SKIPPED:
         return None
     if pa.types.is_struct(dtype):
         if not isinstance(value, dict):

@@ -9,7 +9,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from rowloom.engine.generators.base import FailedCell
 from rowloom.engine.plan import ColumnPlan, Plan, RowGroupSpec
+from rowloom.engine.skips import SKIPPED
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,19 +32,21 @@ class RowGroupState:
     """Values and readiness of one admitted row group.
 
     Every `mark_*` call returns the tasks that became ready because of it, so readiness is pushed, never scanned.
+    Values are kept per output name; a column with companion outputs delivers a dict per row, and a skipped
+    cell (`SKIPPED`) fills every output of its column.
     """
 
     def __init__(self, plan: Plan, spec: RowGroupSpec):
         self.plan = plan
         self.spec = spec
         n = spec.count
-        self.values: dict[str, list[Any]] = {c.name: [None] * n for c in plan.columns}
+        self.values: dict[str, list[Any]] = {out: [None] * n for c in plan.columns for out in c.outputs}
         self.dropped: dict[int, str] = {}
         self._done: dict[str, bytearray] = {c.name: bytearray(n) for c in plan.columns if c.per_cell}
         self._batch_done: set[str] = set()
         # Per cell column, per row: inputs not yet available. Per batch column: input columns not yet complete.
-        self._missing: dict[str, list[int]] = {c.name: [len(c.inputs)] * n for c in plan.columns if c.per_cell}
-        self._missing_columns: dict[str, int] = {c.name: len(c.inputs) for c in plan.columns if not c.per_cell}
+        self._missing: dict[str, list[int]] = {c.name: [len(c.input_columns)] * n for c in plan.columns if c.per_cell}
+        self._missing_columns: dict[str, int] = {c.name: len(c.input_columns) for c in plan.columns if not c.per_cell}
         # Live rows a column still owes; a column is complete at zero.
         self._remaining: dict[str, int] = {c.name: n for c in plan.columns}
         self._complete_columns: set[str] = set()
@@ -75,13 +79,24 @@ class RowGroupState:
     def is_dropped(self, row: int | None) -> bool:
         return row is not None and row in self.dropped
 
+    def skipped_counts(self) -> dict[str, int]:
+        """Per column, the live rows whose cell was skipped (columns with none are left out)."""
+        live = self.live_rows
+        counts = {}
+        for column in self.plan.columns:
+            values = self.values[column.outputs[0]]
+            skipped = sum(1 for r in live if values[r] is SKIPPED)
+            if skipped:
+                counts[column.name] = skipped
+        return counts
+
     # ------------------------------------------------------------ transitions
 
     def initial_tasks(self) -> list[Task]:
         """Tasks with no inputs: ready as soon as the row group is admitted."""
         ready: list[Task] = []
         for column in self.plan.columns:
-            if column.inputs:
+            if column.input_columns:
                 continue
             if column.per_cell:
                 ready += [Task(self.index, column.name, r) for r in range(self.spec.count)]
@@ -97,8 +112,9 @@ class RowGroupState:
         if done[row]:
             raise RuntimeError(f"cell {column}[{row}] of row group {self.index} completed twice")
         done[row] = 1
-        self.values[column][row] = value
-        ready = self._row_input_done(self.plan.column(column), row)
+        plan = self.plan.column(column)
+        self._store(plan, row, value)
+        ready = self._row_input_done(plan, row)
         self._remaining[column] -= 1
         return ready + self._maybe_column_complete(column)
 
@@ -109,8 +125,12 @@ class RowGroupState:
         if column in self._batch_done:
             raise RuntimeError(f"column {column} of row group {self.index} completed twice")
         self._batch_done.add(column)
-        self.values[column] = list(values)
         plan = self.plan.column(column)
+        if plan.multi_output:
+            for row, value in enumerate(values):
+                self._store(plan, row, value)
+        else:
+            self.values[column] = [None if isinstance(v, FailedCell) else v for v in values]
         ready: list[Task] = []
         for row in self.live_rows:
             ready += self._row_input_done(plan, row)
@@ -130,6 +150,18 @@ class RowGroupState:
         return ready
 
     # ------------------------------------------------------------ internals
+
+    def _store(self, plan: ColumnPlan, row: int, value: Any) -> None:
+        if value is SKIPPED:
+            for out in plan.outputs:
+                self.values[out][row] = SKIPPED
+        elif not plan.multi_output:
+            self.values[plan.name][row] = value
+        elif isinstance(value, dict):
+            for out in plan.outputs:
+                self.values[out][row] = value.get(out)
+        elif value is not None and not isinstance(value, FailedCell):
+            raise RuntimeError(f"column {plan.name} writes {plan.outputs}; its generator must return a dict per row")
 
     def _row_input_done(self, column: ColumnPlan, row: int) -> list[Task]:
         ready = []

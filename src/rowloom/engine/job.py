@@ -9,6 +9,7 @@ import asyncio
 import random
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,10 +20,13 @@ import pyarrow as pa
 from rowloom.config.dataset import DatasetConfig
 from rowloom.engine.completion import RowGroupState
 from rowloom.engine.generators import build_generators
+from rowloom.engine.generators.skip import SkipAware
+from rowloom.engine.generators.validation import ValidationGenerator
 from rowloom.engine.plan import build_plan
 from rowloom.engine.progress import RunProgress
 from rowloom.engine.runtime import RequestRuntime
 from rowloom.engine.scheduler import Scheduler
+from rowloom.engine.seed_reader import SeedReader
 from rowloom.engine.storage import OutputStore, ResumeMode
 from rowloom.errors import RunAborted, RunInterrupted
 from rowloom.observe.clock import SYSTEM_CLOCK, Clock
@@ -38,8 +42,10 @@ class ParquetCheckpointer:
 
     def __init__(self, store: OutputStore):
         self.store = store
+        self.skipped: Counter[str] = Counter()  # skipped cells of the rows written, by column
 
     def write(self, state: RowGroupState) -> str:
+        self.skipped.update(state.skipped_counts())
         table = self.store.table(state.values, state.live_rows)
         return self.store.write_row_group(state.index, table, len(state.dropped)).file
 
@@ -50,8 +56,10 @@ class MemoryCheckpointer:
     def __init__(self, store: OutputStore):
         self.store = store
         self.tables: dict[int, pa.Table] = {}
+        self.skipped: Counter[str] = Counter()
 
     def write(self, state: RowGroupState) -> str:
+        self.skipped.update(state.skipped_counts())
         self.tables[state.index] = self.store.table(state.values, state.live_rows)
         return f"memory:{state.index}"
 
@@ -104,9 +112,17 @@ async def run_job(
     plan = build_plan(config, num_records)
     out_path = Path(output) if output is not None else None
     seed = _choose_seed(config, out_path, resume)
+    seed_reader = SeedReader(config.seed, seed) if config.seed is not None else None
+    if seed_reader is not None:
+        seed_reader.check_records(num_records)
     store = OutputStore(out_path or Path("."), config, plan, num_records, seed)
     if out_path is not None:
-        store.open(resume)
+        try:
+            store.open(resume)
+        except BaseException:
+            if seed_reader is not None:
+                seed_reader.close()
+            raise
         checkpointer: ParquetCheckpointer | MemoryCheckpointer = ParquetCheckpointer(store)
     else:
         checkpointer = MemoryCheckpointer(store)
@@ -119,13 +135,16 @@ async def run_job(
     job_id = uuid.uuid4().hex[:12]
     status, message = "completed", ""
     runtime = RequestRuntime(config, sink=events, clock=clock)
+    generators: dict[str, Any] = {}
+    features: dict[str, Any] = {}
     with correlate(job=job_id):
         try:
             async with runtime:
+                generators = build_generators(config, plan, runtime.executor, seed_reader)
                 scheduler = Scheduler(
                     config=config,
                     plan=plan,
-                    generators=build_generators(config, plan, runtime.executor),
+                    generators=generators,
                     checkpointer=checkpointer,
                     endpoints=runtime,
                     seed=seed,
@@ -148,6 +167,8 @@ async def run_job(
                 events.emit(scheduler.health_snapshot())  # the starting frontier target, pools and capacities
                 events.emit(CapacitySnapshot.of(runtime.snapshot(), "job_started"))
                 await scheduler.run()
+                if config.export is not None and out_path is not None:
+                    features["export"] = await asyncio.to_thread(_export, config, out_path)
         except (RunInterrupted, asyncio.CancelledError, KeyboardInterrupt):
             status, message = "interrupted", "interrupted by the user"
             raise
@@ -160,6 +181,9 @@ async def run_job(
         finally:
             wall = time.monotonic() - started
             summary = build_summary(config, num_records, store, progress, stats, wall, status, message, seed)
+            summary.update(_feature_summary(checkpointer.skipped, generators, seed_reader), **features)
+            if seed_reader is not None:
+                seed_reader.close()
             events.emit(CapacitySnapshot.of(runtime.snapshot(), "job_completed"))
             events.emit(
                 ev.JobCompleted(
@@ -177,6 +201,43 @@ async def run_job(
         tables = [checkpointer.tables[i] for i in sorted(checkpointer.tables)]
         return JobResult(None, summary, tables=tables)
     return JobResult(out_path, summary, files=store.files())
+
+
+def _export(config: DatasetConfig, out_path: Path) -> dict[str, Any]:
+    """The `export:` of a completed run: the file written and its line count."""
+    from rowloom.engine.export import export_jsonl
+
+    export = config.export
+    assert export is not None
+    target = out_path / export.path
+    result = export_jsonl(out_path, target, format=export.format, messages_column=export.messages_column)
+    return {
+        "path": str(target),
+        "format": export.format,
+        "records": result.records,
+        "rows_left_out": result.rows_left_out,
+    }
+
+
+def _feature_summary(skipped: Counter[str], generators: dict[str, Any], seed_reader: SeedReader | None) -> dict:
+    """Summary parts of skips, validators and the seed (left out when the run has none)."""
+    out: dict[str, Any] = {"cells_skipped": dict(skipped)}
+    validation = {}
+    for name, generator in generators.items():
+        inner = generator.inner if isinstance(generator, SkipAware) else generator
+        if isinstance(inner, ValidationGenerator):
+            validation[name] = {k: inner.outcomes.get(k, 0) for k in ("valid", "invalid", "error", "timeout")}
+    if validation:
+        out["validation"] = validation
+    if seed_reader is not None:
+        stats = seed_reader.stats
+        out["seed_dataset"] = {
+            "rows": seed_reader.num_rows,
+            "blocks_read": stats.blocks_read,
+            "rows_decoded": stats.rows_decoded,
+            "max_block_rows": stats.max_block_rows,
+        }
+    return out
 
 
 def build_summary(

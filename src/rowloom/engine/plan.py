@@ -1,6 +1,7 @@
 """The plan: columns in dependency order, which run per cell and which per row group, and the row groups.
 
-Built once from a `DatasetConfig`; the scheduler and completion tracker read it, nothing mutates it.
+A seed, when the config has one, is the first column of the plan: one batch task per row group whose outputs
+are the seed's columns. Built once from a `DatasetConfig`; the scheduler and completion tracker read it.
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ import functools
 from dataclasses import dataclass
 
 from rowloom.config.columns import ColumnBase, is_cell_column
-from rowloom.config.dag import dependency_problems, topological_order
+from rowloom.config.dag import dependency_problems, producers, topological_order
 from rowloom.config.dataset import DatasetConfig
 from rowloom.config.scheduling import SchedulingMetadata
+from rowloom.config.seed import SeedColumns
 from rowloom.errors import ConfigError, ConfigProblem
 
 
@@ -22,12 +24,19 @@ class ColumnPlan:
     name: str
     column: ColumnBase
     per_cell: bool
-    inputs: tuple[str, ...]
+    inputs: tuple[str, ...]  # values the column reads (its references and its skip condition's)
     dependents: tuple[str, ...]
     metadata: SchedulingMetadata
     model_alias: str | None
     position: int  # index in dependency order
-    column_index: int  # index in the declaration (output order)
+    column_index: int  # index in the declaration (output order); the seed is -1
+    outputs: tuple[str, ...] = ()  # values it writes: its name, plus companions like `<name>__valid`
+    input_columns: tuple[str, ...] = ()  # the columns that write `inputs` (what it waits for)
+
+    @property
+    def multi_output(self) -> bool:
+        """Whether the column writes more than its own value (its results are per-row dicts)."""
+        return self.outputs != (self.name,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +65,13 @@ class Plan:
 
     @property
     def output_columns(self) -> list[ColumnPlan]:
-        """Columns written to the output (declaration order, `drop` columns left out)."""
+        """Columns written to the output (seed first, then declaration order, `drop` columns left out)."""
         return sorted((c for c in self.columns if not c.column.drop), key=lambda c: c.column_index)
+
+    @property
+    def seed(self) -> ColumnPlan | None:
+        """The seed task's column, when the config has a seed."""
+        return next((c for c in self.columns if isinstance(c.column, SeedColumns)), None)
 
     @property
     def model_aliases(self) -> list[str]:
@@ -79,16 +93,23 @@ def build_plan(config: DatasetConfig, num_records: int) -> Plan:
         raise ConfigError(
             ConfigProblem("num_records", f"must be at least 1, got {num_records}", "pass a positive number")
         )
-    problems = dependency_problems(config.columns)
+    columns: list[ColumnBase] = list(config.columns)
+    declared = {c.name: i for i, c in enumerate(columns)}
+    if config.seed is not None:
+        seed = SeedColumns.of(config.seed)
+        columns.insert(0, seed)  # before everything: every column may read it, it reads nothing
+        declared[seed.name] = -1
+    problems = dependency_problems(columns)
     if problems:
         raise ConfigError(problems)
-    order = topological_order(config.columns)
-    by_name = {c.name: c for c in config.columns}
-    declared = {c.name: i for i, c in enumerate(config.columns)}
+    order = topological_order(columns)
+    by_name = {c.name: c for c in columns}
+    made_by = producers(columns)
+    upstream = {name: sorted({made_by[r] for r in by_name[name].dependencies()}, key=order.index) for name in order}
     dependents: dict[str, list[str]] = {name: [] for name in order}
     for name in order:
-        for ref in by_name[name].references():
-            dependents[ref].append(name)
+        for producer in upstream[name]:
+            dependents[producer].append(name)
     plans = []
     for position, name in enumerate(order):
         column = by_name[name]
@@ -97,12 +118,14 @@ def build_plan(config: DatasetConfig, num_records: int) -> Plan:
                 name=name,
                 column=column,
                 per_cell=is_cell_column(column),
-                inputs=tuple(sorted(column.references())),
+                inputs=tuple(sorted(column.dependencies())),
                 dependents=tuple(sorted(dependents[name], key=order.index)),
                 metadata=column.scheduling_metadata(),
                 model_alias=column.model_alias,
                 position=position,
                 column_index=declared[name],
+                outputs=column.outputs(),
+                input_columns=tuple(upstream[name]),
             )
         )
     return Plan(columns=tuple(plans), row_groups=row_groups(num_records, config.run.row_group_size))

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from rowloom.config.dataset import DatasetConfig
 from rowloom.config.scheduling import ResourceClass
 from rowloom.engine.completion import RowGroupState, Task
-from rowloom.engine.generators.base import BatchContext, CellFailed, Generator, rng_for
+from rowloom.engine.generators.base import BatchContext, CellFailed, FailedCell, Generator, rng_for
 from rowloom.engine.plan import Plan, RowGroupSpec
 from rowloom.engine.progress import RunProgress
 from rowloom.engine.scheduling.frontier import Frontier, FrontierSignals
@@ -125,6 +125,7 @@ class Scheduler:
 
         self._running: dict[asyncio.Task[Any], _Running] = {}
         self._checkpoints: set[asyncio.Task[None]] = set()
+        self._unwritten_rows = 0  # rows of complete row groups not yet written
         self._completions: deque[tuple[_Running, asyncio.Task[Any]]] = deque()
         self._wake = asyncio.Event()
         self._write_lock = asyncio.Lock()
@@ -182,9 +183,19 @@ class Scheduler:
     def _admitted_rows(self) -> int:
         return sum(s.spec.count for s in self.active.values())
 
+    def _writer_lags(self, next_rows: int) -> bool:
+        """Complete row groups waiting for the writer would, with the next one, exceed the memory bound.
+
+        The frontier counts only row groups being generated; when generation outpaces writing (cheap columns,
+        a slow disk) the complete ones pile up in memory, so admission also waits for the writer then."""
+        unwritten = self._unwritten_rows
+        return unwritten > 0 and unwritten + self._admitted_rows() + next_rows > self.config.run.max_admitted_rows
+
     def _admit_row_groups(self) -> None:
         while self.pending:
             spec = self.pending[0]
+            if self._writer_lags(spec.count):
+                return  # woken again when a checkpoint finishes
             ok, _ = self.frontier.may_admit(len(self.active), self._admitted_rows(), spec.count)
             if not ok:
                 return
@@ -277,7 +288,9 @@ class Scheduler:
             elif (exc := atask.exception()) is None:
                 if state is not None:
                     if task.row is None:
-                        self._enqueue(state.mark_batch_done(task.column, atask.result()))
+                        values = atask.result()
+                        self._drop_failed_rows(state, task.column, values)
+                        self._enqueue(state.mark_batch_done(task.column, values))
                     else:
                         self._enqueue(state.mark_cell_done(task.column, task.row, atask.result()))
             elif isinstance(exc, CellFailed) and task.row is not None:
@@ -302,6 +315,14 @@ class Scheduler:
             if state is not None and state.complete and self._fatal is None:
                 self._start_checkpoint(state)
         self.progress.active_tasks = len(self._running)
+
+    def _drop_failed_rows(self, state: RowGroupState, column: str, values: list[Any]) -> None:
+        """Rows a batch generator could not produce (`FailedCell`) are dropped and counted like failed cells."""
+        for row, value in enumerate(values):
+            if isinstance(value, FailedCell) and not state.is_dropped(row):
+                reason = f"{column}:{value.reason}"
+                self._enqueue(state.drop_row(row, reason))
+                self._note_rows(dropped=[reason])
 
     def _fail(self, exc: BaseException, task: Task) -> None:
         if self._fatal is not None:
@@ -334,13 +355,17 @@ class Scheduler:
     def _start_checkpoint(self, state: RowGroupState) -> None:
         del self.active[state.index]
         self.progress.row_groups_in_flight = len(self.active)
+        self._unwritten_rows += state.spec.count
         checkpoint = asyncio.get_running_loop().create_task(self._checkpoint(state))
         self._checkpoints.add(checkpoint)
         checkpoint.add_done_callback(self._on_checkpoint_done)
 
     async def _checkpoint(self, state: RowGroupState) -> None:
-        async with self._write_lock:  # one writer: files and manifest stay in a consistent order
-            where = await asyncio.to_thread(self.checkpointer.write, state)
+        try:
+            async with self._write_lock:  # one writer: files and manifest stay in a consistent order
+                where = await asyncio.to_thread(self.checkpointer.write, state)
+        finally:
+            self._unwritten_rows -= state.spec.count
         rows = len(state.live_rows)
         self.progress.records_written += rows
         self.progress.row_groups_written += 1

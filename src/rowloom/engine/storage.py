@@ -19,8 +19,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rowloom.config.dataset import DatasetConfig
-from rowloom.engine.arrow_schema import column_type, to_arrow_value
+from rowloom.engine.arrow_schema import output_types, to_arrow_value
 from rowloom.engine.plan import Plan
+from rowloom.engine.processors import apply_processors, build_processors, processed_schema
 from rowloom.errors import OutputError
 
 DATA_DIR = "data"  # Parquet parts live apart from the JSON files so `read_parquet(out / "data")` just works
@@ -86,7 +87,10 @@ class OutputStore:
         self.seed = seed
         self.written: dict[int, WrittenRowGroup] = {}
         columns = plan.output_columns
-        self.schema = pa.schema([pa.field(c.name, column_type(c.column)) for c in columns])
+        # The values of complete row groups, then what the processors make of them (the written schema).
+        self.raw_schema = pa.schema([pa.field(n, t) for c in columns for n, t in output_types(c.column)])
+        self.processors = build_processors(config.processors)
+        self.schema = processed_schema(self.processors, self.raw_schema)
 
     # ------------------------------------------------------------ opening
 
@@ -148,12 +152,13 @@ class OutputStore:
     # ------------------------------------------------------------ writing
 
     def table(self, columns: dict[str, list[Any]], rows: list[int]) -> pa.Table:
-        """An Arrow table of the given local rows, in the output schema."""
+        """An Arrow table of the given local rows, after the processors, in the output schema."""
         arrays = []
-        for field in self.schema:
+        for field in self.raw_schema:
             values = columns[field.name]
             arrays.append(pa.array([to_arrow_value(values[r], field.type) for r in rows], type=field.type))
-        return pa.Table.from_arrays(arrays, schema=self.schema)
+        table = apply_processors(self.processors, pa.Table.from_arrays(arrays, schema=self.raw_schema))
+        return table if table.schema == self.schema else table.cast(self.schema)
 
     def write_row_group(self, index: int, table: pa.Table, dropped: int) -> WrittenRowGroup:
         """Write one row group's file atomically, then record it in the manifest."""

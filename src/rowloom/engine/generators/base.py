@@ -1,6 +1,7 @@
 """What every column generator is: a cell generator (one row in, one value out) or a batch generator.
 
-Also the two ways a cell can end without a value: `CellFailed` (a counted drop) and `DropRow` (user's choice).
+Also the ways a cell can end without a value: `CellFailed` (a counted drop), `DropRow` (user's choice), and in
+a batch, `FailedCell` in place of one row's value (that row is dropped and counted).
 """
 
 from __future__ import annotations
@@ -23,6 +24,14 @@ class CellFailed(RowloomError):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class FailedCell:
+    """A batch generator's value for a row that failed for good: the row is dropped and counted under `reason`."""
+
+    reason: str
+    detail: str = ""
 
 
 class DropRow(Exception):

@@ -1,0 +1,53 @@
+"""`rowloom export OUT_DIR -o file.jsonl`: a finished run's rows as JSONL (chat format for fine-tuning, or plain).
+
+Registered in the main CLI with one line: `app.command("export")(export_cli.export)`; `export_app` runs it alone.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rowloom.errors import RowloomError
+
+EXIT_ERROR = 1
+
+
+class ExportFormatChoice(StrEnum):
+    chat_jsonl = "chat-jsonl"
+    jsonl = "jsonl"
+
+
+def export(
+    out_dir: Annotated[Path, typer.Argument(help="The --output folder of a run.", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL file to write.", show_default=False)],
+    format: Annotated[ExportFormatChoice, typer.Option("--format", "-f", help="Line format.")] = (
+        ExportFormatChoice.chat_jsonl
+    ),
+    messages_column: Annotated[
+        str, typer.Option(help="chat-jsonl: the column holding the messages (e.g. from a schema_transform).")
+    ] = "messages",
+    system: Annotated[str | None, typer.Option(help="chat-jsonl: build messages, system from this column.")] = None,
+    user: Annotated[str | None, typer.Option(help="chat-jsonl: build messages, user from this column.")] = None,
+    assistant: Annotated[str | None, typer.Option(help="chat-jsonl: build messages, assistant from this column.")] = (
+        None
+    ),
+) -> None:
+    """Export a finished run as JSONL: `{"messages": [...]}` per row (chat-jsonl) or every column (jsonl)."""
+    from rowloom.engine.export import export_jsonl
+
+    roles = {role: column for role, column in (("system", system), ("user", user), ("assistant", assistant)) if column}
+    try:
+        result = export_jsonl(out_dir, output, format=format.value, messages_column=messages_column, roles=roles)
+    except RowloomError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_ERROR) from None
+    left_out = f" ({result.rows_left_out} rows left out: a message without content)" if result.rows_left_out else ""
+    typer.echo(f"wrote {result.records} records to {output}{left_out}")
+
+
+export_app = typer.Typer(add_completion=False, help="Export a finished run as JSONL.")
+export_app.command()(export)
