@@ -23,6 +23,9 @@ class Endpoints:
     def cooling(self, alias: str) -> bool:
         return False
 
+    def backing_off(self, alias: str) -> int:
+        return 0
+
 
 CONFIG = {
     "providers": [{"name": "p", "base_url": "http://127.0.0.1:9/v1"}],

@@ -2,7 +2,8 @@
 
 Owns the definitions of span, ideal bound, utilisation and the idle split; knows nothing of how runs start.
 Idle model capacity (capacity − in flight, integrated over time) is charged to the first state that holds:
-rate_limited (the endpoint is cooling down or its last reply was a 429), admission_blocked (request waiters
+rate_limited (the endpoint is cooling down, its last reply was a 429, or work waits on its rpm/tpm budget),
+admission_blocked (request waiters
 queued, or ready tasks for the endpoint not admitted), frontier_limited (no ready work for the endpoint but row
 groups still wait outside the frontier), starved (no ready work and nothing left to admit: dependencies/tail).
 """
@@ -53,9 +54,11 @@ class _Endpoint:
 class MetricsAccumulator:
     """Feed events (dicts as written to JSONL) in emission order; read `result()` at the end."""
 
-    def __init__(self, capacities: Mapping[str, CapacityFn]):
-        """`capacities` maps a model alias to its endpoint capacity over time (seconds since job start)."""
+    def __init__(self, capacities: Mapping[str, CapacityFn], paced: Iterable[str] = ()):
+        """`capacities` maps a model alias to its endpoint capacity over time (seconds since job start);
+        `paced` names aliases under a requests/tokens-per-minute budget, whose queued waiting is rate limiting."""
         self.endpoints = {alias: _Endpoint(cap) for alias, cap in capacities.items()}
+        self.paced = frozenset(paced)
         self.t0: float | None = None
         self.t_end: float | None = None
         self.last_ts: float | None = None
@@ -103,7 +106,7 @@ class MetricsAccumulator:
         if ep.cooling or ep.last_429:
             return "rate_limited"
         if ep.waiters > 0 or self.pool_ready[f"model:{alias}"] > 0:
-            return "admission_blocked"
+            return "rate_limited" if alias in self.paced else "admission_blocked"
         if self.pending_groups > 0:
             return "frontier_limited"
         return "starved"

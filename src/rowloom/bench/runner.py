@@ -79,7 +79,8 @@ def run_scenario(scenario: Scenario, *, quick: bool, out_dir: Path, keep_output:
             latencies[alias] = ep.sim.latency_s
             rpms[alias] = ep.sim.rpm
             follow[alias] = [(at - offset, cap) for at, cap in ep.sim.capacity_schedule if at > 0]
-    metrics = MetricsAccumulator(capacities).feed_all(_stream(events_path)).result()
+    paced = [alias for alias, rpm in rpms.items() if rpm]
+    metrics = MetricsAccumulator(capacities, paced).feed_all(_stream(events_path)).result()
     successes = {alias: m["success"] for alias, m in metrics["endpoints"].items()}
     critical = scenario.critical_path_calls * max(latencies.values())
     ideal = ideal_span_s(successes, latencies, capacities, rpm=rpms, critical_path_s=critical)

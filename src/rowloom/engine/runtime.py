@@ -103,6 +103,10 @@ class RequestRuntime:
         """Whether a model's endpoint has queued waiters or is cooling down."""
         return self.admission.pressure(alias)
 
+    def backing_off(self, alias: str) -> int:
+        """Requests of a model sleeping before a retry (they hold a task, not a request slot)."""
+        return self.executor.backing_off(alias)
+
     def cooling(self, alias: str) -> bool:
         """Whether a model's endpoint is paused by a cooldown."""
         return self.admission.cooling(alias)

@@ -47,6 +47,8 @@ class EndpointView(Protocol):
 
     def cooling(self, alias: str) -> bool: ...
 
+    def backing_off(self, alias: str) -> int: ...
+
 
 def model_pool(alias: str) -> str:
     """The task pool of model-wait slots for one model alias."""
@@ -119,7 +121,10 @@ class Scheduler:
             pool = self._pool_of(column.model_alias, column.metadata.resource_class)
             self._groups[column.name] = TaskGroup(column.name, pool, column.metadata.weight)
         for alias in plan.model_aliases:
-            self.admission.add_pool(model_pool(alias), lambda a=alias: model_slots(endpoints.capacity(a)))
+            # Tasks sleeping before a retry (e.g. a 429's Retry-After) hold no request slot: they do not count.
+            self.admission.add_pool(
+                model_pool(alias), lambda a=alias: model_slots(endpoints.capacity(a)) + endpoints.backing_off(a)
+            )
         self.admission.add_pool(ResourceClass.CPU.value, run.cpu_slots or os.cpu_count() or 1)
         self.admission.add_pool(ResourceClass.IO.value, max(8, (os.cpu_count() or 1) * 4))
 
@@ -340,8 +345,10 @@ class Scheduler:
         # The rate is judged over the last `error_window` rows, or over the whole run when it is shorter.
         window = min(self._recent.maxlen or 1, self._rows_this_run)
         drops = sum(self._recent)
-        if len(self._recent) >= window and drops > self.config.run.max_error_rate * len(self._recent) and (
-            self._fatal is None
+        if (
+            len(self._recent) >= window
+            and drops > self.config.run.max_error_rate * len(self._recent)
+            and (self._fatal is None)
         ):
             causes = ", ".join(f"{r} ({n})" for r, n in self.progress.dropped_by_reason.most_common(5))
             self._fatal = RunAborted(

@@ -63,11 +63,9 @@ def bench(
 
 
 def _write_report(document: dict, out: Path) -> None:
-    try:
-        from rowloom.observe.bench_report import render_bench_report
-    except ImportError:
-        return
-    (out / "report.html").write_text(render_bench_report(document, out), encoding="utf-8")
+    from rowloom.bench.report import render_bench_report
+
+    (out / "report.html").write_text(render_bench_report(document), encoding="utf-8")
 
 
 @bench_app.command("compare")

@@ -6,6 +6,8 @@ HTTP to the clients. Every attempt is re-admitted with a new lease, and every pa
 
 from __future__ import annotations
 
+from collections import Counter
+
 import asyncio
 import itertools
 import random
@@ -103,6 +105,7 @@ class ModelRequestExecutor:
         self._breaker = CircuitBreaker(self.config.circuit_breaker_s)
         self._requests = itertools.count(1)
         self._registered: set[tuple[str, str]] = set()
+        self._backing_off: Counter[str] = Counter()
         for alias in self._models:
             self._register(alias, "chat")
 
@@ -184,8 +187,16 @@ class ModelRequestExecutor:
                 self._emit_retry(
                     key, alias, error.outcome, attempt, delay, counted=error.outcome is not Outcome.RATE_LIMITED
                 )
-            await self._clock.sleep(delay)
+            self._backing_off[alias] += 1
+            try:
+                await self._clock.sleep(delay)
+            finally:
+                self._backing_off[alias] -= 1
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def backing_off(self, alias: str) -> int:
+        """Requests of `alias` sleeping before a retry: they hold a task but no request slot."""
+        return self._backing_off[alias]
 
     def _next_delay(self, alias: str, key: ResourceKey, error: ProviderError, attempt: int, counted: int) -> float:
         """Seconds to wait before the next attempt, or raise when there is none."""

@@ -83,6 +83,11 @@ def render_html(summary: Mapping[str, Any], timeline: Timeline | None, *, title:
         parts.append(_endpoint_table(timeline))
         parts.extend(_plots(timeline))
         parts.append(_idle_rule())
+    return html_page(title, parts, head_js)
+
+
+def html_page(title: str, parts: Sequence[str], head_js: str = "") -> str:
+    """A self-contained HTML page in the report's style (shared with the benchmark report)."""
     body = "\n".join(parts)
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
