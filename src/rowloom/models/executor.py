@@ -6,11 +6,10 @@ HTTP to the clients. Every attempt is re-admitted with a new lease, and every pa
 
 from __future__ import annotations
 
-from collections import Counter
-
 import asyncio
 import itertools
 import random
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
