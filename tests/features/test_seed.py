@@ -112,6 +112,46 @@ def test_text_seeds_are_indexed_and_parsed_block_by_block(tmp_path, monkeypatch)
     assert pa.types.is_list(table.schema.field("tags").type)
 
 
+@pytest.mark.parametrize("trial", range(6))
+def test_text_index_matches_a_whole_file_parse_at_any_chunk_and_block_size(tmp_path, monkeypatch, trial):
+    """Random CSV/JSONL files (quoted newlines, CRLF, blank and whitespace lines, no final newline) read
+    block by block give exactly what pyarrow reads from the whole file."""
+    import random
+
+    import pyarrow.csv as pcsv
+    import pyarrow.json as pjson
+
+    rng = random.Random(trial)
+    monkeypatch.setattr(seed_module, "_SCAN_BYTES", rng.choice([5, 13, 64, 1 << 20]))
+    monkeypatch.setattr(seed_module, "TEXT_BLOCK_ROWS", rng.choice([1, 3, 50]))
+    monkeypatch.setattr(seed_module, "TEXT_BLOCK_BYTES", rng.choice([16, 200, 1 << 20]))
+    eol = rng.choice(["\n", "\r\n"])
+    n = rng.randint(1, 60)
+    words = ["a", "b c", 'say "hi"', "two\nlines", "", "x,y"]
+    csv_lines, json_lines = ["id,text" + eol], []
+    for i in range(n):
+        text = rng.choice(words)
+        quoted = '"' + text.replace('"', '""') + '"' if any(c in text for c in '",\n') else text
+        csv_lines.append(f"{i},{quoted}{eol}")
+        json_lines.append(json.dumps({"id": i, "text": text}) + eol)
+        if rng.random() < 0.2:
+            csv_lines.append(eol)
+            json_lines.append(rng.choice([eol, "   " + eol]))
+    for lines in (csv_lines, json_lines):
+        lines[-1] = lines[-1].rstrip("\r\n") if rng.random() < 0.5 else lines[-1]
+    csv_path, json_path = tmp_path / "t.csv", tmp_path / "t.jsonl"
+    csv_path.write_bytes("".join(csv_lines).encode())
+    json_path.write_bytes("".join(json_lines).encode())
+    expected_csv = pcsv.read_csv(csv_path, parse_options=pcsv.ParseOptions(newlines_in_values=True))
+    expected_json = pjson.read_json(json_path)
+    for path, expected in ((csv_path, expected_csv), (json_path, expected_json)):
+        reader = SeedReader(SeedConfig(path=str(path)), run_seed=0)
+        assert reader.num_rows == n == expected.num_rows
+        got = reader.read(0, n)
+        assert got.column("id").to_pylist() == list(range(n))
+        assert got.column("text").to_pylist() == expected.column("text").to_pylist()
+
+
 async def test_a_100k_row_seed_is_read_one_row_group_at_a_time(tmp_path):
     """The reader never holds more than one seed row group, and ordered reads decode each about once."""
     path = write_seed(docs_table(100_000), tmp_path / "big.parquet", row_group_size=10_000)

@@ -96,6 +96,8 @@ class DatasetConfig(ConfigModel):
         """A copy of this config reading `source` (a file path, or a pandas/polars DataFrame) as its seed.
 
         `settings` are the other `seed:` fields: sampling, with_replacement, seed, index_range, partition, columns.
+        The copy is validated like any config (its columns may read only the new seed's columns). To start from
+        columns that need the seed, declare both at once: `seed:` in YAML, or `DatasetBuilder().with_seed(df)`.
         """
         if isinstance(source, str | Path):
             seed = SeedConfig(path=str(source), **settings)

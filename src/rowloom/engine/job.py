@@ -112,9 +112,14 @@ async def run_job(
     plan = build_plan(config, num_records)
     out_path = Path(output) if output is not None else None
     seed = _choose_seed(config, out_path, resume)
-    seed_reader = SeedReader(config.seed, seed) if config.seed is not None else None
-    if seed_reader is not None:
-        seed_reader.check_records(num_records)
+    seed_reader = None
+    if config.seed is not None:  # indexing a CSV/JSONL seed reads it once: off the event loop
+        seed_reader = await asyncio.to_thread(SeedReader, config.seed, seed)
+        try:
+            seed_reader.check_records(num_records)
+        except BaseException:
+            seed_reader.close()
+            raise
     store = OutputStore(out_path or Path("."), config, plan, num_records, seed)
     if out_path is not None:
         try:

@@ -28,7 +28,8 @@ from rowloom.errors import ConfigError, ConfigProblem
 TEXT_BLOCK_ROWS = 65_536
 TEXT_BLOCK_BYTES = 8 << 20
 _SCAN_BYTES = 16 << 20
-_NEWLINE, _QUOTE, _CR = 10, 34, 13
+_NEWLINE, _QUOTE = 10, 34
+_WHITESPACE = np.frombuffer(b" \t\r\n\f\v", dtype=np.uint8)
 _U64 = np.uint64
 
 
@@ -260,61 +261,56 @@ def _index_text(path: Path, *, csv: bool) -> tuple[list[int], list[int], int, in
     """One pass over a CSV/JSONL file: (first record of each block, its byte offset, data records, end byte).
 
     Records end at newlines outside quotes (CSV: an even count of `"` before the newline, which also holds for
-    escaped `""`). Empty lines are not records. For CSV the first record is the header.
+    escaped `""`). Lines of only whitespace are not records. For CSV the first record is the header.
     """
     firsts: list[int] = []
     offsets: list[int] = []
-    records = 0  # non-empty records seen (CSV: including the header)
-    quotes = 0  # quote characters seen before this chunk
-    prev_end = -1  # absolute position of the last record boundary (newline)
-    last_byte = -1
+    records = 0  # records seen (CSV: including the header)
+    quotes = 0  # quote characters before this chunk
+    solid = 0  # non-whitespace bytes before this chunk
+    solid_at_end = 0  # non-whitespace bytes up to the last record boundary
+    prev_end = -1  # absolute position of the last record boundary (a newline)
     block_row, block_byte = 0, 0  # the current block's first data record and its byte offset
     pos = 0
     with open(path, "rb") as fh:
-        while True:
-            chunk = fh.read(_SCAN_BYTES)
-            if not chunk:
-                break
+        while chunk := fh.read(_SCAN_BYTES):
             buf = np.frombuffer(chunk, dtype=np.uint8)
             newlines = np.flatnonzero(buf == _NEWLINE)
             if csv:
                 quote_pos = np.flatnonzero(buf == _QUOTE)
-                before = np.searchsorted(quote_pos, newlines) + quotes
-                newlines = newlines[before % 2 == 0]
+                newlines = newlines[(np.searchsorted(quote_pos, newlines) + quotes) % 2 == 0]
                 quotes += len(quote_pos)
+            counted = solid + np.cumsum(~np.isin(buf, _WHITESPACE), dtype=np.int64)  # non-ws bytes up to i
+            at_ends = counted[newlines]
+            before = np.concatenate([[solid_at_end], at_ends[:-1]])
             ends = newlines.astype(np.int64) + pos
-            starts = np.concatenate([[prev_end + 1], ends[:-1] + 1]) if len(ends) else np.zeros(0, np.int64)
-            lengths = ends - starts
-            before_end = np.where(ends - 1 >= pos, buf[np.maximum(ends - 1 - pos, 0)], last_byte)
-            nonempty = (lengths > 1) | ((lengths == 1) & (before_end != _CR))
-            record_starts = starts[nonempty]
-            index = records + np.arange(len(record_starts), dtype=np.int64)  # record number of each
-            records += len(record_starts)
-            data_index = index - 1 if csv else index
-            keep = data_index >= 0
-            record_starts, data_index = record_starts[keep], data_index[keep]
-            if not firsts and len(data_index):
-                firsts.append(int(data_index[0]))
-                offsets.append(int(record_starts[0]))
-                block_row, block_byte = int(data_index[0]), int(record_starts[0])
-            while firsts and len(data_index):
-                by_rows = np.searchsorted(data_index, block_row + TEXT_BLOCK_ROWS)
-                by_bytes = np.searchsorted(record_starts, block_byte + TEXT_BLOCK_BYTES)
-                j = int(min(by_rows, by_bytes))
-                if j >= len(data_index):
+            starts = np.concatenate([[prev_end + 1], ends[:-1] + 1])[at_ends > before]  # records with content
+            numbers = records + np.arange(len(starts), dtype=np.int64)
+            records += len(starts)
+            data = numbers - 1 if csv else numbers
+            keep = data >= 0
+            starts, data = starts[keep], data[keep]
+            if not firsts and len(data):
+                firsts.append(int(data[0]))
+                offsets.append(int(starts[0]))
+                block_row, block_byte = int(data[0]), int(starts[0])
+            while firsts and len(data):
+                j = int(
+                    min(
+                        np.searchsorted(data, block_row + TEXT_BLOCK_ROWS),
+                        np.searchsorted(starts, block_byte + TEXT_BLOCK_BYTES),
+                    )
+                )
+                if j >= len(data):
                     break
-                block_row, block_byte = int(data_index[j]), int(record_starts[j])
-                if block_row == firsts[-1]:
-                    break
+                block_row, block_byte = int(data[j]), int(starts[j])
                 firsts.append(block_row)
                 offsets.append(block_byte)
             if len(ends):
-                prev_end = int(ends[-1])
+                prev_end, solid_at_end = int(ends[-1]), int(at_ends[-1])
+            solid = int(counted[-1])
             pos += len(chunk)
-            last_byte = int(buf[-1])
-    # a last record without a trailing newline
-    tail = pos - (prev_end + 1)
-    if tail > 0 and not (tail == 1 and last_byte == _CR):
+    if solid > solid_at_end:  # a last record without a trailing newline
         number = records - 1 if csv else records
         records += 1
         if number >= 0 and not firsts:
