@@ -80,3 +80,12 @@ def test_invalid_skip_when_is_a_config_error_naming_the_field():
     with pytest.raises(ConfigError) as info:
         offline([base, {"name": "m", "type": "expression", "expr": "n", "skip_when": "nope > 1"}])
     assert "columns[1] (m)" in str(info.value) and "'nope'" in str(info.value)
+
+
+def test_skip_settings_enter_the_fingerprint_only_when_used():
+    base = {"name": "n", "type": "uniform", "low": 0, "high": 1}
+    plain = offline([base, {"name": "m", "type": "expression", "expr": "n"}])
+    assert all("skip_when" not in c and "propagate_skip" not in c for c in plain.fingerprint_fields()["columns"])
+    skipping = offline([base, {"name": "m", "type": "expression", "expr": "n", "skip_when": "n > 0.5"}])
+    not_propagating = offline([base, {"name": "m", "type": "expression", "expr": "n", "propagate_skip": False}])
+    assert len({plain.fingerprint(), skipping.fingerprint(), not_propagating.fingerprint()}) == 3

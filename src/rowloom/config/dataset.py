@@ -170,6 +170,8 @@ class DatasetConfig(ConfigModel):
                 data["function"] = f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', '?')}"
             else:
                 data = column.model_dump(mode="json", by_alias=True, exclude={"scheduling"})
+            if data.get("skip_when") is None and data.get("propagate_skip") is True:
+                del data["skip_when"], data["propagate_skip"]  # no skip: the fingerprint of earlier versions
             columns.append(data)
         fields = {
             "columns": columns,

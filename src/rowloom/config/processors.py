@@ -31,9 +31,11 @@ class DropColumnsProcessor(ConfigModel):
     columns: list[str] = Field(min_length=1, description="Columns to leave out.")
 
     def apply_names(self, names: list[str]) -> list[str]:
+        """The column names after this step."""
         return [n for n in names if n not in self.columns]
 
     def needs(self) -> set[str]:
+        """Columns that must exist before this step."""
         return set(self.columns)
 
 
@@ -54,9 +56,11 @@ class RenameColumnsProcessor(ConfigModel):
         return value
 
     def apply_names(self, names: list[str]) -> list[str]:
+        """The column names after this step."""
         return [self.mapping.get(n, n) for n in names]
 
     def needs(self) -> set[str]:
+        """Columns that must exist before this step."""
         return set(self.mapping)
 
 
@@ -97,9 +101,11 @@ class SchemaTransformProcessor(ConfigModel):
         return value
 
     def apply_names(self, names: list[str]) -> list[str]:
-        return [*self.keep, *[f for f in self.fields if f not in self.keep]]
+        """The column names after this step: the kept columns, then the new fields."""
+        return [*(k for k in self.keep if k not in self.fields), *self.fields]
 
     def needs(self) -> set[str]:
+        """Columns the kept list and the templates read."""
         refs = set(self.keep)
         for node in self.fields.values():
             for _, source in template_leaves(node):

@@ -34,6 +34,8 @@ class Processor(Protocol):
 
 
 class DropColumns:
+    """Leaves columns out of the written table."""
+
     def __init__(self, config: DropColumnsProcessor):
         self.columns = list(config.columns)
 
@@ -45,6 +47,8 @@ class DropColumns:
 
 
 class RenameColumns:
+    """Renames columns (`old -> new`), keeping their order and types."""
+
     def __init__(self, config: RenameColumnsProcessor):
         self.mapping = dict(config.mapping)
 
