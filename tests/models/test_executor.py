@@ -117,7 +117,7 @@ async def test_every_retry_attempt_is_readmitted_with_a_new_lease():
     assert outcomes(sink) == ["server_error", "timeout", "success"]
     assert client.attempts == ["1.1", "1.2", "1.3"]  # the correlation id names each attempt
     assert [e.attempt for e in sink.of(RequestAdmitted)] == ["1.1", "1.2", "1.3"]
-    assert clock.sleeps == [0.5, 1.0]  # exponential backoff between attempts
+    assert clock.sleeps == [0.25, 0.5]  # exponential backoff between attempts
     assert executor.admission.in_flight("a") == 0
 
 
@@ -129,7 +129,7 @@ async def test_429s_do_not_spend_the_retry_budget_and_each_waits_its_own_retry_a
         max_attempts=2,
     )
     assert await executor.chat("a", REQUEST) is REPLY  # the 5xx is only the first failure that counts
-    assert clock.sleeps == [3.0] * 5 + [0.5]  # ...and gets the first backoff, not the sixth
+    assert clock.sleeps == [3.0] * 5 + [0.25]  # ...and gets the first backoff, not the sixth
     assert [e.counted for e in sink.of(RequestRetried)] == [False] * 5 + [True]
 
 
@@ -168,7 +168,7 @@ async def test_exhausted_retries_raise_request_failed_with_the_last_outcome_and_
     assert info.value.outcome == "timeout" and info.value.attempts == 3
     assert info.value.message == "timed out"
     assert isinstance(info.value, RowloomError)
-    assert len(client.attempts) == 3 and clock.sleeps == [0.5, 1.0]
+    assert len(client.attempts) == 3 and clock.sleeps == [0.25, 0.5]
     assert executor.admission.in_flight("a") == 0
 
 
