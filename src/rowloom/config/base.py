@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict
 
 
 class ConfigModel(BaseModel):
-    """A strict config section: `extra="forbid"`, validated on assignment, documented fields."""
+    """A strict config section: `extra="forbid"`, validated on assignment, finite numbers, documented fields."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+    # `.inf`/`.nan` in a config is never meant: it only turns into a crash while sampling or waiting.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True, allow_inf_nan=False)

@@ -7,6 +7,7 @@ condition and its scheduling metadata; no engine logic here.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Literal
@@ -15,10 +16,12 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from rowloom.config.base import ConfigModel
 from rowloom.config.scheduling import ResourceClass, SchedulingMetadata
+from rowloom.config.schema_refs import unresolvable_ref
 from rowloom.config.templates import compile_template, expression_source, template_references
 from rowloom.errors import TemplateError
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_INT64 = 2**63  # integer samplers write int64 columns
 Scalar = str | int | float | bool
 
 
@@ -118,6 +121,8 @@ class CategorySampler(ColumnBase):
                 )
             if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
                 raise ValueError("weights must be non-negative and sum to more than 0")
+            if not math.isfinite(sum(self.weights)):
+                raise ValueError("weights are too large to add up; scale them down (only their ratios matter)")
         return self
 
 
@@ -154,6 +159,10 @@ class UniformSampler(ColumnBase):
             raise ValueError(f"high ({self.high}) is below low ({self.low}); swap them")
         if self.integer and not (float(self.low).is_integer() and float(self.high).is_integer()):
             raise ValueError("integer sampling needs whole-number low and high")
+        if self.integer and not (self.low >= -_INT64 and self.high < _INT64):
+            raise ValueError(f"integer bounds must lie within ±{_INT64:.3g} (64-bit integers); narrow the range")
+        if not math.isfinite(self.high - self.low):
+            raise ValueError("high - low is too large to sample from; narrow the range")
         return self
 
 
@@ -171,6 +180,13 @@ class GaussianSampler(ColumnBase):
     def _clip(self) -> GaussianSampler:
         if self.low is not None and self.high is not None and self.high < self.low:
             raise ValueError(f"high ({self.high}) is below low ({self.low}); swap them")
+        if self.integer:  # every draw (40 standard deviations out, or the clip bounds) must fit in 64 bits
+            lowest = self.low if self.low is not None else self.mean - 40 * self.stddev
+            highest = self.high if self.high is not None else self.mean + 40 * self.stddev
+            if not (lowest >= -_INT64 and highest < _INT64):
+                raise ValueError(
+                    f"integer draws could leave ±{_INT64:.3g} (64-bit integers); lower mean/stddev or set low and high"
+                )
         return self
 
 
@@ -273,6 +289,9 @@ class LLMStructuredColumn(LLMColumnBase):
             raise ValueError(f"invalid JSON Schema at {where}: {exc.message}") from None
         if value.get("type") not in ("object", None):
             raise ValueError("the schema's top level must be an object (`type: object`)")
+        bad_ref = unresolvable_ref(value)
+        if bad_ref is not None:
+            raise ValueError(f"invalid JSON Schema: {bad_ref}")
         return value
 
 

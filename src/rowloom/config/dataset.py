@@ -26,6 +26,8 @@ from rowloom.config.seed import SEED_TASK, SeedConfig
 from rowloom.errors import ConfigError, ConfigProblem
 
 MAX_CONFIG_BYTES = 5 * 1024 * 1024
+MAX_CONFIG_DEPTH = 64  # levels of nested mappings/lists; JSON Schemas of real configs use far fewer
+MAX_CONFIG_VALUES = 1_000_000  # values after anchors and aliases are expanded
 
 
 class DatasetConfig(ConfigModel):
@@ -269,9 +271,48 @@ def load_yaml_file(path: str | Path) -> Any:
 
 def _parse_yaml(text: str, source: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(ConfigProblem(where, f"invalid YAML: {problem}", "fix the YAML syntax there")) from None
+    except RecursionError:
+        data = None
+        depth = MAX_CONFIG_DEPTH + 1
+    else:
+        depth = _check_size(data, source)
+    if depth > MAX_CONFIG_DEPTH:
+        raise ConfigError(
+            ConfigProblem(source, f"values are nested more than {MAX_CONFIG_DEPTH} levels deep", "flatten the config")
+        )
+    return data
+
+
+def _check_size(data: Any, source: str) -> int:
+    """The nesting depth of parsed YAML; raise if anchors and aliases expand it past `MAX_CONFIG_VALUES`.
+
+    YAML aliases share one object, so a small file can stand for billions of values ("billion laughs") that
+    validation, saving or fingerprinting would then walk one by one.
+    """
+    count, deepest = 0, 0
+    stack = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        deepest = max(deepest, depth)
+        if count > MAX_CONFIG_VALUES:
+            raise ConfigError(
+                ConfigProblem(
+                    source,
+                    f"expands to more than {MAX_CONFIG_VALUES:,} values (anchors and aliases repeated)",
+                    "write the values out or repeat aliases less",
+                )
+            )
+        if depth > MAX_CONFIG_DEPTH:
+            break
+        if isinstance(node, dict):
+            stack += [(v, depth + 1) for v in node.values()]
+        elif isinstance(node, list):
+            stack += [(v, depth + 1) for v in node]
+    return deepest

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from rowloom.config.base import ConfigModel
 
 
 class ProviderConfig(ConfigModel):
-    """An OpenAI-compatible endpoint. The API key is read from the environment, never written in the config.
+    """An OpenAI-compatible endpoint. The API key is read from the environment or a key file, never the config.
 
     `type: openai` (the default) talks to `base_url`. `type: local` makes rowloom start llama.cpp's server on
     127.0.0.1 itself for the run (needs `pip install 'rowloom[local]'`); its URL is chosen when the run starts.
@@ -27,6 +27,14 @@ class ProviderConfig(ConfigModel):
     )
     api_key_env: str | None = Field(
         None, description="Environment variable holding the API key; unset variable = no Authorization header."
+    )
+    api_key_file: str | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "File holding only the API key (read when the run starts; relative paths from the working "
+            "directory). Keep it outside the config and readable only by you."
+        ),
     )
     extra_headers: dict[str, str] = Field(default_factory=dict, description="Headers sent with every request.")
     timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds.")
@@ -74,6 +82,12 @@ class ProviderConfig(ConfigModel):
         if not value.startswith(("http://", "https://")):
             raise ValueError("base_url must start with http:// or https:// (e.g. http://127.0.0.1:8000/v1)")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> ProviderConfig:
+        if self.api_key_env is not None and self.api_key_file is not None:
+            raise ValueError("set api_key_env or api_key_file, not both; remove one of them")
+        return self
 
     @field_validator("model_path", "parallel_slots", "context_size", "threads", "startup_timeout_s", "port")
     @classmethod

@@ -34,6 +34,8 @@ def _fix(error: dict[str, Any]) -> str:
     field = str(error["loc"][-1]) if error["loc"] else ""
     if kind == "missing":
         return f"add the required field `{field}`"
+    if kind == "extra_forbidden" and field in ("api_key", "key", "token", "authorization"):
+        return "never put a key in the config: name an environment variable (api_key_env) or a file (api_key_file)"
     if kind == "extra_forbidden":
         return f"remove `{field}` (unknown field) or check its spelling"
     types = PROCESSOR_TYPES if error["loc"] and error["loc"][0] == "processors" else COLUMN_TYPES
@@ -41,6 +43,8 @@ def _fix(error: dict[str, Any]) -> str:
         return f"use one of: {', '.join(types)}"
     if kind == "union_tag_not_found":
         return f"add `type:` with one of: {', '.join(COLUMN_TYPES)}"
+    if kind == "finite_number":
+        return "give a finite number (not .inf or .nan)"
     if kind.endswith("_type") or kind.endswith("_parsing"):
         return "give a value of the expected type"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):

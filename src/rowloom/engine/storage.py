@@ -53,11 +53,15 @@ def _fsync_dir(path: Path) -> None:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` via a temp file, fsync and rename: readers see the old or the new file."""
     tmp = path.with_name(f".tmp-{path.name}-{uuid.uuid4().hex[:8]}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not also leave a half-written temp file behind
+        raise
     _fsync_dir(path.parent)
 
 
@@ -207,7 +211,13 @@ class OutputStore:
     def finish(self, summary: dict[str, Any], complete: bool) -> None:
         """Mark the manifest complete (or not) and write `summary.json`."""
         self._write_manifest(complete=complete)
-        atomic_write_bytes(self.path / SUMMARY, json.dumps(summary, indent=1, default=str).encode())
+        try:
+            atomic_write_bytes(self.path / SUMMARY, json.dumps(summary, indent=1, default=str).encode())
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write the summary in {self.path}: {exc.strerror or exc}; the manifest lists every "
+                "row group written"
+            ) from None
 
     def files(self) -> list[Path]:
         """The part files of this run in row-group order."""

@@ -11,6 +11,7 @@ import ipaddress
 import os
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -42,6 +43,7 @@ __all__ = [
     "classify_embedding_response",
     "classify_exception",
     "classify_status",
+    "provider_api_key",
 ]
 
 #: How much of a provider's error message (or of an unparseable body) an error keeps.
@@ -290,6 +292,38 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
+def provider_api_key(provider: ProviderConfig) -> str | None:
+    """The provider's API key from its environment variable or key file; None when it names neither.
+
+    A relative `api_key_file` is read from the working directory. A missing, unreadable, empty or multi-line
+    key file is a `ConfigError` naming the file, never its content.
+    """
+    if provider.api_key_env:
+        return os.environ.get(provider.api_key_env) or None
+    if not provider.api_key_file:
+        return None
+    path = Path(provider.api_key_file).expanduser()
+    where = f"providers.{provider.name}.api_key_file"
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            ConfigProblem(
+                where,
+                f"cannot read the key file {str(path)!r} ({exc.strerror or type(exc).__name__})",
+                "create it holding only the API key, or fix the path (relative paths start at the working directory)",
+            )
+        ) from None
+    try:
+        key = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        key = None
+    if not key or any(ch.isspace() or not ch.isprintable() for ch in key):
+        what = "is empty" if key == "" else "holds more than the key (several lines, spaces or binary data)"
+        raise ConfigError(ConfigProblem(where, f"the key file {str(path)!r} {what}", "put only the API key in it"))
+    return key
+
+
 def _public_url(url: str) -> str:
     """`url` without any user:password part, for display."""
     parts = urlsplit(url)
@@ -303,8 +337,8 @@ class OpenAIClient:
 
     One connection pool per client, sized to the concurrency the caller will use (`pool_size`), created lazily
     on the running loop. Raises a classified `ProviderError` for every provider failure; never logs.
-    The API key comes from `api_key` or the environment variable `provider.api_key_env`; with neither, no
-    Authorization header is sent.
+    The API key comes from `api_key`, else the environment variable `provider.api_key_env` or the file
+    `provider.api_key_file`; with none, no Authorization header is sent.
     """
 
     __slots__ = (
@@ -314,6 +348,7 @@ class OpenAIClient:
         "_headers",
         "_loop",
         "_pool_size",
+        "_secrets",
         "_session",
         "_timeout",
         "provider",
@@ -324,8 +359,8 @@ class OpenAIClient:
             raise ValueError(f"pool_size must be at least 1, got {pool_size}")
         self.provider = provider
         self._pool_size = pool_size
-        if api_key is None and provider.api_key_env:
-            api_key = os.environ.get(provider.api_key_env) or None
+        if api_key is None:
+            api_key = provider_api_key(provider)
         # Case-insensitive, so an explicit key replaces an `authorization` extra header instead of doubling it.
         headers = CIMultiDict({"Content-Type": "application/json", "Accept": "application/json"})
         headers.update(provider.extra_headers)
@@ -333,6 +368,10 @@ class OpenAIClient:
             headers["Authorization"] = f"Bearer {api_key}"
         self._check_transport(provider, headers)
         self._headers = headers
+        # Credential values, longest first, so a provider that echoes one back never puts it in an error.
+        values = [v for k, v in headers.items() if k.lower() in SECRET_HEADERS]
+        values += [v.split(" ", 1)[1] for v in values if " " in v]
+        self._secrets = tuple(sorted({v for v in values if len(v) >= 4}, key=len, reverse=True))
         self._chat_url = f"{provider.base_url}/chat/completions"
         self._embed_url = f"{provider.base_url}/embeddings"
         self._timeout = aiohttp.ClientTimeout(total=provider.timeout_s)
@@ -393,7 +432,16 @@ class OpenAIClient:
                 raise
             # aiohttp response errors carry the request headers (the key); do not chain those.
             cause = None if isinstance(exc, aiohttp.ClientResponseError) else exc
-            raise error from cause
+            raise self._scrub(error) from cause
+
+    def _scrub(self, error: ProviderError) -> ProviderError:
+        """The error with any credential the provider echoed back (some do, in 401 bodies) redacted."""
+        message = str(error)
+        if any(secret in message for secret in self._secrets):
+            for secret in self._secrets:
+                message = message.replace(secret, "<redacted>")
+            error.args = (message,)
+        return error
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
         """Send one chat completion; the reply, or a classified `ProviderError`."""
@@ -406,7 +454,7 @@ class OpenAIClient:
         status, headers, body, latency = await self._post(self._chat_url, payload)
         result = classify_chat_response(status, headers, body, latency)
         if isinstance(result, ProviderError):
-            raise result
+            raise self._scrub(result)
         return result
 
     async def embed(self, model: str, inputs: list[str]) -> EmbeddingResponse:
@@ -414,7 +462,7 @@ class OpenAIClient:
         status, headers, body, latency = await self._post(self._embed_url, {"model": model, "input": inputs})
         result = classify_embedding_response(status, headers, body, latency, expected=len(inputs))
         if isinstance(result, ProviderError):
-            raise result
+            raise self._scrub(result)
         return result
 
     async def aclose(self) -> None:
