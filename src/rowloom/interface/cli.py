@@ -25,6 +25,7 @@ from rowloom.engine.job import run_job
 from rowloom.engine.progress import RunProgress
 from rowloom.errors import ConfigError, RowloomError, RunAborted, RunInterrupted
 from rowloom.interface.bench_cli import bench_app
+from rowloom.interface.export_cli import export_app
 from rowloom.interface.progress import ProgressDisplay
 from rowloom.observe.sinks import EventSink, FanoutSink, JsonlSink
 
@@ -300,6 +301,7 @@ def _read_events(path: Path) -> list[dict]:
 
 app.command("sim", help="Run the OpenAI-compatible provider simulator on 127.0.0.1.")(sim)
 app.add_typer(bench_app, name="bench")
+app.add_typer(export_app)
 
 
 def main() -> None:
