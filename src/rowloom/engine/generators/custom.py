@@ -20,14 +20,22 @@ from rowloom.engine.generators.values import coerce
 from rowloom.errors import ConfigError, ConfigProblem, UserCodeError
 
 
-def resolve_callable(column: CustomColumn) -> Callable[..., Any]:
-    """The column's function, importing 'package.module:function' paths with a clear error on failure."""
+def import_function(module: str, name: str) -> Any:
+    """Import `module` and follow the dotted `name` inside it (a function or a nested attribute)."""
+    target: Any = importlib.import_module(module)
+    for part in name.split("."):
+        target = getattr(target, part)
+    return target
+
+
+def resolve_callable(column: CustomColumn | Any) -> Callable[..., Any]:
+    """The column's function — any column with `name` and `function` (custom, validation) — importing
+    'package.module:function' paths with a clear error on failure."""
     if callable(column.function):
         return column.function
     module_name, _, attr = column.function.partition(":")
     try:
-        module = importlib.import_module(module_name)
-        fn = getattr(module, attr)
+        fn = import_function(module_name, attr)
     except (ImportError, AttributeError) as exc:
         raise ConfigError(
             ConfigProblem(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import inspect
 import multiprocessing
 import sys
@@ -23,6 +22,7 @@ from typing import Any
 from rowloom.config.columns import ValidationColumn
 from rowloom.engine.generators.base import CellFailed, Generator
 from rowloom.engine.generators.code import validate_code
+from rowloom.engine.generators.custom import import_function, resolve_callable
 from rowloom.errors import ConfigError, ConfigProblem
 
 
@@ -84,31 +84,9 @@ def _function_ref(column: ValidationColumn) -> tuple[str, str]:
     return module, name
 
 
-def _resolve(module: str, name: str) -> Callable[..., Any]:
-    target: Any = importlib.import_module(module)
-    for part in name.split("."):
-        target = getattr(target, part)
-    return target
-
-
 def resolve_validator(column: ValidationColumn) -> Callable[..., Any]:
     """The validator callable (importing 'package.module:function' with a clear error)."""
-    if callable(column.function):
-        return column.function
-    module, name = _function_ref(column)
-    try:
-        fn = _resolve(module, name)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(
-            ConfigProblem(
-                f"columns ({column.name}).function",
-                f"cannot import {column.function!r}: {exc}",
-                "make sure the module is importable (on PYTHONPATH) and defines the function",
-            )
-        ) from None
-    if not callable(fn):
-        raise ConfigError(ConfigProblem(f"columns ({column.name}).function", f"{column.function!r} is not callable"))
-    return fn
+    return resolve_callable(column)
 
 
 # ------------------------------------------------------------------ workers
@@ -147,7 +125,7 @@ def _child(module: str, name: str, sys_path: list[str], arg: Any, conn: Any) -> 
     """Runs in the child process: import the validator, call it, send back ('ok', value) or ('error', text)."""
     sys.path[:] = sys_path
     try:
-        fn = _resolve(module, name)
+        fn = import_function(module, name)
         conn.send(("started", None))  # the timeout covers the validator, not the process start and imports
         value = fn(arg)
         message: tuple[str, Any] = ("ok", value)
