@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from rowloom.config.dataset import DatasetConfig
 from rowloom.engine.job import JobResult, run_job
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 ConfigLike = DatasetConfig | str | Path
+Executor = Literal["local", "ray"]
 
 
 def load_config(config: ConfigLike) -> DatasetConfig:
@@ -44,11 +45,30 @@ async def agenerate(
     *,
     resume: ResumeMode = "auto",
     events: str | Path | EventSink | None = None,
+    executor: Executor = "local",
+    ray_address: str | None = None,
+    workers: int | None = None,
 ) -> JobResult:
-    """Generate `num_records` rows into the folder `output` (Parquet row groups + manifest + summary)."""
+    """Generate `num_records` rows into the folder `output` (Parquet row groups + manifest + summary).
+
+    `executor="ray"` spreads row groups over `workers` Ray actors (a local Ray instance unless `ray_address`).
+    """
+    if executor not in ("local", "ray"):
+        raise RowloomError(f"executor must be 'local' or 'ray', not {executor!r}")
     cfg = load_config(config)
     sink = JsonlSink(events) if isinstance(events, str | Path) else events
+    if executor == "ray":
+        return await asyncio.to_thread(_run_on_ray, cfg, num_records, output, resume, sink, ray_address, workers)
     return await run_job(cfg, num_records, output=output, resume=resume, sink=sink)
+
+
+def _run_on_ray(cfg, num_records, output, resume, sink, ray_address, workers) -> JobResult:
+    """Dispatch to the Ray executor (imported only here: Ray is an optional extra)."""
+    from rowloom.engine.distributed.ray_executor import run_distributed
+
+    return run_distributed(
+        cfg, num_records, output=output, resume=resume, sink=sink, workers=workers, ray_address=ray_address
+    )
 
 
 def generate(
@@ -58,9 +78,17 @@ def generate(
     *,
     resume: ResumeMode = "auto",
     events: str | Path | EventSink | None = None,
+    executor: Executor = "local",
+    ray_address: str | None = None,
+    workers: int | None = None,
 ) -> JobResult:
     """Blocking form of `agenerate`; returns a result whose `to_pandas()` reads the rows back."""
     _no_running_loop("generate")
+    if executor not in ("local", "ray"):
+        raise RowloomError(f"executor must be 'local' or 'ray', not {executor!r}")
+    if executor == "ray":
+        sink = JsonlSink(events) if isinstance(events, str | Path) else events
+        return _run_on_ray(load_config(config), num_records, output, resume, sink, ray_address, workers)
     return asyncio.run(agenerate(config, num_records, output, resume=resume, events=events))
 
 

@@ -49,6 +49,11 @@ class ResumeChoice(StrEnum):
     never = "never"
 
 
+class ExecutorChoice(StrEnum):
+    local = "local"
+    ray = "ray"
+
+
 ConfigArg = Annotated[Path, typer.Argument(help="Dataset config (YAML or JSON).", show_default=False)]
 
 
@@ -151,6 +156,18 @@ async def _run(
     return result.summary
 
 
+def _run_on_ray(config, num_records, output, resume, events, metrics, ray_address, workers) -> dict:
+    """A run on Ray workers (no live progress display: the driver only sees finished row groups)."""
+    from rowloom.engine.distributed.ray_executor import run_distributed
+
+    sinks: list[EventSink] = [*([JsonlSink(events)] if events else []), *([metrics] if metrics else [])]
+    sink = FanoutSink(sinks) if sinks else None
+    result = run_distributed(
+        config, num_records, output=output, resume=resume, sink=sink, workers=workers, ray_address=ray_address
+    )
+    return result.summary
+
+
 @app.command()
 def run(
     config_path: ConfigArg,
@@ -175,12 +192,22 @@ def run(
     metrics_host: Annotated[
         str, typer.Option("--metrics-host", help="Interface for --metrics-port (default: loopback only).")
     ] = "127.0.0.1",
+    executor: Annotated[
+        ExecutorChoice, typer.Option(help="'ray' spreads row groups over Ray workers (needs rowloom's 'ray' extra).")
+    ] = ExecutorChoice.local,
+    ray_address: Annotated[
+        str | None, typer.Option("--ray-address", help="Ray cluster to join ('auto' or ADDRESS); default: start one.")
+    ] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Ray worker actors (default: CPUs).")] = None,
 ) -> None:
     """Generate a dataset: one Parquet file per row group, plus manifest.json and summary.json."""
     config = _load(config_path)
     try:
         with _simulators(config, with_sim), _metrics_endpoint(metrics_port, metrics_host) as metrics:
-            summary = asyncio.run(_run(config, num_records, output, resume.value, events, quiet, metrics))
+            if executor is ExecutorChoice.ray:
+                summary = _run_on_ray(config, num_records, output, resume.value, events, metrics, ray_address, workers)
+            else:
+                summary = asyncio.run(_run(config, num_records, output, resume.value, events, quiet, metrics))
     except RunAborted as exc:
         console.print(f"[yellow]Stopped[/yellow]: {exc}", highlight=False)
         raise typer.Exit(EXIT_INTERRUPTED if isinstance(exc, RunInterrupted) else EXIT_ERROR) from None

@@ -1,0 +1,169 @@
+"""`CapacityAuthority`: the one adaptive limit and cooldown of an endpoint, lent to workers as capacity grants.
+
+Owns the limit (built by `limit_from_config`, never a second algorithm), the cooldown evidence and the table of
+grants; plain Python with an injected clock, so it is tested without Ray (the Ray actor only wraps it). Must not
+know about row groups, leases or HTTP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rowloom.engine.distributed.grants import Grant, Report
+from rowloom.models.admission.cooldown import Cooldown
+from rowloom.models.admission.limits import Limit
+from rowloom.models.types import RateLimitInfo
+from rowloom.observe.clock import SYSTEM_CLOCK, Clock
+
+_NO_HEADERS = RateLimitInfo()
+
+
+@dataclass(slots=True)
+class _Holder:
+    share: int
+    demand: int
+    in_flight: int
+    expires_at: float
+
+
+def fair_shares(limit: int, demands: dict[str, int]) -> dict[str, int]:
+    """Max-min fair split of `limit` by demand (water filling): nobody gets more than it asks, leftovers go on.
+
+    Integer shares summing to at most `limit`; ties are broken by name so every caller computes the same split.
+    """
+    shares = dict.fromkeys(demands, 0)
+    left = limit
+    wanting = sorted((d, w) for w, d in demands.items() if d > 0)
+    while wanting and left > 0:
+        each = left // len(wanting)
+        if each == 0:  # fewer units than claimants: one each, in name order
+            for _, worker in sorted(wanting, key=lambda t: t[1])[:left]:
+                shares[worker] += 1
+            break
+        rest = []
+        for demand, worker in wanting:
+            give = min(each, demand - shares[worker])
+            shares[worker] += give
+            left -= give
+            if shares[worker] < demand:
+                rest.append((demand, worker))
+        wanting = rest
+    return shares
+
+
+class CapacityAuthority:
+    """Lends an endpoint's current limit to workers as grants; every worker's samples feed the one limit.
+
+    Invariant: a grant is only issued when the grants of every live holder, this one included, sum to at most
+    the current limit. A cut cannot revoke what was lent, so right after one the sum may exceed the new limit
+    until each holder renews (one renewal interval); every renewal then shrinks to the new fair share. A holder
+    that stops renewing is dropped when its lease ends and its share becomes free.
+    """
+
+    def __init__(
+        self,
+        label: str,
+        limit: Limit,
+        *,
+        cooldown: Cooldown | None = None,
+        lease_ttl_s: float = 2.0,
+        clock: Clock = SYSTEM_CLOCK,
+    ):
+        self.label = label
+        self.limit = limit
+        self.cooldown = cooldown
+        self.lease_ttl_s = lease_ttl_s
+        self._clock = clock
+        self._holders: dict[str, _Holder] = {}
+        self.samples = 0
+        self.dropped = 0
+        self.peak_granted = 0
+
+    def renew(self, report: Report) -> Grant:
+        """Learn from a worker's samples, then lend it its fair share of what the others do not hold."""
+        now = self._clock.now()
+        self._reclaim(now)
+        others_in_flight = sum(h.in_flight for w, h in self._holders.items() if w != report.worker)
+        for s in report.samples:
+            self._learn(now, s.age_s, s.rtt_s, s.in_flight, s.dropped, s.epoch, s.in_flight_at_start, others_in_flight)
+        holder = self._holders.get(report.worker)
+        if holder is None:
+            holder = self._holders[report.worker] = _Holder(0, 0, 0, now)
+        holder.demand, holder.in_flight = report.demand, report.in_flight
+        cooling_s = 0.0
+        if self.cooldown is not None and self.cooldown.active(now):
+            cooling_s = (self.cooldown.until or now) - now
+            share = 0
+        else:
+            fair = fair_shares(self.limit.limit, {w: h.demand for w, h in self._holders.items()})[report.worker]
+            lent = sum(h.share for w, h in self._holders.items() if w != report.worker)
+            share = max(0, min(fair, self.limit.limit - lent))
+        holder.share = share
+        holder.expires_at = now + self.lease_ttl_s
+        if report.demand == 0 and report.in_flight == 0:
+            del self._holders[report.worker]  # an idle worker gives its grant back
+        self.peak_granted = max(self.peak_granted, self.granted)
+        return Grant(share, self.lease_ttl_s, self.limit.epoch, self.limit.limit, cooling_s)
+
+    def _learn(
+        self,
+        now: float,
+        age_s: float,
+        rtt_s: float,
+        in_flight: int,
+        dropped: bool,
+        epoch: int | None,
+        in_flight_at_start: int | None,
+        others_in_flight: int,
+    ) -> None:
+        # The worker saw only its own requests; the limit needs the endpoint's, so add what the others last
+        # reported using (an estimate: their counts are as fresh as their last renewal).
+        start = now - age_s
+        answered = epoch is not None and epoch < self.limit.epoch  # judged before this sample can cut
+        self.samples += 1
+        self.limit.on_sample(
+            start,
+            rtt_s,
+            in_flight + others_in_flight,
+            dropped,
+            epoch=epoch,
+            in_flight_at_start=None if in_flight_at_start is None else in_flight_at_start + others_in_flight,
+        )
+        if self.cooldown is None:
+            return
+        if dropped:
+            self.dropped += 1
+            finish = start + rtt_s
+            self.cooldown.on_rate_limited(finish, retry_after_s=None, rate_limit=_NO_HEADERS, counts=not answered)
+        else:
+            self.cooldown.on_success(start + rtt_s, _NO_HEADERS)
+
+    def _reclaim(self, now: float) -> None:
+        for worker in [w for w, h in self._holders.items() if h.expires_at < now]:
+            del self._holders[worker]
+        if self.cooldown is not None:
+            self.cooldown.expire(now)
+
+    @property
+    def granted(self) -> int:
+        """Capacity lent to live holders now."""
+        return sum(h.share for h in self._holders.values())
+
+    def holders(self) -> dict[str, int]:
+        """Each live holder's share."""
+        return {w: h.share for w, h in self._holders.items()}
+
+    def snapshot(self) -> dict[str, object]:
+        """The limit, what is lent and to whom, and the sample counts (for reports and tests)."""
+        now = self._clock.now()
+        return {
+            "key": self.label,
+            "limit": self.limit.limit,
+            "epoch": self.limit.epoch,
+            "granted": self.granted,
+            "peak_granted": self.peak_granted,
+            "holders": self.holders(),
+            "samples": self.samples,
+            "dropped": self.dropped,
+            "cooling": bool(self.cooldown is not None and self.cooldown.active(now)),
+        }

@@ -1,0 +1,202 @@
+"""Capacity grants: the values a worker and an endpoint's authority exchange, and the worker's side of them.
+
+Owns the grant/sample wire format, the local `GrantLimit` that request admission reads on the hot path, and
+the renewer that reports samples and renews grants in the background; must not decide grant sizes (the
+authority does) nor touch leases or waiter queues beyond waking them when a grant grows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from rowloom.observe.clock import SYSTEM_CLOCK, Clock
+
+log = logging.getLogger(__name__)
+
+FALLBACK_SHARE = 1
+"""Requests a worker may keep in flight on an endpoint while it cannot reach the endpoint's authority."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One finished request as a worker saw it; `age_s` dates its start relative to the report that carries it."""
+
+    age_s: float
+    rtt_s: float
+    in_flight: int
+    dropped: bool
+    epoch: int | None
+    in_flight_at_start: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A worker's renewal for one endpoint: what it wants, what it uses, what it learned since the last one."""
+
+    worker: str
+    demand: int
+    in_flight: int
+    samples: tuple[Sample, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """Capacity an authority lends one worker until `ttl_s` from now; `epoch` is the limit's last cut stamp."""
+
+    share: int
+    ttl_s: float
+    epoch: int
+    limit: int
+    cooling_s: float = 0.0
+
+
+class GrantLimit:
+    """A `Limit` whose value is the worker's current grant: request admission reads it with no round trip.
+
+    Samples are recorded here for the renewer to ship; the one adaptive limit lives in the authority. An
+    overload answered locally cannot wait a renewal for the authority's cut, so it shrinks this worker's share
+    at once (to what is still in service, and by at least a quarter) — once per burst: overloads of requests
+    started before that local cut change nothing more. Shrinking only ever lowers the sum of grants.
+    Past its lease the grant is no longer trusted and the limit falls back to `FALLBACK_SHARE`.
+    """
+
+    def __init__(self, *, ceiling: int, clock: Clock = SYSTEM_CLOCK, fallback: int = FALLBACK_SHARE):
+        self._ceiling = ceiling
+        self._clock = clock
+        self._fallback = min(fallback, ceiling)
+        self._share = 0  # nothing until the first grant: an unrenewed worker must not add load
+        self._expires_at = float("inf")  # an initial zero share needs no expiry
+        self._epoch = 0
+        self._samples: list[tuple[float, float, int, bool, int | None, int | None]] = []
+        self._cut_at = float("-inf")  # when an overload last shrank the share locally
+        self._reason = "waiting for a grant"
+
+    @property
+    def limit(self) -> int:
+        if self._clock.now() > self._expires_at:
+            return self._fallback
+        return self._share
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    @property
+    def min_limit(self) -> int:
+        return 0
+
+    @property
+    def max_limit(self) -> int:
+        return self._ceiling
+
+    @property
+    def reason(self) -> str:
+        return self._reason
+
+    @property
+    def expired(self) -> bool:
+        """Whether the grant's lease ran out (the worker lost contact with the authority)."""
+        return self._clock.now() > self._expires_at
+
+    def on_sample(
+        self,
+        start: float,
+        rtt: float,
+        in_flight: int,
+        dropped: bool,
+        *,
+        epoch: int | None = None,
+        in_flight_at_start: int | None = None,
+    ) -> None:
+        self._samples.append((start, rtt, in_flight, dropped, epoch, in_flight_at_start))
+        if dropped and start >= self._cut_at and self._share > 0:
+            self._share = max(0, min(in_flight - 1, (self._share * 3) // 4))
+            self._cut_at = self._clock.now()
+            self._reason = "overload: share cut until the authority answers"
+
+    def take_samples(self) -> tuple[Sample, ...]:
+        """The samples since the last call, dated relative to now (clocks differ between processes)."""
+        now = self._clock.now()
+        samples, self._samples = self._samples, []
+        return tuple(Sample(now - s, rtt, n, d, e, n0) for s, rtt, n, d, e, n0 in samples)
+
+    def apply(self, grant: Grant) -> bool:
+        """Adopt a renewed grant; True when the usable share grew (waiters should be woken)."""
+        before = self.limit
+        self._share = min(grant.share, self._ceiling)
+        self._expires_at = self._clock.now() + grant.ttl_s
+        self._epoch = grant.epoch
+        self._reason = "cooling down" if grant.cooling_s > 0 else f"grant of {self._share} of {grant.limit}"
+        return self.limit > before
+
+
+Renew = Callable[[str, Report], Awaitable[Grant]]
+"""`renew(endpoint_label, report)`: one round trip to that endpoint's authority."""
+
+
+@dataclass
+class GrantRenewer:
+    """Per worker: every `interval_s`, report each endpoint's samples and demand and adopt the new grant.
+
+    `demand(label)` and `in_flight(label)` read the local request admission; `woken(label)` is called when a
+    grant grew so queued requests are admitted at once. A failed or slow renewal keeps the old grant until its
+    lease runs out, after which `GrantLimit` falls back to the safe share by itself.
+    """
+
+    worker: str
+    limits: dict[str, GrantLimit]
+    renew: Renew
+    demand: Callable[[str], int]
+    in_flight: Callable[[str], int]
+    woken: Callable[[str], None]
+    interval_s: float = 0.1
+    timeout_s: float = 1.0
+    clock: Clock = SYSTEM_CLOCK
+    failures: int = 0
+    _task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    async def renew_once(self) -> None:
+        """One report and renewal per endpoint (concurrently)."""
+        await asyncio.gather(*(self._renew(label) for label in self.limits))
+
+    async def _renew(self, label: str) -> None:
+        limit = self.limits[label]
+        samples = limit.take_samples()
+        report = Report(self.worker, self.demand(label), self.in_flight(label), samples)
+        try:
+            grant = await asyncio.wait_for(self.renew(label, report), self.timeout_s)
+        except Exception as exc:  # an unreachable authority: keep the grant until its lease ends, then fall back
+            self.failures += 1
+            log.warning("renewing the grant of %s failed (%s: %s)", label, type(exc).__name__, exc)
+            return
+        if limit.apply(grant):
+            self.woken(label)
+
+    async def _loop(self) -> None:
+        while True:
+            await self.renew_once()
+            await self.clock.sleep(self.interval_s)
+
+    def start(self) -> None:
+        """Run the renewal loop in the background until `stop`."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        """Stop renewing, then return every grant with a final report of zero demand (keeping its samples)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+        async def give_back(label: str) -> None:
+            report = Report(self.worker, 0, 0, self.limits[label].take_samples())
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.renew(label, report), self.timeout_s)
+
+        await asyncio.gather(*(give_back(label) for label in self.limits))

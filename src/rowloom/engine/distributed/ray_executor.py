@@ -1,0 +1,300 @@
+"""The driver of a Ray run: plan, own the output and its manifest, hand row groups to worker actors, merge events.
+
+Owns worker and authority lifetimes, row-group assignment and re-assignment after a worker dies, and the one
+manifest; must not generate rows itself (workers run the normal engine) nor decide grants (authorities do).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import queue as stdlib_queue
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rowloom.config.dataset import DatasetConfig
+from rowloom.engine.distributed import import_ray
+from rowloom.engine.distributed.authority import CapacityAuthority
+from rowloom.engine.distributed.grants import Grant, Report
+from rowloom.engine.distributed.worker import WorkerEngine, endpoints_of
+from rowloom.engine.job import JobResult, _choose_seed, build_summary
+from rowloom.engine.plan import build_plan
+from rowloom.engine.progress import RunProgress
+from rowloom.engine.storage import OutputStore, ResumeMode, WrittenRowGroup
+from rowloom.errors import RowloomError
+from rowloom.models.admission.cooldown import Cooldown
+from rowloom.models.admission.limits import limit_from_config
+from rowloom.observe.context import correlate
+from rowloom.observe.events import scheduler as ev
+from rowloom.observe.sinks import EventSink, FanoutSink
+from rowloom.observe.stats import RequestStats
+
+log = logging.getLogger(__name__)
+
+CHUNKS_PER_WORKER = 4  # row groups go out in chunks: small enough to rebalance, large enough to pipeline
+IN_FLIGHT_CHUNKS = 2  # per worker, so one chunk's tail overlaps the next one's start
+LEASE_TTL_S = 2.0
+
+
+class DriverStore(OutputStore):
+    """The output store as the driver uses it: records the parts workers wrote in the one manifest."""
+
+    def record(self, entry: WrittenRowGroup) -> bool:
+        """List a written part once; False when it was already listed (a re-run of a re-assigned row group)."""
+        if entry.index in self.written:
+            return False
+        self.written[entry.index] = entry
+        self._write_manifest(complete=False)
+        return True
+
+
+def _actor_classes(ray: Any) -> tuple[Any, Any]:
+    """The Ray actor classes, defined on first use so importing rowloom never imports Ray."""
+
+    @ray.remote
+    class AuthorityActor:
+        def __init__(self, label: str, config: DatasetConfig, ceiling: int, lease_ttl_s: float):
+            settings = config.run.request_admission
+            cooldown = Cooldown(
+                threshold=settings.consecutive_429_pause,
+                default_s=settings.default_cooldown_s,
+                max_s=settings.max_retry_after_s,
+            )
+            limit = limit_from_config(settings, ceiling=ceiling, clock=_system_clock())
+            self.core = CapacityAuthority(label, limit, cooldown=cooldown, lease_ttl_s=lease_ttl_s)
+
+        def renew(self, report: Report) -> Grant:
+            return self.core.renew(report)
+
+        def snapshot(self) -> dict[str, object]:
+            return self.core.snapshot()
+
+    @ray.remote
+    class WorkerActor:
+        def __init__(self, worker: str, job: str, config, num_records, output, seed, authorities, ledger):
+            self.ledger = ledger
+
+            async def renew(label: str, report: Report) -> Grant:
+                return await authorities[label].renew.remote(report)
+
+            def deliver(entry: WrittenRowGroup | None, events: list) -> None:
+                ledger.put((worker, entry, events))
+
+            self.engine = WorkerEngine(worker, job, config, num_records, output, seed, renew, deliver)
+            self.starting: asyncio.Future[None] | None = None
+
+        async def run(self, indices: list[int]) -> list[int]:
+            if self.starting is None:  # chunks run concurrently: the first starts the engine, all await it
+                self.starting = asyncio.ensure_future(self.engine.start())
+            await asyncio.shield(self.starting)
+            return await self.engine.run(indices)
+
+        async def close(self) -> None:
+            await self.engine.close()
+
+    return AuthorityActor, WorkerActor
+
+
+def _system_clock():
+    from rowloom.observe.clock import SYSTEM_CLOCK
+
+    return SYSTEM_CLOCK
+
+
+@dataclass
+class DistributedRun:
+    """What the driver knows while a run goes on: live workers, chunks out, parts recorded, re-assignments."""
+
+    job: str
+    workers: dict[str, Any] = field(default_factory=dict)
+    outstanding: dict[Any, tuple[str, list[int]]] = field(default_factory=dict)
+    reassigned: int = 0
+    workers_lost: int = 0
+
+
+def _init_ray(ray: Any, address: str | None) -> bool:
+    """Connect to `address`, or start a local instance sized to the machine; True when we started it."""
+    if ray.is_initialized():
+        return False
+    if address is None:
+        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+    else:
+        ray.init(address=address, log_to_driver=False)
+    return True
+
+
+def run_distributed(
+    config: DatasetConfig,
+    num_records: int,
+    *,
+    output: str | Path,
+    resume: ResumeMode = "auto",
+    sink: EventSink | None = None,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    on_row_group: Callable[[WrittenRowGroup, DistributedRun], None] | None = None,
+) -> JobResult:
+    """Generate `num_records` rows into `output` with worker actors on Ray (blocking; the driver is this thread)."""
+    ray = import_ray()
+    from ray.util.queue import Queue
+
+    started = time.monotonic()
+    out_path = Path(output)
+    plan = build_plan(config, num_records)
+    seed = _choose_seed(config, out_path, resume)
+    store = DriverStore(out_path, config, plan, num_records, seed)
+    store.open(resume)
+    stats = RequestStats()
+    events = FanoutSink([stats, *([sink] if sink is not None else [])])
+    progress = RunProgress(records_total=num_records, row_groups_total=len(plan.row_groups))
+    progress.records_resumed = sum(w.rows for w in store.written.values())
+    run = DistributedRun(job=uuid.uuid4().hex[:12])
+    status, message = "completed", ""
+    owns_ray = _init_ray(ray, ray_address)
+    authorities: dict[str, Any] = {}
+    ledger = None
+    try:
+        cpus = float(ray.cluster_resources().get("CPU", 1))
+        count = workers or max(1, int(cpus))
+        AuthorityActor, WorkerActor = _actor_classes(ray)
+        for label, endpoint in endpoints_of(config).items():
+            authorities[label] = AuthorityActor.options(num_cpus=0).remote(label, config, endpoint.ceiling, LEASE_TTL_S)
+        ledger = Queue(actor_options={"num_cpus": 0})
+        todo = [g.index for g in plan.row_groups if g.index not in store.written]
+        size = max(1, math.ceil(len(todo) / (count * CHUNKS_PER_WORKER)))
+        chunks: deque[list[int]] = deque(todo[i : i + size] for i in range(0, len(todo), size))
+        serial = 0
+
+        def spawn() -> str:
+            nonlocal serial
+            worker = f"w{serial}"
+            serial += 1
+            run.workers[worker] = WorkerActor.options(num_cpus=min(1.0, cpus / count), max_restarts=0).remote(
+                worker, run.job, config, num_records, str(out_path), seed, authorities, ledger
+            )
+            return worker
+
+        def drain() -> None:
+            while True:
+                try:
+                    _, entry, batch = ledger.get_nowait()
+                except stdlib_queue.Empty:
+                    return
+                for event in batch:
+                    events.emit(event)
+                if entry is not None and store.record(entry):
+                    progress.records_written += entry.rows
+                    progress.rows_dropped += entry.dropped
+                    progress.row_groups_written += 1
+                    if on_row_group is not None:
+                        on_row_group(entry, run)
+
+        def assign() -> None:
+            for worker, handle in list(run.workers.items()):
+                busy = sum(1 for w, _ in run.outstanding.values() if w == worker)
+                while busy < IN_FLIGHT_CHUNKS and chunks:
+                    chunk = chunks.popleft()
+                    run.outstanding[handle.run.remote(chunk)] = (worker, chunk)
+                    busy += 1
+
+        with correlate(job=run.job):
+            for _ in range(count):
+                spawn()
+            events.emit(
+                ev.JobStarted(
+                    num_records=num_records,
+                    row_groups=len(plan.row_groups),
+                    resumed_row_groups=len(store.written),
+                    columns=[c.name for c in plan.columns],
+                    capacities={label: {"workers": count} for label in authorities},
+                )
+            )
+            assign()
+            while run.outstanding:
+                # Bounded wait: parts and events arrive on the ledger while chunks run. Waiting on a pending
+                # ledger get instead would race with the end of the run (a cancelled get can swallow an item).
+                done, _ = ray.wait(list(run.outstanding), num_returns=1, timeout=0.2)
+                drain()
+                for ref in done:
+                    worker, chunk = run.outstanding.pop(ref)
+                    try:
+                        ray.get(ref)
+                    except ray.exceptions.RayActorError:
+                        drain()  # parts it delivered before dying count; only the rest goes out again
+                        rest = [i for i in chunk if i not in store.written]
+                        for other_ref, (w, other) in list(run.outstanding.items()):
+                            if w == worker:  # its other chunk died with it
+                                run.outstanding.pop(other_ref)
+                                rest += [i for i in other if i not in store.written]
+                        run.workers.pop(worker, None)
+                        run.workers_lost += 1
+                        run.reassigned += len(rest)
+                        if rest:
+                            chunks.appendleft(sorted(rest))
+                        spawn()
+                    except ray.exceptions.RayTaskError as exc:
+                        raise exc.as_instanceof_cause() from None
+                assign()
+            drain()
+            missing = [g.index for g in plan.row_groups if g.index not in store.written]
+            if missing:
+                raise RowloomError(f"row groups {missing[:10]} were never written; re-run to resume them")
+    except KeyboardInterrupt:
+        status, message = "interrupted", "interrupted by the user"
+        raise
+    except BaseException as exc:
+        status, message = "failed", f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        snapshots = _close_actors(ray, run, authorities, ledger)
+        wall = time.monotonic() - started
+        summary = build_summary(config, num_records, store, progress, stats, wall, status, message, seed)
+        summary["executor"] = {
+            "kind": "ray",
+            "workers": len(run.workers) + run.workers_lost,
+            "workers_lost": run.workers_lost,
+            "row_groups_reassigned": run.reassigned,
+            "authorities": snapshots,
+        }
+        with correlate(job=run.job):
+            events.emit(
+                ev.JobCompleted(
+                    status=status,
+                    records_written=summary["records_written"],
+                    rows_dropped=progress.rows_dropped,
+                    wall_s=wall,
+                    message=message,
+                )
+            )
+        events.close()
+        store.finish(summary, complete=status == "completed")
+        if owns_ray:
+            ray.shutdown()
+    return JobResult(out_path, summary, files=store.files())
+
+
+def _close_actors(ray: Any, run: DistributedRun, authorities: dict[str, Any], ledger: Any) -> dict[str, Any]:
+    """Let workers give their grants back, read the authorities' final state, then end every actor."""
+    closing = [handle.close.remote() for handle in run.workers.values()]
+    snapshots: dict[str, Any] = {}
+    try:
+        ray.get(closing, timeout=10)
+    except Exception as exc:  # a worker that died holds nothing: its grants lapse with their lease
+        log.warning("a worker did not close cleanly (%s: %s)", type(exc).__name__, exc)
+    try:
+        states = ray.get([a.snapshot.remote() for a in authorities.values()], timeout=10)
+        snapshots = dict(zip(authorities, states, strict=True))
+    except Exception as exc:
+        log.warning("an authority did not report its final state (%s: %s)", type(exc).__name__, exc)
+    for handle in [*run.workers.values(), *authorities.values()]:
+        ray.kill(handle)
+    if ledger is not None:
+        ledger.shutdown()
+    return snapshots

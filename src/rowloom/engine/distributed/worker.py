@@ -1,0 +1,216 @@
+"""One worker's engine: the normal scheduler over assigned row groups, request admission fed by capacity grants.
+
+Owns a worker's request runtime (its limits are `GrantLimit`s renewed from each endpoint's authority), the
+part files it writes and the events it forwards; plain asyncio, so the Ray actor only wraps it. Must not write
+the manifest (the driver alone does) nor decide which row groups it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rowloom.config.dataset import DatasetConfig
+from rowloom.config.models import ModelConfig, ProviderConfig
+from rowloom.engine.completion import RowGroupState
+from rowloom.engine.distributed.grants import GrantLimit, GrantRenewer, Renew
+from rowloom.engine.generators import build_generators
+from rowloom.engine.plan import build_plan
+from rowloom.engine.runtime import RequestRuntime, _with_provider_ceiling
+from rowloom.engine.scheduler import Scheduler
+from rowloom.engine.seed_reader import SeedReader
+from rowloom.engine.storage import OutputStore, WrittenRowGroup
+from rowloom.models.admission import RequestAdmissionController
+from rowloom.models.admission.keys import ResourceKey
+from rowloom.observe.clock import SYSTEM_CLOCK, Clock
+from rowloom.observe.context import correlate
+from rowloom.observe.events.base import Event
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A request resource key of the run and the ceiling its authority's limit is bounded by."""
+
+    label: str
+    ceiling: int
+
+
+def endpoints_of(config: DatasetConfig) -> dict[str, Endpoint]:
+    """Every endpoint key the run's columns use (aliases of one provider+model share one), by label."""
+    settings = config.run.request_admission
+    used = {c.model_alias for c in config.columns if c.model_alias}
+    out: dict[str, Endpoint] = {}
+    for model in config.models:
+        if model.alias not in used:
+            continue
+        effective = _with_provider_ceiling(model, config.provider(model.provider))
+        label = ResourceKey(model.provider, model.model, "chat").label
+        ceiling = effective.max_parallel_requests or settings.default_max_parallel_requests
+        known = out.get(label)
+        out[label] = Endpoint(label, max(ceiling, known.ceiling if known else 0))
+    return out
+
+
+class PartWriter(OutputStore):
+    """The output store as a worker uses it: writes part files atomically, never the manifest."""
+
+    def _write_manifest(self, complete: bool) -> None:
+        return None  # the driver records every part in the one manifest
+
+
+class GrantedRuntime(RequestRuntime):
+    """A `RequestRuntime` whose per-key limits are capacity grants (one `GrantLimit` per endpoint label)."""
+
+    def __init__(self, config: DatasetConfig, *, sink: Any, clock: Clock):
+        super().__init__(config, sink=sink, clock=clock)
+        self.grants: dict[str, GrantLimit] = {}
+        self.keys: dict[str, ResourceKey] = {}
+
+        def grant_limit(key: ResourceKey, ceiling: int) -> GrantLimit:
+            limit = self.grants[key.label] = GrantLimit(ceiling=ceiling, clock=clock)
+            self.keys[key.label] = key
+            return limit
+
+        # Rebuild admission with grant limits, registering the same models the base class registered.
+        self.admission = RequestAdmissionController(
+            config.run.request_admission, clock=clock, sink=sink, limit_factory=grant_limit
+        )
+        models: dict[str, ModelConfig] = self._models
+        for alias, model in models.items():
+            provider: ProviderConfig = config.provider(model.provider)
+            self.admission.register_model(alias, model, provider)
+
+    def demand(self, label: str) -> int:
+        """Requests of this worker that want the endpoint now: in flight plus queued (none queued while the
+        local controller pauses the key: a grant it cannot use goes to the other workers)."""
+        key = self.keys[label]
+        waiting = 0 if self.admission.cooling(key) else self.admission.waiting(key)  # type: ignore[arg-type]
+        return self.admission.in_flight(key) + waiting
+
+    def in_flight(self, label: str) -> int:
+        return self.admission.in_flight(self.keys[label])
+
+    def wake(self, label: str) -> None:
+        """A grant grew: hand the new room to queued requests now rather than at the next release."""
+        # The controller has no public "limit changed" hook; its dispatch is what a release would run.
+        controller = self.admission
+        controller._dispatch(controller._registry.state(self.keys[label]))
+
+
+class ForwardingSink:
+    """Buffers events for the driver (thread-safe: the checkpoint thread flushes while the loop emits)."""
+
+    def __init__(self) -> None:
+        self._events: list[Event] = []
+        self._lock = threading.Lock()
+
+    def emit(self, event: Event) -> None:
+        with self._lock:
+            self._events.append(event)
+
+    def take(self) -> list[Event]:
+        with self._lock:
+            events, self._events = self._events, []
+        return events
+
+    def close(self) -> None:
+        return None
+
+
+Deliver = Callable[[WrittenRowGroup | None, list[Event]], None]
+"""`deliver(entry, events)`: hand a written part (or only events) to the driver; called from a thread."""
+
+
+class WorkerEngine:
+    """Runs assigned row groups with the normal scheduler; written parts are delivered as they land."""
+
+    def __init__(
+        self,
+        worker: str,
+        job: str,
+        config: DatasetConfig,
+        num_records: int,
+        output: str,
+        seed: int,
+        renew: Renew,
+        deliver: Deliver,
+        *,
+        renew_interval_s: float = 0.1,
+        clock: Clock = SYSTEM_CLOCK,
+    ):
+        self.worker, self.job = worker, job
+        self.config, self.seed, self.clock = config, seed, clock
+        self.plan = build_plan(config, num_records)
+        self.store = PartWriter(Path(output), config, self.plan, num_records, seed)
+        self.sink = ForwardingSink()
+        self.deliver = deliver
+        self.runtime = GrantedRuntime(config, sink=self.sink, clock=clock)
+        self.renewer = GrantRenewer(
+            worker,
+            self.runtime.grants,
+            renew,
+            self.runtime.demand,
+            self.runtime.in_flight,
+            self.runtime.wake,
+            interval_s=renew_interval_s,
+            clock=clock,
+        )
+        self.seed_reader: SeedReader | None = None
+        self.generators: dict[str, Any] = {}
+        self._entered = False
+
+    async def start(self) -> None:
+        """Open clients, build the generators, take the first grants and start renewing them."""
+        if self.config.seed is not None:
+            self.seed_reader = SeedReader(self.config.seed, self.seed)
+        await self.runtime.__aenter__()
+        self._entered = True
+        self.generators = build_generators(self.config, self.plan, self.runtime.executor, self.seed_reader)
+        self.renewer.start()
+
+    async def run(self, indices: list[int]) -> list[int]:
+        """Generate and write the given row groups; returns their indices once all are delivered."""
+        wanted = set(indices)
+        skip = frozenset(g.index for g in self.plan.row_groups if g.index not in wanted)
+        with correlate(job=f"{self.job}:{self.worker}"):
+            scheduler = Scheduler(
+                config=self.config,
+                plan=self.plan,
+                generators=self.generators,
+                checkpointer=_Delivering(self.store, self.sink, self.deliver),
+                endpoints=self.runtime,
+                seed=self.seed,
+                skip_row_groups=skip,
+                sink=self.sink,
+                clock=self.clock,
+            )
+            await scheduler.run()
+        await asyncio.to_thread(self.deliver, None, self.sink.take())  # a blocking hand-over: off the loop
+        return sorted(wanted)
+
+    async def close(self) -> None:
+        """Give every grant back and close the clients."""
+        try:
+            await self.renewer.stop()
+        finally:
+            if self._entered:
+                await self.runtime.__aexit__(None, None, None)
+            if self.seed_reader is not None:
+                self.seed_reader.close()
+
+
+class _Delivering:
+    """Checkpointer: write the part atomically, then deliver its entry (and the events so far) to the driver."""
+
+    def __init__(self, store: PartWriter, sink: ForwardingSink, deliver: Deliver):
+        self.store, self.sink, self.deliver = store, sink, deliver
+
+    def write(self, state: RowGroupState) -> str:
+        table = self.store.table(state.values, state.live_rows)
+        entry = self.store.write_row_group(state.index, table, len(state.dropped))
+        self.deliver(entry, self.sink.take())
+        return entry.file

@@ -1,0 +1,173 @@
+"""The authority's core without Ray: grants within the limit, reclaim, one limit fed by every worker, fallback."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from rowloom.config.request_admission import RequestAdmissionConfig
+from rowloom.engine.distributed.authority import CapacityAuthority, fair_shares
+from rowloom.engine.distributed.grants import FALLBACK_SHARE, Grant, GrantLimit, GrantRenewer, Report, Sample
+from rowloom.models.admission.cooldown import Cooldown
+from rowloom.models.admission.limits import AIMDLimit, limit_from_config
+from rowloom.observe.clock import ManualClock
+
+
+def _authority(clock: ManualClock, *, initial: int = 16, ceiling: int = 64, cooldown: Cooldown | None = None):
+    limit = AIMDLimit(initial=initial, min_limit=1, max_limit=ceiling, slow_start=False)
+    return CapacityAuthority("sim/sim-small/chat", limit, cooldown=cooldown, lease_ttl_s=1.0, clock=clock)
+
+
+def test_fair_shares_never_exceed_limit_or_demand():
+    rng = random.Random(7)
+    for _ in range(2000):
+        limit = rng.randint(0, 40)
+        demands = {f"w{i}": rng.randint(0, 30) for i in range(rng.randint(1, 8))}
+        shares = fair_shares(limit, demands)
+        assert sum(shares.values()) <= limit
+        assert all(0 <= shares[w] <= demands[w] for w in demands)
+        if sum(demands.values()) >= limit:
+            assert sum(shares.values()) == limit  # nothing is left idle while somebody wants it
+
+
+def test_grants_sum_within_limit_under_random_demand():
+    clock = ManualClock()
+    authority = _authority(clock)
+    rng = random.Random(3)
+    workers = [f"w{i}" for i in range(5)]
+    for _ in range(3000):
+        worker = rng.choice(workers)
+        authority.renew(Report(worker, rng.randint(0, 40), rng.randint(0, 8)))
+        assert authority.granted <= authority.limit.limit
+        clock.advance(rng.random() * 0.05)
+
+
+def test_cut_is_absorbed_once_every_holder_renews():
+    clock = ManualClock()
+    authority = _authority(clock)
+    for worker in ("a", "b"):
+        authority.renew(Report(worker, 40, 8))
+    authority.renew(Report("a", 40, 8))  # a shrinks to its fair half, then b takes the other half
+    authority.renew(Report("b", 40, 8))
+    assert authority.holders() == {"a": 8, "b": 8}
+    dropped = Sample(0.1, 0.1, 8, True, authority.limit.epoch, 8)
+    authority.renew(Report("a", 40, 8, (dropped,)))  # a 429 cuts the one limit
+    assert authority.limit.limit < 16
+    authority.renew(Report("b", 40, 8))
+    assert authority.granted <= authority.limit.limit
+
+
+def test_expired_grants_are_reclaimed():
+    clock = ManualClock()
+    authority = _authority(clock)
+    authority.renew(Report("a", 40, 0))
+    assert authority.holders() == {"a": 16}
+    assert authority.renew(Report("b", 40, 0)).share == 0  # a still holds everything
+    clock.advance(1.5)  # a went silent past its lease
+    assert authority.renew(Report("b", 40, 0)).share == 16
+    assert "a" not in authority.holders()
+
+
+def test_idle_worker_returns_its_grant():
+    clock = ManualClock()
+    authority = _authority(clock)
+    authority.renew(Report("a", 40, 0))
+    authority.renew(Report("a", 0, 0))
+    assert authority.holders() == {}
+    assert authority.renew(Report("b", 40, 0)).share == 16
+
+
+def test_samples_from_every_worker_move_the_one_limit():
+    clock = ManualClock()
+    config = RequestAdmissionConfig(initial_limit=4)
+    authority = CapacityAuthority("k", limit_from_config(config, ceiling=64, clock=clock), clock=clock)
+    before = authority.limit.limit
+    for _ in range(6):  # slow start: full-use successes from two workers grow the shared limit
+        for worker in ("a", "b"):
+            grant = authority.renew(Report(worker, 64, 2))
+            ok = tuple(Sample(0.05, 0.05, grant.share, False, grant.epoch, grant.share) for _ in range(grant.share))
+            authority.renew(Report(worker, 64, grant.share, ok))
+        clock.advance(0.1)
+    assert authority.limit.limit > before
+    grown = authority.limit.limit
+    grant = authority.renew(Report("a", 64, 2))
+    authority.renew(Report("a", 64, 2, (Sample(0.05, 0.05, grant.share, True, grant.epoch, grant.share),)))
+    assert authority.limit.limit < grown
+
+
+def test_repeated_overload_cools_the_endpoint_for_everyone():
+    clock = ManualClock()
+    authority = _authority(clock, cooldown=Cooldown(threshold=3, default_s=2.0, max_s=30.0))
+    authority.renew(Report("a", 8, 0))
+    for _ in range(3):
+        epoch = authority.limit.epoch
+        authority.renew(Report("a", 8, 1, (Sample(0.01, 0.01, 1, True, epoch, 1),)))
+    grant = authority.renew(Report("b", 8, 0))
+    assert grant.share == 0 and grant.cooling_s > 0
+    clock.advance(2.5)
+    assert authority.renew(Report("b", 8, 0)).share > 0
+
+
+def test_unrenewed_grant_falls_back_to_the_safe_share():
+    clock = ManualClock()
+    limit = GrantLimit(ceiling=64, clock=clock)
+    assert limit.limit == 0  # no load before the first grant
+    limit.apply(Grant(share=12, ttl_s=1.0, epoch=3, limit=16))
+    assert (limit.limit, limit.epoch) == (12, 3)
+    clock.advance(1.5)
+    assert limit.expired and limit.limit == FALLBACK_SHARE
+
+
+def test_renewer_ships_samples_and_wakes_on_growth():
+    clock = ManualClock()
+    authority = _authority(clock)
+    limit = GrantLimit(ceiling=64, clock=clock)
+    woken: list[str] = []
+
+    async def renew(label: str, report: Report) -> Grant:
+        return authority.renew(report)
+
+    renewer = GrantRenewer("w0", {"k": limit}, renew, lambda k: 10, lambda k: 0, woken.append, clock=clock)
+    limit.on_sample(clock.now(), 0.05, 1, False, epoch=0, in_flight_at_start=1)
+    asyncio.run(renewer.renew_once())
+    assert limit.limit == 10 and woken == ["k"]
+    assert authority.samples == 1
+
+
+def test_unreachable_authority_keeps_the_grant_until_its_lease_ends():
+    clock = ManualClock()
+    limit = GrantLimit(ceiling=64, clock=clock)
+    limit.apply(Grant(share=8, ttl_s=1.0, epoch=0, limit=8))
+
+    async def renew(label: str, report: Report) -> Grant:
+        raise ConnectionError("authority gone")
+
+    renewer = GrantRenewer("w0", {"k": limit}, renew, lambda k: 10, lambda k: 0, lambda k: None, clock=clock)
+    asyncio.run(renewer.renew_once())
+    assert renewer.failures == 1 and limit.limit == 8
+    clock.advance(2.0)
+    assert limit.limit == FALLBACK_SHARE
+
+
+def test_missing_ray_says_how_to_install_it(monkeypatch):
+    import sys
+
+    import pytest
+
+    from rowloom.engine.distributed import RayUnavailable, import_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(RayUnavailable, match=r"pip install 'rowloom\[ray\]'"):
+        import_ray()
+
+
+def test_local_overload_cuts_the_share_once_per_burst():
+    clock = ManualClock()
+    limit = GrantLimit(ceiling=64, clock=clock)
+    limit.apply(Grant(share=16, ttl_s=1.0, epoch=1, limit=16))
+    clock.advance(0.01)
+    limit.on_sample(0.0, 0.01, 16, True, epoch=1, in_flight_at_start=16)
+    assert limit.limit == 12  # cut at once, before the authority hears of it
+    limit.on_sample(0.0, 0.01, 15, True, epoch=1, in_flight_at_start=16)
+    assert limit.limit == 12  # same burst: admitted before the cut
+    assert len(limit.take_samples()) == 2  # both still go to the authority

@@ -1,0 +1,138 @@
+"""Runs on a local Ray instance: two workers share one endpoint's limit, match a single process, survive a kill."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+pytest.importorskip("ray", reason="the Ray executor needs the optional extra: pip install 'rowloom[ray]'")
+
+import ray
+
+from rowloom.bench.sim_process import SimulatorProcess
+from rowloom.bench.simulator import SimulatorConfig
+from rowloom.config import DatasetConfig
+from rowloom.engine.distributed.ray_executor import DistributedRun, run_distributed
+from rowloom.engine.job import run_job
+from rowloom.engine.storage import WrittenRowGroup
+
+pytestmark = pytest.mark.timeout(120)
+
+ROOT = Path(__file__).resolve().parents[2]
+RECORDS = 200
+SAMPLED = ["topic", "difficulty"]
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def sim():
+    with SimulatorProcess(SimulatorConfig(latency_s=0.05, capacity=16, models=("sim-small",))) as process:
+        yield process
+
+
+def _config(sim: SimulatorProcess) -> DatasetConfig:
+    data = yaml.safe_load((ROOT / "examples" / "chain.yaml").read_text())
+    data["providers"][0]["base_url"] = sim.base_url
+    data["run"].update(row_group_size=10, seed=11)
+    data["models"][0]["max_parallel_requests"] = 64  # a ceiling far above what the endpoint bears
+    return DatasetConfig.from_dict(data)
+
+
+@pytest.fixture(scope="module")
+def single_process(sim, tmp_path_factory):
+    out = tmp_path_factory.mktemp("single")
+    asyncio.run(run_job(_config(sim), RECORDS, output=out))
+    return pq.read_table(out / "data").to_pandas()
+
+
+def _rows(out: Path):
+    return pq.read_table(out / "data").to_pandas()
+
+
+def _assert_same_rows(out: Path, expected) -> None:
+    got = _rows(out)
+    assert len(got) == len(expected) == RECORDS
+    assert got[SAMPLED].equals(expected[SAMPLED])  # the sampled values: seed, column and row group decide them
+    assert got.astype(str).equals(expected.astype(str))  # the simulator's replies follow from the prompts
+
+
+def test_two_workers_stay_within_one_endpoint_capacity(ray_instance, sim, single_process, tmp_path):
+    sim.reset()
+    result = run_distributed(_config(sim), RECORDS, output=tmp_path, workers=2)
+    stats = sim.stats()
+    requests = stats["requests_total"]
+    assert stats["peak_in_flight"] <= 16 + 2
+    assert stats["by_status"].get("429", 0) <= 0.02 * requests
+    authority = result.summary["executor"]["authorities"]["sim/sim-small"]
+    assert authority["peak_granted"] <= 16 + 2  # what the two workers together were lent
+    assert authority["samples"] == requests  # every worker's every attempt fed the one limit
+    _assert_same_rows(tmp_path, single_process)
+
+
+def test_killed_worker_loses_and_duplicates_nothing(ray_instance, sim, single_process, tmp_path):
+    killed: list[str] = []
+
+    def kill_once(entry: WrittenRowGroup, run: DistributedRun) -> None:
+        if not killed and len(run.workers) == 2:
+            worker, handle = next(iter(run.workers.items()))
+            ray.kill(handle, no_restart=True)
+            killed.append(worker)
+
+    result = run_distributed(_config(sim), RECORDS, output=tmp_path, workers=2, on_row_group=kill_once)
+    assert killed and result.summary["executor"]["workers_lost"] == 1
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    indices = [g["index"] for g in manifest["row_groups"]]
+    assert sorted(indices) == list(range(RECORDS // 10))  # every row group listed exactly once
+    assert manifest["complete"] and manifest["records_written"] == RECORDS
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [f"part-{i:05d}.parquet" for i in range(20)]
+    _assert_same_rows(tmp_path, single_process)
+
+
+def test_events_of_every_worker_merge_into_one_log(ray_instance, sim, tmp_path):
+    from rowloom.observe.sinks import MemorySink
+
+    sink = MemorySink()
+    run_distributed(_config(sim), 40, output=tmp_path, workers=2, sink=sink)
+    jobs = {e.job for e in sink.events if e.kind == "request_completed"}
+    assert len(jobs) == 2 and all(":w" in job for job in jobs)  # each worker's events carry its id
+    kinds = [e.kind for e in sink.events]
+    assert kinds[0] == "job_started" and kinds[-1] == "job_completed"
+    assert kinds.count("row_group_checkpointed") == 4
+
+
+def test_resume_after_a_partial_run_writes_only_the_rest(ray_instance, sim, single_process, tmp_path):
+    config = _config(sim)
+    asyncio.run(run_job(config, RECORDS, output=tmp_path))
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest["row_groups"] = manifest["row_groups"][:12]  # as if the driver died after 12 row groups
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    result = run_distributed(config, RECORDS, output=tmp_path, workers=2)
+    assert result.summary["records_resumed"] == 120 and result.summary["records_written_this_run"] == 80
+    _assert_same_rows(tmp_path, single_process)
+
+
+def test_generate_with_executor_ray_writes_the_same_rows(ray_instance, sim, single_process, tmp_path):
+    import rowloom
+
+    result = rowloom.generate(_config(sim), RECORDS, tmp_path, executor="ray", workers=2)
+    assert result.summary["executor"]["kind"] == "ray"
+    _assert_same_rows(tmp_path, single_process)
+
+
+def test_unknown_executor_is_refused(tmp_path):
+    import rowloom
+    from rowloom.errors import RowloomError
+
+    with pytest.raises(RowloomError, match="executor must be"):
+        rowloom.generate("examples/chain.yaml", 1, tmp_path, executor="dask")  # type: ignore[arg-type]
