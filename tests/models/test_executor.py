@@ -85,7 +85,8 @@ class FakeClient:
 def build(*script: Step, limit: int = 4, provider: ProviderConfig = PROVIDER, rng=None, **config):
     clock = InstantClock()
     sink = MemorySink()
-    settings = RequestAdmissionConfig(**{"backoff_jitter": 0.0, "retry_after_jitter": 0.0, **config})
+    defaults = {"backoff_jitter": 0.0, "retry_after_jitter": 0.0, "backoff_base_s": 0.5, "server_error_backoff_s": 0.5}
+    settings = RequestAdmissionConfig(**{**defaults, **config})
     admission = RequestAdmissionController(
         settings, clock=clock, sink=sink, limit_factory=lambda key, ceiling: FixedLimit(limit)
     )
@@ -117,7 +118,7 @@ async def test_every_retry_attempt_is_readmitted_with_a_new_lease():
     assert outcomes(sink) == ["server_error", "timeout", "success"]
     assert client.attempts == ["1.1", "1.2", "1.3"]  # the correlation id names each attempt
     assert [e.attempt for e in sink.of(RequestAdmitted)] == ["1.1", "1.2", "1.3"]
-    assert clock.sleeps == [0.25, 0.5]  # exponential backoff between attempts
+    assert clock.sleeps == [0.5, 1.0]  # exponential backoff between attempts
     assert executor.admission.in_flight("a") == 0
 
 
@@ -129,7 +130,7 @@ async def test_429s_do_not_spend_the_retry_budget_and_each_waits_its_own_retry_a
         max_attempts=2,
     )
     assert await executor.chat("a", REQUEST) is REPLY  # the 5xx is only the first failure that counts
-    assert clock.sleeps == [3.0] * 5 + [0.25]  # ...and gets the first backoff, not the sixth
+    assert clock.sleeps == [3.0] * 5 + [0.5]  # ...and gets the first backoff, not the sixth
     assert [e.counted for e in sink.of(RequestRetried)] == [False] * 5 + [True]
 
 
@@ -168,7 +169,7 @@ async def test_exhausted_retries_raise_request_failed_with_the_last_outcome_and_
     assert info.value.outcome == "timeout" and info.value.attempts == 3
     assert info.value.message == "timed out"
     assert isinstance(info.value, RowloomError)
-    assert len(client.attempts) == 3 and clock.sleeps == [0.25, 0.5]
+    assert len(client.attempts) == 3 and clock.sleeps == [0.5, 1.0]
     assert executor.admission.in_flight("a") == 0
 
 
@@ -176,7 +177,7 @@ async def test_backoff_is_exponential_bounded_and_jittered():
     executor, _, clock, _ = build(
         ServerError("oops"),
         max_attempts=7,
-        backoff_base_s=1.0,
+        server_error_backoff_s=1.0,
         backoff_max_s=4.0,
         backoff_jitter=0.5,
         rng=random.Random(3),
@@ -289,7 +290,7 @@ async def test_the_circuit_breaker_does_not_trip_while_some_requests_succeed():
             raise ServerError("flaky")
         return REPLY
 
-    executor, _, clock, _ = build(every_other, circuit_breaker_s=10.0, backoff_base_s=1.0, backoff_max_s=1.0)
+    executor, _, clock, _ = build(every_other, circuit_breaker_s=10.0, server_error_backoff_s=1.0, backoff_max_s=1.0)
     for _ in range(30):
         assert await executor.chat("a", REQUEST) is REPLY
     assert clock.now() >= 30.0
@@ -307,3 +308,15 @@ async def test_an_unknown_alias_is_a_clear_error():
     executor, _, _, _ = build(REPLY)
     with pytest.raises(RowloomError, match="unknown model alias 'zzz'"):
         await executor.chat("zzz", REQUEST)
+
+
+async def test_a_plain_server_error_backs_off_less_than_an_overload_signal():
+    executor, _, clock, _ = build(
+        ServerError("bad gateway", status=502),
+        RequestTimeout("slow"),
+        REPLY,
+        backoff_base_s=0.5,
+        server_error_backoff_s=0.1,
+    )
+    assert await executor.chat("a", REQUEST) is REPLY
+    assert clock.sleeps == [0.1, 1.0]  # 5xx: 0.1 s first; the timeout is the second counted failure: 0.5 * 2

@@ -129,7 +129,14 @@ class RequestAdmissionConfig(ConfigModel):
     max_attempts: int = Field(
         5, ge=1, description="Attempts per request for 5xx, 503 and timeouts (429s do not count against it)."
     )
-    backoff_base_s: float = Field(0.25, ge=0, description="First backoff after a 5xx/timeout; doubles per failure.")
+    backoff_base_s: float = Field(
+        0.5, ge=0, description="First backoff after an overload signal (503, timeout); doubles per failure."
+    )
+    server_error_backoff_s: float = Field(
+        0.1,
+        ge=0,
+        description="First backoff after another 5xx, a reset connection or a malformed reply; doubles per failure.",
+    )
     backoff_max_s: float = Field(30.0, ge=0, description="Longest backoff between attempts.")
     backoff_jitter: float = Field(
         0.5, ge=0, le=1, description="Backoffs are shortened by up to this fraction at random."

@@ -147,7 +147,9 @@ class ModelRequestExecutor:
         counted = 0  # failures that spend the retry budget (429s do not)
         for attempt in itertools.count(1):
             with correlate(attempt=f"{request_id}.{attempt}"):
-                lease = await self.admission.acquire(alias, domain=domain, group=group, weight=weight, tokens=tokens)
+                lease = await self.admission.acquire(
+                    alias, domain=domain, group=group, weight=weight, tokens=tokens, retry=attempt > 1
+                )
                 started = self._clock.now()
                 try:
                     result = await call()
@@ -211,7 +213,10 @@ class ModelRequestExecutor:
             return base * (1.0 + self.config.retry_after_jitter * self._rng.random())
         if counted >= self.config.max_attempts:
             raise RequestFailed(alias, error.outcome, str(error), attempts=attempt, status=error.status) from error
-        backoff = min(self.config.backoff_max_s, self.config.backoff_base_s * 2 ** (counted - 1))
+        # An overloaded or timing-out endpoint needs room; a plain 5xx / reset / malformed reply is usually
+        # transient, and a long first wait only stretches the run's tail.
+        first = self.config.backoff_base_s if error.outcome.is_overload else self.config.server_error_backoff_s
+        backoff = min(self.config.backoff_max_s, first * 2 ** (counted - 1))
         backoff *= 1.0 - self.config.backoff_jitter * self._rng.random()
         if error.retry_after_s is not None:  # a 503 may say when to come back; never earlier than that
             backoff = max(backoff, min(error.retry_after_s, cap))

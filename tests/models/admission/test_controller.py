@@ -501,3 +501,17 @@ async def test_a_queued_request_is_admitted_under_its_own_correlation_ids():
         controller.release(held, Outcome.SUCCESS, rtt_s=0.01)
     controller.release(await waiting, Outcome.SUCCESS, rtt_s=0.01)
     assert [e.task for e in sink.of(Admitted)] == ["first", "second"]
+
+
+async def test_a_retry_waits_ahead_of_first_attempts_of_its_group():
+    controller, _ = make(1)
+    held = await controller.acquire("a", group="g")
+    first = asyncio.ensure_future(controller.acquire("a", group="g"))
+    await asyncio.sleep(0)
+    retry = asyncio.ensure_future(controller.acquire("a", group="g", retry=True))
+    await asyncio.sleep(0)
+    controller.release(held, Outcome.SUCCESS, rtt_s=0.01)
+    await asyncio.sleep(0)
+    assert retry.done() and not first.done()
+    controller.release(retry.result(), Outcome.SUCCESS, rtt_s=0.01)
+    controller.release(await first, Outcome.SUCCESS, rtt_s=0.01)

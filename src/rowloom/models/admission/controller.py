@@ -94,11 +94,13 @@ class RequestAdmissionController:
         weight: float = 1.0,
         tokens: int = 0,
         deadline: float | None = None,
+        retry: bool = False,
     ) -> RequestLease:
         """Wait for a request slot and return its lease.
 
         Waiters queue fairly by `group` (share proportional to `weight`). `tokens` is reserved against a tpm
-        budget. `deadline` is an absolute time on the controller's clock; past it, `AdmissionTimeout`. If the
+        budget. `retry` marks a re-admitted attempt, served before first attempts of its group. `deadline` is
+        an absolute time on the controller's clock; past it, `AdmissionTimeout`. If the
         caller is cancelled after a lease was assigned but before it resumed, the lease is released.
         """
         state, alias = self._registry.resolve(alias_or_key, domain)
@@ -111,7 +113,9 @@ class RequestAdmissionController:
         if deadline is not None and deadline <= now:
             raise self._timeout(state, alias)
         waiter = Waiter(alias, group, tokens, loop.create_future(), now)
-        state.queue.push((alias, group), waiter, weight=weight)
+        # Within its group a retry waits ahead of first attempts: its row has waited longest and it finishes
+        # work already begun (a run's tail is made of such rows).
+        state.queue.push((alias, group), waiter, weight=weight, priority=0 if retry else 1)
         self._emit(
             RequestQueued,
             key=state.label,
