@@ -78,3 +78,17 @@ def test_open_endpoint_goes_first_while_the_other_is_pressured_but_the_skipped_g
 def test_when_every_endpoint_is_pressured_fairness_decides():
     order = picks(scheduler({"tight", "open"}, MemorySink()), 20)
     assert order.count("t") == order.count("o") == 10
+
+
+def test_the_task_policy_comes_from_the_run_config():
+    config = DatasetConfig.from_dict({**CONFIG, "run": {"task_policy": "strict_fair"}})
+    s = Scheduler(
+        config=config,
+        plan=build_plan(config, 10),
+        generators={},
+        checkpointer=None,  # type: ignore[arg-type]
+        endpoints=Endpoints(set()),
+        seed=1,
+    )
+    assert s.admission.policy.value == "strict_fair"
+    assert scheduler(set(), MemorySink()).admission.policy.value == "bounded_borrow"  # the default

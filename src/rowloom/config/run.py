@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -31,6 +31,13 @@ class RunConfig(ConfigModel):
         20_000, ge=1, description="Memory bound: the frontier narrows when admitted rows exceed it."
     )
     cpu_slots: int | None = Field(None, ge=1, description="Concurrent CPU tasks; default = number of cores.")
+    task_policy: Literal["strict_fair", "bounded_borrow"] = Field(
+        "bounded_borrow",
+        description=(
+            "How columns sharing a resource pool divide it while several have work waiting: strict_fair keeps each "
+            "within its weighted share; bounded_borrow lets a column borrow idle share up to a bound, repaid first."
+        ),
+    )
     request_admission: RequestAdmissionConfig = Field(
         default_factory=RequestAdmissionConfig,
         description="How request admission finds and holds each endpoint's capacity (limits, cooldowns, retries).",

@@ -39,7 +39,8 @@ class Checkpointer(Protocol):
 
 
 class EndpointView(Protocol):
-    """What task admission needs to know about request admission: current capacity and pressure."""
+    """What task admission needs to know about request admission: each model's current limit, whether its
+    endpoint is pressured or cooling down, and how many of its requests sleep before a retry."""
 
     def capacity(self, alias: str) -> int: ...
 
@@ -88,7 +89,7 @@ class Scheduler:
         progress: RunProgress | None = None,
         sink: EventSink | None = None,
         clock: Clock = SYSTEM_CLOCK,
-        policy: Policy = Policy.BOUNDED_BORROW,
+        policy: Policy | None = None,
         health_interval_s: float = 5.0,
         max_advisory_skips: int = 8,
     ):
@@ -109,7 +110,7 @@ class Scheduler:
         self._rows_this_run = max(1, sum(g.count for g in self.pending))
         self.active: dict[int, RowGroupState] = {}
         self.ready = ReadyQueue()
-        self.admission = TaskAdmissionController(policy=policy, clock=clock)
+        self.admission = TaskAdmissionController(policy=policy or Policy(run.task_policy), clock=clock)
         self.frontier = Frontier(
             initial=run.initial_row_groups_in_flight,
             hard_cap=run.max_row_groups_in_flight,
