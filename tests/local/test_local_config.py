@@ -91,4 +91,4 @@ def test_quickstart_uses_the_local_provider_with_text_structured_and_judge_colum
     assert [p.type for p in config.providers] == ["local"]
     kinds = {type(c) for c in config.columns}
     assert {LLMTextColumn, LLMStructuredColumn, LLMJudgeColumn} <= kinds
-    assert all(m.inference.max_tokens is not None and m.inference.max_tokens <= 128 for m in config.models)
+    assert all(m.inference.max_tokens is not None and m.inference.max_tokens <= 160 for m in config.models)

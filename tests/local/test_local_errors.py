@@ -10,6 +10,7 @@ import sys
 
 import psutil
 import pytest
+import yaml
 
 from rowloom.config import DatasetConfig
 from rowloom.config.models import ProviderConfig
@@ -120,3 +121,17 @@ async def test_startup_timeout_stops_the_child_and_says_which_field_to_raise(fak
     assert "did not answer /health within" in str(info.value) and "startup_timeout_s" in str(info.value)
     [pid] = spawned
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_cli_run_reports_a_missing_model_file_in_one_line_and_exits_1(runtime_present, tmp_path):
+    from typer.testing import CliRunner
+
+    from rowloom.interface.cli import app
+
+    missing = tmp_path / "gone.gguf"
+    config_path = tmp_path / "local.yaml"
+    config_path.write_text(yaml.safe_dump(local_config_dict(model_path=str(missing))))
+    result = CliRunner().invoke(app, ["run", str(config_path), "-n", "2", "--output", str(tmp_path / "out"), "-q"])
+    assert result.exit_code == 1
+    assert f"model file {missing} does not exist" in " ".join(result.output.split())
+    assert "Traceback" not in result.output

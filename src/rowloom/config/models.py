@@ -54,7 +54,9 @@ class ProviderConfig(ConfigModel):
     context_size: int = Field(
         2048, ge=128, description="Tokens per slot, prompt and reply together; the server holds slots × this."
     )
-    threads: int | None = Field(None, ge=1, description="CPU threads for the model; unset = the cores available.")
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads for the model; unset = the available cores minus one (at least 1)."
+    )
     startup_timeout_s: float = Field(
         120.0, gt=0, description="Seconds the server may take to load the model and answer /health."
     )

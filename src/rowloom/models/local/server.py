@@ -54,6 +54,16 @@ def available_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def default_threads() -> int:
+    """Model threads when the provider sets none: every core but one, and at least one.
+
+    llama.cpp's threads advance in lock step, so one of them waiting for a core stalls all. Measured on 2 cores
+    (SmolLM2-135M): idle, 2 threads decode 71 tok/s and 1 thread 43; with other work on the machine 2 threads fell
+    to ~2 tok/s while 1 kept 23-33. The spare core also serves rowloom's own event loop.
+    """
+    return max(1, available_cores() - 1)
+
+
 def _check_port(provider: str, port: int) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is no conflict
@@ -143,7 +153,7 @@ class LocalModelServer:
             "port": self.config.port or 0,  # 0: llama.cpp binds a free port and reports it
             "parallel_slots": self.config.parallel_slots,
             "context_size": self.config.context_size,
-            "threads": self.config.threads or available_cores(),
+            "threads": self.config.threads or default_threads(),
             "parent_pid": os.getpid(),
         }
         env = {**os.environ, child.API_KEY_ENV: self.api_key}
