@@ -165,3 +165,20 @@ def test_legacy_throttle_section_gets_one_line_pointing_to_request_admission():
         load([{"name": "a", "type": "uuid"}], run={"throttle": {"max": 3}})
     assert len(info.value.problems) == 1
     assert "run.throttle" in str(info.value) and "request_admission" in str(info.value)
+
+
+def test_judge_schema_bounds_its_reasons_so_constrained_decoding_cannot_ramble():
+    config = load(
+        [
+            {
+                "name": "j",
+                "type": "llm_judge",
+                "model": "m",
+                "prompt": "x",
+                "rubrics": [{"name": "clear", "scores": {1: "no", 2: "yes"}}],
+                "reason_max_length": 80,
+            }
+        ]
+    )
+    reason = config.columns[0].output_schema["properties"]["clear"]["properties"]["reason"]
+    assert reason == {"type": "string", "maxLength": 80}

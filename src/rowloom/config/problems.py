@@ -42,7 +42,7 @@ def _fix(error: dict[str, Any]) -> str:
     if kind == "union_tag_invalid":
         return f"use one of: {', '.join(types)}"
     if kind == "union_tag_not_found":
-        return f"add `type:` with one of: {', '.join(COLUMN_TYPES)}"
+        return f"add `type:` with one of: {', '.join(types)}"
     if kind == "finite_number":
         return "give a finite number (not .inf or .nan)"
     if kind.endswith("_type") or kind.endswith("_parsing"):

@@ -106,6 +106,13 @@ class LLMJudgeColumn(LLMColumnBase):
     type: Literal["llm_judge"]
     rubrics: list[Rubric] = Field(min_length=1)
     max_correction_attempts: int = Field(2, ge=0, le=10)
+    reason_max_length: int = Field(
+        200,
+        ge=1,
+        le=100_000,
+        description="Longest reason (characters) the schema allows; servers that constrain decoding to the schema "
+        "then cannot ramble past max_tokens and cut the JSON short.",
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> LLMJudgeColumn:
@@ -125,7 +132,7 @@ class LLMJudgeColumn(LLMColumnBase):
                     "type": "object",
                     "properties": {
                         "score": {"type": "integer", "enum": sorted(r.scores)},
-                        "reason": {"type": "string"},
+                        "reason": {"type": "string", "maxLength": self.reason_max_length},
                     },
                     "required": ["score", "reason"],
                     "additionalProperties": False,
