@@ -22,6 +22,7 @@ class Correlation:
     attempt: str | None = None
 
 
+_KEEP = object()  # "leave this id as the enclosing block set it"
 _current: ContextVar[Correlation] = ContextVar("rowloom_correlation", default=Correlation())  # noqa: B039 - frozen
 
 
@@ -31,15 +32,25 @@ def current() -> Correlation:
 
 
 @contextlib.contextmanager
-def correlate(**ids: object) -> Iterator[Correlation]:
+def correlate(
+    *,
+    job: str | object | None = _KEEP,
+    row_group: int | object | None = _KEEP,
+    column: str | object | None = _KEEP,
+    task: str | object | None = _KEEP,
+    attempt: str | object | None = _KEEP,
+) -> Iterator[Correlation]:
     """Set some correlation ids for the duration of the block (nested blocks add to outer ones)."""
     base = _current.get()
-    fields = {k: getattr(base, k) for k in Correlation.__slots__}
-    for key, value in ids.items():
-        if key not in fields:
-            raise TypeError(f"unknown correlation id {key!r}")
-        fields[key] = value
-    token = _current.set(Correlation(**fields))  # type: ignore[arg-type]
+    token = _current.set(
+        Correlation(
+            job=base.job if job is _KEEP else job,  # type: ignore[arg-type]
+            row_group=base.row_group if row_group is _KEEP else row_group,  # type: ignore[arg-type]
+            column=base.column if column is _KEEP else column,  # type: ignore[arg-type]
+            task=base.task if task is _KEEP else task,  # type: ignore[arg-type]
+            attempt=base.attempt if attempt is _KEEP else attempt,  # type: ignore[arg-type]
+        )
+    )
     try:
         yield _current.get()
     finally:

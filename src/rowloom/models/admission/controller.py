@@ -7,7 +7,6 @@ parts it drives. It must not call providers or classify errors (that is the exec
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from typing import Any
 
 from rowloom.config.models import ModelConfig, ProviderConfig
@@ -38,6 +37,11 @@ _NO_RATE_LIMIT = RateLimitInfo()
 
 class AdmissionTimeout(RowloomError, TimeoutError):
     """No request slot was free before the acquire's deadline."""
+
+
+def _ids(c: Correlation) -> dict[str, Any]:
+    """A correlation's ids as event fields (explicit: `dataclasses.asdict` costs ~35 µs per admission)."""
+    return {"job": c.job, "row_group": c.row_group, "column": c.column, "task": c.task, "attempt": c.attempt}
 
 
 class AdmissionClosed(RowloomError):
@@ -374,7 +378,7 @@ class RequestAdmissionController:
             wait_s=now - queued_at,
             in_flight=in_flight,
             limit=state.limit.limit,
-            **({} if correlation is None else dataclasses.asdict(correlation)),
+            **({} if correlation is None else _ids(correlation)),
         )
         return lease
 

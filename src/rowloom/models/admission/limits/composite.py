@@ -21,10 +21,13 @@ class CompositeLimit:
         if not limits:
             raise ValueError("a composite limit needs at least one part")
         self.parts: tuple[Limit, ...] = tuple(limits)
+        # The parts' bounds never change: computed once (`limit` is read on every admission decision).
+        self._min = max(part.min_limit for part in self.parts)
+        self._max = min(part.max_limit for part in self.parts)
 
     @property
     def limit(self) -> int:
-        return max(self.min_limit, min(part.limit for part in self.parts))
+        return max(self._min, min([part.limit for part in self.parts]))
 
     @property
     def epoch(self) -> int:
@@ -32,11 +35,11 @@ class CompositeLimit:
 
     @property
     def min_limit(self) -> int:
-        return max(part.min_limit for part in self.parts)
+        return self._min
 
     @property
     def max_limit(self) -> int:
-        return min(part.max_limit for part in self.parts)
+        return self._max
 
     @property
     def reason(self) -> str:
