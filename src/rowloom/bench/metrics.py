@@ -204,6 +204,7 @@ class MetricsAccumulator:
                 "rate_limited": ep.rate_limited,
                 "peak_in_flight": ep.peak_in_flight,
                 "first_dispatch_s": round(ep.first_dispatch, 4) if ep.first_dispatch is not None else None,
+                "latency_mean_s": round(sum(ep.latencies) / len(ep.latencies), 4) if ep.latencies else 0.0,
                 "latency_p50_s": round(percentile(ep.latencies, 0.5), 4),
                 "latency_p95_s": round(percentile(ep.latencies, 0.95), 4),
                 "throughput_rps": round(ep.success / ep_span, 2) if ep_span else 0.0,

@@ -113,6 +113,7 @@ def check(document: dict[str, Any], guardrails: dict[str, dict[str, dict[str, fl
 TABLE_COLUMNS = [
     ("scenario", "scenario"),
     ("span/ideal", "span_over_ideal"),
+    ("span/ideal obs", "span_over_ideal_observed"),
     ("wall s", "wall_s"),
     ("ideal s", "ideal_s"),
     ("util", "utilisation"),
@@ -144,6 +145,7 @@ def markdown_table(document: dict[str, Any]) -> str:
 
 COMPARE_METRICS = [
     "span_over_ideal",
+    "span_over_ideal_observed",
     "utilisation",
     "share_429",
     "client_cpu_ms_per_request",
