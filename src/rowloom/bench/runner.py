@@ -91,7 +91,7 @@ def run_scenario(scenario: Scenario, *, quick: bool, out_dir: Path, keep_output:
     for ep in scenario.endpoints:
         for alias in ep.aliases:
             mean = metrics["endpoints"][alias]["latency_mean_s"]
-            if ep.sim.mode == "hosted" and mean > observed[alias]:
+            if ep.sim.mode == "hosted" and observed[alias] > 0 and mean > observed[alias]:
                 observed[alias] = mean
     critical_observed = scenario.critical_path_calls * max(observed.values())
     ideal_observed = ideal_span_s(successes, observed, capacities, rpm=rpms, critical_path_s=critical_observed)
