@@ -72,3 +72,5 @@ class ProgressDisplay:
         if self._live is not None:
             self._live.update(render_line(self.progress, self.stats))
             self._live.__exit__(None, None, None)
+            if not self.console.is_terminal:  # a file or pipe gets the last line without its line break
+                self.console.print()
