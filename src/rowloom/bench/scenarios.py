@@ -172,35 +172,24 @@ def under_admitted(urls: dict[str, str]) -> dict[str, Any]:
     return config
 
 
-def pressure(row_group_size: int = 100, initial: int = 2):
+def two_endpoints(first: tuple[str, int], second: tuple[str, int], **run: Any):
+    """One LLM column on the first endpoint, a chain of two on the second (each endpoint its own provider)."""
+    (a, cap_a), (b, cap_b) = first, second
+
     def build(urls: dict[str, str]) -> dict[str, Any]:
         return {
             "providers": _providers(urls),
-            "models": [_model("tight", "tight", 4), _model("open", "open", 32)],
+            "models": [_model(a, a, cap_a), _model(b, b, cap_b)],
             "columns": [
                 *SAMPLERS,
-                {"name": "tight_q", "type": "llm_text", "model": "tight", "prompt": "Tight: {{ topic }}"},
-                {"name": "open_q", "type": "llm_text", "model": "open", "prompt": "Open: {{ topic }}"},
-                {"name": "open_a", "type": "llm_text", "model": "open", "prompt": "Answer: {{ open_q }}"},
+                {"name": f"{a}_q", "type": "llm_text", "model": a, "prompt": f"{a.title()}: {{{{ topic }}}}"},
+                {"name": f"{b}_q", "type": "llm_text", "model": b, "prompt": f"{b.title()}: {{{{ topic }}}}"},
+                {"name": f"{b}_a", "type": "llm_text", "model": b, "prompt": f"Answer: {{{{ {b}_q }}}}"},
             ],
-            "run": {"row_group_size": row_group_size, "seed": 1, "initial_row_groups_in_flight": initial},
+            "run": {"row_group_size": 100, "seed": 1, **run},
         }
 
     return build
-
-
-def latency_mix(urls: dict[str, str]) -> dict[str, Any]:
-    return {
-        "providers": _providers(urls),
-        "models": [_model("slow", "slow", 16), _model("quick", "quick", 16)],
-        "columns": [
-            *SAMPLERS,
-            {"name": "slow_q", "type": "llm_text", "model": "slow", "prompt": "Slow: {{ topic }}"},
-            {"name": "quick_q", "type": "llm_text", "model": "quick", "prompt": "Quick: {{ topic }}"},
-            {"name": "quick_a", "type": "llm_text", "model": "quick", "prompt": "Answer: {{ quick_q }}"},
-        ],
-        "run": {"row_group_size": 100, "seed": 1},
-    }
 
 
 def large(urls: dict[str, str]) -> dict[str, Any]:
@@ -303,7 +292,7 @@ SCENARIOS: dict[str, Scenario] = {
             "request_pressure",
             "a pressured endpoint (capacity 4) and an open one (32) in one run",
             (Endpoint("tight", sim(capacity=4), ("tight",)), Endpoint("open", sim(capacity=32), ("open",))),
-            pressure(),
+            two_endpoints(("tight", 4), ("open", 32)),
             300,
             200,
             critical_path_calls=2,
@@ -312,7 +301,7 @@ SCENARIOS: dict[str, Scenario] = {
             "frontier_and_pressure",
             "small row groups starting narrow, plus a pressured and an open endpoint",
             (Endpoint("tight", sim(capacity=4), ("tight",)), Endpoint("open", sim(capacity=32), ("open",))),
-            pressure(row_group_size=20, initial=1),
+            two_endpoints(("tight", 4), ("open", 32), row_group_size=20, initial_row_groups_in_flight=1),
             300,
             None,
             critical_path_calls=2,
@@ -324,7 +313,7 @@ SCENARIOS: dict[str, Scenario] = {
                 Endpoint("slow", sim(capacity=16, latency_s=1.0), ("slow",)),
                 Endpoint("quick", sim(capacity=16, latency_s=0.05), ("quick",)),
             ),
-            latency_mix,
+            two_endpoints(("slow", 16), ("quick", 16)),
             300,
             None,
             critical_path_calls=1,

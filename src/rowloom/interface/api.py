@@ -38,6 +38,15 @@ def _no_running_loop(name: str) -> None:
     )
 
 
+def _prepare(
+    config: ConfigLike, events: str | Path | EventSink | None, executor: str
+) -> tuple[DatasetConfig, EventSink | None]:
+    """The config and the event sink of a run, after checking the executor name."""
+    if executor not in ("local", "ray"):
+        raise RowloomError(f"executor must be 'local' or 'ray', not {executor!r}")
+    return load_config(config), JsonlSink(events) if isinstance(events, str | Path) else events
+
+
 async def agenerate(
     config: ConfigLike,
     num_records: int,
@@ -53,10 +62,7 @@ async def agenerate(
 
     `executor="ray"` spreads row groups over `workers` Ray actors (a local Ray instance unless `ray_address`).
     """
-    if executor not in ("local", "ray"):
-        raise RowloomError(f"executor must be 'local' or 'ray', not {executor!r}")
-    cfg = load_config(config)
-    sink = JsonlSink(events) if isinstance(events, str | Path) else events
+    cfg, sink = _prepare(config, events, executor)
     if executor == "ray":
         return await asyncio.to_thread(_run_on_ray, cfg, num_records, output, resume, sink, ray_address, workers)
     return await run_job(cfg, num_records, output=output, resume=resume, sink=sink)
@@ -84,12 +90,10 @@ def generate(
 ) -> JobResult:
     """Blocking form of `agenerate`; returns a result whose `to_pandas()` reads the rows back."""
     _no_running_loop("generate")
-    if executor not in ("local", "ray"):
-        raise RowloomError(f"executor must be 'local' or 'ray', not {executor!r}")
-    if executor == "ray":
-        sink = JsonlSink(events) if isinstance(events, str | Path) else events
-        return _run_on_ray(load_config(config), num_records, output, resume, sink, ray_address, workers)
-    return asyncio.run(agenerate(config, num_records, output, resume=resume, events=events))
+    if executor == "ray":  # Ray is driven from this thread, outside any event loop
+        cfg, sink = _prepare(config, events, executor)
+        return _run_on_ray(cfg, num_records, output, resume, sink, ray_address, workers)
+    return asyncio.run(agenerate(config, num_records, output, resume=resume, events=events, executor=executor))
 
 
 async def apreview(config: ConfigLike, num_records: int = 5) -> pd.DataFrame:
