@@ -95,17 +95,52 @@ def test_samples_from_every_worker_move_the_one_limit():
     assert authority.limit.limit < grown
 
 
-def test_repeated_overload_cools_the_endpoint_for_everyone():
+def _overloads(authority: CapacityAuthority, worker: str, count: int, *, rate_limited: bool) -> None:
+    for _ in range(count):
+        epoch = authority.limit.epoch
+        authority.renew(Report(worker, 8, 1, (Sample(0.01, 0.01, 1, True, epoch, 1, rate_limited),)))
+
+
+def test_repeated_429s_cool_the_endpoint_for_everyone():
     clock = ManualClock()
     authority = _authority(clock, cooldown=Cooldown(threshold=3, default_s=2.0, max_s=30.0))
     authority.renew(Report("a", 8, 0))
-    for _ in range(3):
-        epoch = authority.limit.epoch
-        authority.renew(Report("a", 8, 1, (Sample(0.01, 0.01, 1, True, epoch, 1),)))
+    _overloads(authority, "a", 3, rate_limited=True)
     grant = authority.renew(Report("b", 8, 0))
     assert grant.share == 0 and grant.cooling_s > 0
     clock.advance(2.5)
     assert authority.renew(Report("b", 8, 0)).share > 0
+
+
+def test_timeouts_cut_the_limit_but_pause_nobody():
+    clock = ManualClock()
+    authority = _authority(clock, cooldown=Cooldown(threshold=3, default_s=2.0, max_s=30.0))
+    authority.renew(Report("a", 8, 0))
+    before = authority.limit.limit
+    _overloads(authority, "a", 5, rate_limited=False)  # 503s or timeouts: a concurrency signal, not a budget
+    grant = authority.renew(Report("a", 8, 0))
+    assert authority.limit.limit < before and grant.cooling_s == 0 and grant.share > 0
+    assert authority.snapshot()["cooling"] is False
+
+
+def test_a_workers_provider_pause_holds_every_worker():
+    clock = ManualClock()
+    authority = _authority(clock, cooldown=Cooldown(threshold=3, default_s=2.0, max_s=30.0))
+    authority.renew(Report("a", 8, 0, cooling_s=5.0))  # its controller honours a Retry-After of 5 s
+    grant = authority.renew(Report("b", 8, 0))
+    assert grant.share == 0 and 4.9 < grant.cooling_s <= 5.0
+    clock.advance(5.1)
+    assert authority.renew(Report("b", 8, 0)).share > 0
+
+
+def test_grant_limit_tells_429s_from_other_overloads():
+    from rowloom.models.types import Outcome
+
+    clock = ManualClock()
+    limit = GrantLimit(ceiling=64, clock=clock)
+    limit.on_sample(0.0, 0.01, 1, True, epoch=0, cause=Outcome.RATE_LIMITED)
+    limit.on_sample(0.0, 0.01, 1, True, epoch=0, cause=Outcome.TIMEOUT)
+    assert [s.rate_limited for s in limit.take_samples()] == [True, False]
 
 
 def test_unrenewed_grant_falls_back_to_the_safe_share():

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rowloom.config import DatasetConfig
-from rowloom.engine import storage
+from rowloom.engine import output_location, storage
 from rowloom.engine.job import run_job
 from rowloom.errors import OutputError
 
@@ -66,7 +66,7 @@ class DiskFills:
     def __init__(self, monkeypatch, room: int, *, manifest: bool = False):
         self.room = room
         self.full = False
-        real_parquet, real_atomic = storage.pq.write_table, storage.atomic_write_bytes
+        real_parquet, real_atomic = storage.pq.write_table, output_location.atomic_write_bytes
 
         def write_table(*args, **kwargs):
             if self.room <= 0:
@@ -83,7 +83,7 @@ class DiskFills:
             return real_atomic(path, data)
 
         monkeypatch.setattr(storage.pq, "write_table", write_table)
-        monkeypatch.setattr(storage, "atomic_write_bytes", atomic_write_bytes)
+        monkeypatch.setattr(output_location, "atomic_write_bytes", atomic_write_bytes)
 
 
 @pytest.mark.parametrize("manifest_too", [False, True], ids=["parts-only", "manifest-too"])

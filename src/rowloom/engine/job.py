@@ -22,13 +22,14 @@ from rowloom.engine.completion import RowGroupState
 from rowloom.engine.generators import build_generators
 from rowloom.engine.generators.skip import SkipAware
 from rowloom.engine.generators.validation import ValidationGenerator
+from rowloom.engine.output_location import OutputLocation
 from rowloom.engine.plan import build_plan
 from rowloom.engine.progress import RunProgress
 from rowloom.engine.runtime import RequestRuntime
 from rowloom.engine.scheduler import Scheduler
 from rowloom.engine.seed_reader import SeedReader
 from rowloom.engine.storage import OutputStore, ResumeMode
-from rowloom.errors import RunAborted, RunInterrupted
+from rowloom.errors import ConfigError, ConfigProblem, RunAborted, RunInterrupted
 from rowloom.observe.clock import SYSTEM_CLOCK, Clock
 from rowloom.observe.context import correlate
 from rowloom.observe.events import scheduler as ev
@@ -68,10 +69,18 @@ class MemoryCheckpointer:
 class JobResult:
     """What a finished job produced: where, how much, and the summary written beside it."""
 
-    output: Path | None
+    output: Path | str | None  # the local folder, or the URI (without credentials); None for a preview
     summary: dict[str, Any]
-    files: list[Path] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # part files in row-group order
     tables: list[pa.Table] = field(default_factory=list)
+    filesystem: Any = None  # the `pyarrow.fs.FileSystem` holding `files` when the output is a URI
+
+    @classmethod
+    def written(cls, store: OutputStore, summary: dict[str, Any]) -> JobResult:
+        """The result of a run that wrote to `store`."""
+        where = store.location
+        output = where.local if where.filesystem is None else str(where)
+        return cls(output, summary, files=store.files(), filesystem=where.filesystem)
 
     def to_arrow(self) -> pa.Table:
         """Every row written (all row groups, in order) as one Arrow table."""
@@ -79,14 +88,17 @@ class JobResult:
             return pa.concat_tables(self.tables)
         import pyarrow.parquet as pq
 
-        return pa.concat_tables([pq.read_table(f) for f in self.files]) if self.files else pa.table({})
+        if not self.files:
+            return pa.table({})
+        return pa.concat_tables([pq.read_table(f, filesystem=self.filesystem) for f in self.files])
 
     def to_pandas(self):
         """Every row written as a pandas DataFrame."""
         return self.to_arrow().to_pandas()
 
 
-def _choose_seed(config: DatasetConfig, output: Path | None, resume: ResumeMode) -> int:
+def choose_seed(config: DatasetConfig, output: OutputLocation | None, resume: ResumeMode) -> int:
+    """The run's seed: the config's, else the one of the run being resumed, else a fresh random one."""
     if config.run.seed is not None:
         return config.run.seed
     if output is not None and resume != "never":
@@ -110,8 +122,9 @@ async def run_job(
     """Generate `num_records` rows; with `output=None` keep them in memory (preview) instead of writing."""
     started = time.monotonic()
     plan = build_plan(config, num_records)
-    out_path = Path(output) if output is not None else None
-    seed = _choose_seed(config, out_path, resume)
+    location = OutputLocation(output) if output is not None else None
+    check_export_target(config, location)
+    seed = choose_seed(config, location, resume)
     seed_reader = None
     if config.seed is not None:  # indexing a CSV/JSONL seed reads it once: off the event loop
         seed_reader = await asyncio.to_thread(SeedReader, config.seed, seed)
@@ -120,8 +133,8 @@ async def run_job(
         except BaseException:
             seed_reader.close()
             raise
-    store = OutputStore(out_path or Path("."), config, plan, num_records, seed)
-    if out_path is not None:
+    store = OutputStore(location or OutputLocation("."), config, plan, num_records, seed)
+    if location is not None:
         try:
             store.open(resume)
         except BaseException:
@@ -172,8 +185,8 @@ async def run_job(
                 events.emit(scheduler.health_snapshot())  # the starting frontier target, pools and capacities
                 events.emit(CapacitySnapshot.of(runtime.snapshot(), "job_started"))
                 await scheduler.run()
-                if config.export is not None and out_path is not None:
-                    features["export"] = await asyncio.to_thread(_export, config, out_path)
+                if config.export is not None and location is not None:
+                    features["export"] = await asyncio.to_thread(export_output, config, location)
         except (RunInterrupted, asyncio.CancelledError, KeyboardInterrupt):
             status, message = "interrupted", "interrupted by the user"
             raise
@@ -200,20 +213,33 @@ async def run_job(
                 )
             )
             events.close()
-            if out_path is not None:
+            if location is not None:
                 store.finish(summary, complete=status == "completed")
     if isinstance(checkpointer, MemoryCheckpointer):
         tables = [checkpointer.tables[i] for i in sorted(checkpointer.tables)]
         return JobResult(None, summary, tables=tables)
-    return JobResult(out_path, summary, files=store.files())
+    return JobResult.written(store, summary)
 
 
-def _export(config: DatasetConfig, out_path: Path) -> dict[str, Any]:
+def check_export_target(config: DatasetConfig, location: OutputLocation | None) -> None:
+    """`export:` writes beside the output: refuse a URI output before anything is generated."""
+    if config.export is not None and location is not None and location.local is None:
+        raise ConfigError(
+            ConfigProblem(
+                "export",
+                f"writes a file beside the output folder, which must then be local (got {location})",
+                "remove export: and run `rowloom export` on a local copy, or give a local --output",
+            )
+        )
+
+
+def export_output(config: DatasetConfig, location: OutputLocation) -> dict[str, Any]:
     """The `export:` of a completed run: the file written and its line count."""
     from rowloom.engine.export import export_jsonl
 
     export = config.export
-    assert export is not None
+    assert export is not None and location.local is not None
+    out_path = location.local
     target = out_path / export.path
     result = export_jsonl(out_path, target, format=export.format, messages_column=export.messages_column)
     return {

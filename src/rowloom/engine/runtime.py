@@ -10,7 +10,7 @@ from typing import Any
 
 from rowloom.config.dataset import DatasetConfig
 from rowloom.config.models import ModelConfig, ProviderConfig
-from rowloom.models.admission import RequestAdmissionController
+from rowloom.models.admission import LimitFactory, RequestAdmissionController
 from rowloom.models.clients.openai import OpenAIClient
 from rowloom.models.executor import ModelRequestExecutor
 from rowloom.models.local import LocalModelServer
@@ -19,7 +19,7 @@ from rowloom.observe.clock import Clock
 from rowloom.observe.sinks import EventSink
 
 
-def _with_provider_ceiling(model: ModelConfig, provider: ProviderConfig) -> ModelConfig:
+def effective_model(model: ModelConfig, provider: ProviderConfig) -> ModelConfig:
     """The model with its provider's default ceiling when it sets none (a local server's: from its slots)."""
     default = provider.default_max_parallel_requests()
     if model.max_parallel_requests is not None or default is None:
@@ -33,12 +33,15 @@ class RequestRuntime:
     `clients` and `executor` exist once the runtime is entered (`async with RequestRuntime(...) as runtime:`).
     """
 
-    def __init__(self, config: DatasetConfig, *, sink: EventSink, clock: Clock):
+    def __init__(
+        self, config: DatasetConfig, *, sink: EventSink, clock: Clock, limit_factory: LimitFactory | None = None
+    ):
+        """`limit_factory` replaces the configured adaptive limit of every key (a Ray worker's grants)."""
         self.config = config
         self.sink = sink
         self.clock = clock
         settings = config.run.request_admission
-        self.admission = RequestAdmissionController(settings, clock=clock, sink=sink)
+        self.admission = RequestAdmissionController(settings, clock=clock, sink=sink, limit_factory=limit_factory)
         used = {c.model_alias for c in config.columns if c.model_alias}
         self._models: dict[str, ModelConfig] = {}
         self._pool_sizes: dict[str, int] = {}
@@ -46,7 +49,7 @@ class RequestRuntime:
             if model.alias not in used:
                 continue
             provider = config.provider(model.provider)
-            effective = self._models[model.alias] = _with_provider_ceiling(model, provider)
+            effective = self._models[model.alias] = effective_model(model, provider)
             self.admission.register_model(model.alias, effective, provider)
             ceiling = effective.max_parallel_requests or settings.default_max_parallel_requests
             self._pool_sizes[model.provider] = self._pool_sizes.get(model.provider, 0) + ceiling

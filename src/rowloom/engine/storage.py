@@ -1,16 +1,14 @@
 """Row groups -> Parquet files + manifest, written atomically; resume from the manifest of an earlier run.
 
-A file is listed in the manifest only after it was fsynced and renamed into place, so a crash at any moment
-leaves a readable folder in which every listed file is complete.
+A file is listed in the manifest only after it is whole in place (fsynced and renamed locally, a completed
+upload on an object store), so a crash at any moment leaves a folder in which every listed file is complete.
+The folder is an `OutputLocation`: a local path or any `pyarrow.fs` URI.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +18,7 @@ import pyarrow.parquet as pq
 
 from rowloom.config.dataset import DatasetConfig
 from rowloom.engine.arrow_schema import output_types, to_arrow_value
+from rowloom.engine.output_location import OutputLocation
 from rowloom.engine.plan import Plan
 from rowloom.engine.processors import apply_processors, build_processors, processed_schema
 from rowloom.errors import OutputError
@@ -41,30 +40,6 @@ class WrittenRowGroup:
     dropped: int
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not every filesystem lets a directory be opened
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temp file, fsync and rename: readers see the old or the new file."""
-    tmp = path.with_name(f".tmp-{path.name}-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk must not also leave a half-written temp file behind
-        raise
-    _fsync_dir(path.parent)
-
-
 def _diff_fields(old: Any, new: Any, prefix: str = "") -> list[str]:
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
@@ -83,8 +58,10 @@ def _diff_fields(old: Any, new: Any, prefix: str = "") -> list[str]:
 class OutputStore:
     """The output folder of one run: `data/part-NNNNN.parquet` files, `manifest.json` and `summary.json`."""
 
-    def __init__(self, path: str | Path, config: DatasetConfig, plan: Plan, num_records: int, seed: int):
-        self.path = Path(path)
+    def __init__(
+        self, location: str | Path | OutputLocation, config: DatasetConfig, plan: Plan, num_records: int, seed: int
+    ):
+        self.location = location if isinstance(location, OutputLocation) else OutputLocation(location)
         self.config = config
         self.plan = plan
         self.num_records = num_records
@@ -100,58 +77,64 @@ class OutputStore:
 
     def open(self, resume: ResumeMode = "auto") -> None:
         """Create the folder, or resume the run it holds; clear leftovers of interrupted writes."""
+        where = self.location
         try:
-            (self.path / DATA_DIR).mkdir(parents=True, exist_ok=True)
+            where.make_dirs(DATA_DIR)
         except OSError as exc:
-            raise OutputError(f"cannot create output folder {self.path}: {exc.strerror}") from None
-        if not os.access(self.path, os.W_OK):
-            raise OutputError(f"output folder {self.path} is not writable; choose another --output")
-        manifest = self.read_manifest(self.path)
+            raise OutputError(f"cannot create output folder {where}: {exc.strerror or exc}") from None
+        if not where.writable():
+            raise OutputError(f"output folder {where} is not writable; choose another --output")
+        manifest = self.read_manifest(where)
         if manifest is None:
             if resume == "always":
-                raise OutputError(f"--resume always, but {self.path} holds no run to resume")
+                raise OutputError(f"--resume always, but {where} holds no run to resume")
         elif resume == "never":
             if manifest.get("row_groups"):
                 raise OutputError(
-                    f"{self.path} already holds a run ({len(manifest['row_groups'])} row groups); "
+                    f"{where} already holds a run ({len(manifest['row_groups'])} row groups); "
                     "use --resume auto to continue it or choose an empty --output"
                 )
         else:
             self._resume_from(manifest)
-        for leftover in [*self.path.glob(".tmp-*"), *(self.path / DATA_DIR).glob(".tmp-*")]:
-            leftover.unlink(missing_ok=True)
+        try:
+            where.remove_leftovers("", DATA_DIR)
+        except OSError as exc:
+            raise OutputError(f"cannot clear unfinished writes in {where}: {exc.strerror or exc}") from None
         self._write_manifest(complete=False)
 
     def _resume_from(self, manifest: dict[str, Any]) -> None:
+        where = self.location
         if manifest.get("config_fingerprint") != self.config.fingerprint():
             differing = _diff_fields(manifest.get("fingerprint_fields", {}), self.config.fingerprint_fields())
             raise OutputError(
-                f"{self.path} holds a run of a different config (fields that differ: "
+                f"{where} holds a run of a different config (fields that differ: "
                 f"{', '.join(differing[:8]) or 'unknown'}); use a new --output or restore the config"
             )
         if manifest.get("num_records") != self.num_records:
             raise OutputError(
-                f"{self.path} holds a run of {manifest.get('num_records')} records, not {self.num_records}; "
+                f"{where} holds a run of {manifest.get('num_records')} records, not {self.num_records}; "
                 "pass the same --num-records to resume, or use a new --output"
             )
         if manifest.get("row_group_size") != self.config.run.row_group_size:
-            raise OutputError(f"{self.path} was written with another row_group_size; use a new --output")
+            raise OutputError(f"{where} was written with another row_group_size; use a new --output")
+        present = where.names(DATA_DIR)  # one listing, not one lookup per part (a round trip each on S3)
         for entry in manifest.get("row_groups", []):
-            if (self.path / entry["file"]).is_file():
+            if entry["file"] in present:
                 self.written[entry["index"]] = WrittenRowGroup(
                     entry["index"], entry["file"], entry["rows"], entry["dropped"]
                 )
 
     @staticmethod
-    def read_manifest(path: str | Path) -> dict[str, Any] | None:
+    def read_manifest(location: str | Path | OutputLocation) -> dict[str, Any] | None:
         """The manifest of an output folder, or None when there is none."""
-        file = Path(path) / MANIFEST
-        if not file.is_file():
-            return None
+        where = location if isinstance(location, OutputLocation) else OutputLocation(location)
         try:
-            return json.loads(file.read_text(encoding="utf-8"))
+            data = where.read_bytes(MANIFEST)
+            return None if data is None else json.loads(data.decode("utf-8"))
         except (OSError, ValueError) as exc:
-            raise OutputError(f"{file} is unreadable ({exc}); move it away to start a new run") from None
+            raise OutputError(
+                f"{where.path(MANIFEST)} is unreadable ({exc}); move it away to start a new run"
+            ) from None
 
     # ------------------------------------------------------------ writing
 
@@ -167,19 +150,12 @@ class OutputStore:
     def write_row_group(self, index: int, table: pa.Table, dropped: int) -> WrittenRowGroup:
         """Write one row group's file atomically, then record it in the manifest."""
         name = f"{DATA_DIR}/part-{index:05d}.parquet"
-        final = self.path / name
-        tmp = final.with_name(f".tmp-{final.name}-{uuid.uuid4().hex[:8]}")
         try:
-            with open(tmp, "wb") as fh:
-                pq.write_table(table, fh, compression="zstd")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
-            _fsync_dir(final.parent)
+            self.location.write(name, lambda fh: pq.write_table(table, fh, compression="zstd"))
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise OutputError(
-                f"cannot write {final}: {exc.strerror or exc}; row groups already written stay in {self.path}"
+                f"cannot write {self.location.path(name)}: {exc.strerror or exc}; row groups already written "
+                f"stay in {self.location}"
             ) from None
         entry = WrittenRowGroup(index, name, table.num_rows, dropped)
         self.written[index] = entry
@@ -204,21 +180,21 @@ class OutputStore:
             "updated_at": time.time(),
         }
         try:
-            atomic_write_bytes(self.path / MANIFEST, json.dumps(data, indent=1).encode())
+            self.location.write_bytes(MANIFEST, json.dumps(data, indent=1).encode())
         except OSError as exc:
-            raise OutputError(f"cannot write the manifest in {self.path}: {exc.strerror or exc}") from None
+            raise OutputError(f"cannot write the manifest in {self.location}: {exc.strerror or exc}") from None
 
     def finish(self, summary: dict[str, Any], complete: bool) -> None:
         """Mark the manifest complete (or not) and write `summary.json`."""
         self._write_manifest(complete=complete)
         try:
-            atomic_write_bytes(self.path / SUMMARY, json.dumps(summary, indent=1, default=str).encode())
+            self.location.write_bytes(SUMMARY, json.dumps(summary, indent=1, default=str).encode())
         except OSError as exc:
             raise OutputError(
-                f"cannot write the summary in {self.path}: {exc.strerror or exc}; the manifest lists every "
+                f"cannot write the summary in {self.location}: {exc.strerror or exc}; the manifest lists every "
                 "row group written"
             ) from None
 
-    def files(self) -> list[Path]:
-        """The part files of this run in row-group order."""
-        return [self.path / w.file for w in sorted(self.written.values(), key=lambda w: w.index)]
+    def files(self) -> list[str]:
+        """The part files of this run in row-group order (paths within `location.filesystem` for a URI)."""
+        return [self.location.path(w.file) for w in sorted(self.written.values(), key=lambda w: w.index)]

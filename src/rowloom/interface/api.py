@@ -58,7 +58,8 @@ async def agenerate(
     ray_address: str | None = None,
     workers: int | None = None,
 ) -> JobResult:
-    """Generate `num_records` rows into the folder `output` (Parquet row groups + manifest + summary).
+    """Generate `num_records` rows into the folder `output` (Parquet row groups + manifest + summary): a local
+    path or any `pyarrow.fs` URI (`s3://bucket/prefix`, `gs://…`).
 
     `executor="ray"` spreads row groups over `workers` Ray actors (a local Ray instance unless `ray_address`).
     """

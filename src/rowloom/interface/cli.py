@@ -22,6 +22,7 @@ from rich.table import Table
 from rowloom.bench.sim_cli import sim
 from rowloom.config.dataset import DatasetConfig
 from rowloom.engine.job import run_job
+from rowloom.engine.output_location import redact
 from rowloom.engine.progress import RunProgress
 from rowloom.errors import ConfigError, RowloomError, RunAborted, RunInterrupted
 from rowloom.interface.bench_cli import bench_app
@@ -125,18 +126,21 @@ def _metrics_endpoint(port: int | None, host: str) -> Iterator[EventSink | None]
         server.stop()
 
 
+def _sink(events: Path | None, metrics: EventSink | None) -> EventSink | None:
+    sinks: list[EventSink] = [*([JsonlSink(events)] if events else []), *([metrics] if metrics else [])]
+    return FanoutSink(sinks) if sinks else None
+
+
 async def _run(
     config: DatasetConfig,
     num_records: int,
-    output: Path,
+    output: str,
     resume: str,
     events: Path | None,
-    quiet: bool,
+    display: ProgressDisplay | None,
     metrics: EventSink | None = None,
 ) -> dict:
-    progress = RunProgress()
     loop = asyncio.get_running_loop()
-    display = ProgressDisplay(console, progress) if not quiet else None
 
     def on_start(scheduler, stats) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -145,25 +149,37 @@ async def _run(
         if display is not None:
             display.stats = stats
 
-    sinks: list[EventSink] = [JsonlSink(events)] if events else []
-    if metrics is not None:
-        sinks.append(metrics)
-    sink = FanoutSink(sinks) if sinks else None
-    async with display if display is not None else contextlib.nullcontext():
-        result = await run_job(
-            config, num_records, output=output, resume=resume, sink=sink, progress=progress, on_start=on_start
-        )
+    progress = display.progress if display is not None else None
+    result = await run_job(
+        config,
+        num_records,
+        output=output,
+        resume=resume,
+        sink=_sink(events, metrics),
+        progress=progress,
+        on_start=on_start,
+    )
     return result.summary
 
 
-def _run_on_ray(config, num_records, output, resume, events, metrics, ray_address, workers) -> dict:
-    """A run on Ray workers (no live progress display: the driver only sees finished row groups)."""
+def _run_on_ray(config, num_records, output, resume, events, display, metrics, ray_address, workers) -> dict:
+    """A run on Ray workers; the display follows the parts and events the workers deliver."""
     from rowloom.engine.distributed.ray_executor import run_distributed
 
-    sinks: list[EventSink] = [*([JsonlSink(events)] if events else []), *([metrics] if metrics else [])]
-    sink = FanoutSink(sinks) if sinks else None
+    def on_start(stats) -> None:
+        if display is not None:
+            display.stats = stats
+
     result = run_distributed(
-        config, num_records, output=output, resume=resume, sink=sink, workers=workers, ray_address=ray_address
+        config,
+        num_records,
+        output=output,
+        resume=resume,
+        sink=_sink(events, metrics),
+        workers=workers,
+        ray_address=ray_address,
+        progress=display.progress if display is not None else None,
+        on_start=on_start,
     )
     return result.summary
 
@@ -172,7 +188,12 @@ def _run_on_ray(config, num_records, output, resume, events, metrics, ray_addres
 def run(
     config_path: ConfigArg,
     num_records: Annotated[int, typer.Option("--num-records", "-n", min=1, help="Records to generate.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (Parquet + manifest).")],
+    output: Annotated[
+        str,
+        typer.Option(
+            "--output", "-o", help="Output folder (Parquet + manifest): a local path or a pyarrow.fs URI (s3://…)."
+        ),
+    ],
     resume: Annotated[ResumeChoice, typer.Option(help="Continue a partial run in --output.")] = ResumeChoice.auto,
     events: Annotated[Path | None, typer.Option(help="Write every scheduling event to this JSONL file.")] = None,
     with_sim: Annotated[
@@ -202,12 +223,19 @@ def run(
 ) -> None:
     """Generate a dataset: one Parquet file per row group, plus manifest.json and summary.json."""
     config = _load(config_path)
+    display = ProgressDisplay(console, RunProgress()) if not quiet else None
     try:
-        with _simulators(config, with_sim), _metrics_endpoint(metrics_port, metrics_host) as metrics:
+        with (
+            _simulators(config, with_sim),
+            _metrics_endpoint(metrics_port, metrics_host) as metrics,
+            display if display is not None else contextlib.nullcontext(),
+        ):
             if executor is ExecutorChoice.ray:
-                summary = _run_on_ray(config, num_records, output, resume.value, events, metrics, ray_address, workers)
+                summary = _run_on_ray(
+                    config, num_records, output, resume.value, events, display, metrics, ray_address, workers
+                )
             else:
-                summary = asyncio.run(_run(config, num_records, output, resume.value, events, quiet, metrics))
+                summary = asyncio.run(_run(config, num_records, output, resume.value, events, display, metrics))
     except RunAborted as exc:
         console.print(f"[yellow]Stopped[/yellow]: {exc}", highlight=False)
         raise typer.Exit(EXIT_INTERRUPTED if isinstance(exc, RunInterrupted) else EXIT_ERROR) from None
@@ -220,7 +248,7 @@ def run(
     dropped = summary["rows_dropped"]
     requests = summary["requests"]
     out.print(
-        f"Wrote {summary['records_written']} records to {output} in {summary['wall_s']:.1f}s "
+        f"Wrote {summary['records_written']} records to {redact(output)} in {summary['wall_s']:.1f}s "
         f"({dropped} rows dropped, {requests.get('total', 0)} requests, "
         f"{requests.get('by_outcome', {}).get('rate_limited', 0)} rate-limited)",
         highlight=False,

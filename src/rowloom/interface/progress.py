@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 from rich.console import Console
 from rich.live import Live
 from rich.text import Text
@@ -42,35 +39,32 @@ def render_line(progress: RunProgress, stats: RequestStats | None) -> Text:
 
 
 class ProgressDisplay:
-    """Refreshes the status line a few times a second while a run is going (display only, not scheduling)."""
+    """Refreshes the status line a few times a second while a run is going (display only, not scheduling).
+
+    Rich's refresh thread redraws it, so it works around an event loop (`with`) and around a blocking driver
+    such as the Ray executor's alike; it only reads counters.
+    """
 
     def __init__(self, console: Console, progress: RunProgress, refresh_s: float = 0.25):
         self.console = console
         self.progress = progress
         self.stats: RequestStats | None = None
-        self.refresh_s = refresh_s
-        self._task: asyncio.Task[None] | None = None
-        self._live: Live | None = None
+        self._live = Live(
+            get_renderable=self._line,
+            console=console,
+            refresh_per_second=1 / refresh_s,
+            transient=False,
+        )
 
-    async def __aenter__(self) -> ProgressDisplay:
-        self._live = Live(render_line(self.progress, None), console=self.console, transient=False)
+    def _line(self) -> Text:
+        return render_line(self.progress, self.stats)
+
+    def __enter__(self) -> ProgressDisplay:
         self._live.__enter__()
-        self._task = asyncio.get_running_loop().create_task(self._refresh())
         return self
 
-    async def _refresh(self) -> None:
-        while True:
-            await asyncio.sleep(self.refresh_s)
-            if self._live is not None:
-                self._live.update(render_line(self.progress, self.stats))
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._live is not None:
-            self._live.update(render_line(self.progress, self.stats))
-            self._live.__exit__(None, None, None)
-            if not self.console.is_terminal:  # a file or pipe gets the last line without its line break
-                self.console.print()
+    def __exit__(self, *exc: object) -> None:
+        self._live.update(self._line(), refresh=True)
+        self._live.__exit__(None, None, None)
+        if not self.console.is_terminal:  # a file or pipe gets the last line without its line break
+            self.console.print()

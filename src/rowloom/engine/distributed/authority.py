@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rowloom.engine.distributed.grants import Grant, Report
+from rowloom.engine.distributed.grants import Grant, Report, Sample
 from rowloom.models.admission.cooldown import Cooldown
 from rowloom.models.admission.limits import Limit
-from rowloom.models.types import RateLimitInfo
+from rowloom.models.types import Outcome, RateLimitInfo
 from rowloom.observe.clock import SYSTEM_CLOCK, Clock
 
 _NO_HEADERS = RateLimitInfo()
@@ -84,8 +84,10 @@ class CapacityAuthority:
         now = self._clock.now()
         self._reclaim(now)
         others_in_flight = sum(h.in_flight for w, h in self._holders.items() if w != report.worker)
-        for s in report.samples:
-            self._learn(now, s.age_s, s.rtt_s, s.in_flight, s.dropped, s.epoch, s.in_flight_at_start, others_in_flight)
+        for sample in report.samples:
+            self._learn(now, sample, others_in_flight)
+        if report.cooling_s > 0 and self.cooldown is not None:
+            self.cooldown.hold(now + report.cooling_s, f"{report.worker}'s provider asked for a pause")
         holder = self._holders.get(report.worker)
         if holder is None:
             holder = self._holders[report.worker] = _Holder(0, 0, 0, now)
@@ -105,38 +107,30 @@ class CapacityAuthority:
         self.peak_granted = max(self.peak_granted, self.granted)
         return Grant(share, self.lease_ttl_s, self.limit.epoch, self.limit.limit, cooling_s)
 
-    def _learn(
-        self,
-        now: float,
-        age_s: float,
-        rtt_s: float,
-        in_flight: int,
-        dropped: bool,
-        epoch: int | None,
-        in_flight_at_start: int | None,
-        others_in_flight: int,
-    ) -> None:
+    def _learn(self, now: float, sample: Sample, others_in_flight: int) -> None:
         # The worker saw only its own requests; the limit needs the endpoint's, so add what the others last
         # reported using (an estimate: their counts are as fresh as their last renewal).
-        start = now - age_s
+        start = now - sample.age_s
+        epoch, at_start = sample.epoch, sample.in_flight_at_start
         answered = epoch is not None and epoch < self.limit.epoch  # judged before this sample can cut
         self.samples += 1
+        self.dropped += sample.dropped
         self.limit.on_sample(
             start,
-            rtt_s,
-            in_flight + others_in_flight,
-            dropped,
+            sample.rtt_s,
+            sample.in_flight + others_in_flight,
+            sample.dropped,
             epoch=epoch,
-            in_flight_at_start=None if in_flight_at_start is None else in_flight_at_start + others_in_flight,
+            in_flight_at_start=None if at_start is None else at_start + others_in_flight,
+            cause=Outcome.RATE_LIMITED if sample.rate_limited else None,
         )
         if self.cooldown is None:
             return
-        if dropped:
-            self.dropped += 1
-            finish = start + rtt_s
+        finish = start + sample.rtt_s
+        if sample.rate_limited:  # only a 429 is evidence of a spent budget; a 503 or a timeout only cuts the limit
             self.cooldown.on_rate_limited(finish, retry_after_s=None, rate_limit=_NO_HEADERS, counts=not answered)
-        else:
-            self.cooldown.on_success(start + rtt_s, _NO_HEADERS)
+        elif not sample.dropped:
+            self.cooldown.on_success(finish, _NO_HEADERS)
 
     def _reclaim(self, now: float) -> None:
         for worker in [w for w, h in self._holders.items() if h.expires_at < now]:

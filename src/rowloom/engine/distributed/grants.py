@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from rowloom.models.types import Outcome
 from rowloom.observe.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger(__name__)
@@ -31,16 +32,22 @@ class Sample:
     dropped: bool
     epoch: int | None
     in_flight_at_start: int | None
+    rate_limited: bool = False  # a 429, as opposed to a 503/529 or a timeout: only 429s are pause evidence
 
 
 @dataclass(frozen=True, slots=True)
 class Report:
-    """A worker's renewal for one endpoint: what it wants, what it uses, what it learned since the last one."""
+    """A worker's renewal for one endpoint: what it wants, what it uses, what it learned since the last one.
+
+    `cooling_s` is how long the worker's own controller still pauses the key (a provider's Retry-After or
+    spent-budget headers): the provider's budget is the whole cluster's, so the authority pauses everyone.
+    """
 
     worker: str
     demand: int
     in_flight: int
     samples: tuple[Sample, ...] = ()
+    cooling_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +78,7 @@ class GrantLimit:
         self._share = 0  # nothing until the first grant: an unrenewed worker must not add load
         self._expires_at = float("inf")  # an initial zero share needs no expiry
         self._epoch = 0
-        self._samples: list[tuple[float, float, int, bool, int | None, int | None]] = []
+        self._samples: list[tuple[float, float, int, bool, int | None, int | None, bool]] = []
         self._cut_at = float("-inf")  # when an overload last shrank the share locally
         self._reason = "waiting for a grant"
 
@@ -111,8 +118,10 @@ class GrantLimit:
         *,
         epoch: int | None = None,
         in_flight_at_start: int | None = None,
+        cause: Outcome | None = None,
     ) -> None:
-        self._samples.append((start, rtt, in_flight, dropped, epoch, in_flight_at_start))
+        rate_limited = cause is Outcome.RATE_LIMITED
+        self._samples.append((start, rtt, in_flight, dropped, epoch, in_flight_at_start, rate_limited))
         if dropped and start >= self._cut_at and self._share > 0:
             self._share = max(0, min(in_flight - 1, (self._share * 3) // 4))
             self._cut_at = self._clock.now()
@@ -122,7 +131,7 @@ class GrantLimit:
         """The samples since the last call, dated relative to now (clocks differ between processes)."""
         now = self._clock.now()
         samples, self._samples = self._samples, []
-        return tuple(Sample(now - s, rtt, n, d, e, n0) for s, rtt, n, d, e, n0 in samples)
+        return tuple(Sample(now - s, rtt, n, d, e, n0, r) for s, rtt, n, d, e, n0, r in samples)
 
     def apply(self, grant: Grant) -> bool:
         """Adopt a renewed grant; True when the usable share grew (waiters should be woken)."""
@@ -142,9 +151,9 @@ Renew = Callable[[str, Report], Awaitable[Grant]]
 class GrantRenewer:
     """Per worker: every `interval_s`, report each endpoint's samples and demand and adopt the new grant.
 
-    `demand(label)` and `in_flight(label)` read the local request admission; `woken(label)` is called when a
-    grant grew so queued requests are admitted at once. A failed or slow renewal keeps the old grant until its
-    lease runs out, after which `GrantLimit` falls back to the safe share by itself.
+    `demand(label)`, `in_flight(label)` and `cooling_s(label)` read the local request admission; `woken(label)`
+    is called when a grant grew so queued requests are admitted at once. A failed or slow renewal keeps the old
+    grant until its lease runs out, after which `GrantLimit` falls back to the safe share by itself.
     """
 
     worker: str
@@ -153,6 +162,7 @@ class GrantRenewer:
     demand: Callable[[str], int]
     in_flight: Callable[[str], int]
     woken: Callable[[str], None]
+    cooling_s: Callable[[str], float] = lambda label: 0.0
     interval_s: float = 0.1
     timeout_s: float = 1.0
     clock: Clock = SYSTEM_CLOCK
@@ -166,7 +176,7 @@ class GrantRenewer:
     async def _renew(self, label: str) -> None:
         limit = self.limits[label]
         samples = limit.take_samples()
-        report = Report(self.worker, self.demand(label), self.in_flight(label), samples)
+        report = Report(self.worker, self.demand(label), self.in_flight(label), samples, self.cooling_s(label))
         try:
             grant = await asyncio.wait_for(self.renew(label, report), self.timeout_s)
         except Exception as exc:  # an unreachable authority: keep the grant until its lease ends, then fall back

@@ -10,7 +10,6 @@ import asyncio
 import logging
 import math
 import os
-import queue as stdlib_queue
 import time
 import uuid
 from collections import deque
@@ -23,8 +22,9 @@ from rowloom.config.dataset import DatasetConfig
 from rowloom.engine.distributed import import_ray
 from rowloom.engine.distributed.authority import CapacityAuthority
 from rowloom.engine.distributed.grants import Grant, Report
-from rowloom.engine.distributed.worker import WorkerEngine, endpoints_of
-from rowloom.engine.job import JobResult, _choose_seed, build_summary
+from rowloom.engine.distributed.worker import Delivery, WorkerEngine, endpoints_of
+from rowloom.engine.job import JobResult, build_summary, check_export_target, choose_seed, export_output
+from rowloom.engine.output_location import OutputLocation
 from rowloom.engine.plan import build_plan
 from rowloom.engine.progress import RunProgress
 from rowloom.engine.storage import OutputStore, ResumeMode, WrittenRowGroup
@@ -55,8 +55,41 @@ class DriverStore(OutputStore):
         return True
 
 
-def _actor_classes(ray: Any) -> tuple[Any, Any]:
+_END = "end of the ledger"
+
+
+class LedgerBuffer:
+    """What workers deliver, in arrival order, until the driver takes it (the body of the ledger actor)."""
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._arrived = asyncio.Event()
+
+    def put(self, item: Any) -> None:
+        self._items.append(item)
+        self._arrived.set()
+
+    async def take(self) -> list[Any]:
+        """Everything delivered since the last take; waits for at least one item."""
+        await self._arrived.wait()
+        items, self._items = self._items, []
+        self._arrived.clear()
+        return items
+
+
+def _actor_classes(ray: Any) -> tuple[Any, Any, Any]:
     """The Ray actor classes, defined on first use so importing rowloom never imports Ray."""
+
+    @ray.remote
+    class LedgerActor:
+        def __init__(self) -> None:
+            self.buffer = LedgerBuffer()
+
+        async def put(self, item: Any) -> None:
+            self.buffer.put(item)
+
+        async def take(self) -> list[Any]:
+            return await self.buffer.take()
 
     @ray.remote
     class AuthorityActor:
@@ -84,8 +117,8 @@ def _actor_classes(ray: Any) -> tuple[Any, Any]:
             async def renew(label: str, report: Report) -> Grant:
                 return await authorities[label].renew.remote(report)
 
-            def deliver(entry: WrittenRowGroup | None, events: list) -> None:
-                ledger.put((worker, entry, events))
+            def deliver(delivery: Delivery) -> None:  # blocks until the ledger holds it: a chunk ends after
+                ray.get(ledger.put.remote(delivery))  # its parts are delivered, so the driver sees them first
 
             self.engine = WorkerEngine(worker, job, config, num_records, output, seed, renew, deliver)
             self.starting: asyncio.Future[None] | None = None
@@ -99,7 +132,7 @@ def _actor_classes(ray: Any) -> tuple[Any, Any]:
         async def close(self) -> None:
             await self.engine.close()
 
-    return AuthorityActor, WorkerActor
+    return AuthorityActor, WorkerActor, LedgerActor
 
 
 def _system_clock():
@@ -139,34 +172,44 @@ def run_distributed(
     sink: EventSink | None = None,
     workers: int | None = None,
     ray_address: str | None = None,
+    progress: RunProgress | None = None,
+    on_start: Callable[[RequestStats], None] | None = None,
     on_row_group: Callable[[WrittenRowGroup, DistributedRun], None] | None = None,
 ) -> JobResult:
-    """Generate `num_records` rows into `output` with worker actors on Ray (blocking; the driver is this thread)."""
+    """Generate `num_records` rows into `output` with worker actors on Ray (blocking; the driver is this thread).
+
+    `output` is a local folder or any `pyarrow.fs` URI every worker can reach. `progress` is kept current as
+    parts arrive and `on_start(stats)` hands over the merged request stats (both for a live display).
+    """
     ray = import_ray()
-    from ray.util.queue import Queue
 
     started = time.monotonic()
-    out_path = Path(output)
+    location = OutputLocation(output)
+    check_export_target(config, location)
     plan = build_plan(config, num_records)
-    seed = _choose_seed(config, out_path, resume)
-    store = DriverStore(out_path, config, plan, num_records, seed)
+    seed = choose_seed(config, location, resume)
+    store = DriverStore(location, config, plan, num_records, seed)
     store.open(resume)
     stats = RequestStats()
     events = FanoutSink([stats, *([sink] if sink is not None else [])])
-    progress = RunProgress(records_total=num_records, row_groups_total=len(plan.row_groups))
+    progress = progress or RunProgress()
+    progress.records_total, progress.row_groups_total = num_records, len(plan.row_groups)
     progress.records_resumed = sum(w.rows for w in store.written.values())
+    if on_start is not None:
+        on_start(stats)
     run = DistributedRun(job=uuid.uuid4().hex[:12])
     status, message = "completed", ""
     owns_ray = _init_ray(ray, ray_address)
     authorities: dict[str, Any] = {}
     ledger = None
+    features: dict[str, Any] = {}
     try:
         cpus = float(ray.cluster_resources().get("CPU", 1))
         count = workers or max(1, int(cpus))
-        AuthorityActor, WorkerActor = _actor_classes(ray)
+        AuthorityActor, WorkerActor, LedgerActor = _actor_classes(ray)
         for label, endpoint in endpoints_of(config).items():
             authorities[label] = AuthorityActor.options(num_cpus=0).remote(label, config, endpoint.ceiling, LEASE_TTL_S)
-        ledger = Queue(actor_options={"num_cpus": 0})
+        ledger = LedgerActor.options(num_cpus=0).remote()
         todo = [g.index for g in plan.row_groups if g.index not in store.written]
         size = max(1, math.ceil(len(todo) / (count * CHUNKS_PER_WORKER)))
         chunks: deque[list[int]] = deque(todo[i : i + size] for i in range(0, len(todo), size))
@@ -177,21 +220,19 @@ def run_distributed(
             worker = f"w{serial}"
             serial += 1
             run.workers[worker] = WorkerActor.options(num_cpus=min(1.0, cpus / count), max_restarts=0).remote(
-                worker, run.job, config, num_records, str(out_path), seed, authorities, ledger
+                worker, run.job, config, num_records, location.target, seed, authorities, ledger
             )
             return worker
 
-        def drain() -> None:
-            while True:
-                try:
-                    _, entry, batch = ledger.get_nowait()
-                except stdlib_queue.Empty:
-                    return
-                for event in batch:
+        def take(deliveries: list[Delivery]) -> None:
+            for delivery in deliveries:
+                for event in delivery.events:
                     events.emit(event)
+                entry = delivery.entry
                 if entry is not None and store.record(entry):
                     progress.records_written += entry.rows
                     progress.rows_dropped += entry.dropped
+                    progress.dropped_by_reason.update(delivery.dropped_by_reason)
                     progress.row_groups_written += 1
                     if on_row_group is not None:
                         on_row_group(entry, run)
@@ -217,35 +258,41 @@ def run_distributed(
                 )
             )
             assign()
+            # Wake on whatever comes first: a delivery on the ledger or the end of a chunk. A chunk ends only
+            # after its deliveries reached the ledger, so the pending take is settled before a chunk is judged.
+            pending = ledger.take.remote()
             while run.outstanding:
-                # Bounded wait: parts and events arrive on the ledger while chunks run. Waiting on a pending
-                # ledger get instead would race with the end of the run (a cancelled get can swallow an item).
-                done, _ = ray.wait(list(run.outstanding), num_returns=1, timeout=0.2)
-                drain()
-                for ref in done:
-                    worker, chunk = run.outstanding.pop(ref)
-                    try:
-                        ray.get(ref)
-                    except ray.exceptions.RayActorError:
-                        drain()  # parts it delivered before dying count; only the rest goes out again
-                        rest = [i for i in chunk if i not in store.written]
-                        for other_ref, (w, other) in list(run.outstanding.items()):
-                            if w == worker:  # its other chunk died with it
-                                run.outstanding.pop(other_ref)
-                                rest += [i for i in other if i not in store.written]
-                        run.workers.pop(worker, None)
-                        run.workers_lost += 1
-                        run.reassigned += len(rest)
-                        if rest:
-                            chunks.appendleft(sorted(rest))
-                        spawn()
-                    except ray.exceptions.RayTaskError as exc:
-                        raise exc.as_instanceof_cause() from None
+                ready, _ = ray.wait([pending, *run.outstanding], num_returns=1)
+                if ready[0] == pending:
+                    take(ray.get(pending))
+                    pending = ledger.take.remote()
+                    continue
+                ref = ready[0]
+                worker, chunk = run.outstanding.pop(ref)
+                try:
+                    ray.get(ref)
+                except ray.exceptions.RayActorError:
+                    pending = _settle(ray, ledger, pending, take)  # parts it delivered count; the rest goes out again
+                    rest = [i for i in chunk if i not in store.written]
+                    for other_ref, (w, other) in list(run.outstanding.items()):
+                        if w == worker:  # its other chunk died with it
+                            run.outstanding.pop(other_ref)
+                            rest += [i for i in other if i not in store.written]
+                    run.workers.pop(worker, None)
+                    run.workers_lost += 1
+                    run.reassigned += len(rest)
+                    if rest:
+                        chunks.appendleft(sorted(rest))
+                    spawn()
+                except ray.exceptions.RayTaskError as exc:
+                    raise exc.as_instanceof_cause() from None
                 assign()
-            drain()
+            _settle(ray, ledger, pending, take)
             missing = [g.index for g in plan.row_groups if g.index not in store.written]
             if missing:
                 raise RowloomError(f"row groups {missing[:10]} were never written; re-run to resume them")
+            if config.export is not None:
+                features["export"] = export_output(config, location)
     except KeyboardInterrupt:
         status, message = "interrupted", "interrupted by the user"
         raise
@@ -256,6 +303,7 @@ def run_distributed(
         snapshots = _close_actors(ray, run, authorities, ledger)
         wall = time.monotonic() - started
         summary = build_summary(config, num_records, store, progress, stats, wall, status, message, seed)
+        summary.update(features)
         summary["executor"] = {
             "kind": "ray",
             "workers": len(run.workers) + run.workers_lost,
@@ -277,7 +325,19 @@ def run_distributed(
         store.finish(summary, complete=status == "completed")
         if owns_ray:
             ray.shutdown()
-    return JobResult(out_path, summary, files=store.files())
+    return JobResult.written(store, summary)
+
+
+def _settle(ray: Any, ledger: Any, pending: Any, take: Callable[[list[Delivery]], None]) -> Any:
+    """Take everything delivered so far: mark the ledger's end, read up to the mark; returns a new pending take."""
+    ledger.put.remote(_END)
+    done = False
+    while not done:
+        items = ray.get(pending)
+        done = _END in items
+        take([item for item in items if item != _END])
+        pending = ledger.take.remote()
+    return pending
 
 
 def _close_actors(ray: Any, run: DistributedRun, authorities: dict[str, Any], ledger: Any) -> dict[str, Any]:
@@ -296,5 +356,5 @@ def _close_actors(ray: Any, run: DistributedRun, authorities: dict[str, Any], le
     for handle in [*run.workers.values(), *authorities.values()]:
         ray.kill(handle)
     if ledger is not None:
-        ledger.shutdown()
+        ray.kill(ledger)
     return snapshots

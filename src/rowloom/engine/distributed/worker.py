@@ -8,23 +8,22 @@ the manifest (the driver alone does) nor decide which row groups it runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 from rowloom.config.dataset import DatasetConfig
-from rowloom.config.models import ModelConfig, ProviderConfig
 from rowloom.engine.completion import RowGroupState
 from rowloom.engine.distributed.grants import GrantLimit, GrantRenewer, Renew
 from rowloom.engine.generators import build_generators
 from rowloom.engine.plan import build_plan
-from rowloom.engine.runtime import RequestRuntime, _with_provider_ceiling
+from rowloom.engine.runtime import RequestRuntime, effective_model
 from rowloom.engine.scheduler import Scheduler
 from rowloom.engine.seed_reader import SeedReader
 from rowloom.engine.storage import OutputStore, WrittenRowGroup
-from rowloom.models.admission import RequestAdmissionController
 from rowloom.models.admission.keys import ResourceKey
 from rowloom.observe.clock import SYSTEM_CLOCK, Clock
 from rowloom.observe.context import correlate
@@ -47,7 +46,7 @@ def endpoints_of(config: DatasetConfig) -> dict[str, Endpoint]:
     for model in config.models:
         if model.alias not in used:
             continue
-        effective = _with_provider_ceiling(model, config.provider(model.provider))
+        effective = effective_model(model, config.provider(model.provider))
         label = ResourceKey(model.provider, model.model, "chat").label
         ceiling = effective.max_parallel_requests or settings.default_max_parallel_requests
         known = out.get(label)
@@ -66,7 +65,6 @@ class GrantedRuntime(RequestRuntime):
     """A `RequestRuntime` whose per-key limits are capacity grants (one `GrantLimit` per endpoint label)."""
 
     def __init__(self, config: DatasetConfig, *, sink: Any, clock: Clock):
-        super().__init__(config, sink=sink, clock=clock)
         self.grants: dict[str, GrantLimit] = {}
         self.keys: dict[str, ResourceKey] = {}
 
@@ -75,14 +73,7 @@ class GrantedRuntime(RequestRuntime):
             self.keys[key.label] = key
             return limit
 
-        # Rebuild admission with grant limits, registering the same models the base class registered.
-        self.admission = RequestAdmissionController(
-            config.run.request_admission, clock=clock, sink=sink, limit_factory=grant_limit
-        )
-        models: dict[str, ModelConfig] = self._models
-        for alias, model in models.items():
-            provider: ProviderConfig = config.provider(model.provider)
-            self.admission.register_model(alias, model, provider)
+        super().__init__(config, sink=sink, clock=clock, limit_factory=grant_limit)
 
     def demand(self, label: str) -> int:
         """Requests of this worker that want the endpoint now: in flight plus queued (none queued while the
@@ -94,11 +85,13 @@ class GrantedRuntime(RequestRuntime):
     def in_flight(self, label: str) -> int:
         return self.admission.in_flight(self.keys[label])
 
+    def cooling_s(self, label: str) -> float:
+        """How long this worker's controller still pauses the key (a Retry-After or spent-budget pause)."""
+        return self.admission.cooling_for(self.keys[label])
+
     def wake(self, label: str) -> None:
         """A grant grew: hand the new room to queued requests now rather than at the next release."""
-        # The controller has no public "limit changed" hook; its dispatch is what a release would run.
-        controller = self.admission
-        controller._dispatch(controller._registry.state(self.keys[label]))
+        self.admission.refresh(self.keys[label])
 
 
 class ForwardingSink:
@@ -121,8 +114,20 @@ class ForwardingSink:
         return None
 
 
-Deliver = Callable[[WrittenRowGroup | None, list[Event]], None]
-"""`deliver(entry, events)`: hand a written part (or only events) to the driver; called from a thread."""
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What a worker hands the driver: a written part (or None for events alone) and the events so far."""
+
+    worker: str
+    entry: WrittenRowGroup | None
+    events: list[Event] = field(default_factory=list)
+    dropped_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+Deliver = Callable[[Delivery], None]
+"""`deliver(delivery)`: hand it to the driver, blocking until it is accepted; called from a thread."""
+
+EVENTS_EVERY_S = 0.5  # between parts, events still reach the driver this often (its live view and log)
 
 
 class WorkerEngine:
@@ -145,7 +150,7 @@ class WorkerEngine:
         self.worker, self.job = worker, job
         self.config, self.seed, self.clock = config, seed, clock
         self.plan = build_plan(config, num_records)
-        self.store = PartWriter(Path(output), config, self.plan, num_records, seed)
+        self.store = PartWriter(output, config, self.plan, num_records, seed)
         self.sink = ForwardingSink()
         self.deliver = deliver
         self.runtime = GrantedRuntime(config, sink=self.sink, clock=clock)
@@ -156,12 +161,14 @@ class WorkerEngine:
             self.runtime.demand,
             self.runtime.in_flight,
             self.runtime.wake,
+            cooling_s=self.runtime.cooling_s,
             interval_s=renew_interval_s,
             clock=clock,
         )
         self.seed_reader: SeedReader | None = None
         self.generators: dict[str, Any] = {}
         self._entered = False
+        self._forwarding: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Open clients, build the generators, take the first grants and start renewing them."""
@@ -171,6 +178,14 @@ class WorkerEngine:
         self._entered = True
         self.generators = build_generators(self.config, self.plan, self.runtime.executor, self.seed_reader)
         self.renewer.start()
+        self._forwarding = asyncio.get_running_loop().create_task(self._forward_events())
+
+    async def _forward_events(self) -> None:
+        while True:
+            await self.clock.sleep(EVENTS_EVERY_S)
+            events = self.sink.take()
+            if events:
+                await asyncio.to_thread(self.deliver, Delivery(self.worker, None, events))
 
     async def run(self, indices: list[int]) -> list[int]:
         """Generate and write the given row groups; returns their indices once all are delivered."""
@@ -181,7 +196,7 @@ class WorkerEngine:
                 config=self.config,
                 plan=self.plan,
                 generators=self.generators,
-                checkpointer=_Delivering(self.store, self.sink, self.deliver),
+                checkpointer=_Delivering(self.worker, self.store, self.sink, self.deliver),
                 endpoints=self.runtime,
                 seed=self.seed,
                 skip_row_groups=skip,
@@ -189,11 +204,16 @@ class WorkerEngine:
                 clock=self.clock,
             )
             await scheduler.run()
-        await asyncio.to_thread(self.deliver, None, self.sink.take())  # a blocking hand-over: off the loop
+        # a blocking hand-over: off the loop
+        await asyncio.to_thread(self.deliver, Delivery(self.worker, None, self.sink.take()))
         return sorted(wanted)
 
     async def close(self) -> None:
         """Give every grant back and close the clients."""
+        if self._forwarding is not None:
+            self._forwarding.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._forwarding
         try:
             await self.renewer.stop()
         finally:
@@ -206,11 +226,12 @@ class WorkerEngine:
 class _Delivering:
     """Checkpointer: write the part atomically, then deliver its entry (and the events so far) to the driver."""
 
-    def __init__(self, store: PartWriter, sink: ForwardingSink, deliver: Deliver):
-        self.store, self.sink, self.deliver = store, sink, deliver
+    def __init__(self, worker: str, store: PartWriter, sink: ForwardingSink, deliver: Deliver):
+        self.worker, self.store, self.sink, self.deliver = worker, store, sink, deliver
 
     def write(self, state: RowGroupState) -> str:
         table = self.store.table(state.values, state.live_rows)
         entry = self.store.write_row_group(state.index, table, len(state.dropped))
-        self.deliver(entry, self.sink.take())
+        reasons = dict(Counter(state.dropped.values()))
+        self.deliver(Delivery(self.worker, entry, self.sink.take(), reasons))
         return entry.file

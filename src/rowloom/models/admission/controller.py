@@ -261,6 +261,11 @@ class RequestAdmissionController:
             state.peers.append(state.peers.pop(0))  # rotate, so a shared cap's freed slot is shared too
         return status
 
+    def refresh(self, alias_or_key: str | ResourceKey, *, domain: str = "chat") -> None:
+        """The key's limit grew by itself (a capacity grant was renewed): admit the waiters that now fit, rather
+        than at the next release."""
+        self._dispatch(self._registry.resolve(alias_or_key, domain)[0])
+
     # ------------------------------------------------------------ views for the engine and observability
 
     def capacity(self, alias: str, *, domain: str = "chat") -> int:
@@ -278,6 +283,11 @@ class RequestAdmissionController:
         """Whether the alias's endpoint is paused by a cooldown (its rate budget is evidently spent)."""
         state, _ = self._registry.resolve(alias, domain)
         return state.cooldown.active(self._clock.now())
+
+    def cooling_for(self, alias_or_key: str | ResourceKey, *, domain: str = "chat") -> float:
+        """Seconds the key behind `alias_or_key` stays paused (0 when it is not)."""
+        until = self._registry.resolve(alias_or_key, domain)[0].cooldown.until
+        return 0.0 if until is None else max(0.0, until - self._clock.now())
 
     def in_flight(self, alias_or_key: str | ResourceKey, *, domain: str = "chat") -> int:
         """Live leases on the key behind `alias_or_key` (all its aliases together)."""

@@ -68,6 +68,10 @@ class Cooldown:
         seconds = retry_after_s if retry_after_s is not None and retry_after_s > 0 else self.default_s
         return self._extend(now + min(seconds, self.max_s), f"{self.consecutive_429} consecutive 429s")
 
+    def hold(self, until: float, reason: str) -> Pause | None:
+        """Pause until `until` on evidence gathered elsewhere (another process saw the provider ask for it)."""
+        return self._extend(until, reason)
+
     def _from_headers(self, now: float, rate_limit: RateLimitInfo) -> Pause | None:
         wait = rate_limit.exhausted_until_s
         if wait is None:

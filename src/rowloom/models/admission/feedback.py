@@ -61,9 +61,9 @@ def learn(
             consecutive=state.cooldown.consecutive_429,
         )
         if not budget_spent:  # a spent budget says nothing about concurrency
-            _sample(state, lease, rtt_s, in_flight, dropped=True, emit=emit)
+            _sample(state, lease, rtt_s, in_flight, dropped=True, emit=emit, cause=outcome)
     elif outcome.is_overload:
-        _sample(state, lease, rtt_s, in_flight, dropped=True, emit=emit)
+        _sample(state, lease, rtt_s, in_flight, dropped=True, emit=emit, cause=outcome)
     # server and client errors, cancellations and bugs carry no capacity signal
     if pause is not None and pause.started:
         emit(CooldownStarted, key=state.label, until=pause.until, duration_s=pause.until - now, reason=pause.reason)
@@ -90,11 +90,24 @@ def _pace_from_headers(state: EndpointState, info: RateLimitInfo, now: float, bu
 
 
 def _sample(
-    state: EndpointState, lease: RequestLease, rtt_s: float, in_flight: int, *, dropped: bool, emit: Emit
+    state: EndpointState,
+    lease: RequestLease,
+    rtt_s: float,
+    in_flight: int,
+    *,
+    dropped: bool,
+    emit: Emit,
+    cause: Outcome | None = None,
 ) -> None:
     before = state.limit.limit
     state.limit.on_sample(
-        lease.acquired_at, rtt_s, in_flight, dropped, epoch=lease.epoch, in_flight_at_start=lease.in_flight_at_start
+        lease.acquired_at,
+        rtt_s,
+        in_flight,
+        dropped,
+        epoch=lease.epoch,
+        in_flight_at_start=lease.in_flight_at_start,
+        cause=cause,
     )
     after = state.limit.limit
     if after != before:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import deque
 
 from rowloom.models.admission.limits.base import clamp, next_epoch
+from rowloom.models.types import Outcome
 
 
 class AIMDLimit:
@@ -103,6 +104,7 @@ class AIMDLimit:
         *,
         epoch: int | None = None,
         in_flight_at_start: int | None = None,
+        cause: Outcome | None = None,
     ) -> None:
         current_epoch = epoch is None or epoch >= self._epoch
         if dropped:

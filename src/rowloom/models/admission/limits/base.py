@@ -8,6 +8,8 @@ from __future__ import annotations
 import itertools
 from typing import Protocol, runtime_checkable
 
+from rowloom.models.types import Outcome
+
 _EPOCHS = itertools.count(1)
 
 
@@ -57,8 +59,9 @@ class Limit(Protocol):
         *,
         epoch: int | None = None,
         in_flight_at_start: int | None = None,
+        cause: Outcome | None = None,
     ) -> None:
-        """Learn from one finished request."""
+        """Learn from one finished request; `cause` says what made a dropped one (429, 503/529 or timeout)."""
         ...
 
 

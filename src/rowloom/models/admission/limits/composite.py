@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rowloom.models.admission.limits.base import Limit
+from rowloom.models.types import Outcome
 
 
 class CompositeLimit:
@@ -55,6 +56,9 @@ class CompositeLimit:
         *,
         epoch: int | None = None,
         in_flight_at_start: int | None = None,
+        cause: Outcome | None = None,
     ) -> None:
         for part in self.parts:
-            part.on_sample(start, rtt, in_flight, dropped, epoch=epoch, in_flight_at_start=in_flight_at_start)
+            part.on_sample(
+                start, rtt, in_flight, dropped, epoch=epoch, in_flight_at_start=in_flight_at_start, cause=cause
+            )

@@ -5,6 +5,8 @@ Owns one number; must not adapt.
 
 from __future__ import annotations
 
+from rowloom.models.types import Outcome
+
 
 class FixedLimit:
     """Always `limit`; samples are ignored."""
@@ -43,5 +45,6 @@ class FixedLimit:
         *,
         epoch: int | None = None,
         in_flight_at_start: int | None = None,
+        cause: Outcome | None = None,
     ) -> None:
         return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import statistics
 
 from rowloom.models.admission.limits.base import clamp, next_epoch
+from rowloom.models.types import Outcome
 from rowloom.observe.clock import Clock
 
 
@@ -96,6 +97,7 @@ class GradientLimit:
         *,
         epoch: int | None = None,
         in_flight_at_start: int | None = None,
+        cause: Outcome | None = None,
     ) -> None:
         if dropped or rtt <= 0 or (epoch is not None and epoch < self._epoch):
             return
