@@ -132,6 +132,57 @@ def test_generate_with_executor_ray_writes_the_same_rows(ray_instance, sim, sing
     _assert_same_rows(tmp_path, single_process)
 
 
+def test_workers_write_to_an_object_store_and_the_driver_owns_its_manifest(
+    ray_instance, sim, single_process, object_store
+):
+    from pyarrow import fs
+
+    uri = object_store.uri("ray-run")
+    result = run_distributed(_config(sim), RECORDS, output=uri, workers=2)
+    assert result.summary["executor"]["workers"] == 2
+    assert result.to_pandas().astype(str).equals(single_process.astype(str))
+    store = object_store.filesystem()
+    with store.open_input_stream("rowloom/ray-run/manifest.json") as fh:
+        manifest = json.loads(fh.read())
+    assert manifest["complete"] and sorted(g["index"] for g in manifest["row_groups"]) == list(range(RECORDS // 10))
+    parts = store.get_file_info(fs.FileSelector("rowloom/ray-run/data"))
+    assert len(parts) == RECORDS // 10
+
+
+def test_drop_reasons_and_progress_reach_the_driver(ray_instance, sim, tmp_path):
+    from rowloom.engine.progress import RunProgress
+
+    data = _config(sim).to_dict()
+    data["run"]["max_error_rate"] = 1.0
+    data["columns"] += [  # rows of difficulty 3 hold no JSON, and the validator drops them
+        {"name": "doc", "type": "expression", "expr": "'not json' if difficulty == 3 else '{}'"},
+        {"name": "doc_ok", "type": "validation", "language": "json", "target": "doc", "drop_invalid": True},
+    ]
+    progress = RunProgress()
+    result = run_distributed(DatasetConfig.from_dict(data), 100, output=tmp_path, workers=2, progress=progress)
+    written = pq.read_table(tmp_path / "data").to_pandas()
+    dropped = 100 - len(written)
+    assert dropped > 0 and (written["difficulty"] != 3).all()
+    assert result.summary["rows_dropped_by_reason"] == {"doc_ok:invalid": dropped} == dict(progress.dropped_by_reason)
+    assert progress.records_written == result.summary["records_written"] == len(written)
+
+
+def test_cli_runs_on_ray_with_a_progress_line(ray_instance, sim, tmp_path):
+    import subprocess
+    import sys
+
+    config = tmp_path / "chain.yaml"
+    config.write_text(yaml.safe_dump(_config(sim).to_dict()))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "rowloom.interface", "run", str(config), "-n", "40", "-o", str(out)]
+    result = subprocess.run(
+        [*command, "--executor", "ray", "--workers", "2"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "40/40 records" in result.stderr  # the last progress line, fed by the parts workers delivered
+    assert f"Wrote 40 records to {out}" in " ".join(result.stdout.split())
+
+
 def test_unknown_executor_is_refused(tmp_path):
     import rowloom
     from rowloom.errors import RowloomError

@@ -112,7 +112,7 @@ async def run_job(
     config: DatasetConfig,
     num_records: int,
     *,
-    output: str | Path | None,
+    output: str | Path | OutputLocation | None,
     resume: ResumeMode = "auto",
     sink: EventSink | None = None,
     progress: RunProgress | None = None,
@@ -122,7 +122,7 @@ async def run_job(
     """Generate `num_records` rows; with `output=None` keep them in memory (preview) instead of writing."""
     started = time.monotonic()
     plan = build_plan(config, num_records)
-    location = OutputLocation(output) if output is not None else None
+    location = OutputLocation.of(output) if output is not None else None
     check_export_target(config, location)
     seed = choose_seed(config, location, resume)
     seed_reader = None

@@ -94,11 +94,26 @@ class OutputLocation:
         else:
             self.local = Path(self.target)
 
+    @classmethod
+    def of(cls, target: str | Path | OutputLocation) -> OutputLocation:
+        """`target` as a location (a location is returned as it is)."""
+        return target if isinstance(target, OutputLocation) else cls(target)
+
+    @classmethod
+    def on(cls, filesystem: Any, root: str) -> OutputLocation:
+        """A folder on a `pyarrow.fs.FileSystem` object (for callers that built one themselves)."""
+        location = cls.__new__(cls)
+        location.target = f"{filesystem.type_name}:{root}"
+        location.local, location.fs, location.root = None, filesystem, root.rstrip("/")
+        return location
+
     def __str__(self) -> str:
         return str(self.local) if self.local is not None and not is_uri(self.target) else redact(self.target)
 
     def __reduce__(self) -> tuple[Any, ...]:  # travels to Ray workers as its target, rebuilt there
-        return (OutputLocation, (self.target,))
+        if is_uri(self.target) or self.fs is None:
+            return (OutputLocation, (self.target,))
+        return (OutputLocation.on, (self.fs, self.root))
 
     def path(self, name: str = "") -> str:
         """The path of a name inside the folder: a local path, or a path within `fs` (for pyarrow readers)."""

@@ -61,7 +61,7 @@ class OutputStore:
     def __init__(
         self, location: str | Path | OutputLocation, config: DatasetConfig, plan: Plan, num_records: int, seed: int
     ):
-        self.location = location if isinstance(location, OutputLocation) else OutputLocation(location)
+        self.location = OutputLocation.of(location)
         self.config = config
         self.plan = plan
         self.num_records = num_records
@@ -127,7 +127,7 @@ class OutputStore:
     @staticmethod
     def read_manifest(location: str | Path | OutputLocation) -> dict[str, Any] | None:
         """The manifest of an output folder, or None when there is none."""
-        where = location if isinstance(location, OutputLocation) else OutputLocation(location)
+        where = OutputLocation.of(location)
         try:
             data = where.read_bytes(MANIFEST)
             return None if data is None else json.loads(data.decode("utf-8"))

@@ -167,7 +167,7 @@ def run_distributed(
     config: DatasetConfig,
     num_records: int,
     *,
-    output: str | Path,
+    output: str | Path | OutputLocation,
     resume: ResumeMode = "auto",
     sink: EventSink | None = None,
     workers: int | None = None,
@@ -184,7 +184,7 @@ def run_distributed(
     ray = import_ray()
 
     started = time.monotonic()
-    location = OutputLocation(output)
+    location = OutputLocation.of(output)
     check_export_target(config, location)
     plan = build_plan(config, num_records)
     seed = choose_seed(config, location, resume)
@@ -220,7 +220,7 @@ def run_distributed(
             worker = f"w{serial}"
             serial += 1
             run.workers[worker] = WorkerActor.options(num_cpus=min(1.0, cpus / count), max_restarts=0).remote(
-                worker, run.job, config, num_records, location.target, seed, authorities, ledger
+                worker, run.job, config, num_records, location, seed, authorities, ledger
             )
             return worker
 

@@ -19,6 +19,7 @@ from rowloom.config.dataset import DatasetConfig
 from rowloom.engine.completion import RowGroupState
 from rowloom.engine.distributed.grants import GrantLimit, GrantRenewer, Renew
 from rowloom.engine.generators import build_generators
+from rowloom.engine.output_location import OutputLocation
 from rowloom.engine.plan import build_plan
 from rowloom.engine.runtime import RequestRuntime, effective_model
 from rowloom.engine.scheduler import Scheduler
@@ -139,7 +140,7 @@ class WorkerEngine:
         job: str,
         config: DatasetConfig,
         num_records: int,
-        output: str,
+        output: OutputLocation,
         seed: int,
         renew: Renew,
         deliver: Deliver,

@@ -1,0 +1,48 @@
+"""Fixtures shared across test folders: an S3-compatible object store on 127.0.0.1 (moto's server)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+
+@dataclass(frozen=True)
+class ObjectStore:
+    """An S3 endpoint on loopback with one bucket; `uri(prefix)` is a pyarrow.fs URI that reaches it."""
+
+    port: int
+    bucket: str = "rowloom"
+
+    def uri(self, prefix: str, *, bucket: str | None = None) -> str:
+        query = f"endpoint_override=127.0.0.1:{self.port}&scheme=http&region=us-east-1"
+        return f"s3://test-key:test-secret@{bucket or self.bucket}/{prefix}?{query}"
+
+    def filesystem(self):
+        """The store as a pyarrow filesystem (paths in it are `bucket/prefix/...`)."""
+        from pyarrow import fs
+
+        return fs.FileSystem.from_uri(self.uri(""))[0]
+
+
+@pytest.fixture(scope="session")
+def object_store() -> Iterator[ObjectStore]:
+    moto_server = pytest.importorskip(
+        "moto.server", reason="the object-store tests need moto's S3 server: pip install -e '.[dev]'"
+    )
+    with socket.socket() as probe:  # a free loopback port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    store = ObjectStore(port)
+    try:
+        from pyarrow import fs
+
+        creating, _ = fs.FileSystem.from_uri(store.uri("") + "&allow_bucket_creation=true")
+        creating.create_dir(store.bucket)
+        yield store
+    finally:
+        server.stop()
