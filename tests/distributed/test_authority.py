@@ -92,7 +92,40 @@ def test_samples_from_every_worker_move_the_one_limit():
     grown = authority.limit.limit
     grant = authority.renew(Report("a", 64, 2))
     authority.renew(Report("a", 64, 2, (Sample(0.05, 0.05, grant.share, True, grant.epoch, grant.share),)))
+    assert authority.limit.limit == grown  # held until b has reported past it (b may have seen successes)
+    authority.renew(Report("b", 64, 2))
     assert authority.limit.limit < grown
+
+
+def test_an_overload_is_judged_against_every_workers_successes():
+    clock = ManualClock()
+    authority = _authority(clock, initial=16)
+    for worker in ("a", "b"):
+        authority.renew(Report(worker, 8, 0))
+    clock.advance(0.2)
+    epoch = authority.limit.epoch
+    successes = tuple(Sample(0.08, 0.05, 8, False, epoch, 8) for _ in range(8))  # finished 30 ms ago
+    overload = Sample(0.02, 0.01, 8, True, epoch, 8)  # answered 10 ms ago
+    authority.renew(Report("a", 8, 8, (*successes, overload)))
+    assert authority.pending_samples == 9 and authority.limit.limit == 16  # b's view of that moment is missing
+    authority.renew(Report("b", 8, 8, successes))
+    # 16 requests were succeeding when the overload came: back to just below that, not a blind cut to 12 that
+    # counting only a's successes would give.
+    assert authority.pending_samples == 0 and authority.limit.limit == 15
+
+
+def test_lent_room_excludes_requests_still_running_past_a_cut():
+    clock = ManualClock()
+    authority = _authority(clock, initial=16)
+    authority.renew(Report("a", 16, 0))
+    authority.renew(Report("a", 16, 16))  # a holds 16 and uses them all
+    authority.limit.on_sample(clock.now(), 0.05, 16, True, epoch=authority.limit.epoch)  # a cut below 16
+    assert authority.limit.limit < 16
+    assert authority.renew(Report("b", 8, 0)).share == 0
+    assert authority.renew(Report("a", 16, 16)).share < 16  # a's fair share shrank, its requests still run
+    assert authority.renew(Report("b", 8, 0)).share == 0  # so b is lent nothing they occupy
+    assert authority.renew(Report("a", 16, 3)).share < 16
+    assert authority.renew(Report("b", 8, 0)).share > 0  # once they finished, b gets its part
 
 
 def _overloads(authority: CapacityAuthority, worker: str, count: int, *, rate_limited: bool) -> None:

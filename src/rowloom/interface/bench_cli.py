@@ -68,6 +68,39 @@ def _write_report(document: dict, out: Path) -> None:
     (out / "report.html").write_text(render_bench_report(document), encoding="utf-8")
 
 
+@bench_app.command("distributed")
+def distributed(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for distributed.json and distributed.md.")] = Path(
+        "bench-results"
+    ),
+    records: Annotated[int, typer.Option(min=10, help="Records of the shared-endpoint run.")] = 200,
+    records_cpu: Annotated[int, typer.Option(min=10, help="Records of the CPU-heavy run.")] = 1500,
+    workers: Annotated[int, typer.Option(min=1, help="Ray worker actors.")] = 2,
+    repeats: Annotated[int, typer.Option(min=1, help="Runs of each measurement (medians are reported).")] = 3,
+) -> None:
+    """The Ray executor against one process: a shared capacity-16 endpoint and a CPU-heavy column (needs 'ray')."""
+    from rowloom.bench import distributed as bench_distributed
+    from rowloom.engine.distributed import RayUnavailable
+
+    try:
+        document = bench_distributed.run(
+            records=records,
+            records_cpu=records_cpu,
+            workers=workers,
+            repeats=repeats,
+            log=lambda m: console.print(m, highlight=False),
+        )
+    except RayUnavailable as exc:
+        console.print(f"[red]Error[/red]: {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "distributed.json").write_text(json.dumps(document, indent=1))
+    summary = bench_distributed.markdown(document)
+    (out / "distributed.md").write_text(summary)
+    console.print(summary, highlight=False)
+    console.print(f"wrote {out / 'distributed.json'}, {out / 'distributed.md'}")
+
+
 @bench_app.command("compare")
 def compare(a: Path, b: Path) -> None:
     """Compare two bench.json files metric by metric."""

@@ -7,6 +7,8 @@ know about row groups, leases or HTTP.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from dataclasses import dataclass
 
 from rowloom.engine.distributed.grants import Grant, Report, Sample
@@ -24,6 +26,12 @@ class _Holder:
     demand: int
     in_flight: int
     expires_at: float
+    reported_at: float = float("-inf")
+
+    @property
+    def using(self) -> int:
+        """Capacity this holder occupies: its share, or more while requests admitted before a cut still run."""
+        return max(self.share, self.in_flight)
 
 
 def fair_shares(limit: int, demands: dict[str, int]) -> dict[str, int]:
@@ -54,10 +62,16 @@ def fair_shares(limit: int, demands: dict[str, int]) -> dict[str, int]:
 class CapacityAuthority:
     """Lends an endpoint's current limit to workers as grants; every worker's samples feed the one limit.
 
-    Invariant: a grant is only issued when the grants of every live holder, this one included, sum to at most
-    the current limit. A cut cannot revoke what was lent, so right after one the sum may exceed the new limit
-    until each holder renews (one renewal interval); every renewal then shrinks to the new fair share. A holder
-    that stops renewing is dropped when its lease ends and its share becomes free.
+    Invariant: a grant is only issued when what every live holder occupies (its grant, or its requests in
+    flight when a cut left it above its grant), this one included, sums to at most the current limit. A cut
+    cannot revoke what was lent, so right after one the sum may exceed the new limit until each holder renews
+    (one renewal interval); every renewal then shrinks to the new fair share, and nobody is lent room that
+    another holder's requests still fill. A holder that stops renewing is dropped when its lease ends.
+
+    Samples reach the limit in the order they finished, across workers: each report carries what its worker
+    saw since its last one, so a sample is held until every live holder has reported past its finish (at most
+    one renewal interval). The one limit then judges an overload against the successes of *all* workers in the
+    round trip before it, as a single process would — not just those of the worker that happened to report.
     """
 
     def __init__(
@@ -75,6 +89,8 @@ class CapacityAuthority:
         self.lease_ttl_s = lease_ttl_s
         self._clock = clock
         self._holders: dict[str, _Holder] = {}
+        self._pending: list[tuple[float, int, str, float, Sample]] = []  # (finish, seq, worker, start, sample)
+        self._arrivals = itertools.count()
         self.samples = 0
         self.dropped = 0
         self.peak_granted = 0
@@ -83,34 +99,45 @@ class CapacityAuthority:
         """Learn from a worker's samples, then lend it its fair share of what the others do not hold."""
         now = self._clock.now()
         self._reclaim(now)
-        others_in_flight = sum(h.in_flight for w, h in self._holders.items() if w != report.worker)
         for sample in report.samples:
-            self._learn(now, sample, others_in_flight)
-        if report.cooling_s > 0 and self.cooldown is not None:
-            self.cooldown.hold(now + report.cooling_s, f"{report.worker}'s provider asked for a pause")
+            start = now - sample.age_s
+            finish = min(start + sample.rtt_s, now)  # it finished before its report was sent
+            entry = (finish, next(self._arrivals), report.worker, start, sample)
+            heapq.heappush(self._pending, entry)
         holder = self._holders.get(report.worker)
         if holder is None:
             holder = self._holders[report.worker] = _Holder(0, 0, 0, now)
-        holder.demand, holder.in_flight = report.demand, report.in_flight
+        holder.demand, holder.in_flight, holder.reported_at = report.demand, report.in_flight, now
+        self._learn_known(now)
+        if report.cooling_s > 0 and self.cooldown is not None:
+            self.cooldown.hold(now + report.cooling_s, f"{report.worker}'s provider asked for a pause")
         cooling_s = 0.0
         if self.cooldown is not None and self.cooldown.active(now):
             cooling_s = (self.cooldown.until or now) - now
             share = 0
         else:
             fair = fair_shares(self.limit.limit, {w: h.demand for w, h in self._holders.items()})[report.worker]
-            lent = sum(h.share for w, h in self._holders.items() if w != report.worker)
+            lent = sum(h.using for w, h in self._holders.items() if w != report.worker)
             share = max(0, min(fair, self.limit.limit - lent))
         holder.share = share
         holder.expires_at = now + self.lease_ttl_s
         if report.demand == 0 and report.in_flight == 0:
             del self._holders[report.worker]  # an idle worker gives its grant back
+            self._learn_known(now)  # and no longer holds back the samples of the others
         self.peak_granted = max(self.peak_granted, self.granted)
         return Grant(share, self.lease_ttl_s, self.limit.epoch, self.limit.limit, cooling_s)
 
-    def _learn(self, now: float, sample: Sample, others_in_flight: int) -> None:
+    def _learn_known(self, now: float) -> None:
+        """Feed the limit every pending sample that finished before each live holder's last report."""
+        known = min((h.reported_at for h in self._holders.values()), default=now)
+        while self._pending and self._pending[0][0] <= known:
+            _, _, worker, start, sample = heapq.heappop(self._pending)
+            others_in_flight = sum(h.in_flight for w, h in self._holders.items() if w != worker)
+            self._learn(start, sample, others_in_flight)
+
+    def _learn(self, start: float, sample: Sample, others_in_flight: int) -> None:
         # The worker saw only its own requests; the limit needs the endpoint's, so add what the others last
         # reported using (an estimate: their counts are as fresh as their last renewal).
-        start = now - sample.age_s
         epoch, at_start = sample.epoch, sample.in_flight_at_start
         answered = epoch is not None and epoch < self.limit.epoch  # judged before this sample can cut
         self.samples += 1
@@ -134,9 +161,14 @@ class CapacityAuthority:
 
     def _reclaim(self, now: float) -> None:
         for worker in [w for w, h in self._holders.items() if h.expires_at < now]:
-            del self._holders[worker]
+            del self._holders[worker]  # a silent holder: its samples so far are learned, it holds none back
         if self.cooldown is not None:
             self.cooldown.expire(now)
+
+    @property
+    def pending_samples(self) -> int:
+        """Samples received but not yet fed to the limit (waiting for the other holders' reports)."""
+        return len(self._pending)
 
     @property
     def granted(self) -> int:

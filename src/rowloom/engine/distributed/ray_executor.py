@@ -38,7 +38,7 @@ from rowloom.observe.stats import RequestStats
 
 log = logging.getLogger(__name__)
 
-CHUNKS_PER_WORKER = 4  # row groups go out in chunks: small enough to rebalance, large enough to pipeline
+CHUNKS_PER_WORKER = 4  # a chunk is 1/(4 x workers) of what is left: large early, single row groups at the end
 IN_FLIGHT_CHUNKS = 2  # per worker, so one chunk's tail overlaps the next one's start
 LEASE_TTL_S = 2.0
 
@@ -210,9 +210,7 @@ def run_distributed(
         for label, endpoint in endpoints_of(config).items():
             authorities[label] = AuthorityActor.options(num_cpus=0).remote(label, config, endpoint.ceiling, LEASE_TTL_S)
         ledger = LedgerActor.options(num_cpus=0).remote()
-        todo = [g.index for g in plan.row_groups if g.index not in store.written]
-        size = max(1, math.ceil(len(todo) / (count * CHUNKS_PER_WORKER)))
-        chunks: deque[list[int]] = deque(todo[i : i + size] for i in range(0, len(todo), size))
+        todo: deque[int] = deque(g.index for g in plan.row_groups if g.index not in store.written)
         serial = 0
 
         def spawn() -> str:
@@ -240,8 +238,10 @@ def run_distributed(
         def assign() -> None:
             for worker, handle in list(run.workers.items()):
                 busy = sum(1 for w, _ in run.outstanding.values() if w == worker)
-                while busy < IN_FLIGHT_CHUNKS and chunks:
-                    chunk = chunks.popleft()
+                while busy < IN_FLIGHT_CHUNKS and todo:
+                    # Guided self-scheduling: chunks shrink with the work left, so the workers finish together.
+                    size = max(1, math.ceil(len(todo) / (len(run.workers) * CHUNKS_PER_WORKER)))
+                    chunk = [todo.popleft() for _ in range(min(size, len(todo)))]
                     run.outstanding[handle.run.remote(chunk)] = (worker, chunk)
                     busy += 1
 
@@ -282,7 +282,7 @@ def run_distributed(
                     run.workers_lost += 1
                     run.reassigned += len(rest)
                     if rest:
-                        chunks.appendleft(sorted(rest))
+                        todo.extendleft(sorted(rest, reverse=True))  # first out again, in order
                     spawn()
                 except ray.exceptions.RayTaskError as exc:
                     raise exc.as_instanceof_cause() from None
