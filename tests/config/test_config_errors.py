@@ -160,6 +160,20 @@ def test_fingerprint_ignores_endpoints_but_not_prompts():
     assert a.fingerprint() != changed.fingerprint()
 
 
+def test_fingerprint_keeps_the_order_of_a_reply_schema_but_not_of_settings():
+    def structured(properties: dict, inference: dict):
+        models = [{**MODELS[0], "inference": inference}]
+        column = {"name": "r", "type": "llm_structured", "model": "m", "prompt": "grade"}
+        column["schema"] = {"type": "object", "properties": properties, "required": list(properties)}
+        return DatasetConfig.from_dict({"providers": PROVIDERS, "models": models, "columns": [column]})
+
+    score, reason = {"score": {"type": "integer"}}, {"reason": {"type": "string"}}
+    base = structured({**score, **reason}, {"temperature": 0.5, "max_tokens": 9})
+    # The struct's field order (and what the model is asked for) follows the properties: a different dataset.
+    assert structured({**reason, **score}, {"temperature": 0.5, "max_tokens": 9}).fingerprint() != base.fingerprint()
+    assert structured({**score, **reason}, {"max_tokens": 9, "temperature": 0.5}).fingerprint() == base.fingerprint()
+
+
 def test_legacy_throttle_section_gets_one_line_pointing_to_request_admission():
     with pytest.raises(ConfigError) as info:
         load([{"name": "a", "type": "uuid"}], run={"throttle": {"max": 3}})

@@ -124,6 +124,43 @@ def test_resume_after_a_partial_run_writes_only_the_rest(ray_instance, sim, sing
     _assert_same_rows(tmp_path, single_process)
 
 
+def test_a_killed_driver_leaves_a_run_that_resumes_on_ray(ray_instance, sim, single_process, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config = tmp_path / "chain.yaml"
+    config.write_text(yaml.safe_dump(_config(sim).to_dict(), sort_keys=False))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "rowloom.interface", "run", str(config), "-n", str(RECORDS), "-o", str(out)]
+    driver = subprocess.Popen(
+        [*command, "--executor", "ray", "--workers", "2", "-q"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own Ray instance goes down with it, as with a crashed driver machine
+    )
+    manifest = out / "manifest.json"
+    deadline = time.monotonic() + 90
+    listed = 0
+    while time.monotonic() < deadline and driver.poll() is None and listed < 4:
+        time.sleep(0.02)
+        if manifest.is_file():
+            listed = len(json.loads(manifest.read_text())["row_groups"])
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait(timeout=30)
+    listed = len(json.loads(manifest.read_text())["row_groups"])
+    assert 4 <= listed < RECORDS // 10, "the driver must die mid-run"
+
+    result = run_distributed(_config(sim), RECORDS, output=out, workers=2)
+    assert result.summary["records_resumed"] == listed * 10
+    final = json.loads(manifest.read_text())
+    assert sorted(g["index"] for g in final["row_groups"]) == list(range(RECORDS // 10)) and final["complete"]
+    assert not list(out.rglob(".tmp-*"))  # a part cut off mid-write was cleared on resume
+    _assert_same_rows(out, single_process)
+
+
 def test_generate_with_executor_ray_writes_the_same_rows(ray_instance, sim, single_process, tmp_path):
     import rowloom
 
@@ -172,7 +209,7 @@ def test_cli_runs_on_ray_with_a_progress_line(ray_instance, sim, tmp_path):
     import sys
 
     config = tmp_path / "chain.yaml"
-    config.write_text(yaml.safe_dump(_config(sim).to_dict()))
+    config.write_text(yaml.safe_dump(_config(sim).to_dict(), sort_keys=False))
     out = tmp_path / "out"
     command = [sys.executable, "-m", "rowloom.interface", "run", str(config), "-n", "40", "-o", str(out)]
     result = subprocess.run(

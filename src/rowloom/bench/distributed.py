@@ -1,9 +1,10 @@
 """`rowloom bench distributed`: the Ray executor against one process, over real sockets to the simulator.
 
-Three measurements: (1) the issue's shared endpoint — capacity 16, `max_parallel_requests: 64`, 2 workers — for
+Four measurements: (1) the issue's shared endpoint — capacity 16, `max_parallel_requests: 64`, 2 workers — for
 span ÷ ideal, 429 share and the simulator's peak concurrency; (2) a CPU-heavy workload (a custom column that
-burns 20 ms of CPU per row) for the throughput of N workers against one process; (3) the CPU cost of one
-authority renewal at cluster scale (pure Python, no Ray). Needs the `ray` extra; talks to 127.0.0.1 only.
+burns 20 ms of CPU per row) for the throughput of N workers against one process; (3) the round trip of one grant
+renewal to a live authority actor; (4) the CPU cost of one authority renewal at cluster scale (pure Python).
+Needs the `ray` extra; talks to 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -166,6 +167,26 @@ def authority_cost(renewals: int = 20000) -> dict[str, Any]:
     return {"us_per_renewal": out}
 
 
+def renewal_round_trip(ray: Any, calls: int = 300) -> dict[str, float]:
+    """Milliseconds of one grant renewal from a worker-like caller to a live authority actor (median, p95)."""
+    from rowloom.engine.distributed.grants import Report
+    from rowloom.engine.distributed.ray_executor import _actor_classes
+
+    config = DatasetConfig.from_dict(_chain("http://127.0.0.1:9/v1"))
+    authority_actor = _actor_classes(ray)[0].options(num_cpus=0).remote("k", config, 64, 2.0)
+    try:
+        ray.get(authority_actor.renew.remote(Report("w", 8, 0)))  # started and warm
+        times = []
+        for i in range(calls):
+            started = time.perf_counter()
+            ray.get(authority_actor.renew.remote(Report("w", 8, i % 8)))
+            times.append((time.perf_counter() - started) * 1000)
+    finally:
+        ray.kill(authority_actor)
+    times.sort()
+    return {"median_ms": round(statistics.median(times), 3), "p95_ms": round(times[int(0.95 * len(times))], 3)}
+
+
 def run(*, records: int, records_cpu: int, workers: int, repeats: int, log: Callable[[str], None]) -> dict[str, Any]:
     """All three measurements on a local Ray instance sized to the machine."""
     import os
@@ -181,6 +202,7 @@ def run(*, records: int, records_cpu: int, workers: int, repeats: int, log: Call
             "repeats": repeats,
             "shared_endpoint": shared_endpoint(records, workers, repeats, log),
             "cpu_heavy": cpu_heavy(records_cpu, workers, repeats, log),
+            "renewal_round_trip": renewal_round_trip(ray),
         }
     finally:
         ray.shutdown()
@@ -221,6 +243,9 @@ def markdown(document: dict[str, Any]) -> str:
         "",
         f"Speed-up: {cpu['speedup_work_span']}× on the work span, {cpu['speedup_wall']}× on wall time "
         "(which includes starting the worker processes).",
+        "",
+        f"One renewal, worker to authority actor and back: {document['renewal_round_trip']['median_ms']} ms median, "
+        f"{document['renewal_round_trip']['p95_ms']} ms p95.",
         "",
         "## One authority's CPU per renewal (µs)",
         "",

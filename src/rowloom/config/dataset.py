@@ -174,7 +174,7 @@ class DatasetConfig(ConfigModel):
                 data = column.model_dump(mode="json", by_alias=True, exclude={"scheduling"})
             if data.get("skip_when") is None and data.get("propagate_skip") is True:
                 del data["skip_when"], data["propagate_skip"]  # no skip: the fingerprint of earlier versions
-            columns.append(data)
+            columns.append(_keep_key_order(data))
         fields = {
             "columns": columns,
             "models": [m.model_dump(mode="json", include={"alias", "model", "inference"}) for m in self.models],
@@ -184,7 +184,7 @@ class DatasetConfig(ConfigModel):
         if self.seed is not None:
             fields["seed"] = self.seed.fingerprint_fields()
         if self.processors:
-            fields["processors"] = [p.model_dump(mode="json") for p in self.processors]
+            fields["processors"] = [_keep_key_order(p.model_dump(mode="json")) for p in self.processors]
         return fields
 
     def fingerprint(self) -> str:
@@ -201,6 +201,27 @@ class DatasetConfig(ConfigModel):
     def provider(self, name: str) -> ProviderConfig:
         """The provider with this name."""
         return next(p for p in self.providers if p.name == name)
+
+
+ORDERED_FIELDS = ("schema", "scores", "fields")
+"""User mappings whose key order shapes the rows: a reply schema's properties (struct field order, and what the
+model is asked for), a judge's score scale (its prompt), a schema transform's output fields."""
+
+
+def _ordered(value: Any) -> Any:
+    if isinstance(value, dict):
+        return [[key, _ordered(item)] for key, item in value.items()]
+    if isinstance(value, list):
+        return [_ordered(item) for item in value]
+    return value
+
+
+def _keep_key_order(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` with its ORDERED_FIELDS as [key, value] pairs, so the fingerprint's sorted dump keeps their order."""
+    for name in ORDERED_FIELDS:
+        if isinstance(data.get(name), dict):
+            data[name] = _ordered(data[name])
+    return data
 
 
 def _output_clashes(columns: list[Any], seed_columns: list[str]) -> list[ConfigProblem]:
