@@ -60,37 +60,41 @@ def _run(config: DatasetConfig, records: int, workers: int | None) -> tuple[floa
 
 
 def _median_of(runs: list[dict[str, float]]) -> dict[str, float]:
-    return {key: round(statistics.median(r[key] for r in runs), 3) for key in runs[0]}
+    return {key: round(statistics.median(r[key] for r in runs), 4) for key in runs[0]}
 
 
-def shared_endpoint(records: int, workers: int, repeats: int, log: Callable[[str], None]) -> dict[str, Any]:
-    """The issue's check: N workers on one capacity-16 endpoint whose ceiling (64) is far above what it bears."""
+def shared_endpoint(sizes: list[int], workers: int, repeats: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """The issue's check: N workers on one capacity-16 endpoint whose ceiling (64) is far above what it bears,
+    at each run size (a short run shows the start and the tail, a longer one the steady state)."""
     result: dict[str, Any] = {}
     simulator = SimulatorConfig(latency_s=SHARED_LATENCY_S, capacity=SHARED_CAPACITY, models=("sim-small",))
     with SimulatorProcess(simulator) as sim:
         data = _chain(sim.base_url, row_group_size=10, seed=11)
         config = DatasetConfig.from_dict(data)
-        for name, count in (("single_process", None), (f"ray_{workers}_workers", workers)):
-            runs = []
-            for _ in range(repeats):
-                sim.reset()
-                wall, sink = _run(config, records, count)
-                stats = sim.stats()
-                ok = stats["by_status"].get("200", 0)
-                ideal = ok * SHARED_LATENCY_S / SHARED_CAPACITY
-                span = _span(sink, "request_admitted", "request_completed")
-                runs.append(
-                    {
-                        "wall_s": round(wall, 2),
-                        "request_span_s": round(span, 2),
-                        "ideal_s": round(ideal, 2),
-                        "span_over_ideal": round(span / ideal, 3),
-                        "peak_in_flight": stats["peak_in_flight"],
-                        "share_429": round(stats["by_status"].get("429", 0) / stats["requests_total"], 4),
-                    }
-                )
-                log(f"shared endpoint, {name}: {runs[-1]}")
-            result[name] = {"median": _median_of(runs), "runs": runs}
+        for records in sizes:
+            by_run: dict[str, Any] = {}
+            result[f"{records}_records"] = by_run
+            for name, count in (("single_process", None), (f"ray_{workers}_workers", workers)):
+                runs = []
+                for _ in range(repeats):
+                    sim.reset()
+                    wall, sink = _run(config, records, count)
+                    stats = sim.stats()
+                    ok = stats["by_status"].get("200", 0)
+                    ideal = ok * SHARED_LATENCY_S / SHARED_CAPACITY
+                    span = _span(sink, "request_admitted", "request_completed")
+                    runs.append(
+                        {
+                            "wall_s": round(wall, 2),
+                            "request_span_s": round(span, 2),
+                            "ideal_s": round(ideal, 2),
+                            "span_over_ideal": round(span / ideal, 3),
+                            "peak_in_flight": stats["peak_in_flight"],
+                            "share_429": round(stats["by_status"].get("429", 0) / stats["requests_total"], 4),
+                        }
+                    )
+                    log(f"shared endpoint, {records} records, {name}: {runs[-1]}")
+                by_run[name] = {"median": _median_of(runs), "runs": runs}
     return result
 
 
@@ -187,8 +191,10 @@ def renewal_round_trip(ray: Any, calls: int = 300) -> dict[str, float]:
     return {"median_ms": round(statistics.median(times), 3), "p95_ms": round(times[int(0.95 * len(times))], 3)}
 
 
-def run(*, records: int, records_cpu: int, workers: int, repeats: int, log: Callable[[str], None]) -> dict[str, Any]:
-    """All three measurements on a local Ray instance sized to the machine."""
+def run(
+    *, records: list[int], records_cpu: int, workers: int, repeats: int, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """All four measurements (Ray ones on a local instance sized to the machine)."""
     import os
 
     from rowloom.engine.distributed import import_ray
@@ -219,16 +225,18 @@ def markdown(document: dict[str, Any]) -> str:
         f"# rowloom bench distributed ({document['cpus']} CPUs, {workers} workers, medians of "
         f"{document['repeats']} runs)",
         "",
-        "## One endpoint of capacity 16, max_parallel_requests 64",
+        "## One endpoint of capacity 16, max_parallel_requests 64 (`examples/chain.yaml`, 50 ms replies)",
         "",
-        "| run | span ÷ ideal | 429 share | peak in flight | wall s |",
-        "|---|---|---|---|---|",
+        "| records | run | span ÷ ideal (min – max) | 429 share | peak in flight | wall s |",
+        "|---|---|---|---|---|---|",
     ]
-    for name in ("single_process", ray_key):
-        m = shared[name]["median"]
-        lines.append(
-            f"| {name} | {m['span_over_ideal']} | {m['share_429']:.2%} | {m['peak_in_flight']:g} | {m['wall_s']} |"
-        )
+    for size, by_run in shared.items():
+        for name in ("single_process", ray_key):
+            m, ratios = by_run[name]["median"], [r["span_over_ideal"] for r in by_run[name]["runs"]]
+            lines.append(
+                f"| {size.removesuffix('_records')} | {name} | {m['span_over_ideal']} ({min(ratios)} – {max(ratios)}) "
+                f"| {m['share_429']:.2%} | {m['peak_in_flight']:g} | {m['wall_s']} |"
+            )
     lines += [
         "",
         f"## CPU-heavy column ({BURN_S * 1000:.0f} ms of CPU per row)",

@@ -75,7 +75,7 @@ class OutputLocation:
     def __init__(self, target: str | Path):
         self.target = str(target)
         self.local: Path | None = None
-        self.fs: Any = None
+        self._fs: Any = None
         self.root = ""
         if is_uri(self.target):
             from pyarrow import fs as pafs
@@ -90,7 +90,7 @@ class OutputLocation:
             if isinstance(filesystem, pafs.LocalFileSystem):
                 self.local = Path(root)  # file:// is a local folder: keep fsync + rename
             else:
-                self.fs, self.root = filesystem, root.rstrip("/")
+                self._fs, self.root = filesystem, root.rstrip("/")
         else:
             self.local = Path(self.target)
 
@@ -104,19 +104,19 @@ class OutputLocation:
         """A folder on a `pyarrow.fs.FileSystem` object (for callers that built one themselves)."""
         location = cls.__new__(cls)
         location.target = f"{filesystem.type_name}:{root}"
-        location.local, location.fs, location.root = None, filesystem, root.rstrip("/")
+        location.local, location._fs, location.root = None, filesystem, root.rstrip("/")
         return location
 
     def __str__(self) -> str:
         return str(self.local) if self.local is not None and not is_uri(self.target) else redact(self.target)
 
     def __reduce__(self) -> tuple[Any, ...]:  # travels to Ray workers as its target, rebuilt there
-        if is_uri(self.target) or self.fs is None:
+        if is_uri(self.target) or self._fs is None:
             return (OutputLocation, (self.target,))
-        return (OutputLocation.on, (self.fs, self.root))
+        return (OutputLocation.on, (self._fs, self.root))
 
     def path(self, name: str = "") -> str:
-        """The path of a name inside the folder: a local path, or a path within `fs` (for pyarrow readers)."""
+        """The path of a name inside the folder: a local path, or a path within `filesystem` (for pyarrow readers)."""
         if self.local is not None:
             return str(self.local / name) if name else str(self.local)
         return f"{self.root}/{name}" if name else self.root
@@ -124,7 +124,7 @@ class OutputLocation:
     @property
     def filesystem(self) -> Any:
         """The `pyarrow.fs.FileSystem` of a URI location; None for a local folder (plain paths work)."""
-        return self.fs
+        return self._fs
 
     # ------------------------------------------------------------ folders
 
@@ -132,7 +132,7 @@ class OutputLocation:
         if self.local is not None:
             (self.local / name).mkdir(parents=True, exist_ok=True)
         else:
-            self.fs.create_dir(self.path(name), recursive=True)
+            self._fs.create_dir(self.path(name), recursive=True)
 
     def writable(self) -> bool:
         """False only when the local folder is known read-only (a URI shows it at the first write)."""
@@ -150,7 +150,7 @@ class OutputLocation:
         prefix = self.root + "/"
         return {
             info.path.removeprefix(prefix)
-            for info in self.fs.get_file_info(selector)
+            for info in self._fs.get_file_info(selector)
             if info.type == pafs.FileType.File
         }
 
@@ -161,7 +161,7 @@ class OutputLocation:
             return (self.local / name).is_file()
         from pyarrow import fs as pafs
 
-        return self.fs.get_file_info(self.path(name)).type == pafs.FileType.File
+        return self._fs.get_file_info(self.path(name)).type == pafs.FileType.File
 
     def read_bytes(self, name: str) -> bytes | None:
         """The file's content, or None when there is no such file."""
@@ -172,7 +172,7 @@ class OutputLocation:
                 return None
         if not self.is_file(name):
             return None
-        with self.fs.open_input_stream(self.path(name)) as fh:
+        with self._fs.open_input_stream(self.path(name)) as fh:
             return fh.read()
 
     def write(self, name: str, write: Writer) -> None:
@@ -181,19 +181,19 @@ class OutputLocation:
             atomic_write(self.local / name, write)
             return
         final = self.path(name)
-        if self.fs.type_name in OBJECT_STORES:
-            with self.fs.open_output_stream(final) as fh:
+        if self._fs.type_name in OBJECT_STORES:
+            with self._fs.open_output_stream(final) as fh:
                 write(fh)
             return
         head, _, tail = final.rpartition("/")
         tmp = f"{head}/{TEMP_PREFIX}{tail}-{uuid.uuid4().hex[:8]}"
         try:
-            with self.fs.open_output_stream(tmp) as fh:
+            with self._fs.open_output_stream(tmp) as fh:
                 write(fh)
-            self.fs.move(tmp, final)
+            self._fs.move(tmp, final)
         except BaseException:
             with contextlib.suppress(OSError):
-                self.fs.delete_file(tmp)
+                self._fs.delete_file(tmp)
             raise
 
     def write_bytes(self, name: str, data: bytes) -> None:
@@ -207,7 +207,7 @@ class OutputLocation:
             (self.local / name).unlink(missing_ok=True)
         else:
             with contextlib.suppress(FileNotFoundError):
-                self.fs.delete_file(self.path(name))
+                self._fs.delete_file(self.path(name))
 
     def remove_leftovers(self, *folders: str) -> None:
         """Delete temp files of interrupted writes in the given folders."""

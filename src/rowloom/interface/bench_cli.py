@@ -73,7 +73,9 @@ def distributed(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for distributed.json and distributed.md.")] = Path(
         "bench-results"
     ),
-    records: Annotated[int, typer.Option(min=10, help="Records of the shared-endpoint run.")] = 200,
+    records: Annotated[
+        list[int] | None, typer.Option(min=10, help="Records of the shared-endpoint runs (repeatable).")
+    ] = None,
     records_cpu: Annotated[int, typer.Option(min=10, help="Records of the CPU-heavy run.")] = 1500,
     workers: Annotated[int, typer.Option(min=1, help="Ray worker actors.")] = 2,
     repeats: Annotated[int, typer.Option(min=1, help="Runs of each measurement (medians are reported).")] = 3,
@@ -84,7 +86,7 @@ def distributed(
 
     try:
         document = bench_distributed.run(
-            records=records,
+            records=records or [200, 1000],
             records_cpu=records_cpu,
             workers=workers,
             repeats=repeats,

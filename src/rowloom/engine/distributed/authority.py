@@ -130,14 +130,18 @@ class CapacityAuthority:
     def _learn_known(self, now: float) -> None:
         """Feed the limit every pending sample that finished before each live holder's last report."""
         known = min((h.reported_at for h in self._holders.values()), default=now)
+        if not self._pending or self._pending[0][0] > known:
+            return
+        # What the others occupy (their grant, or more after a cut) stands for their requests in flight: a
+        # busy worker fills its grant, and a snapshot of its in-flight count is up to one renewal old.
+        total = sum(h.using for h in self._holders.values())
         while self._pending and self._pending[0][0] <= known:
             _, _, worker, start, sample = heapq.heappop(self._pending)
-            others_in_flight = sum(h.in_flight for w, h in self._holders.items() if w != worker)
-            self._learn(start, sample, others_in_flight)
+            holder = self._holders.get(worker)
+            self._learn(start, sample, total - (holder.using if holder is not None else 0))
 
     def _learn(self, start: float, sample: Sample, others_in_flight: int) -> None:
-        # The worker saw only its own requests; the limit needs the endpoint's, so add what the others last
-        # reported using (an estimate: their counts are as fresh as their last renewal).
+        # The worker saw only its own requests; the limit needs the endpoint's, so add what the others occupy.
         epoch, at_start = sample.epoch, sample.in_flight_at_start
         answered = epoch is not None and epoch < self.limit.epoch  # judged before this sample can cut
         self.samples += 1

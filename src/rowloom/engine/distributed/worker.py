@@ -80,7 +80,7 @@ class GrantedRuntime(RequestRuntime):
         """Requests of this worker that want the endpoint now: in flight plus queued (none queued while the
         local controller pauses the key: a grant it cannot use goes to the other workers)."""
         key = self.keys[label]
-        waiting = 0 if self.admission.cooling(key) else self.admission.waiting(key)  # type: ignore[arg-type]
+        waiting = 0 if self.admission.cooling(key) else self.admission.waiting(key)
         return self.admission.in_flight(key) + waiting
 
     def in_flight(self, label: str) -> int:

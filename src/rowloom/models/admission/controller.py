@@ -279,9 +279,9 @@ class RequestAdmissionController:
         state, _ = self._registry.resolve(alias, domain)
         return bool(state.queue) or state.cooldown.active(self._clock.now())
 
-    def cooling(self, alias: str, *, domain: str = "chat") -> bool:
-        """Whether the alias's endpoint is paused by a cooldown (its rate budget is evidently spent)."""
-        state, _ = self._registry.resolve(alias, domain)
+    def cooling(self, alias_or_key: str | ResourceKey, *, domain: str = "chat") -> bool:
+        """Whether the endpoint is paused by a cooldown (its rate budget is evidently spent)."""
+        state, _ = self._registry.resolve(alias_or_key, domain)
         return state.cooldown.active(self._clock.now())
 
     def cooling_for(self, alias_or_key: str | ResourceKey, *, domain: str = "chat") -> float:
