@@ -174,6 +174,14 @@ def test_fingerprint_keeps_the_order_of_a_reply_schema_but_not_of_settings():
     assert structured({**score, **reason}, {"max_tokens": 9, "temperature": 0.5}).fingerprint() == base.fingerprint()
 
 
+@pytest.mark.parametrize("text", ["\x85", "a\u2028b", "x\u2029", "café"])
+def test_saved_yaml_reads_back_the_same_text(text):
+    # NEL and the Unicode separators are line breaks to YAML: unquoted or single-quoted they would be folded.
+    config = load([{"name": "c", "type": "category", "values": [text]}])
+    again = DatasetConfig.from_yaml_string(config.to_yaml())
+    assert again.columns[0].values == [text] and again.fingerprint() == config.fingerprint()
+
+
 def test_legacy_throttle_section_gets_one_line_pointing_to_request_admission():
     with pytest.raises(ConfigError) as info:
         load([{"name": "a", "type": "uuid"}], run={"throttle": {"max": 3}})

@@ -190,15 +190,18 @@ def test_renewer_ships_samples_and_wakes_on_growth():
     clock = ManualClock()
     authority = _authority(clock)
     limit = GrantLimit(ceiling=64, clock=clock)
-    woken: list[str] = []
+    changes: list[tuple[str, int, int]] = []
 
     async def renew(label: str, report: Report) -> Grant:
         return authority.renew(report)
 
-    renewer = GrantRenewer("w0", {"k": limit}, renew, lambda k: 10, lambda k: 0, woken.append, clock=clock)
+    def changed(label: str, old: int, new: int) -> None:
+        changes.append((label, old, new))
+
+    renewer = GrantRenewer("w0", {"k": limit}, renew, lambda k: 10, lambda k: 0, changed, clock=clock)
     limit.on_sample(clock.now(), 0.05, 1, False, epoch=0, in_flight_at_start=1)
     asyncio.run(renewer.renew_once())
-    assert limit.limit == 10 and woken == ["k"]
+    assert limit.limit == 10 and changes == [("k", 0, 10)]
     assert authority.samples == 1
 
 
@@ -210,7 +213,7 @@ def test_unreachable_authority_keeps_the_grant_until_its_lease_ends():
     async def renew(label: str, report: Report) -> Grant:
         raise ConnectionError("authority gone")
 
-    renewer = GrantRenewer("w0", {"k": limit}, renew, lambda k: 10, lambda k: 0, lambda k: None, clock=clock)
+    renewer = GrantRenewer("w0", {"k": limit}, renew, lambda k: 10, lambda k: 0, lambda *_: None, clock=clock)
     asyncio.run(renewer.renew_once())
     assert renewer.failures == 1 and limit.limit == 8
     clock.advance(2.0)

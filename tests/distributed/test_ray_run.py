@@ -26,6 +26,7 @@ pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parents[2]
 RECORDS = 200
 SAMPLED = ["topic", "difficulty"]
+KEY = "sim/sim-small"
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,7 @@ def test_two_workers_stay_within_one_endpoint_capacity(ray_instance, sim, single
     # simulator's in-flight count overlaps a reply still being written with the next request in service
     assert stats["peak_in_flight"] <= 16 + 4
     assert stats["by_status"].get("429", 0) <= 0.02 * requests
-    authority = result.summary["executor"]["authorities"]["sim/sim-small"]
+    authority = result.summary["executor"]["authorities"][KEY]
     assert authority["peak_granted"] <= 16 + 4  # what the two workers together were lent
     assert authority["samples"] == requests  # every worker's every attempt fed the one limit
     _assert_same_rows(tmp_path, single_process)
@@ -111,6 +112,55 @@ def test_events_of_every_worker_merge_into_one_log(ray_instance, sim, tmp_path):
     kinds = [e.kind for e in sink.events]
     assert kinds[0] == "job_started" and kinds[-1] == "job_completed"
     assert kinds.count("row_group_checkpointed") == 4
+
+
+def test_trace_report_and_metrics_show_the_whole_cluster(ray_instance, sim, tmp_path):
+    from rowloom.observe.perfetto import build_trace
+    from rowloom.observe.prometheus import PrometheusSink
+    from rowloom.observe.report import render_report
+    from rowloom.observe.sinks import FanoutSink, JsonlSink, read_jsonl
+    from rowloom.observe.timeline import build_timeline, select_job
+
+    log = tmp_path / "events.jsonl"
+    metrics = PrometheusSink()
+    live_limit: list[float] = []
+
+    class Watch:  # reads the live gauge after every event, as a scrape would
+        def emit(self, event) -> None:
+            live_limit.append(metrics.registry.get_sample_value("rowloom_request_limit", {"endpoint": KEY}) or 0)
+
+        def close(self) -> None:
+            return None
+
+    sim.reset()
+    sink = FanoutSink([JsonlSink(log), metrics, Watch()])
+    run_distributed(_config(sim), RECORDS, output=tmp_path / "out", workers=2, sink=sink)
+    requests = sim.stats()["requests_total"]
+    events = read_jsonl(log)
+    assert {e["job"].rpartition(":")[2] for e in events if e["kind"] == "request_completed"} == {"w0", "w1"}
+
+    trace = build_trace(events)["traceEvents"]
+    slices = [t for t in trace if t["ph"] == "X" and t.get("cat") == "request"]
+    assert len(slices) == requests and not [t for t in slices if t["args"].get("unfinished")]  # paired per worker
+    counters = {
+        name: [t["args"]["value"] for t in trace if t["ph"] == "C" and t["name"] == name]
+        for name in ("adaptive limit", "requests in flight")
+    }
+    assert max(counters["requests in flight"]) <= 16 + 4
+    # The endpoint's limit is what the workers together were granted, more than either one ever held.
+    one_worker = max(e["new"] for e in events if e["kind"] == "limit_changed")
+    assert one_worker < max(counters["adaptive limit"]) <= 64
+
+    timeline = build_timeline(select_job(events))
+    endpoint = timeline.endpoints[KEY]
+    assert endpoint.requests == requests and one_worker < max(endpoint.limit.v) <= 64
+    assert render_report(tmp_path / "out", events=log).is_file()
+    assert one_worker < max(live_limit) <= 64
+    assert metrics.registry.get_sample_value("rowloom_requests_in_flight", {"endpoint": KEY}) == 0
+    assert (
+        metrics.registry.get_sample_value("rowloom_requests_total", {"endpoint": KEY, "outcome": "success"})
+        == (sim.stats()["by_status"]["200"])
+    )
 
 
 def test_resume_after_a_partial_run_writes_only_the_rest(ray_instance, sim, single_process, tmp_path):

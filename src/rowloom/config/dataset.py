@@ -155,7 +155,7 @@ class DatasetConfig(ConfigModel):
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         """The config as YAML; also written to `path` when given."""
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+        text = yaml.dump(self.to_dict(), Dumper=_ConfigDumper, sort_keys=False, allow_unicode=True)
         if path is not None:
             Path(path).write_text(text, encoding="utf-8")
         return text
@@ -201,6 +201,20 @@ class DatasetConfig(ConfigModel):
     def provider(self, name: str) -> ProviderConfig:
         """The provider with this name."""
         return next(p for p in self.providers if p.name == name)
+
+
+class _ConfigDumper(yaml.SafeDumper):
+    """Readable YAML (non-ASCII text as is) that reads back to the same values."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    # YAML folds NEL and the Unicode line/paragraph separators inside plain and single-quoted scalars, which
+    # PyYAML may still choose for them with allow_unicode: double quotes escape them (\N, \L, \P).
+    style = '"' if any(c in value for c in "\x85\u2028\u2029") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_ConfigDumper.add_representer(str, _represent_str)
 
 
 ORDERED_FIELDS = ("schema", "scores", "fields")

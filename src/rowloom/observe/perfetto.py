@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from rowloom.observe.sources import SourceSums, source_of
 from rowloom.observe.timeline import select_job
 
 JOB_PID = 1
@@ -62,14 +63,19 @@ class _TraceBuilder:
         self.row_groups = _Process(ROW_GROUPS_PID, "row groups", 3)
         self.processes: dict[str, _Process] = {"job": self.job, "rowgroups": self.row_groups}
         self._next_pid = _FIRST_DYNAMIC_PID
-        self.open_waits: dict[str, Mapping[str, Any]] = {}  # attempt -> RequestQueued
-        self.open_leases: dict[tuple[str, int], Mapping[str, Any]] = {}  # (key, lease) -> RequestAdmitted
-        self.open_tasks: dict[tuple[str, int], Mapping[str, Any]] = {}  # (pool, lease) -> TaskAdmitted
+        # Lease and attempt ids are unique per source (a Ray worker), so pairs are keyed by source too.
+        self.open_waits: dict[tuple[str, str], Mapping[str, Any]] = {}  # (source, attempt) -> RequestQueued
+        self.open_leases: dict[tuple[str, str, int], Mapping[str, Any]] = {}  # (source, key, lease) -> admitted
+        self.open_tasks: dict[tuple[str, str, int], Mapping[str, Any]] = {}  # (source, pool, lease) -> admitted
         self.open_row_groups: dict[int, Mapping[str, Any]] = {}
         self.in_flight: dict[str, int] = {}
-        self.waiting: dict[str, int] = {}
         self.pool_in_use: dict[str, int] = {}
-        self.pool_queued: dict[str, int] = {}
+        # Gauges each source reports for itself; the trace shows their sum.
+        self.waiting = SourceSums()
+        self.limit = SourceSums()
+        self.pool_queued = SourceSums()
+        self.frontier = SourceSums()
+        self.frontier_sources: set[str] = set()
         self.row_groups_in_flight = 0
 
     # ---------------------------------------------------------- processes
@@ -112,7 +118,7 @@ class _TraceBuilder:
             self.endpoint(e["key"]).slices.setdefault("lease", []).append(
                 _Slice(str(e.get("column") or e.get("group")), e["ts"], self.last, {"unfinished": True}, "request")
             )
-        for (pool, _), e in self.open_tasks.items():
+        for (_, pool, _), e in self.open_tasks.items():
             self.pool(pool).slices.setdefault("task", []).append(
                 _Slice(str(e.get("column")), e["ts"], self.last, {"unfinished": True}, "task")
             )
@@ -132,32 +138,30 @@ class _TraceBuilder:
 
     # requests
     def _on_request_queued(self, e: Mapping[str, Any], ts: float) -> None:
-        key = e["key"]
-        self.open_waits[str(e.get("attempt"))] = e
-        self.waiting[key] = self.waiting.get(key, 0) + 1
+        key, source = e["key"], source_of(e)
+        self.open_waits[(source, str(e.get("attempt")))] = e
         proc = self.endpoint(key)
-        self._count(proc, ts, "queued requests", self.waiting[key])
-        self._count(proc, ts, "adaptive limit", e["limit"])
+        self._count(proc, ts, "queued requests", self.waiting.add(key, source, 1))
+        self._count(proc, ts, "adaptive limit", self.limit.set(key, source, e["limit"]))
 
     def _on_request_admitted(self, e: Mapping[str, Any], ts: float) -> None:
         # A waiter is admitted by the release that freed its slot, so this event may carry the releasing attempt's
         # correlation ids: the wait is paired later, by lease, from the attempt's own RequestCompleted.
-        key = e["key"]
+        key, source = e["key"], source_of(e)
         proc = self.endpoint(key)
-        if float(e.get("wait_s") or 0.0) > 0.0 and self.waiting.get(key, 0) > 0:
-            self.waiting[key] -= 1
-            self._count(proc, ts, "queued requests", self.waiting[key])
-        self.open_leases[(key, int(e["lease"]))] = e
+        if float(e.get("wait_s") or 0.0) > 0.0 and self.waiting.of(key, source) > 0:
+            self._count(proc, ts, "queued requests", self.waiting.add(key, source, -1))
+        self.open_leases[(source, key, int(e["lease"]))] = e
         self.in_flight[key] = self.in_flight.get(key, 0) + 1
         self._count(proc, ts, "requests in flight", self.in_flight[key])
-        self._count(proc, ts, "adaptive limit", e["limit"])
+        self._count(proc, ts, "adaptive limit", self.limit.set(key, source, e["limit"]))
 
     def _on_request_completed(self, e: Mapping[str, Any], ts: float) -> None:
-        key = e["key"]
+        key, source = e["key"], source_of(e)
         proc = self.endpoint(key)
-        admitted = self.open_leases.pop((key, int(e["lease"])), None)
+        admitted = self.open_leases.pop((source, key, int(e["lease"])), None)
         start = float(admitted["ts"]) if admitted is not None else ts - float(e.get("latency_s") or 0.0)
-        queued = self.open_waits.pop(str(e.get("attempt")), None)
+        queued = self.open_waits.pop((source, str(e.get("attempt"))), None)
         if queued is not None:
             self._wait_slice(queued, start, {"wait_s": admitted.get("wait_s") if admitted is not None else None})
         outcome = str(e.get("outcome"))
@@ -169,20 +173,20 @@ class _TraceBuilder:
         self._count(proc, ts, "requests in flight", self.in_flight[key])
 
     def _on_capacity_snapshot(self, e: Mapping[str, Any], ts: float) -> None:
+        source = source_of(e)
         for key, view in (e.get("endpoints") or {}).items():
             proc = self.endpoint(key)
             if isinstance(view.get("limit"), int):
-                self._count(proc, ts, "adaptive limit", view["limit"])
+                self._count(proc, ts, "adaptive limit", self.limit.set(key, source, view["limit"]))
             if isinstance(view.get("waiters"), int):  # exact: resynchronise the derived queue depth
-                self.waiting[key] = view["waiters"]
-                self._count(proc, ts, "queued requests", view["waiters"])
+                self._count(proc, ts, "queued requests", self.waiting.set(key, source, view["waiters"]))
 
     def _on_request_rate_limited(self, e: Mapping[str, Any], ts: float) -> None:
         self.endpoint(e["key"]).instants.append((ts, "429", _attempt_args(e, "retry_after_s", "consecutive")))
 
     def _on_limit_changed(self, e: Mapping[str, Any], ts: float) -> None:
         proc = self.endpoint(e["key"])
-        self._count(proc, ts, "adaptive limit", e["new"])
+        self._count(proc, ts, "adaptive limit", self.limit.set(e["key"], source_of(e), e["new"]))
         proc.instants.append((ts, f"limit {e['old']}→{e['new']}", {"reason": e.get("reason")}))
 
     def _on_cooldown_started(self, e: Mapping[str, Any], ts: float) -> None:
@@ -194,22 +198,20 @@ class _TraceBuilder:
     # tasks
     def _on_task_queued(self, e: Mapping[str, Any], ts: float) -> None:
         pool = str(e.get("pool"))
-        self.pool_queued[pool] = self.pool_queued.get(pool, 0) + 1
-        self._count(self.pool(pool), ts, "tasks queued", self.pool_queued[pool])
+        self._count(self.pool(pool), ts, "tasks queued", self.pool_queued.add(pool, source_of(e), 1))
 
     def _on_task_admitted(self, e: Mapping[str, Any], ts: float) -> None:
-        pool = str(e.get("pool"))
+        pool, source = str(e.get("pool")), source_of(e)
         proc = self.pool(pool)
-        self.open_tasks[(pool, int(e["lease"]))] = e
-        self.pool_queued[pool] = max(0, self.pool_queued.get(pool, 0) - 1)
+        self.open_tasks[(source, pool, int(e["lease"]))] = e
         self.pool_in_use[pool] = self.pool_in_use.get(pool, 0) + 1
-        self._count(proc, ts, "tasks queued", self.pool_queued[pool])
+        self._count(proc, ts, "tasks queued", self.pool_queued.add(pool, source, -1))
         self._count(proc, ts, "task leases", self.pool_in_use[pool])
 
     def _on_task_released(self, e: Mapping[str, Any], ts: float) -> None:
         pool = str(e.get("pool"))
         proc = self.pool(pool)
-        admitted = self.open_tasks.pop((pool, int(e["lease"])), None)
+        admitted = self.open_tasks.pop((source_of(e), pool, int(e["lease"])), None)
         start = float(admitted["ts"]) if admitted is not None else ts - float(e.get("run_s") or 0.0)
         outcome = str(e.get("outcome"))
         name = str(e.get("column")) if outcome == "done" else f"{e.get('column')} ({outcome})"
@@ -226,9 +228,11 @@ class _TraceBuilder:
     def _on_health_snapshot(self, e: Mapping[str, Any], ts: float) -> None:
         for pool, view in (e.get("pools") or {}).items():
             if isinstance(view, Mapping) and isinstance(view.get("queued"), int):
-                self.pool_queued[pool] = view["queued"]
-                self._count(self.pool(pool), ts, "tasks queued", view["queued"])
-        self._count(self.job, ts, "frontier target", e.get("frontier_target", 0))
+                queued = self.pool_queued.set(pool, source_of(e), view["queued"])
+                self._count(self.pool(pool), ts, "tasks queued", queued)
+        self.frontier_sources.add(source_of(e))
+        target = self.frontier.set("target", source_of(e), e.get("frontier_target", 0))
+        self._count(self.job, ts, "frontier target", target)
         self.job.instants.append((ts, "health", {k: v for k, v in e.items() if k not in ("kind", "ts")}))
 
     # row groups and the job
@@ -249,9 +253,13 @@ class _TraceBuilder:
         self._count(self.job, ts, "row groups in flight", self.row_groups_in_flight)
 
     def _on_frontier_changed(self, e: Mapping[str, Any], ts: float) -> None:
-        if not any(name == "frontier target" for _, name, _ in self.job.counters):
-            self._count(self.job, self.origin, "frontier target", e.get("old", 0))
-        self._count(self.job, ts, "frontier target", e.get("new", 0))
+        source = source_of(e)
+        if source not in self.frontier_sources:  # its target before this change
+            self.frontier_sources.add(source)
+            before = self.frontier.set("target", source, e.get("old", 0))
+            if not any(name == "frontier target" for _, name, _ in self.job.counters):
+                self._count(self.job, self.origin, "frontier target", before)
+        self._count(self.job, ts, "frontier target", self.frontier.set("target", source, e.get("new", 0)))
         self.job.instants.append((ts, f"frontier {e.get('old')}→{e.get('new')}", {"reason": e.get("reason")}))
 
     def _on_advisory_skip(self, e: Mapping[str, Any], ts: float) -> None:

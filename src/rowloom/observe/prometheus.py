@@ -6,7 +6,6 @@ Imports `prometheus_client`, so import this module only when `--metrics-port` is
 
 from __future__ import annotations
 
-import collections
 import threading
 from socketserver import ThreadingMixIn
 from types import TracebackType
@@ -16,6 +15,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
 
 from rowloom.observe.events.base import Event
+from rowloom.observe.sources import SourceSums
 
 
 class PrometheusSink:
@@ -39,9 +39,9 @@ class PrometheusSink:
         self.records_requested = Gauge("rowloom_records_requested", "Records this run was asked for.", registry=r)
         self.row_groups_in_flight = Gauge("rowloom_row_groups_in_flight", "Row groups admitted.", registry=r)
         self.frontier_target = Gauge("rowloom_frontier_target", "Target number of row groups in flight.", registry=r)
+        # Gauges are kept per source (a Ray run's workers emit under "<job>:<worker>") and exported summed.
         # Queue depths are derived (+1 queued, -1 admitted from the queue) and resynchronised from snapshots.
-        self._queued: collections.Counter[str] = collections.Counter()
-        self._tasks_queued: collections.Counter[str] = collections.Counter()
+        self._sums = SourceSums()
 
     def emit(self, event: Event) -> None:
         handler = getattr(self, f"_on_{event.kind}", None)
@@ -51,24 +51,24 @@ class PrometheusSink:
     def close(self) -> None:
         return None
 
+    def _gauge(
+        self, gauge: Any, name: tuple[str, ...], e: Any, *, value: float | None = None, delta: float = 0
+    ) -> None:
+        """Set (or move) this source's part of a gauge and export the sum over sources."""
+        source = e.job or ""
+        total = self._sums.set(name, source, value) if value is not None else self._sums.add(name, source, delta)
+        (gauge.labels(*name[1:]) if len(name) > 1 else gauge).set(total)
+
     # requests
-    def _set_queued(self, key: str, value: int) -> None:
-        self._queued[key] = max(0, value)
-        self.queued.labels(key).set(self._queued[key])
-
-    def _set_tasks_queued(self, pool: str, value: int) -> None:
-        self._tasks_queued[pool] = max(0, value)
-        self.tasks_queued.labels(pool).set(self._tasks_queued[pool])
-
     def _on_request_queued(self, e: Any) -> None:
-        self._set_queued(e.key, e.waiters)
-        self.limit.labels(e.key).set(e.limit)
+        self._gauge(self.queued, ("queued", e.key), e, value=e.waiters)
+        self._gauge(self.limit, ("limit", e.key), e, value=e.limit)
 
     def _on_request_admitted(self, e: Any) -> None:
         if e.wait_s > 0:  # admitted from the queue
-            self._set_queued(e.key, self._queued[e.key] - 1)
+            self._gauge(self.queued, ("queued", e.key), e, delta=-1)
         self.in_flight.labels(e.key).inc()
-        self.limit.labels(e.key).set(e.limit)
+        self._gauge(self.limit, ("limit", e.key), e, value=e.limit)
 
     def _on_request_completed(self, e: Any) -> None:
         self.requests.labels(e.key, e.outcome).inc()
@@ -77,21 +77,21 @@ class PrometheusSink:
             self.tokens.labels(e.key).inc(e.tokens)
 
     def _on_limit_changed(self, e: Any) -> None:
-        self.limit.labels(e.key).set(e.new)
+        self._gauge(self.limit, ("limit", e.key), e, value=e.new)
 
     def _on_capacity_snapshot(self, e: Any) -> None:
         for key, view in e.endpoints.items():
             if isinstance(view.get("limit"), int):
-                self.limit.labels(key).set(view["limit"])
+                self._gauge(self.limit, ("limit", key), e, value=view["limit"])
             if isinstance(view.get("waiters"), int):
-                self._set_queued(key, view["waiters"])
+                self._gauge(self.queued, ("queued", key), e, value=view["waiters"])
 
     # tasks, rows and the frontier
     def _on_task_queued(self, e: Any) -> None:
-        self._set_tasks_queued(e.pool, self._tasks_queued[e.pool] + 1)
+        self._gauge(self.tasks_queued, ("tasks_queued", e.pool), e, delta=1)
 
     def _on_task_admitted(self, e: Any) -> None:
-        self._set_tasks_queued(e.pool, self._tasks_queued[e.pool] - 1)
+        self._gauge(self.tasks_queued, ("tasks_queued", e.pool), e, delta=-1)
         self.task_leases.labels(e.pool).inc()
 
     def _on_task_released(self, e: Any) -> None:
@@ -100,23 +100,23 @@ class PrometheusSink:
     def _on_health_snapshot(self, e: Any) -> None:
         for pool, view in e.pools.items():
             if isinstance(view, dict) and isinstance(view.get("queued"), int):
-                self._set_tasks_queued(pool, view["queued"])
-        self.frontier_target.set(e.frontier_target)
-        self.row_groups_in_flight.set(e.row_groups_in_flight)
+                self._gauge(self.tasks_queued, ("tasks_queued", pool), e, value=view["queued"])
+        self._gauge(self.frontier_target, ("frontier_target",), e, value=e.frontier_target)
+        self._gauge(self.row_groups_in_flight, ("row_groups_in_flight",), e, value=e.row_groups_in_flight)
 
     def _on_job_started(self, e: Any) -> None:
         self.records_requested.set(e.num_records)
 
     def _on_row_group_admitted(self, e: Any) -> None:
-        self.row_groups_in_flight.set(e.in_flight)
+        self._gauge(self.row_groups_in_flight, ("row_groups_in_flight",), e, value=e.in_flight)
 
     def _on_row_group_checkpointed(self, e: Any) -> None:
         self.rows_written.inc(e.rows)
         self.rows_dropped.inc(e.dropped)
-        self.row_groups_in_flight.dec()
+        self._gauge(self.row_groups_in_flight, ("row_groups_in_flight",), e, delta=-1)
 
     def _on_frontier_changed(self, e: Any) -> None:
-        self.frontier_target.set(e.new)
+        self._gauge(self.frontier_target, ("frontier_target",), e, value=e.new)
 
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):

@@ -26,6 +26,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from rowloom.observe.sources import SourceSums, belongs_to, source_of
+
 IDLE_CAUSES = ("rate_limited", "admission_blocked", "frontier_limited", "no_ready_work")
 MODEL_POOL_PREFIX = "model:"
 
@@ -45,7 +47,7 @@ def select_job(events: Sequence[Mapping[str, Any]], job: str | None = None) -> l
         if not started:
             return list(events)
         job = started[-1]
-    chosen = [e for e in events if e.get("job") == job]
+    chosen = [e for e in events if belongs_to(e, job)]  # with its workers' events in a Ray run
     if not chosen:
         raise ValueError(f"no events of job {job!r} in this log (jobs: {', '.join(job_ids(events)) or 'none'})")
     return chosen
@@ -231,13 +233,16 @@ class _Sweep:
         self.frontier_target = Series()
         self.row_groups_in_flight = Series()
         # live state
-        self.waiting: dict[str, int] = {}  # endpoint -> request attempts queued, not yet admitted
+        # Gauges are kept per source (a Ray worker) and summed: each worker reports its own part.
+        self.waiting = SourceSums()  # endpoint -> request attempts queued, not yet admitted
         self.in_flight: dict[str, int] = {}
-        self.limit: dict[str, int] = {}
+        self.limit = SourceSums()  # endpoint -> admission limit (a worker's: its capacity grant)
         self.cooldown_until: dict[str, float] = {}  # endpoint -> absolute ts
         self.retry_until: dict[str, list[float]] = {}  # endpoint -> absolute ts of 429 retries still waiting
-        self.pool_queued: Counter[str] = Counter()
+        self.pool_queued = SourceSums()
         self.pool_in_use: Counter[str] = Counter()
+        self.frontier = SourceSums()  # "target" -> row groups each source's frontier admits
+        self.frontier_sources: set[str] = set()
         self.pending_row_groups = int(self.job.get("row_groups", 0)) - int(self.job.get("resumed_row_groups", 0))
         self.active_row_groups = 0
         for label, view in (self.job.get("capacities") or {}).items():
@@ -246,8 +251,7 @@ class _Sweep:
                 ep.aliases.add(alias)
                 self.alias_key[alias] = label
             if isinstance(view.get("limit"), int):
-                self.limit[label] = view["limit"]
-                ep.limit.set(0.0, view["limit"])
+                ep.limit.set(0.0, self.limit.set(label, source_of(started or {}), view["limit"]))
             if isinstance(view.get("max_limit"), int):
                 ep.max_limit = view["max_limit"]
         self.prev = self.origin
@@ -257,7 +261,6 @@ class _Sweep:
         if ep is None:
             ep = self.endpoints[key] = EndpointTimeline(key)
             ep.idle_bins = {c: [0.0] * self.bins for c in IDLE_CAUSES}
-            self.waiting[key] = 0
             self.in_flight[key] = 0
             self.retry_until[key] = []
         return ep
@@ -297,10 +300,10 @@ class _Sweep:
             retries[:] = [u for u in retries if u > ts]
             if retries:
                 return "rate_limited"
-        if self.waiting[key]:
+        if self.waiting.total(key):
             return "admission_blocked"
         aliases = self.endpoints[key].aliases
-        if any(self.pool_queued[MODEL_POOL_PREFIX + a] > 0 for a in aliases):
+        if any(self.pool_queued.total(MODEL_POOL_PREFIX + a) > 0 for a in aliases):
             return "admission_blocked"
         if self.pending_row_groups > 0:
             return "frontier_limited"
@@ -310,7 +313,7 @@ class _Sweep:
         if t0 < self.origin:
             return
         for key, ep in self.endpoints.items():
-            free = self.limit.get(key, 0) - self.in_flight[key]
+            free = self.limit.total(key) - self.in_flight[key]
             if free <= 0:
                 continue
             cause = self._cause(key, t0)
@@ -336,10 +339,9 @@ class _Sweep:
         if handler is not None:
             handler(e, t)
 
-    def _set_limit(self, key: str, t: float, value: Any) -> None:
+    def _set_limit(self, key: str, e: Mapping[str, Any], t: float, value: Any) -> None:
         if isinstance(value, int | float):
-            self.limit[key] = int(value)
-            self.endpoints[key].limit.set(t, value)
+            self.endpoints[key].limit.set(t, self.limit.set(key, source_of(e), int(value)))
 
     def _link_alias(self, ep: EndpointTimeline, alias: Any) -> None:
         if alias:
@@ -349,21 +351,19 @@ class _Sweep:
     def _on_request_queued(self, e: Mapping[str, Any], t: float) -> None:
         ep = self._endpoint(e["key"])
         self._link_alias(ep, e.get("alias"))
-        self.waiting[ep.key] += 1
-        ep.queued.set(t, self.waiting[ep.key])
-        self._set_limit(ep.key, t, e.get("limit"))
+        ep.queued.set(t, self.waiting.add(ep.key, source_of(e), 1))
+        self._set_limit(ep.key, e, t, e.get("limit"))
 
     def _on_request_admitted(self, e: Mapping[str, Any], t: float) -> None:
         # A waiter is admitted by the release that freed its slot (so the event may carry that releaser's
         # correlation ids): a positive wait is what marks an admission from the queue.
         ep = self._endpoint(e["key"])
         self._link_alias(ep, e.get("alias"))
-        if float(e.get("wait_s") or 0.0) > 0.0 and self.waiting[ep.key] > 0:
-            self.waiting[ep.key] -= 1
-            ep.queued.set(t, self.waiting[ep.key])
+        if float(e.get("wait_s") or 0.0) > 0.0 and self.waiting.of(ep.key, source_of(e)) > 0:
+            ep.queued.set(t, self.waiting.add(ep.key, source_of(e), -1))
         self.in_flight[ep.key] += 1
         ep.in_flight.set(t, self.in_flight[ep.key])
-        self._set_limit(ep.key, t, e.get("limit"))
+        self._set_limit(ep.key, e, t, e.get("limit"))
 
     def _on_request_completed(self, e: Mapping[str, Any], t: float) -> None:
         ep = self._endpoint(e["key"])
@@ -380,7 +380,7 @@ class _Sweep:
 
     def _on_limit_changed(self, e: Mapping[str, Any], t: float) -> None:
         self._endpoint(e["key"])
-        self._set_limit(e["key"], t, e.get("new"))
+        self._set_limit(e["key"], e, t, e.get("new"))
 
     def _on_cooldown_started(self, e: Mapping[str, Any], t: float) -> None:
         self._endpoint(e["key"])
@@ -397,22 +397,19 @@ class _Sweep:
             if isinstance(view.get("max_limit"), int):
                 ep.max_limit = view["max_limit"]
             if label not in self.limit:
-                self._set_limit(label, t, view.get("limit"))
+                self._set_limit(label, e, t, view.get("limit"))
             if isinstance(view.get("waiters"), int):  # exact: resynchronise the derived queue depth
-                self.waiting[label] = view["waiters"]
-                ep.queued.set(t, view["waiters"])
+                ep.queued.set(t, self.waiting.set(label, source_of(e), view["waiters"]))
 
     def _on_task_queued(self, e: Mapping[str, Any], t: float) -> None:
         pool = str(e.get("pool"))
-        self.pool_queued[pool] += 1
-        self._pool(pool).queued.set(t, self.pool_queued[pool])
+        self._pool(pool).queued.set(t, self.pool_queued.add(pool, source_of(e), 1))
 
     def _on_task_admitted(self, e: Mapping[str, Any], t: float) -> None:
         pool = str(e.get("pool"))
-        self.pool_queued[pool] = max(0, self.pool_queued[pool] - 1)
         self.pool_in_use[pool] += 1
         p = self._pool(pool)
-        p.queued.set(t, self.pool_queued[pool])
+        p.queued.set(t, self.pool_queued.add(pool, source_of(e), -1))
         p.in_use.set(t, self.pool_in_use[pool])
 
     def _on_task_released(self, e: Mapping[str, Any], t: float) -> None:
@@ -424,15 +421,19 @@ class _Sweep:
         # Tasks whose row was dropped while they waited leave the ready queue without an event: resynchronise.
         for pool, view in (e.get("pools") or {}).items():
             if isinstance(view, Mapping) and isinstance(view.get("queued"), int):
-                self.pool_queued[pool] = view["queued"]
-                self._pool(pool).queued.set(t, view["queued"])
+                self._pool(pool).queued.set(t, self.pool_queued.set(pool, source_of(e), view["queued"]))
         if isinstance(e.get("frontier_target"), int):
-            self.frontier_target.set(t, e["frontier_target"])
+            self.frontier_sources.add(source_of(e))
+            self.frontier_target.set(t, self.frontier.set("target", source_of(e), e["frontier_target"]))
 
     def _on_frontier_changed(self, e: Mapping[str, Any], t: float) -> None:
-        if not self.frontier_target.t and isinstance(e.get("old"), int):
-            self.frontier_target.set(0.0, e["old"])
-        self.frontier_target.set(t, e.get("new", 0))
+        source = source_of(e)
+        if source not in self.frontier_sources and isinstance(e.get("old"), int):  # its target before this change
+            self.frontier_sources.add(source)
+            before = self.frontier.set("target", source, e["old"])
+            if not self.frontier_target.t:
+                self.frontier_target.set(0.0, before)
+        self.frontier_target.set(t, self.frontier.set("target", source, e.get("new", 0)))
 
     def _on_row_group_admitted(self, e: Mapping[str, Any], t: float) -> None:
         self.pending_row_groups = max(0, self.pending_row_groups - 1)

@@ -133,14 +133,12 @@ class GrantLimit:
         samples, self._samples = self._samples, []
         return tuple(Sample(now - s, rtt, n, d, e, n0, r) for s, rtt, n, d, e, n0, r in samples)
 
-    def apply(self, grant: Grant) -> bool:
-        """Adopt a renewed grant; True when the usable share grew (waiters should be woken)."""
-        before = self.limit
+    def apply(self, grant: Grant) -> None:
+        """Adopt a renewed grant."""
         self._share = min(grant.share, self._ceiling)
         self._expires_at = self._clock.now() + grant.ttl_s
         self._epoch = grant.epoch
         self._reason = "cooling down" if grant.cooling_s > 0 else f"grant of {self._share} of {grant.limit}"
-        return self.limit > before
 
 
 Renew = Callable[[str, Report], Awaitable[Grant]]
@@ -151,8 +149,9 @@ Renew = Callable[[str, Report], Awaitable[Grant]]
 class GrantRenewer:
     """Per worker: every `interval_s`, report each endpoint's samples and demand and adopt the new grant.
 
-    `demand(label)`, `in_flight(label)` and `cooling_s(label)` read the local request admission; `woken(label)`
-    is called when a grant grew so queued requests are admitted at once. A failed or slow renewal keeps the old
+    `demand(label)`, `in_flight(label)` and `cooling_s(label)` read the local request admission;
+    `changed(label, old, new)` is called when a renewal moved the usable share (to wake queued requests when it
+    grew, and to record the change). A failed or slow renewal keeps the old
     grant until its lease runs out, after which `GrantLimit` falls back to the safe share by itself.
     """
 
@@ -161,7 +160,7 @@ class GrantRenewer:
     renew: Renew
     demand: Callable[[str], int]
     in_flight: Callable[[str], int]
-    woken: Callable[[str], None]
+    changed: Callable[[str, int, int], None]
     cooling_s: Callable[[str], float] = lambda label: 0.0
     interval_s: float = 0.1
     timeout_s: float = 1.0
@@ -183,8 +182,10 @@ class GrantRenewer:
             self.failures += 1
             log.warning("renewing the grant of %s failed (%s: %s)", label, type(exc).__name__, exc)
             return
-        if limit.apply(grant):
-            self.woken(label)
+        before = limit.limit
+        limit.apply(grant)
+        if limit.limit != before:
+            self.changed(label, before, limit.limit)
 
     async def _loop(self) -> None:
         while True:

@@ -29,6 +29,7 @@ from rowloom.models.admission.keys import ResourceKey
 from rowloom.observe.clock import SYSTEM_CLOCK, Clock
 from rowloom.observe.context import correlate
 from rowloom.observe.events.base import Event
+from rowloom.observe.events.request import LimitChanged
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,9 +91,12 @@ class GrantedRuntime(RequestRuntime):
         """How long this worker's controller still pauses the key (a Retry-After or spent-budget pause)."""
         return self.admission.cooling_for(self.keys[label])
 
-    def wake(self, label: str) -> None:
-        """A grant grew: hand the new room to queued requests now rather than at the next release."""
-        self.admission.refresh(self.keys[label])
+    def grant_changed(self, label: str, old: int, new: int) -> None:
+        """A renewal moved this worker's share: record it, and hand new room to queued requests at once rather
+        than at the next release."""
+        self.sink.emit(LimitChanged(key=label, old=old, new=new, reason=self.grants[label].reason))
+        if new > old:
+            self.admission.refresh(self.keys[label])
 
 
 class ForwardingSink:
@@ -149,6 +153,7 @@ class WorkerEngine:
         clock: Clock = SYSTEM_CLOCK,
     ):
         self.worker, self.job = worker, job
+        self.source = f"{job}:{worker}"  # the job id of this worker's events
         self.config, self.seed, self.clock = config, seed, clock
         self.plan = build_plan(config, num_records)
         self.store = PartWriter(output, config, self.plan, num_records, seed)
@@ -161,7 +166,7 @@ class WorkerEngine:
             renew,
             self.runtime.demand,
             self.runtime.in_flight,
-            self.runtime.wake,
+            self.runtime.grant_changed,
             cooling_s=self.runtime.cooling_s,
             interval_s=renew_interval_s,
             clock=clock,
@@ -178,8 +183,9 @@ class WorkerEngine:
         await self.runtime.__aenter__()
         self._entered = True
         self.generators = build_generators(self.config, self.plan, self.runtime.executor, self.seed_reader)
-        self.renewer.start()
-        self._forwarding = asyncio.get_running_loop().create_task(self._forward_events())
+        with correlate(job=self.source):  # the background tasks' events carry this worker's id too
+            self.renewer.start()
+            self._forwarding = asyncio.get_running_loop().create_task(self._forward_events())
 
     async def _forward_events(self) -> None:
         while True:
@@ -192,7 +198,7 @@ class WorkerEngine:
         """Generate and write the given row groups; returns their indices once all are delivered."""
         wanted = set(indices)
         skip = frozenset(g.index for g in self.plan.row_groups if g.index not in wanted)
-        with correlate(job=f"{self.job}:{self.worker}"):
+        with correlate(job=self.source):
             scheduler = Scheduler(
                 config=self.config,
                 plan=self.plan,
