@@ -151,8 +151,8 @@ class GrantRenewer:
 
     `demand(label)`, `in_flight(label)` and `cooling_s(label)` read the local request admission;
     `changed(label, old, new)` is called when a renewal moved the usable share (to wake queued requests when it
-    grew, and to record the change). A failed or slow renewal keeps the old
-    grant until its lease runs out, after which `GrantLimit` falls back to the safe share by itself.
+    grew, and to record the change). A failed or slow renewal keeps the old grant until its lease runs out,
+    after which `GrantLimit` falls back to the safe share by itself.
     """
 
     worker: str
