@@ -147,9 +147,8 @@ async def run_job(
     stats = RequestStats()
     events = FanoutSink([stats, *([sink] if sink is not None else [])])
     progress = progress or RunProgress()
-    progress.records_total = num_records
-    progress.row_groups_total = len(plan.row_groups)
-    progress.records_resumed = sum(w.rows for w in store.written.values())
+    resumed = sum(w.rows for w in store.written.values())
+    progress.begin(records_total=num_records, row_groups_total=len(plan.row_groups), records_resumed=resumed)
     job_id = uuid.uuid4().hex[:12]
     status, message = "completed", ""
     runtime = RequestRuntime(config, sink=events, clock=clock)

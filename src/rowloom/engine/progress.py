@@ -22,6 +22,12 @@ class RunProgress:
     active_tasks: int = 0
     row_groups_in_flight: int = 0
 
+    def begin(self, *, records_total: int, row_groups_total: int, records_resumed: int) -> None:
+        """The run starts now (a display may have created this earlier, before servers were started)."""
+        self.records_total, self.row_groups_total = records_total, row_groups_total
+        self.records_resumed = records_resumed
+        self.started_at = time.monotonic()
+
     @property
     def rows_finished(self) -> int:
         """Rows written or dropped in this run (resumed rows not counted)."""

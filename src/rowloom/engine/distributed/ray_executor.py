@@ -193,8 +193,8 @@ def run_distributed(
     stats = RequestStats()
     events = FanoutSink([stats, *([sink] if sink is not None else [])])
     progress = progress or RunProgress()
-    progress.records_total, progress.row_groups_total = num_records, len(plan.row_groups)
-    progress.records_resumed = sum(w.rows for w in store.written.values())
+    resumed = sum(w.rows for w in store.written.values())
+    progress.begin(records_total=num_records, row_groups_total=len(plan.row_groups), records_resumed=resumed)
     if on_start is not None:
         on_start(stats)
     run = DistributedRun(job=uuid.uuid4().hex[:12])
