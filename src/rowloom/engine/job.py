@@ -202,22 +202,28 @@ async def run_job(
             if seed_reader is not None:
                 seed_reader.close()
             events.emit(CapacitySnapshot.of(runtime.snapshot(), "job_completed"))
-            events.emit(
-                ev.JobCompleted(
-                    status=status,
-                    records_written=summary["records_written"],
-                    rows_dropped=progress.rows_dropped,
-                    wall_s=wall,
-                    message=message,
-                )
-            )
-            events.close()
-            if location is not None:
-                store.finish(summary, complete=status == "completed")
+            end_job(events, summary, store if location is not None else None, wall_s=wall)
     if isinstance(checkpointer, MemoryCheckpointer):
         tables = [checkpointer.tables[i] for i in sorted(checkpointer.tables)]
         return JobResult(None, summary, tables=tables)
     return JobResult.written(store, summary)
+
+
+def end_job(events: EventSink, summary: dict[str, Any], store: OutputStore | None, *, wall_s: float) -> None:
+    """The last steps of every run: `JobCompleted` from its summary, close the sinks, then write the summary and
+    mark the manifest complete (or not) when the run had an output."""
+    events.emit(
+        ev.JobCompleted(
+            status=summary["status"],
+            records_written=summary["records_written"],
+            rows_dropped=summary["rows_dropped"],
+            wall_s=wall_s,
+            message=summary["message"],
+        )
+    )
+    events.close()
+    if store is not None:
+        store.finish(summary, complete=summary["status"] == "completed")
 
 
 def check_export_target(config: DatasetConfig, location: OutputLocation | None) -> None:

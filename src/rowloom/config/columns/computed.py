@@ -30,6 +30,13 @@ class ExpressionColumn(ColumnBase):
         return template_references(expression_source(self.expr))
 
 
+def _check_import_path(value: Any) -> Any:
+    """A `function` given as text must be an import path 'package.module:function'."""
+    if isinstance(value, str) and not re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", value):
+        raise ValueError(f"{value!r} is not an import path; write 'package.module:function'")
+    return value
+
+
 class CustomColumn(ColumnBase):
     """A user Python callable: per cell `f(row: dict) -> value` or per batch `f(df) -> sequence`."""
 
@@ -39,12 +46,7 @@ class CustomColumn(ColumnBase):
     mode: Literal["cell", "batch"] = "cell"
     dtype: DType = "string"
 
-    @field_validator("function")
-    @classmethod
-    def _import_path(cls, value: Any) -> Any:
-        if isinstance(value, str) and not re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", value):
-            raise ValueError(f"{value!r} is not an import path; write 'package.module:function'")
-        return value
+    _import_path = field_validator("function")(_check_import_path)
 
     def references(self) -> frozenset[str]:
         return frozenset(self.inputs)
@@ -83,12 +85,7 @@ class ValidationColumn(ColumnBase):
 
     per_cell: ClassVar[bool] = True
 
-    @field_validator("function")
-    @classmethod
-    def _import_path(cls, value: Any) -> Any:
-        if isinstance(value, str) and not re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", value):
-            raise ValueError(f"{value!r} is not an import path; write 'package.module:function'")
-        return value
+    _import_path = field_validator("function")(_check_import_path)
 
     @field_validator("language")
     @classmethod

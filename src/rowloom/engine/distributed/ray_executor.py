@@ -23,7 +23,7 @@ from rowloom.engine.distributed import import_ray
 from rowloom.engine.distributed.authority import CapacityAuthority
 from rowloom.engine.distributed.grants import Grant, Report
 from rowloom.engine.distributed.worker import Delivery, WorkerEngine, endpoints_of
-from rowloom.engine.job import JobResult, build_summary, check_export_target, choose_seed, export_output
+from rowloom.engine.job import JobResult, build_summary, check_export_target, choose_seed, end_job, export_output
 from rowloom.engine.output_location import OutputLocation
 from rowloom.engine.plan import build_plan
 from rowloom.engine.progress import RunProgress
@@ -312,17 +312,7 @@ def run_distributed(
             "authorities": snapshots,
         }
         with correlate(job=run.job):
-            events.emit(
-                ev.JobCompleted(
-                    status=status,
-                    records_written=summary["records_written"],
-                    rows_dropped=progress.rows_dropped,
-                    wall_s=wall,
-                    message=message,
-                )
-            )
-        events.close()
-        store.finish(summary, complete=status == "completed")
+            end_job(events, summary, store, wall_s=wall)
         if owns_ray:
             ray.shutdown()
     return JobResult.written(store, summary)
