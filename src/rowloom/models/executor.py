@@ -169,13 +169,14 @@ class ModelRequestExecutor:
                     self.admission.release(lease, Outcome.UNEXPECTED, rtt_s=self._clock.now() - started)
                     raise
                 else:
-                    used = result.usage.total_tokens
+                    usage = result.usage
                     self.admission.release(
                         lease,
                         Outcome.SUCCESS,
                         rtt_s=self._clock.now() - started,
                         rate_limit=result.rate_limit,
-                        tokens_used=used or None,
+                        tokens_used=usage.total_tokens or None,
+                        completion_tokens=usage.completion_tokens or None,
                     )
                     self._breaker.on_success(key)
                     return result

@@ -205,8 +205,12 @@ class RequestAdmissionController:
         retry_after_s: float | None = None,
         rate_limit: RateLimitInfo | None = None,
         tokens_used: int | None = None,
+        completion_tokens: int | None = None,
     ) -> ReleaseStatus:
         """Return a lease with how its attempt ended; the limit, cooldown and budget learn from it.
+
+        `tokens_used` (prompt + completion) settles a tpm budget; `completion_tokens` tells a latency signal how
+        long the reply was, so a long reply is not mistaken for queueing.
 
         Only the first release of a live lease of this generation changes anything; every other call is
         reported (DUPLICATE, UNKNOWN, STALE) and emits `ReleaseRejected`.
@@ -220,6 +224,7 @@ class RequestAdmissionController:
                 retry_after_s=retry_after_s,
                 rate_limit=rate_limit,
                 tokens_used=tokens_used,
+                completion_tokens=completion_tokens,
             )
         in_flight = self._ledger.in_flight(lease.key)
         status = self._ledger.settle(lease)
@@ -239,6 +244,7 @@ class RequestAdmissionController:
             retry_after_s=retry_after_s,
             rate_limit=rate_limit or _NO_RATE_LIMIT,
             tokens_used=tokens_used,
+            completion_tokens=completion_tokens,
             burst_s=self.config.rate_burst_s,
             emit=self._emit,
         )

@@ -31,6 +31,7 @@ def learn(
     retry_after_s: float | None,
     rate_limit: RateLimitInfo,
     tokens_used: int | None,
+    completion_tokens: int | None = None,
     burst_s: float,
     emit: Emit,
 ) -> Pause | None:
@@ -47,7 +48,7 @@ def learn(
     pause: Pause | None = None
     if outcome is Outcome.SUCCESS:
         pause = state.cooldown.on_success(now, rate_limit)
-        _sample(state, lease, rtt_s, in_flight, dropped=False, emit=emit)
+        _sample(state, lease, rtt_s, in_flight, dropped=False, emit=emit, tokens=completion_tokens)
     elif outcome is Outcome.RATE_LIMITED:
         state.rate_limited += 1
         pause = state.cooldown.on_rate_limited(
@@ -98,6 +99,7 @@ def _sample(
     dropped: bool,
     emit: Emit,
     cause: Outcome | None = None,
+    tokens: int | None = None,
 ) -> None:
     before = state.limit.limit
     state.limit.on_sample(
@@ -108,6 +110,7 @@ def _sample(
         epoch=lease.epoch,
         in_flight_at_start=lease.in_flight_at_start,
         cause=cause,
+        tokens=tokens,
     )
     after = state.limit.limit
     if after != before:

@@ -105,6 +105,7 @@ class AIMDLimit:
         epoch: int | None = None,
         in_flight_at_start: int | None = None,
         cause: Outcome | None = None,
+        tokens: int | None = None,
     ) -> None:
         current_epoch = epoch is None or epoch >= self._epoch
         if dropped:

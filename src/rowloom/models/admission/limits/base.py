@@ -26,7 +26,8 @@ class Limit(Protocol):
     it finished (itself included), whether the endpoint signalled overload, the limit `epoch` it was admitted
     under, and how many were in flight right after it was admitted (`in_flight_at_start`). Every decrease
     takes a new epoch; an overload sample from an older epoch belongs to a congestion event already answered
-    and must not cut again.
+    and must not cut again. A success also says how many completion tokens it carried (`tokens`): a long reply
+    takes longer without any queueing, which a latency signal must tell apart from load.
     """
 
     @property
@@ -60,8 +61,10 @@ class Limit(Protocol):
         epoch: int | None = None,
         in_flight_at_start: int | None = None,
         cause: Outcome | None = None,
+        tokens: int | None = None,
     ) -> None:
-        """Learn from one finished request; `cause` says what made a dropped one (429, 503/529 or timeout)."""
+        """Learn from one finished request; `cause` says what made a dropped one (429, 503/529 or timeout), and
+        `tokens` how many completion tokens a successful reply carried (None when the provider did not say)."""
         ...
 
 

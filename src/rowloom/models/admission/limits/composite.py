@@ -57,8 +57,16 @@ class CompositeLimit:
         epoch: int | None = None,
         in_flight_at_start: int | None = None,
         cause: Outcome | None = None,
+        tokens: int | None = None,
     ) -> None:
         for part in self.parts:
             part.on_sample(
-                start, rtt, in_flight, dropped, epoch=epoch, in_flight_at_start=in_flight_at_start, cause=cause
+                start,
+                rtt,
+                in_flight,
+                dropped,
+                epoch=epoch,
+                in_flight_at_start=in_flight_at_start,
+                cause=cause,
+                tokens=tokens,
             )

@@ -46,5 +46,6 @@ class FixedLimit:
         epoch: int | None = None,
         in_flight_at_start: int | None = None,
         cause: Outcome | None = None,
+        tokens: int | None = None,
     ) -> None:
         return None

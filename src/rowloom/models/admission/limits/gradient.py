@@ -98,6 +98,7 @@ class GradientLimit:
         epoch: int | None = None,
         in_flight_at_start: int | None = None,
         cause: Outcome | None = None,
+        tokens: int | None = None,
     ) -> None:
         if dropped or rtt <= 0 or (epoch is not None and epoch < self._epoch):
             return
