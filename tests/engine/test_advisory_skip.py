@@ -57,7 +57,7 @@ def scheduler(pressured: set[str], sink: MemorySink) -> Scheduler:
 
 
 def picks(s: Scheduler, n: int) -> list[str]:
-    return [s._take_next().task.column for _ in range(n)]
+    return [s.ready.commit(s._select_next(set())).task.column for _ in range(n)]
 
 
 def test_without_pressure_groups_alternate_fairly():

@@ -23,6 +23,7 @@ from rowloom.engine.scheduling.frontier import Frontier, FrontierSignals
 from rowloom.engine.scheduling.ready_queue import QueuedTask, ReadyQueue, TaskGroup
 from rowloom.engine.scheduling.task_admission import Policy, TaskAdmissionController, TaskLease
 from rowloom.errors import RowloomError, RunAborted, RunInterrupted
+from rowloom.models.admission import Selection
 from rowloom.observe.clock import SYSTEM_CLOCK, Clock
 from rowloom.observe.context import correlate
 from rowloom.observe.events import scheduler as ev
@@ -228,29 +229,50 @@ class Scheduler:
     def _pressured(self, pool: str) -> bool:
         return pool.startswith("model:") and self.endpoints.pressure(pool.removeprefix("model:"))
 
-    def _take_next(self) -> QueuedTask | None:
-        head = self.ready.peek_group(self._eligible)
+    def _select_next(self, refused: set[str]) -> Selection[str, QueuedTask] | None:
+        """The task fairness and pressure advice say goes next, among eligible groups not `refused` a lease in
+        this pass; it stays queued until admitted."""
+
+        def eligible(group: TaskGroup) -> bool:
+            return group.key not in refused and self._eligible(group)
+
+        head = self.ready.select(eligible)
         if head is None:
             return None
-        if self._pressured(head.pool) and self._skips[head.key] < self.max_advisory_skips:
-            alt = self.ready.peek_group(lambda g: self._eligible(g) and not self._pressured(g.pool))
+        group = head.item.group
+        if self._pressured(group.pool) and self._skips[group.key] < self.max_advisory_skips:
+            alt = self.ready.select(lambda g: eligible(g) and not self._pressured(g.pool))
             if alt is not None:
-                self._skips[head.key] += 1
-                self.sink.emit(ev.AdvisorySkip(skipped_group=head.key, chosen_group=alt.key, pressured_pool=head.pool))
-                return self.ready.take(lambda g: g.key == alt.key)
-        self._skips[head.key] = 0
-        return self.ready.take(lambda g: g.key == head.key)
+                self._skips[group.key] += 1
+                self.sink.emit(
+                    ev.AdvisorySkip(skipped_group=group.key, chosen_group=alt.item.group.key, pressured_pool=group.pool)
+                )
+                return alt
+        self._skips[group.key] = 0
+        return head
 
     def _dispatch(self) -> None:
-        while (item := self._take_next()) is not None:
+        refused: set[str] = set()
+        while (selection := self._select_next(refused)) is not None:
+            item = selection.item
             task, group = item.task, item.group
             state = self.active.get(task.row_group)
             if state is None or state.is_dropped(task.row):
+                self.ready.commit(selection)
                 continue  # its row was dropped while it waited
-            lease = self.admission.try_acquire(group.pool, group.key, self.ready.waiting(group.pool))
-            if lease is None:  # eligibility said yes; a pool shrinking in between is the only way here
-                self.ready.push(task, group, item.queued_at)
-                return
+            # The lease is judged on the view eligibility saw: the task is still queued, so its group counts as
+            # waiting with its own weight (taken first, its last task would be judged at the default weight).
+            waiting = self.ready.waiting(group.pool)
+            lease = self.admission.try_acquire(group.pool, group.key, waiting)
+            if lease is None:
+                # Eligibility said yes, so its pool shrank in between: skip this group for the rest of the pass
+                # (its task stays queued); the other groups and pools may still have room.
+                refused.add(group.key)
+                _, reason, _ = self.admission.admissible(group.pool, group.key, waiting)
+                with correlate(row_group=task.row_group, column=task.column, task=task.id):
+                    self.sink.emit(ev.TaskBlocked(group=group.key, pool=group.pool, reason=reason))
+                continue
+            self.ready.commit(selection)
             now = self.clock.now()
             running = _Running(task, group, lease, now)
             with correlate(row_group=task.row_group, column=task.column, task=task.id):

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from rowloom.engine.completion import Task
-from rowloom.models.admission import FairQueue
+from rowloom.models.admission import FairQueue, Selection
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,20 +49,19 @@ class ReadyQueue:
         priority = (task.row_group, -1 if task.row is None else task.row)
         self._queue.push(group.key, QueuedTask(task, group, now), weight=group.weight, priority=priority)
 
-    def take(self, eligible: Callable[[TaskGroup], bool]) -> QueuedTask | None:
-        """Select the fair next task among eligible groups and dequeue it (None when none is eligible)."""
-        selection = self._queue.select_next(lambda key: eligible(self._groups[key]))
-        if selection is None:
-            return None
+    def select(self, eligible: Callable[[TaskGroup], bool]) -> Selection[str, QueuedTask] | None:
+        """The fair next task among eligible groups, still queued (None when none is eligible).
+
+        Nothing changes until `commit`: the caller admits the task first, while its group still counts as
+        waiting, and leaves it queued if admission refuses."""
+        return self._queue.select_next(lambda key: eligible(self._groups[key]))
+
+    def commit(self, selection: Selection[str, QueuedTask]) -> QueuedTask:
+        """Dequeue a selected task (`StaleSelection` if the queue changed since it was selected)."""
         item: QueuedTask = self._queue.commit(selection)
         self._depth[item.group.key] -= 1
         self._pool_depth[item.group.pool] -= 1
         return item
-
-    def peek_group(self, eligible: Callable[[TaskGroup], bool]) -> TaskGroup | None:
-        """The group that `take` would serve, without changing anything."""
-        selection = self._queue.select_next(lambda key: eligible(self._groups[key]))
-        return None if selection is None else self._groups[selection.group]
 
     def waiting(self, pool: str) -> dict[str, float]:
         """Groups with queued work on `pool`, with their weights."""

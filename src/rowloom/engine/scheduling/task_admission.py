@@ -111,7 +111,9 @@ class TaskAdmissionController:
     def admissible(self, pool: str, group: str, waiting: Mapping[str, float]) -> tuple[bool, str, bool]:
         """Whether `group` may take a slot of `pool`; `waiting` maps groups with queued work to their weights.
 
-        Returns (allowed, reason when not, whether the slot would be borrowed).
+        Pass the view taken while the candidate task is still queued, so `group` is in it with its own weight
+        (a group missing from `waiting` is judged at weight 1). Returns (allowed, reason when not, whether the
+        slot would be borrowed).
         """
         if self.free(pool) <= 0:
             return False, "pool_full", False
