@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from rowloom.concurrency.tasks import cancel_and_wait
 from rowloom.models.types import Outcome
 from rowloom.observe.clock import SYSTEM_CLOCK, Clock
 
@@ -201,10 +202,8 @@ class GrantRenewer:
     async def stop(self) -> None:
         """Stop renewing, then return every grant with a final report of zero demand (keeping its samples)."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+            task, self._task = self._task, None
+            await cancel_and_wait(task)
 
         async def give_back(label: str) -> None:
             report = Report(self.worker, 0, 0, self.limits[label].take_samples())

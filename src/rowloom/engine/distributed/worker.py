@@ -8,13 +8,13 @@ the manifest (the driver alone does) nor decide which row groups it runs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from rowloom.concurrency.tasks import cancel_and_wait
 from rowloom.config.dataset import DatasetConfig
 from rowloom.engine.completion import RowGroupState
 from rowloom.engine.distributed.grants import GrantLimit, GrantRenewer, Renew
@@ -216,18 +216,19 @@ class WorkerEngine:
         return sorted(wanted)
 
     async def close(self) -> None:
-        """Give every grant back and close the clients."""
-        if self._forwarding is not None:
-            self._forwarding.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._forwarding
+        """Give every grant back and close the clients; each step runs even if the one before it failed or the
+        caller was cancelled meanwhile (which then propagates)."""
         try:
-            await self.renewer.stop()
+            if self._forwarding is not None:
+                await cancel_and_wait(self._forwarding)
         finally:
-            if self._entered:
-                await self.runtime.__aexit__(None, None, None)
-            if self.seed_reader is not None:
-                self.seed_reader.close()
+            try:
+                await self.renewer.stop()
+            finally:
+                if self._entered:
+                    await self.runtime.__aexit__(None, None, None)
+                if self.seed_reader is not None:
+                    self.seed_reader.close()
 
 
 class _Delivering:
