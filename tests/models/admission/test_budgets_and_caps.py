@@ -139,3 +139,16 @@ async def test_a_provider_model_cap_spans_its_domains_but_not_other_models():
 def test_duplicate_caps_are_refused_in_config():
     with pytest.raises(ValueError, match="twice"):
         RequestAdmissionConfig(caps=[AggregateCap(provider="p", max_in_flight=1)] * 2)
+
+
+async def test_cancelling_a_large_head_waiter_moves_the_budget_wakeup_earlier():
+    controller, clock = controller_for(ModelConfig(alias="a", provider="p", model="m", tpm=600))  # 10 tokens/s
+    assert controller.try_acquire("a", tokens=10) is not None  # the bucket is empty
+    large = asyncio.create_task(controller.acquire("a", tokens=10))  # the head: a full bucket, 1 s away
+    small = asyncio.create_task(controller.acquire("a", tokens=1))  # behind it: 0.1 s away
+    await settle()
+    large.cancel()
+    await settle()
+    clock.advance(0.15)
+    await settle()
+    assert small.done()  # before: the timer armed for the large head slept on until 1 s
