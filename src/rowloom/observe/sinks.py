@@ -123,6 +123,11 @@ class FanoutSink:
             sink.close()
 
 
+def guarded(sink: EventSink, name: str | None = None) -> EventSink:
+    """`sink` itself when its emits are guarded already (a `GuardedSink`, a `FanoutSink`), else wrapped in one."""
+    return sink if isinstance(sink, GuardedSink | FanoutSink) else GuardedSink(sink, name)
+
+
 _SEPARATOR = b'},{"kind":'
 
 

@@ -515,3 +515,54 @@ async def test_a_retry_waits_ahead_of_first_attempts_of_its_group():
     assert retry.done() and not first.done()
     controller.release(retry.result(), Outcome.SUCCESS, rtt_s=0.01)
     controller.release(await first, Outcome.SUCCESS, rtt_s=0.01)
+
+
+# ------------------------------------------------------------------ a failing event sink
+
+
+class FailingSink:
+    """Records events until `failing` is set, then raises on every emit."""
+
+    def __init__(self, *, failing: bool = False):
+        self.failing = failing
+        self.events: list = []
+
+    def emit(self, event) -> None:
+        if self.failing:
+            raise RuntimeError("sink down")
+        self.events.append(event)
+
+    def close(self) -> None:
+        return None
+
+
+async def test_a_sink_that_raises_on_admission_leaks_no_lease():
+    controller, _ = make(1, sink=FailingSink(failing=True))
+    lease = await controller.acquire("a")  # before: the lease was issued, then the event raised out of acquire
+    assert controller.in_flight("a") == 1
+    assert ok(controller, lease) is ReleaseStatus.RELEASED
+    assert controller.in_flight("a") == 0
+    assert controller.try_acquire("a") is not None  # admission still works
+
+
+async def test_a_sink_that_raises_while_a_release_wakes_a_waiter_leaves_no_future_unresolved():
+    sink = FailingSink()
+    controller, _ = make(1, sink=sink)
+    held = await controller.acquire("a")
+    waiter = asyncio.create_task(controller.acquire("a"))
+    await settle()
+    sink.failing = True
+    assert ok(controller, held) is ReleaseStatus.RELEASED  # before: raised, the waiter never woken
+    await settle()
+    assert waiter.done() and controller.in_flight("a") == 1
+    assert ok(controller, waiter.result()) is ReleaseStatus.RELEASED and controller.in_flight("a") == 0
+
+
+async def test_a_failing_sink_is_logged_once_with_its_traceback(caplog):
+    controller, _ = make(2, sink=FailingSink(failing=True))
+    with caplog.at_level("ERROR", logger="rowloom.observe"):
+        for _ in range(3):
+            ok(controller, await controller.acquire("a"))
+    failures = [r for r in caplog.records if "FailingSink" in r.getMessage()]
+    assert len(failures) == 1 and failures[0].exc_info is not None
+    assert "sink down" in caplog.text

@@ -30,7 +30,7 @@ from rowloom.observe.events.request import (
     RequestCompleted,
     RequestQueued,
 )
-from rowloom.observe.sinks import EventSink, NullSink
+from rowloom.observe.sinks import EventSink, NullSink, guarded
 
 _NO_RATE_LIMIT = RateLimitInfo()
 
@@ -67,7 +67,9 @@ class RequestAdmissionController:
     ):
         self.config = config or RequestAdmissionConfig()
         self._clock = clock
-        self._sink = None if sink is None or isinstance(sink, NullSink) else sink
+        # Emitting happens between issuing a lease and handing it over: a sink that raised there would leak the
+        # lease or leave a waiter's future unresolved. The guard logs a failing sink once and disables it.
+        self._sink = None if sink is None or isinstance(sink, NullSink) else guarded(sink)
         self._ledger = LeaseLedger(memory=self.config.released_lease_memory)
         self._registry = EndpointRegistry(self.config, limit_factory or self._default_limit, clock)
         self._binding = LoopBinding()
