@@ -2,7 +2,7 @@
 
 Owns the grant/sample wire format, the local `GrantLimit` that request admission reads on the hot path, and
 the renewer that reports samples and renews grants in the background; must not decide grant sizes (the
-authority does) nor touch leases or waiter queues beyond waking them when a grant grows.
+authority does) nor touch leases or waiter queues beyond waking them when the usable share changes.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from rowloom.concurrency.tasks import cancel_and_wait
+from rowloom.models.admission.wakeup import Wakeup
 from rowloom.models.types import Outcome
 from rowloom.observe.clock import SYSTEM_CLOCK, Clock
 
@@ -85,7 +86,8 @@ class GrantLimit:
 
     @property
     def limit(self) -> int:
-        if self._clock.now() > self._expires_at:
+        # Lapsed at its expiry, not after it: the renewer's lapse timer fires then and must see the fallback.
+        if self._clock.now() >= self._expires_at:
             return self._fallback
         return self._share
 
@@ -103,12 +105,17 @@ class GrantLimit:
 
     @property
     def reason(self) -> str:
-        return self._reason
+        return "grant lapsed: the safe share until the authority answers" if self.expired else self._reason
 
     @property
     def expired(self) -> bool:
         """Whether the grant's lease ran out (the worker lost contact with the authority)."""
-        return self._clock.now() > self._expires_at
+        return self._clock.now() >= self._expires_at
+
+    @property
+    def expires_at(self) -> float:
+        """When the current grant's lease runs out (infinity before the first grant)."""
+        return self._expires_at
 
     def on_sample(
         self,
@@ -152,9 +159,11 @@ class GrantRenewer:
     """Per worker: every `interval_s`, report each endpoint's samples and demand and adopt the new grant.
 
     `demand(label)`, `in_flight(label)` and `cooling_s(label)` read the local request admission;
-    `changed(label, old, new)` is called when a renewal moved the usable share (to wake queued requests when it
-    grew, and to record the change). A failed or slow renewal keeps the old grant until its lease runs out,
-    after which `GrantLimit` falls back to the safe share by itself.
+    `changed(label, old, new)` is called whenever the usable share moved since it was last called: a renewal, a
+    local overload cut (seen at the next renewal) and a lapse (at the grant's expiry) — to wake queued requests
+    and to record the change. A failed or slow renewal keeps the old grant until its lease runs out, after
+    which `GrantLimit` falls back to the safe share; a timer per endpoint reports that lapse when it happens,
+    since a worker whose share was 0 has nothing in flight whose release would wake its queue.
     """
 
     worker: str
@@ -169,6 +178,11 @@ class GrantRenewer:
     clock: Clock = SYSTEM_CLOCK
     failures: int = 0
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
+    _reported: dict[str, int] = field(default_factory=dict, init=False, repr=False)  # share last told `changed`
+    _lapses: dict[str, Wakeup] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._reported = {label: limit.limit for label, limit in self.limits.items()}
 
     async def renew_once(self) -> None:
         """One report and renewal per endpoint (concurrently)."""
@@ -183,11 +197,21 @@ class GrantRenewer:
         except Exception as exc:  # an unreachable authority: keep the grant until its lease ends, then fall back
             self.failures += 1
             log.warning("renewing the grant of %s failed (%s: %s)", label, type(exc).__name__, exc)
+            self._report(label)  # it may have lapsed meanwhile
             return
-        before = limit.limit
+        self._report(label)  # what moved since the last report (a local cut) is a change of its own
         limit.apply(grant)
-        if limit.limit != before:
-            self.changed(label, before, limit.limit)
+        self._report(label)
+        # If no renewal comes first, the grant lapses at its expiry; the pending timer follows a later expiry.
+        lapse = self._lapses.setdefault(label, Wakeup(self.clock))
+        lapse.arm(lambda: limit.expires_at, lambda: self._report(label))
+
+    def _report(self, label: str) -> None:
+        """Tell `changed` if the usable share differs from what it was last told."""
+        new, old = self.limits[label].limit, self._reported.get(label, 0)
+        if new != old:
+            self._reported[label] = new
+            self.changed(label, old, new)
 
     async def _loop(self) -> None:
         while True:
@@ -201,6 +225,8 @@ class GrantRenewer:
 
     async def stop(self) -> None:
         """Stop renewing, then return every grant with a final report of zero demand (keeping its samples)."""
+        for lapse in self._lapses.values():
+            lapse.cancel()
         if self._task is not None:
             task, self._task = self._task, None
             await cancel_and_wait(task)

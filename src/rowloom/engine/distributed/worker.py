@@ -30,6 +30,7 @@ from rowloom.observe.clock import SYSTEM_CLOCK, Clock
 from rowloom.observe.context import correlate
 from rowloom.observe.events.base import Event
 from rowloom.observe.events.request import LimitChanged
+from rowloom.observe.sinks import guarded
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,11 +93,10 @@ class GrantedRuntime(RequestRuntime):
         return self.admission.cooling_for(self.keys[label])
 
     def grant_changed(self, label: str, old: int, new: int) -> None:
-        """A renewal moved this worker's share: record it, and hand new room to queued requests at once rather
-        than at the next release."""
+        """This worker's usable share moved (renewed, cut, lapsed): record it, and let the queued requests see
+        it at once rather than at the next release (which never comes to a worker with nothing in flight)."""
         self.sink.emit(LimitChanged(key=label, old=old, new=new, reason=self.grants[label].reason))
-        if new > old:
-            self.admission.refresh(self.keys[label])
+        self.admission.refresh(self.keys[label])  # a smaller share admits nobody: one rule for every change
 
 
 class ForwardingSink:
@@ -158,8 +158,11 @@ class WorkerEngine:
         self.plan = build_plan(config, num_records)
         self.store = PartWriter(output, config, self.plan, num_records, seed)
         self.sink = ForwardingSink()
+        # What the scheduler, request admission and the executor emit into: a sink failing under them would
+        # break the run (a lease issued but never handed over), so it is guarded like a local run's sinks.
+        self.events = guarded(self.sink, "forwarding")
         self.deliver = deliver
-        self.runtime = GrantedRuntime(config, sink=self.sink, clock=clock)
+        self.runtime = GrantedRuntime(config, sink=self.events, clock=clock)
         self.renewer = GrantRenewer(
             worker,
             self.runtime.grants,
@@ -207,7 +210,7 @@ class WorkerEngine:
                 endpoints=self.runtime,
                 seed=self.seed,
                 skip_row_groups=skip,
-                sink=self.sink,
+                sink=self.events,
                 clock=self.clock,
             )
             await scheduler.run()
