@@ -22,6 +22,7 @@ from rowloom.models.clients import (
 from rowloom.models.types import (
     ChatResponse,
     ClientRequestError,
+    ConnectionFailed,
     EmbeddingResponse,
     Outcome,
     Overloaded,
@@ -142,7 +143,7 @@ def test_redaction_hides_credentials_whatever_their_case() -> None:
         (503, b"busy", Overloaded),
         (529, b'{"error":{"message":"overloaded"}}', Overloaded),
         (408, b"", RequestTimeout),
-        (504, b"gateway timeout", RequestTimeout),
+        (504, b"gateway timeout", ServerError),  # a gateway's: transient, retried quickly, no capacity signal
         (500, b"boom", ServerError),
         (502, b"bad gateway", ServerError),
         (400, b'{"error":{"message":"bad"}}', ClientRequestError),
@@ -254,9 +255,9 @@ def test_embedding_count_mismatch_is_malformed() -> None:
     [
         (TimeoutError(), RequestTimeout, "timed out"),
         (aiohttp.ServerTimeoutError("read"), RequestTimeout, "timed out"),
-        (aiohttp.ServerDisconnectedError(), ServerError, "connection reset"),
+        (aiohttp.ServerDisconnectedError(), ConnectionFailed, "connection reset"),
         (aiohttp.ClientPayloadError("Response payload is not completed"), ServerError, "connection reset"),
-        (aiohttp.ClientOSError(104, "Connection reset by peer"), ServerError, "connection reset"),
+        (aiohttp.ClientOSError(104, "Connection reset by peer"), ConnectionFailed, "connection reset"),
     ],
 )
 def test_transport_failures_are_classified(exc: BaseException, error_type: type, phrase: str) -> None:
@@ -264,6 +265,53 @@ def test_transport_failures_are_classified(exc: BaseException, error_type: type,
     assert type(error) is error_type
     assert phrase in str(error)
     assert error.latency_s == 1.5
+
+
+def _connector_error(cls: type[aiohttp.ClientConnectorError], os_error: OSError) -> aiohttp.ClientConnectorError:
+    key = aiohttp.client_reqrep.ConnectionKey("127.0.0.1", 18099, False, True, None, None, None)
+    return cls(key, os_error)
+
+
+@pytest.mark.parametrize(
+    ("exc", "phrase"),
+    [
+        (_connector_error(aiohttp.ClientConnectorError, ConnectionRefusedError(111, "refused")), "connection refused"),
+        (_connector_error(aiohttp.ClientConnectorError, OSError(113, "No route to host")), "cannot connect"),
+        (_connector_error(aiohttp.ClientConnectorDNSError, OSError(-2, "Name not known")), "DNS lookup failed"),
+        (_connector_error(aiohttp.ClientConnectorSSLError, OSError(1, "handshake")), "TLS handshake failed"),
+        (aiohttp.ServerDisconnectedError(), "server disconnected"),
+    ],
+)
+def test_connection_failures_are_connection_errors_without_a_capacity_signal(exc: BaseException, phrase: str):
+    error = classify_exception(exc, 0.01)
+    assert type(error) is ConnectionFailed and error.retryable
+    assert error.outcome is Outcome.CONNECTION_ERROR and not error.outcome.is_overload
+    assert error.outcome.is_unavailable
+    assert phrase in str(error)
+
+
+def test_a_rejected_tls_certificate_stays_a_setup_error():
+    cert = aiohttp.ClientConnectorCertificateError(
+        aiohttp.client_reqrep.ConnectionKey("127.0.0.1", 443, True, True, None, None, None), Exception("bad cert")
+    )
+    error = classify_exception(cert, 0.0)
+    assert type(error) is ClientRequestError and not error.retryable
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type", "outcome"),
+    [
+        (502, ServerError, Outcome.SERVER_ERROR),
+        (504, ServerError, Outcome.SERVER_ERROR),
+        (503, Overloaded, Outcome.OVERLOADED),
+        (529, Overloaded, Outcome.OVERLOADED),
+        (408, RequestTimeout, Outcome.TIMEOUT),
+    ],
+)
+def test_gateway_errors_are_transient_server_errors_and_503_529_are_overload(status, error_type, outcome):
+    error = classify_status(status, {}, b"<html>gateway</html>", 0.1)
+    assert type(error) is error_type and error.outcome is outcome
+    assert error.outcome.is_overload is (outcome is not Outcome.SERVER_ERROR)  # 502/504: no capacity signal
 
 
 @pytest.mark.parametrize("exc", [KeyError("bug"), TypeError("bug"), asyncio.CancelledError()])

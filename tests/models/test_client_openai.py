@@ -21,6 +21,7 @@ from rowloom.models.clients import InsecureTransportError, OpenAIClient
 from rowloom.models.types import (
     ChatRequest,
     ClientRequestError,
+    ConnectionFailed,
     Outcome,
     Overloaded,
     ProviderError,
@@ -270,9 +271,9 @@ async def test_500_is_a_retryable_server_error(fake_provider, make_client) -> No
     assert (error.status, error.retryable) == (500, True)
 
 
-async def test_504_is_a_timeout(fake_provider, make_client) -> None:
+async def test_a_gateways_504_is_a_transient_server_error(fake_provider, make_client) -> None:
     error = await _chat_error(make_client(fake_provider.url("504")))
-    assert type(error) is RequestTimeout
+    assert type(error) is ServerError
     assert error.status == 504
 
 
@@ -315,7 +316,7 @@ async def test_explicit_key_replaces_an_authorization_extra_header(fake_provider
 
 async def test_connection_closed_before_reply_is_a_connection_reset(fake_provider, make_client) -> None:
     error = await _chat_error(make_client(fake_provider.url("reset")))
-    assert type(error) is ServerError
+    assert type(error) is ConnectionFailed and error.outcome is Outcome.CONNECTION_ERROR
     assert "connection reset" in str(error)
 
 
@@ -326,13 +327,13 @@ async def test_connection_closed_mid_body_is_a_connection_reset(fake_provider, m
     assert "truncated" in str(error)
 
 
-async def test_connection_refused_is_a_server_error() -> None:
+async def test_connection_refused_is_a_connection_error() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     client = OpenAIClient(ProviderConfig(name="p", base_url=f"http://127.0.0.1:{port}/v1"))
     error = await _chat_error(client)
-    assert type(error) is ServerError
+    assert type(error) is ConnectionFailed and error.outcome is Outcome.CONNECTION_ERROR
     assert "connection refused" in str(error)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import random
 import threading
 from collections.abc import Callable
@@ -13,11 +15,12 @@ from rowloom.config.models import ModelConfig, ProviderConfig
 from rowloom.config.request_admission import RequestAdmissionConfig
 from rowloom.errors import RowloomError, RunAborted
 from rowloom.models.admission import FixedLimit, RequestAdmissionController
-from rowloom.models.executor import EndpointUnavailable, ModelRequestExecutor, RequestFailed
+from rowloom.models.executor import EndpointUnavailable, EndpointUnreachable, ModelRequestExecutor, RequestFailed
 from rowloom.models.types import (
     ChatRequest,
     ChatResponse,
     ClientRequestError,
+    ConnectionFailed,
     EmbeddingResponse,
     InvalidReply,
     Overloaded,
@@ -28,7 +31,14 @@ from rowloom.models.types import (
     Usage,
 )
 from rowloom.observe.context import current
-from rowloom.observe.events.request import CooldownStarted, RequestAdmitted, RequestCompleted, RequestRetried
+from rowloom.observe.events.request import (
+    CooldownStarted,
+    EndpointDown,
+    EndpointUp,
+    RequestAdmitted,
+    RequestCompleted,
+    RequestRetried,
+)
 from rowloom.observe.sinks import MemorySink
 
 MODEL = ModelConfig(alias="a", provider="p", model="m")
@@ -101,6 +111,19 @@ def outcomes(sink: MemorySink) -> list[str]:
     return [e.outcome for e in sink.of(RequestCompleted)]
 
 
+def amid_successes(executor: ModelRequestExecutor, clock: InstantClock, error: BaseException) -> Callable:
+    """A step that fails with `error` while another request of the endpoint succeeds: the failure is this
+    request's own (it spends the retry budget), not a sign that the endpoint is down."""
+
+    async def step(_: int) -> ChatResponse:
+        clock.t += 0.01
+        other = executor.admission.try_acquire("a")
+        executor.admission.release(other, "success", rtt_s=0.01)
+        raise error
+
+    return step
+
+
 async def test_a_success_returns_the_reply_and_releases_the_lease_with_its_usage():
     executor, client, clock, sink = build(REPLY)
     assert await executor.chat("a", REQUEST) is REPLY
@@ -127,7 +150,8 @@ async def test_429s_do_not_spend_the_retry_budget_and_each_waits_its_own_retry_a
         *[RateLimited("slow down", status=429, retry_after_s=3.0)] * 5,
         ServerError("bad gateway", status=502),
         REPLY,
-        max_attempts=2,
+        max_attempts=3,
+        down_after_failures=2,
     )
     assert await executor.chat("a", REQUEST) is REPLY  # the 5xx is only the first failure that counts
     assert clock.sleeps == [3.0] * 5 + [0.5]  # ...and gets the first backoff, not the sixth
@@ -158,12 +182,15 @@ async def test_a_client_error_fails_fast_with_the_providers_message():
 
 
 async def test_exhausted_retries_raise_request_failed_with_the_last_outcome_and_message():
-    executor, client, clock, _ = build(
-        ServerError("bad gateway", status=502),
-        Overloaded("busy", status=503),
-        RequestTimeout("timed out"),
-        max_attempts=3,
-    )
+    executor, client, clock, _ = build(REPLY, max_attempts=3, down_after_failures=2)
+    client.script = [
+        amid_successes(executor, clock, error)
+        for error in (
+            ServerError("bad gateway", status=502),
+            Overloaded("busy", status=503),
+            RequestTimeout("timed out"),
+        )
+    ]
     with pytest.raises(RequestFailed) as info:
         await executor.chat("a", REQUEST)
     assert info.value.outcome == "timeout" and info.value.attempts == 3
@@ -174,14 +201,15 @@ async def test_exhausted_retries_raise_request_failed_with_the_last_outcome_and_
 
 
 async def test_backoff_is_exponential_bounded_and_jittered():
-    executor, _, clock, _ = build(
-        ServerError("oops"),
+    executor, client, clock, _ = build(
+        REPLY,
         max_attempts=7,
         server_error_backoff_s=1.0,
         backoff_max_s=4.0,
         backoff_jitter=0.5,
         rng=random.Random(3),
     )
+    client.script = [amid_successes(executor, clock, ServerError("oops"))]
     with pytest.raises(RequestFailed):
         await executor.chat("a", REQUEST)
     ceilings = [1.0, 2.0, 4.0, 4.0, 4.0, 4.0]
@@ -320,3 +348,131 @@ async def test_a_plain_server_error_backs_off_less_than_an_overload_signal():
     )
     assert await executor.chat("a", REQUEST) is REPLY
     assert clock.sleeps == [0.1, 1.0]  # 5xx: 0.1 s first; the timeout is the second counted failure: 0.5 * 2
+
+
+# ------------------------------------------------------------------ outages: the endpoint's failure, not the row's
+
+
+class VirtualClock:
+    """Discrete-event time: when every task is idle, the earliest sleeper wakes and time jumps to its deadline.
+
+    Unlike `InstantClock`, concurrent sleepers (backoffs, probe and breaker timers) wake in deadline order."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        future = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self.t + seconds, next(self._order), future))
+        await future
+
+    async def run(self, awaitable):
+        task = asyncio.ensure_future(awaitable)
+        while not task.done():
+            for _ in range(50):  # let every task that can run, run
+                await asyncio.sleep(0)
+            while self._sleepers and self._sleepers[0][2].done():
+                heapq.heappop(self._sleepers)
+            if task.done() or not self._sleepers:
+                break
+            deadline, _, future = heapq.heappop(self._sleepers)
+            self.t = max(self.t, deadline)
+            future.set_result(None)
+        return await task
+
+
+def build_virtual(*script: Step, limit: int = 4, **config):
+    clock = VirtualClock()
+    sink = MemorySink()
+    settings = RequestAdmissionConfig(**{"backoff_jitter": 0.0, **config})
+    admission = RequestAdmissionController(
+        settings, clock=clock, sink=sink, limit_factory=lambda key, ceiling: FixedLimit(limit)
+    )
+    client = FakeClient(*script)
+    executor = ModelRequestExecutor(
+        admission, {"p": client}, {"a": (MODEL, PROVIDER)}, settings, clock=clock, sink=sink
+    )
+    return executor, client, clock, sink
+
+
+def refused_between(clock, start: float, end: float) -> Callable:
+    """An endpoint that refuses connections from `start` to `end` on the clock, and answers otherwise."""
+
+    async def step(_: int) -> ChatResponse:
+        await clock.sleep(0.05)
+        if start <= clock.now() < end:
+            raise ConnectionFailed("connection refused: Cannot connect to host 127.0.0.1:9")
+        return REPLY
+
+    return step
+
+
+async def test_an_outage_spends_no_attempt_drops_no_request_and_waiters_resume_on_the_probes_success():
+    executor, client, clock, sink = build_virtual(REPLY, limit=4, max_attempts=4)  # down after 3 failures in a row
+    client.script = [refused_between(clock, 1.0, 12.0)]
+    assert await clock.run(executor.chat("a", REQUEST)) is REPLY  # the endpoint worked once
+    clock.t = 1.0  # the outage starts
+    results = await clock.run(asyncio.gather(*(executor.chat("a", REQUEST) for _ in range(12))))
+    assert all(result is REPLY for result in results)  # no request failed for good: no row would be dropped
+    assert clock.now() >= 12.0
+    down, up = sink.of(EndpointDown), sink.of(EndpointUp)
+    assert len(down) == 1 and len(up) == 1 and up[0].probes >= 3
+    assert "connection refused" in down[0].last_error
+    retried = sink.of(RequestRetried)
+    assert retried and all(r.outcome == "connection_error" for r in retried)
+    assert sum(r.counted for r in retried) <= 2  # only failures before the endpoint was judged down
+    assert not any(r.counted for r in retried if r.ts > down[0].ts)
+    assert all(r.delay_s == 0.0 for r in retried if r.ts > down[0].ts)  # no backoff of their own: they wait
+    # While down, one request at a time went out (the probe) ...
+    admitted_while_down = [e for e in sink.of(RequestAdmitted) if down[0].ts < e.ts < up[0].ts]
+    assert admitted_while_down and all(e.in_flight == 1 for e in admitted_while_down)
+    # ... and the probe's success admitted the waiters at once (the same instant), not a timer later.
+    assert sum(e.ts == up[0].ts for e in sink.of(RequestAdmitted)) == 4
+    assert executor.admission.in_flight("a") == 0 and not executor.admission.down("a")
+
+
+async def test_a_request_that_keeps_failing_while_others_succeed_is_dropped_as_its_own_failure():
+    executor, client, clock, sink = build(REPLY, max_attempts=4)
+    client.script = [amid_successes(executor, clock, ConnectionFailed("connection reset: by peer"))]
+    with pytest.raises(RequestFailed) as info:
+        await executor.chat("a", REQUEST)
+    assert info.value.outcome == "connection_error" and info.value.attempts == 4
+    assert not sink.of(EndpointDown)
+
+
+async def test_five_percent_errors_among_successes_never_take_the_endpoint_down():
+    rng = random.Random(5)
+
+    async def flaky(_: int) -> ChatResponse:
+        await clock.sleep(rng.uniform(0.01, 0.05))  # requests overlap: others finish while one is out
+        if rng.random() < 0.05:
+            raise ServerError("HTTP 500 server error: boom", status=500)
+        return REPLY
+
+    executor, client, clock, sink = build_virtual(REPLY, limit=16, max_attempts=8)
+    client.script = [flaky]
+    results = await clock.run(asyncio.gather(*(executor.chat("a", REQUEST) for _ in range(600))))
+    assert all(result is REPLY for result in results)
+    assert not sink.of(EndpointDown)
+    retried = sink.of(RequestRetried)
+    assert len(retried) > 15 and all(r.counted for r in retried)  # each failure was its row's, and counted
+
+
+async def test_an_endpoint_that_never_answers_stops_within_the_start_up_grace():
+    executor, client, clock, _ = build_virtual(REPLY, limit=2, startup_grace_s=5.0)
+    client.script = [refused_between(clock, 0.0, float("inf"))]
+    gathered = asyncio.gather(*(executor.chat("a", REQUEST) for _ in range(4)), return_exceptions=True)
+    results = await clock.run(gathered)
+    assert all(isinstance(r, EndpointUnreachable) for r in results), results
+    message = str(results[0])
+    assert "cannot reach endpoint 'p' at http://127.0.0.1:9/v1" in message and "connection refused" in message
+    assert "Is the server running, and is the port in base_url right?" in message
+    assert 5.0 <= results[0].failing_for_s < 5.5 and clock.now() < 5.5

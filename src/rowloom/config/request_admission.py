@@ -146,6 +146,27 @@ class RequestAdmissionConfig(ConfigModel):
         gt=0,
         description="Stop the run when an endpoint has had no success for this long while every request failed.",
     )
+    down_after_failures: int = Field(
+        3,
+        ge=1,
+        description=(
+            "Judge an endpoint down after this many failures in a row (refused or reset connections, timeouts, 5xx, "
+            "503) with no success in between: requests then wait, one probe at a time goes out, and failures while "
+            "it is down spend no request's max_attempts. Must be below max_attempts."
+        ),
+    )
+    probe_backoff_s: float = Field(
+        0.5, gt=0, description="First wait before probing a down endpoint; doubles after each failed probe."
+    )
+    probe_backoff_max_s: float = Field(15.0, gt=0, description="Longest wait between probes of a down endpoint.")
+    startup_grace_s: float = Field(
+        30.0,
+        gt=0,
+        description=(
+            "An endpoint that has never answered and is down stops the run after this long (counted from its first "
+            "failure) with a setup error: time for a server still loading its model, not for a wrong port."
+        ),
+    )
 
     rate_burst_s: float = Field(
         1.0, gt=0, description="An rpm/tpm budget may be spent this many seconds' worth at once (bucket depth)."
@@ -164,6 +185,17 @@ class RequestAdmissionConfig(ConfigModel):
             raise ValueError("min_limit must not exceed default_max_parallel_requests")
         if self.backoff_base_s > self.backoff_max_s:
             raise ValueError("backoff_base_s must not exceed backoff_max_s")
+        if self.down_after_failures >= self.max_attempts:
+            # Failures before the endpoint is judged down spend the retry budget; were they allowed to use all of
+            # it, an outage would drop rows instead of waiting for the endpoint to come back.
+            lower = f" or lower down_after_failures to {self.max_attempts - 1}" if self.max_attempts > 1 else ""
+            raise ValueError(
+                f"down_after_failures ({self.down_after_failures}) must be below max_attempts ({self.max_attempts}), "
+                f"so an outage never uses up a request's retries: raise max_attempts to "
+                f"{self.down_after_failures + 1}{lower}"
+            )
+        if self.probe_backoff_s > self.probe_backoff_max_s:
+            raise ValueError("probe_backoff_s must not exceed probe_backoff_max_s")
         seen: set[tuple[str, str | None]] = set()
         for cap in self.caps:
             if (cap.provider, cap.model) in seen:

@@ -1,7 +1,8 @@
 """`ModelRequestExecutor`: acquire a lease → call the provider → classify → release with the outcome → retry.
 
-Owns the retry policy and the circuit breaker per endpoint; admission decisions belong to the controller and
-HTTP to the clients. Every attempt is re-admitted with a new lease, and every path releases what it holds.
+Owns the retry policy; admission decisions (endpoint health and its circuit breaker among them) belong to the
+controller and HTTP to the clients. Every attempt is re-admitted with a new lease, and every path releases what
+it holds.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 from rowloom.config.models import ModelConfig, ProviderConfig
 from rowloom.config.request_admission import RequestAdmissionConfig
-from rowloom.errors import RowloomError, RunAborted
-from rowloom.models.admission import CircuitBreaker, RequestAdmissionController, ResourceKey
+from rowloom.errors import RowloomError
+from rowloom.models.admission import RequestAdmissionController, ResourceKey
+from rowloom.models.admission.health import EndpointUnavailable, EndpointUnreachable
 from rowloom.models.types import (
     ChatClient,
     ChatRequest,
@@ -32,6 +33,8 @@ from rowloom.observe.events.request import RequestRetried
 from rowloom.observe.sinks import EventSink, NullSink
 
 R = TypeVar("R", ChatResponse, EmbeddingResponse)
+
+__all__ = ["EndpointUnavailable", "EndpointUnreachable", "ModelRequestExecutor", "RequestFailed"]
 
 _CANCELLATIONS = (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit)
 
@@ -53,34 +56,21 @@ class RequestFailed(RowloomError):
         super().__init__(f"request to model {alias!r} failed after {tries} ({outcome.value}{code}): {message}")
 
 
-class EndpointUnavailable(RunAborted):
-    """An endpoint rejected or failed every request for longer than `circuit_breaker_s`: the run stops."""
-
-    def __init__(self, *, provider: str, model: str, base_url: str, failing_for_s: float, last_error: str):
-        self.provider = provider
-        self.model = model
-        self.base_url = base_url
-        self.failing_for_s = failing_for_s
-        self.last_error = last_error
-        super().__init__(
-            f"endpoint {provider!r} ({base_url}) model {model!r} has had no successful request for "
-            f"{failing_for_s:.0f} s while every request failed; last error: {last_error}. "
-            "Check that the endpoint is up and the key has quota; rows already written are kept."
-        )
-
-
 class ModelRequestExecutor:
-    """Runs chat and embedding requests through request admission with retries and a circuit breaker.
+    """Runs chat and embedding requests through request admission with retries.
 
     * 429: not counted against the retry budget; the request itself sleeps its Retry-After (else
       `rate_limited_retry_s`) plus a little jitter, then is re-admitted.
-    * 503/timeouts/5xx: bounded exponential backoff with jitter, at most `max_attempts` attempts, then
-      `RequestFailed`.
+    * 503/timeouts/5xx/connection errors: bounded exponential backoff with jitter, at most `max_attempts`
+      attempts, then `RequestFailed`.
+    * Except while the endpoint is down (see `admission.health`): such a failure is the endpoint's, not the
+      row's — it spends no attempt and no backoff, and the retry waits in request admission for the probe
+      that finds the endpoint back.
     * Non-retryable 4xx: `RequestFailed` at once, with the provider's message.
     * A bug (any other exception) releases the lease as UNEXPECTED and propagates unchanged; cancellation and
       Ctrl-C release as CANCELLED and propagate.
-    * An endpoint with no success for `circuit_breaker_s` while every request fails raises
-      `EndpointUnavailable` to every caller of that endpoint.
+    * An endpoint whose breaker (or start-up grace) ran out raises `EndpointUnavailable` (or its setup-error
+      subclass `EndpointUnreachable`) to every caller of that endpoint.
     """
 
     def __init__(
@@ -101,7 +91,6 @@ class ModelRequestExecutor:
         self._clock = clock
         self._sink = None if sink is None or isinstance(sink, NullSink) else sink
         self._rng = rng or random.Random()
-        self._breaker = CircuitBreaker(self.config.circuit_breaker_s)
         self._requests = itertools.count(1)
         self._registered: set[tuple[str, str]] = set()
         self._backing_off: Counter[str] = Counter()
@@ -160,6 +149,7 @@ class ModelRequestExecutor:
                         rtt_s=self._clock.now() - started,
                         retry_after_s=exc.retry_after_s,
                         rate_limit=exc.rate_limit,
+                        error=str(exc),
                     )
                     error = exc
                 except _CANCELLATIONS:
@@ -178,14 +168,19 @@ class ModelRequestExecutor:
                         tokens_used=usage.total_tokens or None,
                         completion_tokens=usage.completion_tokens or None,
                     )
-                    self._breaker.on_success(key)
                     return result
                 if error.outcome is Outcome.SUCCESS:  # e.g. InvalidReply: the endpoint did its job
-                    self._breaker.on_success(key)
                     raise error
+                if (stopped := self.admission.failure(key)) is not None:
+                    raise stopped  # the endpoint's breaker ran out: the run stops
+                if error.outcome.is_unavailable and self.admission.down(key):
+                    # The endpoint's outage, not this row's: no attempt spent and no backoff of its own; the
+                    # retry waits in request admission, woken when a probe finds the endpoint back.
+                    self._emit_retry(key, alias, error.outcome, attempt, 0.0, counted=False)
+                    continue
                 if error.outcome is not Outcome.RATE_LIMITED:
                     counted += 1
-                delay = self._next_delay(alias, key, error, attempt, counted)
+                delay = self._next_delay(alias, error, attempt, counted)
                 self._emit_retry(
                     key, alias, error.outcome, attempt, delay, counted=error.outcome is not Outcome.RATE_LIMITED
                 )
@@ -200,11 +195,8 @@ class ModelRequestExecutor:
         """Requests of `alias` sleeping before a retry: they hold a task but no request slot."""
         return self._backing_off[alias]
 
-    def _next_delay(self, alias: str, key: ResourceKey, error: ProviderError, attempt: int, counted: int) -> float:
+    def _next_delay(self, alias: str, error: ProviderError, attempt: int, counted: int) -> float:
         """Seconds to wait before the next attempt, or raise when there is none."""
-        now = self._clock.now()
-        if self._breaker.on_failure(key, now, f"{error.outcome.value}: {error}"):
-            raise self._open_circuit(alias, key, now)
         if not error.retryable or error.outcome is Outcome.CLIENT_ERROR:
             raise RequestFailed(alias, error.outcome, str(error), attempts=attempt, status=error.status) from error
         cap = self.config.max_retry_after_s
@@ -222,18 +214,6 @@ class ModelRequestExecutor:
         if error.retry_after_s is not None:  # a 503 may say when to come back; never earlier than that
             backoff = max(backoff, min(error.retry_after_s, cap))
         return backoff
-
-    def _open_circuit(self, alias: str, key: ResourceKey, now: float) -> EndpointUnavailable:
-        _, provider = self._models[alias]
-        error = EndpointUnavailable(
-            provider=provider.name,
-            model=key.model,
-            base_url=_public_url(provider.base_url),
-            failing_for_s=self._breaker.failing_for(key, now),
-            last_error=self._breaker.last_error(key) or "unknown",
-        )
-        self.admission.fail_key(key, error)
-        return error
 
     # ------------------------------------------------------------ plumbing
 
@@ -269,14 +249,3 @@ class ModelRequestExecutor:
                     counted=counted,
                 )
             )
-
-
-def _public_url(url: str | None) -> str:
-    """The URL without credentials or query string (either may carry a secret)."""
-    if not url:
-        return "no base_url"
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))

@@ -19,7 +19,8 @@ class Outcome(enum.StrEnum):
     RATE_LIMITED = "rate_limited"  # 429
     OVERLOADED = "overloaded"  # 503 / 529: the server says it is saturated
     TIMEOUT = "timeout"
-    SERVER_ERROR = "server_error"  # other 5xx, connection reset, malformed or truncated body
+    SERVER_ERROR = "server_error"  # other 5xx (502/504 from gateways too), malformed or truncated body
+    CONNECTION_ERROR = "connection_error"  # refused, reset, DNS failure, server gone, TLS handshake failed
     CLIENT_ERROR = "client_error"  # 4xx other than 429: bad request, auth, quota exhausted
     CANCELLED = "cancelled"  # task cancelled or KeyboardInterrupt
     UNEXPECTED = "unexpected"  # a bug: never a provider failure
@@ -28,6 +29,15 @@ class Outcome(enum.StrEnum):
     def is_overload(self) -> bool:
         """Whether this outcome says the endpoint is past its capacity (drives limit decrease)."""
         return self in (Outcome.RATE_LIMITED, Outcome.OVERLOADED, Outcome.TIMEOUT)
+
+    @property
+    def is_unavailable(self) -> bool:
+        """Whether this outcome says the endpoint served nothing (no connection, no reply, a 5xx): a run of them
+        with no success in between marks the endpoint down (`rowloom.models.admission.health`)."""
+        return self in _UNAVAILABLE
+
+
+_UNAVAILABLE = frozenset({Outcome.CONNECTION_ERROR, Outcome.TIMEOUT, Outcome.SERVER_ERROR, Outcome.OVERLOADED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,9 +142,16 @@ class RequestTimeout(ProviderError):
 
 
 class ServerError(ProviderError):
-    """5xx, a reset connection, or a malformed/truncated body: retried with backoff."""
+    """5xx (502/504 from a gateway too) or a malformed/truncated body: retried with backoff."""
 
     outcome = Outcome.SERVER_ERROR
+
+
+class ConnectionFailed(ProviderError):
+    """No exchange with the server: connection refused or reset, DNS failure, server disconnected, TLS handshake
+    failed. Retried; says nothing about capacity (the limit does not learn from it)."""
+
+    outcome = Outcome.CONNECTION_ERROR
 
 
 class ClientRequestError(ProviderError):

@@ -149,6 +149,9 @@ class GrantLimit:
         self._epoch = grant.epoch
         self._reason = "cooling down" if grant.cooling_s > 0 else f"grant of {self._share} of {grant.limit}"
 
+    def restart(self, value: int) -> None:
+        return None  # the authority's limit owns recovery; this worker keeps its grant until the next renewal
+
 
 Renew = Callable[[str, Report], Awaitable[Grant]]
 """`renew(endpoint_label, report)`: one round trip to that endpoint's authority."""

@@ -4,10 +4,10 @@ The public names are re-exported here; everything else in this package is an imp
 """
 
 from rowloom.models.admission.caps import CapTable
-from rowloom.models.admission.circuit import CircuitBreaker
 from rowloom.models.admission.controller import AdmissionClosed, AdmissionTimeout, RequestAdmissionController
 from rowloom.models.admission.cooldown import Cooldown, Pause
 from rowloom.models.admission.fair_queue import FairQueue, Selection, StaleSelection
+from rowloom.models.admission.health import EndpointHealth, EndpointUnavailable, EndpointUnreachable
 from rowloom.models.admission.keys import Domain, ResourceKey
 from rowloom.models.admission.leases import LeaseLedger, ReleaseStatus, RequestLease
 from rowloom.models.admission.limits import (
@@ -26,11 +26,13 @@ __all__ = [
     "AdmissionClosed",
     "AdmissionTimeout",
     "CapTable",
-    "CircuitBreaker",
     "CompositeLimit",
     "Cooldown",
     "Domain",
+    "EndpointHealth",
     "EndpointRegistry",
+    "EndpointUnavailable",
+    "EndpointUnreachable",
     "FairQueue",
     "FixedLimit",
     "GradientLimit",

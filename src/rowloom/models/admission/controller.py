@@ -1,7 +1,7 @@
 """`RequestAdmissionController`: when may a model request go out — leases, waiter queues, cooldowns, caps.
 
-Owns admission decisions per resource key; the limit algorithms, fair queue, pause evidence and budgets are
-parts it drives. It must not call providers or classify errors (that is the executor's job).
+Owns admission decisions per resource key; the limit algorithms, fair queue, pause evidence, endpoint health and
+budgets are parts it drives. It must not call providers or classify errors (that is the executor's job).
 """
 
 from __future__ import annotations
@@ -208,11 +208,12 @@ class RequestAdmissionController:
         rate_limit: RateLimitInfo | None = None,
         tokens_used: int | None = None,
         completion_tokens: int | None = None,
+        error: str | None = None,
     ) -> ReleaseStatus:
-        """Return a lease with how its attempt ended; the limit, cooldown and budget learn from it.
+        """Return a lease with how its attempt ended; the health, limit, cooldown and budget learn from it.
 
         `tokens_used` (prompt + completion) settles a tpm budget; `completion_tokens` tells a latency signal how
-        long the reply was, so a long reply is not mistaken for queueing.
+        long the reply was, so a long reply is not mistaken for queueing. `error` says how a failure failed.
 
         Only the first release of a live lease of this generation changes anything; every other call is
         reported (DUPLICATE, UNKNOWN, STALE) and emits `ReleaseRejected`.
@@ -227,6 +228,7 @@ class RequestAdmissionController:
                 rate_limit=rate_limit,
                 tokens_used=tokens_used,
                 completion_tokens=completion_tokens,
+                error=error,
             )
         in_flight = self._ledger.in_flight(lease.key)
         status = self._ledger.settle(lease)
@@ -249,9 +251,11 @@ class RequestAdmissionController:
             completion_tokens=completion_tokens,
             burst_s=self.config.rate_burst_s,
             emit=self._emit,
+            error=error,
         )
         if pause is not None:
             self._arm_cooldown_timer(state)
+        self._watch_health(state, now)
         self._emit(
             RequestCompleted,
             key=state.label,
@@ -296,6 +300,14 @@ class RequestAdmissionController:
         """Seconds the key behind `alias_or_key` stays paused (0 when it is not)."""
         until = self._registry.resolve(alias_or_key, domain)[0].cooldown.until
         return 0.0 if until is None else max(0.0, until - self._clock.now())
+
+    def down(self, alias_or_key: str | ResourceKey, *, domain: str = "chat") -> bool:
+        """Whether the endpoint is judged down: its requests wait while one probe at a time goes out."""
+        return self._registry.resolve(alias_or_key, domain)[0].health.down
+
+    def failure(self, alias_or_key: str | ResourceKey, *, domain: str = "chat") -> BaseException | None:
+        """The error every request on the key raises once it failed for good (its circuit opened), else None."""
+        return self._registry.resolve(alias_or_key, domain)[0].failed
 
     def in_flight(self, alias_or_key: str | ResourceKey, *, domain: str = "chat") -> int:
         """Live leases on the key behind `alias_or_key` (all its aliases together)."""
@@ -352,10 +364,11 @@ class RequestAdmissionController:
         )
 
     def _has_room(self, state: EndpointState, now: float) -> bool:
-        """Key-wide: not cooling down, below the limit and below every aggregate cap."""
+        """Key-wide: not cooling down, up (or due a probe), below the limit and below every aggregate cap."""
         if state.cooldown.until is not None and self._cooling(state, now):
             return False
-        if self._ledger.in_flight(state.key) >= state.limit.limit:
+        in_flight = self._ledger.in_flight(state.key)
+        if in_flight >= state.limit.limit or not state.health.admits(now, in_flight):
             return False
         count = self._ledger.in_flight
         return all(cap.in_flight(count) < cap.max_in_flight for cap in state.caps)
@@ -457,6 +470,18 @@ class RequestAdmissionController:
     def _arm_budget_timer(self, state: EndpointState, delay: float) -> None:
         due = self._clock.now() + delay
         state.budget_timer.arm(lambda: due, lambda: self._dispatch(state))
+
+    def _watch_health(self, state: EndpointState, now: float) -> None:
+        """Stop the key if its breaker (or start-up grace) ran out; while down, time the next probe and the breaker."""
+        if state.failed is None and (error := state.health.stop_error(now)) is not None:
+            self.fail_key(state.key, error)
+        elif state.health.down:
+            state.probe_timer.arm(state.health.probe_due, lambda: self._dispatch(state))
+            state.stop_timer.arm(state.health.stop_due, lambda: self._stop_due(state))
+
+    def _stop_due(self, state: EndpointState) -> None:
+        if state.queue or self._ledger.in_flight(state.key):  # a down key nobody waits for must not end the run
+            self._watch_health(state, self._clock.now())
 
     # ------------------------------------------------------------ internals: plumbing
 

@@ -1,7 +1,7 @@
 """`EndpointState`: everything request admission keeps about one resource key, gathered in one place.
 
-Owns the per-key parts (limit, waiter queue, cooldown, budget, caps, aliases, counters); holds no policy —
-the controller decides, this only stores and reports.
+Owns the per-key parts (limit, waiter queue, cooldown, health, budget, caps, aliases, counters); holds no
+policy — the controller decides, this only stores and reports.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 from rowloom.models.admission.caps import Cap
 from rowloom.models.admission.cooldown import Cooldown
 from rowloom.models.admission.fair_queue import FairQueue
+from rowloom.models.admission.health import EndpointHealth
 from rowloom.models.admission.keys import ResourceKey
 from rowloom.models.admission.leases import RequestLease
 from rowloom.models.admission.limits.base import Limit
@@ -48,13 +49,16 @@ class AliasBinding:
 class EndpointState:
     """The adaptive admission state of one resource key, shared by every alias that names it."""
 
-    def __init__(self, key: ResourceKey, limit: Limit, cooldown: Cooldown, ceiling: int, clock: Clock):
+    def __init__(
+        self, key: ResourceKey, limit: Limit, cooldown: Cooldown, ceiling: int, clock: Clock, health: EndpointHealth
+    ):
         self.key = key
         self.label = key.label
         self.limit = limit
         self.ceiling = ceiling
         self.queue: FairQueue[tuple[str | None, str], Waiter] = FairQueue()
         self.cooldown = cooldown
+        self.health = health
         self.budget: RateBudget | None = None
         self.caps: tuple[Cap, ...] = ()
         self.peers: list[EndpointState] = []
@@ -62,6 +66,8 @@ class EndpointState:
         self.failed: BaseException | None = None
         self.cooldown_timer = Wakeup(clock)
         self.budget_timer = Wakeup(clock)
+        self.probe_timer = Wakeup(clock)  # the next probe of a down endpoint is due
+        self.stop_timer = Wakeup(clock)  # a down endpoint's breaker (or start-up grace) runs out
         self.peak_in_flight = 0
         self.observed_max_limit = limit.limit
         self.rate_limited = 0
@@ -89,8 +95,8 @@ class EndpointState:
             self.budget = RateBudget(rpm=rpm, tpm=tpm, burst_s=burst_s, now=now) if rpm or tpm else None
 
     def cancel_timers(self) -> None:
-        self.cooldown_timer.cancel()
-        self.budget_timer.cancel()
+        for timer in (self.cooldown_timer, self.budget_timer, self.probe_timer, self.stop_timer):
+            timer.cancel()
 
     def snapshot(self, in_flight: int, now: float) -> dict[str, Any]:
         """JSON-ready view for observability and the engine's task admission."""
@@ -115,6 +121,7 @@ class EndpointState:
             "consecutive_429": self.cooldown.consecutive_429,
             "issued": self.issued,
             "failed": None if self.failed is None else str(self.failed),
+            **self.health.snapshot(now),
         }
 
 

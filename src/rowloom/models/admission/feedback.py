@@ -1,7 +1,9 @@
-"""What a finished request attempt teaches its endpoint: a limit sample, pause evidence, a budget correction.
+"""What a finished request attempt teaches its endpoint: its health, a limit sample, pause evidence, a budget
+correction.
 
 Owns the translation of one outcome into those updates (and their events); must not touch leases, the waiter
-queue or timers — the controller settles the lease first and arms a timer for any pause returned.
+queue or timers — the controller settles the lease first and arms a timer for any pause returned, and for the
+probes of an endpoint that is down.
 """
 
 from __future__ import annotations
@@ -11,10 +13,17 @@ from collections.abc import Callable
 
 from rowloom.models.admission.cooldown import Pause
 from rowloom.models.admission.endpoint import EndpointState
+from rowloom.models.admission.health import Transition
 from rowloom.models.admission.leases import RequestLease
 from rowloom.models.admission.rate_budget import RateBudget
 from rowloom.models.types import Outcome, RateLimitInfo
-from rowloom.observe.events.request import CooldownStarted, LimitChanged, RequestRateLimited
+from rowloom.observe.events.request import (
+    CooldownStarted,
+    EndpointDown,
+    EndpointUp,
+    LimitChanged,
+    RequestRateLimited,
+)
 
 Emit = Callable[..., None]
 """`emit(EventType, **fields)`: the controller's cheap, sink-aware event emitter."""
@@ -34,11 +43,18 @@ def learn(
     completion_tokens: int | None = None,
     burst_s: float,
     emit: Emit,
+    error: str | None = None,
 ) -> Pause | None:
     """Update the endpoint from one released attempt; returns a pause that started or grew, if any.
 
-    `in_flight` counts the key's live leases before this one was settled (itself included).
+    `in_flight` counts the key's live leases before this one was settled (itself included); `error` says how a
+    failed attempt failed (kept as the endpoint's last error).
     """
+    change = state.health.on_release(
+        outcome, now=now, admitted_at=lease.acquired_at, limit=state.limit.limit, error=error
+    )
+    if change is not None:  # before the sample: a success that ends an outage grows from the restarted limit
+        _outage(state, change, emit)
     if state.budget is not None:
         state.budget.settle(lease.tokens, tokens_used, rejected=outcome is Outcome.RATE_LIMITED)
     budget_spent = rate_limit.exhausted_until_s is not None
@@ -65,10 +81,28 @@ def learn(
             _sample(state, lease, rtt_s, in_flight, dropped=True, emit=emit, cause=outcome)
     elif outcome.is_overload:
         _sample(state, lease, rtt_s, in_flight, dropped=True, emit=emit, cause=outcome)
-    # server and client errors, cancellations and bugs carry no capacity signal
+    # server, connection and client errors, cancellations and bugs carry no capacity signal
     if pause is not None and pause.started:
         emit(CooldownStarted, key=state.label, until=pause.until, duration_s=pause.until - now, reason=pause.reason)
     return pause
+
+
+def _outage(state: EndpointState, change: Transition, emit: Emit) -> None:
+    health = state.health
+    if not change.up:
+        emit(
+            EndpointDown,
+            key=state.label,
+            provider=health.provider,
+            url=health.url,
+            last_error=health.last_error,
+            failures=change.failures,
+        )
+        return
+    before = state.limit.limit
+    state.limit.restart(change.resume_limit(state.limit.min_limit, before))
+    emit(EndpointUp, key=state.label, down_for_s=change.down_for_s, probes=change.probes)
+    _limit_moved(state, before, emit)
 
 
 def _pace_from_headers(state: EndpointState, info: RateLimitInfo, now: float, burst_s: float) -> RateLimitInfo:
@@ -112,6 +146,10 @@ def _sample(
         cause=cause,
         tokens=tokens,
     )
+    _limit_moved(state, before, emit)
+
+
+def _limit_moved(state: EndpointState, before: int, emit: Emit) -> None:
     after = state.limit.limit
     if after != before:
         state.observed_max_limit = max(state.observed_max_limit, after)

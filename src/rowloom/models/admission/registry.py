@@ -13,6 +13,7 @@ from rowloom.errors import RowloomError
 from rowloom.models.admission.caps import CapTable
 from rowloom.models.admission.cooldown import Cooldown
 from rowloom.models.admission.endpoint import AliasBinding, EndpointState
+from rowloom.models.admission.health import EndpointHealth, public_url
 from rowloom.models.admission.keys import ResourceKey
 from rowloom.models.admission.limits import Limit
 from rowloom.observe.clock import Clock
@@ -51,8 +52,18 @@ class EndpointRegistry:
                 default_s=self.config.default_cooldown_s,
                 max_s=self.config.max_retry_after_s,
             )
+            health = EndpointHealth(
+                provider=provider.name,
+                model=model.model,
+                url=public_url(provider.base_url),
+                down_after=self.config.down_after_failures,
+                probe_backoff_s=self.config.probe_backoff_s,
+                probe_backoff_max_s=self.config.probe_backoff_max_s,
+                breaker_s=self.config.circuit_breaker_s,
+                grace_s=self.config.startup_grace_s,
+            )
             state = self._states[key] = EndpointState(
-                key, self._limit_factory(key, ceiling), cooldown, ceiling, self._clock
+                key, self._limit_factory(key, ceiling), cooldown, ceiling, self._clock, health
             )
         elif ceiling > state.ceiling and state.issued == 0:
             state.ceiling = ceiling  # before any traffic the shared limit may still take the larger ceiling

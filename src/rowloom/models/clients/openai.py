@@ -26,6 +26,7 @@ from rowloom.models.types import (
     ChatRequest,
     ChatResponse,
     ClientRequestError,
+    ConnectionFailed,
     EmbeddingResponse,
     Overloaded,
     ProviderError,
@@ -106,7 +107,8 @@ def classify_status(
     """The error a non-2xx reply means, or None for 2xx. Pure: no I/O.
 
     429 → RateLimited (except `insufficient_quota` → ClientRequestError); 503/529 → Overloaded;
-    408/504 → RequestTimeout; other 5xx → ServerError; other statuses → ClientRequestError.
+    408 → RequestTimeout; other 5xx → ServerError (a gateway's 502/504 too: transient, no capacity signal);
+    other statuses → ClientRequestError.
     """
     if 200 <= status < 300:
         return None
@@ -133,8 +135,10 @@ def classify_status(
         return RateLimited(f"HTTP 429 rate limited: {detail}", **fields)
     if status in (503, 529):
         return Overloaded(f"HTTP {status} overloaded: {detail}", **fields)
-    if status in (408, 504):
+    if status == 408:
         return RequestTimeout(f"HTTP {status} timeout: {detail}", **fields)
+    if status in (502, 504):  # a gateway lost its upstream: retried quickly, not a sign of our load
+        return ServerError(f"HTTP {status} gateway error: {detail}", **fields)
     if status >= 500:
         return ServerError(f"HTTP {status} server error: {detail}", **fields)
     if 300 <= status < 400:
@@ -263,17 +267,24 @@ def classify_exception(exc: BaseException, latency_s: float) -> ProviderError | 
         return ClientRequestError(
             f"TLS certificate rejected: {exc}; check base_url or the CA bundle", latency_s=latency_s
         )
+    if isinstance(exc, aiohttp.InvalidURL):
+        return ClientRequestError(f"invalid URL {exc}: fix the provider's base_url", latency_s=latency_s)
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return ConnectionFailed(f"DNS lookup failed: {exc}", latency_s=latency_s)
+    if isinstance(exc, aiohttp.ClientConnectorSSLError):
+        return ConnectionFailed(f"TLS handshake failed: {exc}", latency_s=latency_s)
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return ServerError(f"connection refused: {exc}", latency_s=latency_s)
+        refused = isinstance(exc.os_error, ConnectionRefusedError)
+        return ConnectionFailed(f"{'connection refused' if refused else 'cannot connect'}: {exc}", latency_s=latency_s)
     if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return ServerError("connection reset: server disconnected before the reply ended", latency_s=latency_s)
-    if isinstance(exc, aiohttp.ClientPayloadError):
+        return ConnectionFailed("connection reset: server disconnected before the reply", latency_s=latency_s)
+    if isinstance(exc, aiohttp.ClientPayloadError):  # the server answered, but its body was cut short
         return ServerError(f"connection reset mid-body, reply truncated: {exc}", latency_s=latency_s)
     if isinstance(exc, aiohttp.ClientOSError):
-        return ServerError(f"connection reset: {exc}", latency_s=latency_s)
+        return ConnectionFailed(f"connection reset: {exc}", latency_s=latency_s)
     if isinstance(exc, aiohttp.ClientResponseError):  # unparseable status line / headers
         return ServerError(f"malformed reply: {exc.message}", status=exc.status or None, latency_s=latency_s)
-    return ServerError(f"connection failed: {name}: {exc}", latency_s=latency_s)
+    return ConnectionFailed(f"connection failed: {name}: {exc}", latency_s=latency_s)
 
 
 # ------------------------------------------------------------------------------------------------------------

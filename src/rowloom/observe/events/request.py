@@ -1,4 +1,4 @@
-"""Request-admission events: queued, admitted, rate-limited, completed, retried, limit and cooldown changes.
+"""Request-admission events: queued, admitted, rate-limited, completed, retried, limit and cooldown changes, outages.
 
 Values only (str/int/float/None), emitted by `rowloom.models.admission` and the request executor; no logic.
 """
@@ -123,3 +123,28 @@ class ReleaseRejected(Event):
     key: str
     lease: int
     status: str
+
+
+@register_event
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EndpointDown(Event):
+    """An endpoint is judged down after `failures` failures in a row: its requests wait, one probe at a time goes
+    out. `url` carries no credentials; `last_error` is how the last attempt failed."""
+
+    kind: ClassVar[str] = "endpoint_down"
+    key: str
+    provider: str
+    url: str
+    last_error: str
+    failures: int
+
+
+@register_event
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EndpointUp(Event):
+    """A down endpoint answered again after `down_for_s`; `probes` went out meanwhile (the answering one included)."""
+
+    kind: ClassVar[str] = "endpoint_up"
+    key: str
+    down_for_s: float
+    probes: int

@@ -205,3 +205,14 @@ class AIMDLimit:
         self._cut_at = now
         self._finished.clear()
         self._reason = reason
+
+    def restart(self, value: int) -> None:
+        """Back in slow start at `value` after an outage: the server may have come back with another capacity."""
+        self._value = clamp(value, self._min, self._max)
+        self._slow_start = True
+        self._successes = 0
+        self._overload_at = None
+        self._probe = self._probe_step
+        self._epoch = next_epoch()  # overloads of requests sent before the outage belong to it: not a new cut
+        self._finished.clear()
+        self._reason = "restart after an outage"

@@ -67,6 +67,11 @@ class Limit(Protocol):
         `tokens` how many completion tokens a successful reply carried (None when the provider did not say)."""
         ...
 
+    def restart(self, value: int) -> None:
+        """The endpoint came back after an outage: continue from `value` and grow again (slow start). What was
+        learnt about latency may be kept; the limit must not stay below `value` (clamped to its bounds)."""
+        ...
+
 
 def clamp(value: float, low: int, high: int) -> float:
     """`value` bounded to `[low, high]`."""

@@ -70,3 +70,7 @@ class CompositeLimit:
                 cause=cause,
                 tokens=tokens,
             )
+
+    def restart(self, value: int) -> None:
+        for part in self.parts:
+            part.restart(value)

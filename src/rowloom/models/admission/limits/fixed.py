@@ -49,3 +49,6 @@ class FixedLimit:
         tokens: int | None = None,
     ) -> None:
         return None
+
+    def restart(self, value: int) -> None:
+        return None  # the capacity is known: an outage changes nothing

@@ -156,3 +156,9 @@ class GradientLimit:
             self._rtts.clear()
             self._in_flight_sum = self._in_flight_max = 0
             self._reason = "no-load round trip re-probed"
+
+    def restart(self, value: int) -> None:
+        """After an outage: keep the no-load round trip learnt, but do not cap the limit below `value`."""
+        floor = clamp(value, self._min, self._max)
+        self._value = max(self._value, floor)
+        self._probe_limit = max(self._probe_limit, int(floor))
