@@ -84,6 +84,19 @@ async def test_vllm_mode_latency_scales_with_load_and_never_429():
     assert stats["peak_in_flight"] == 8
 
 
+async def test_vllm_queue_limit_answers_503_without_retry_after_beyond_capacity_plus_queue():
+    async with running(mode="vllm", capacity=2, max_queued=1, latency_s=0.3) as (sim, http):
+        results = await asyncio.gather(*(chat(http, sim) for _ in range(5)))
+        stats = await sim.stats()
+    assert Counter(status for status, *_ in results) == {200: 3, 503: 2}
+    for status, headers, raw, latency in results:
+        if status == 503:
+            assert "Retry-After" not in headers and "retry-after-ms" not in headers
+            assert orjson.loads(raw)["error"]["code"] == "queue_full"
+            assert latency < 0.2  # refused at once, not after waiting
+    assert stats["peak_in_flight"] == 3
+
+
 async def test_capacity_schedule_switches_hosted_capacity_and_restarts_on_reset():
     async with running(capacity_schedule="0:1,0.3:3", latency_s=0.1) as (sim, http):
         early = Counter(s for s, *_ in await asyncio.gather(*(chat(http, sim) for _ in range(3))))
@@ -159,6 +172,23 @@ async def test_error_injection_answers_server_errors(setting: str, status: int):
         got, _, raw, _ = await chat(http, sim)
     assert got == status
     assert "message" in orjson.loads(raw)["error"]
+
+
+async def test_overload_status_529_simulates_anthropic_overload():
+    async with running(latency_s=0, overload_rate=1.0, overload_status=529) as (sim, http):
+        status, headers, raw, _ = await chat(http, sim)
+    assert status == 529
+    assert orjson.loads(raw)["error"]["code"] == "overloaded"
+    assert "Retry-After" not in headers
+
+
+@pytest.mark.parametrize(("status", "title"), [(502, b"502 Bad Gateway"), (504, b"504 Gateway Time-out")])
+async def test_gateway_error_status_answers_like_a_proxy_in_html(status: int, title: bytes):
+    async with running(latency_s=0, error_rate=1.0, error_status=status) as (sim, http):
+        got, headers, raw, _ = await chat(http, sim)
+    assert got == status
+    assert headers["Content-Type"].startswith("text/html")
+    assert title in raw
 
 
 @pytest.mark.parametrize("setting", ["malformed_rate", "truncated_rate"])
@@ -250,6 +280,22 @@ async def test_max_tokens_caps_the_reply_and_reports_length():
     assert len(reply["choices"][0]["message"]["content"].split()) == 5
     assert reply["choices"][0]["finish_reason"] == "length"
     assert reply["usage"]["completion_tokens"] == 5
+
+
+async def test_reply_length_follows_max_tokens_across_a_wide_word_range():
+    async with running(latency_s=0, reply_words_min=20, reply_words_max=600) as (sim, http):
+        mean_tokens = {}
+        for cap in (32, 128, 512):
+            tokens = []
+            for i in range(12):
+                messages = [{"role": "user", "content": f"Describe harbor number {i}."}]
+                status, _, raw, _ = await chat(http, sim, max_tokens=cap, messages=messages)
+                assert status == 200
+                tokens.append(orjson.loads(raw)["usage"]["completion_tokens"])
+            assert min(tokens) >= 20 and max(tokens) <= cap
+            mean_tokens[cap] = statistics.mean(tokens)
+    assert mean_tokens[32] < mean_tokens[128] < mean_tokens[512]
+    assert mean_tokens[512] > 200  # the default 30..60 words would give the same length as max_tokens=128
 
 
 async def test_bad_request_bodies_get_400_naming_the_problem():

@@ -138,6 +138,17 @@ def test_text_reply_length_is_bounded_by_default_max_tokens():
     assert min(lengths) >= 30
 
 
+def test_text_reply_length_comes_from_the_given_word_range_before_the_cap():
+    def lengths(cap: int) -> set[int]:
+        bodies = (
+            {"model": "m", "messages": [{"role": "user", "content": str(i)}], "max_tokens": cap} for i in range(50)
+        )
+        return {chat_reply(body, 60, words=(100, 120)).completion_tokens for body in bodies}
+
+    assert min(lengths(1000)) >= 100 and max(lengths(1000)) <= 120
+    assert lengths(50) == {50}
+
+
 def test_unsupported_response_format_is_a_request_error():
     body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "xml"}}
     with pytest.raises(ReplyRequestError) as info:

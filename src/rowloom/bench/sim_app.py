@@ -1,7 +1,8 @@
 """The simulator's HTTP behaviour: routes, the admission pipeline of one model request, and reply bodies.
 
 Composes config, limits, processor sharing, service draws, replies and stats; owns no sockets or lifecycle
-(see `simulator.SimulatorServer`). Must run on one event loop; all state is touched only from it.
+(see `simulator.SimulatorServer`, which also drives outages and tells this app when one cuts its requests).
+Must run on one event loop; all state is touched only from it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,14 @@ _JSON_HEADERS = {"Content-Type": "application/json"}
 _MALFORMED_BODY = b"{'id': 'chatcmpl-sim', 'object': 'chat.completion', choices: None}"
 # nginx's convention for "client closed the request", so abandoned requests are visible in /stats.
 CLIENT_CLOSED = 499
+# Gateway errors come from a proxy in front of the model server, which answers in HTML, not OpenAI JSON.
+_GATEWAY_BODIES = {
+    502: b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1>"
+    b"</center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n",
+    504: b"<html>\r\n<head><title>504 Gateway Time-out</title></head>\r\n<body>\r\n<center><h1>504 Gateway "
+    b"Time-out</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n",
+}
+_HTML_HEADERS = {"Content-Type": "text/html"}
 
 
 def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> bytes:
@@ -49,8 +58,10 @@ class _Work:
 class SimulatorApp:
     """The state and handlers of one simulated provider. Create and use it on a running event loop."""
 
-    def __init__(self, config: SimulatorConfig):
+    def __init__(self, config: SimulatorConfig, on_reset: Callable[[float], None] | None = None):
+        """`on_reset(epoch)` is called after a stats reset restarted the schedules (the server re-times outages)."""
         self.config = config
+        self.down = False  # an outage is cutting connections: requests cancelled now were dropped, not abandoned
         self._loop = asyncio.get_running_loop()
         now = self._loop.time()
         self.stats = SimStats(now)
@@ -60,8 +71,15 @@ class SimulatorApp:
         self._ids = itertools.count(1)
         self._auth = f"Bearer {config.api_key}" if config.api_key else None
         self._epoch = now
+        self._on_reset = on_reset
         self._step_timers: list[asyncio.TimerHandle] = []
+        self._drain_waiters: list[asyncio.Future[None]] = []
         self._arm_schedule()
+
+    @property
+    def epoch(self) -> float:
+        """Loop time the schedules count from: creation or the last reset."""
+        return self._epoch
 
     def web_app(self) -> web.Application:
         """The aiohttp application serving every endpoint."""
@@ -80,7 +98,8 @@ class SimulatorApp:
 
     def snapshot(self) -> dict[str, Any]:
         """The `/stats` document."""
-        return self.stats.snapshot(self._loop.time(), capacity=self.capacity_now(), mode=self.config.mode)
+        now = self._loop.time()
+        return self.stats.snapshot(now, capacity=self.capacity_now(), mode=self.config.mode, down=self.down)
 
     def reset(self) -> None:
         """Zero counters, refill rate-limit buckets and restart the capacity schedule clock."""
@@ -91,6 +110,24 @@ class SimulatorApp:
         self._arm_schedule()
         if self._sharing is not None:
             self._sharing.capacity_changed()
+        if self._on_reset is not None:
+            self._on_reset(now)
+
+    def outage_began(self, connections_cut: int) -> None:
+        """The server stopped listening and is cutting `connections_cut` connections; count it."""
+        self.down = True
+        self.stats.outage(connections_cut)
+
+    def outage_ended(self) -> None:
+        """The server listens again."""
+        self.down = False
+
+    async def drained(self) -> None:
+        """Return once no request is in service (woken by the last one leaving, not by polling)."""
+        if self.stats.in_flight > 0:
+            waiter = self._loop.create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
 
     def close(self) -> None:
         """Cancel the schedule timers (the server is going away)."""
@@ -161,6 +198,12 @@ class SimulatorApp:
                 headers = {**self._limits.headers(now), **self._retry_headers(config.retry_after_s)}
                 body_bytes = error_body(message, "capacity", "rate_limit_exceeded")
                 return self._reply(path, 429, body_bytes, headers)
+        elif config.max_queued is not None:
+            # vLLM's queue limit: a full waiting queue refuses at once, with no hint of when to come back.
+            limit = self.capacity_now() + config.max_queued
+            if self.stats.in_flight >= limit:
+                message = f"The server's queue is full ({limit} requests running or waiting). Please retry later."
+                return self._reply(path, 503, error_body(message, "server_error", "queue_full"))
         decision = self._limits.admit(work.prompt_tokens + work.completion_tokens, now)
         if not decision.allowed:
             message = (
@@ -172,11 +215,15 @@ class SimulatorApp:
 
         fault = self._draws.fault()
         if fault is Fault.ERROR:
+            status = config.error_status
+            if status in _GATEWAY_BODIES:
+                return self._reply(path, status, _GATEWAY_BODIES[status], {**decision.headers, **_HTML_HEADERS})
             message = "The server had an error while processing your request. Sorry about that!"
-            return self._reply(path, 500, error_body(message, "server_error"), decision.headers)
+            return self._reply(path, status, error_body(message, "server_error"), decision.headers)
         if fault is Fault.OVERLOAD:
             message = "The engine is currently overloaded, please try again later."
-            return self._reply(path, 503, error_body(message, "server_error", "overloaded"), decision.headers)
+            body_bytes = error_body(message, "server_error", "overloaded")
+            return self._reply(path, config.overload_status, body_bytes, decision.headers)
         violate = work.structured and self._draws.violates_schema()
         service_s = config.hang_s if fault is Fault.TIMEOUT else self._draws.service_s(work.completion_tokens)
 
@@ -184,10 +231,18 @@ class SimulatorApp:
         try:
             await self._serve(service_s, hung=fault is Fault.TIMEOUT)
         except asyncio.CancelledError:
-            self.stats.record(path, CLIENT_CLOSED)
+            if self.down:
+                self.stats.request_cut()
+            else:
+                self.stats.record(path, CLIENT_CLOSED)
             raise
         finally:
             self.stats.leave(self._loop.time())
+            if self.stats.in_flight == 0 and self._drain_waiters:
+                for waiter in self._drain_waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
+                self._drain_waiters.clear()
 
         payload = orjson.dumps(work.render(violate))
         if fault is Fault.MALFORMED:
@@ -210,11 +265,12 @@ class SimulatorApp:
         if body.get("stream"):
             raise ReplyRequestError("streaming is not supported by the simulator", "stream")
         default_max = self.config.default_max_tokens
-        reply = chat_reply(body, default_max)
+        words = (self.config.reply_words_min, self.config.reply_words_max)
+        reply = chat_reply(body, default_max, words=words)
         model = str(body.get("model", ""))
 
         def render(violate: bool) -> dict[str, Any]:
-            final = chat_reply(body, default_max, violate_schema=True) if violate else reply
+            final = chat_reply(body, default_max, violate_schema=True, words=words) if violate else reply
             return {
                 "id": f"chatcmpl-sim{next(self._ids):x}",
                 "object": "chat.completion",

@@ -8,10 +8,14 @@ from __future__ import annotations
 import ipaddress
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
+
+from rowloom.bench.sim_outages import Window, check_outages, format_outages, parse_outages
 
 SimMode = Literal["hosted", "vllm"]
 JitterKind = Literal["uniform", "lognormal"]
+OverloadStatus = Literal[503, 529]
+ErrorStatus = Literal[500, 502, 504]
 
 # Fault rates are drawn from one uniform number per admitted request, so together they must fit in [0, 1].
 _EXCLUSIVE_FAULT_FIELDS = ("error_rate", "overload_rate", "timeout_rate", "malformed_rate", "truncated_rate")
@@ -77,8 +81,22 @@ class SimulatorConfig(BaseModel):
     send_retry_after: bool = Field(True, description="False omits Retry-After and retry-after-ms everywhere.")
     rpm: int | None = Field(None, ge=1, description="Requests per minute (token bucket, burst = rpm).")
     tpm: int | None = Field(None, ge=1, description="Tokens per minute (token bucket, burst = tpm).")
-    error_rate: float = Field(0.0, ge=0, le=1, description="Fraction of admitted requests answered 500.")
-    overload_rate: float = Field(0.0, ge=0, le=1, description="Fraction answered 503.")
+    max_queued: int | None = Field(
+        None,
+        ge=0,
+        description="vllm mode: requests waiting beyond capacity; more in the system are answered 503 at once.",
+    )
+    outages: tuple[Window, ...] = Field(
+        (),
+        description="(start, duration) windows in seconds since start/reset when the server is gone (connections "
+        "refused); duration inf = for good. Strings: '3+20,40+5', '3+inf', flapping 'up:down:until' ('5:5:60').",
+    )
+    error_rate: float = Field(0.0, ge=0, le=1, description="Fraction of admitted requests answered `error_status`.")
+    error_status: ErrorStatus = Field(
+        500, description="Status of an injected error: 500 (OpenAI JSON), or gateway 502/504 (HTML body)."
+    )
+    overload_rate: float = Field(0.0, ge=0, le=1, description="Fraction answered `overload_status`.")
+    overload_status: OverloadStatus = Field(503, description="Status of an injected overload: 503, or 529 (Anthropic).")
     timeout_rate: float = Field(0.0, ge=0, le=1, description="Fraction held open for `hang_s` first.")
     hang_s: float = Field(30.0, ge=0, description="How long a 'timeout' request is held before its reply.")
     malformed_rate: float = Field(0.0, ge=0, le=1, description="Fraction answered 200 with a non-JSON body.")
@@ -93,6 +111,8 @@ class SimulatorConfig(BaseModel):
     seed: int = Field(0, description="Seeds latency jitter and fault draws; replies depend only on the prompt.")
     embedding_dim: int = Field(16, ge=1, le=65536, description="Length of every embedding vector.")
     default_max_tokens: int = Field(60, ge=1, description="Reply length cap when a request sets none.")
+    reply_words_min: int = Field(30, ge=1, description="Fewest words in a text reply (before the max_tokens cap).")
+    reply_words_max: int = Field(60, ge=1, description="Most words in a text reply (before the max_tokens cap).")
     models: tuple[str, ...] = Field(("sim-model",), min_length=1, description="Ids listed by GET /v1/models.")
 
     @field_validator("capacity_schedule", mode="before")
@@ -107,11 +127,49 @@ class SimulatorConfig(BaseModel):
     def _check_schedule(cls, value: tuple[tuple[float, int], ...]) -> tuple[tuple[float, int], ...]:
         return tuple(_check_schedule(list(value)))
 
+    @field_validator("outages", mode="before")
+    @classmethod
+    def _parse_outages(cls, value: object) -> object:
+        if isinstance(value, str):
+            return parse_outages(value)
+        return value
+
+    @field_validator("outages")
+    @classmethod
+    def _check_outages(cls, value: tuple[Window, ...]) -> tuple[Window, ...]:
+        return tuple(check_outages(sorted(value)))
+
+    @field_serializer("outages", when_used="json")
+    def _outages_as_text(self, value: tuple[Window, ...]) -> str:
+        return format_outages(value)  # JSON has no infinity; the text form reads back exactly
+
+    @field_validator("error_status", "overload_status", mode="before")
+    @classmethod
+    def _status_from_text(cls, value: object) -> object:
+        # `--with-sim overload_status=529` arrives as text, and Literal[503, 529] accepts only ints.
+        if isinstance(value, str) and value.strip().isdigit():
+            return int(value)
+        return value
+
     @model_validator(mode="after")
     def _faults_fit_in_one_draw(self) -> SimulatorConfig:
         total = sum(getattr(self, name) for name in _EXCLUSIVE_FAULT_FIELDS)
         if total > 1.0 + 1e-9:
             raise ValueError(f"{' + '.join(_EXCLUSIVE_FAULT_FIELDS)} = {total:g} exceeds 1; lower one of these rates")
+        return self
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SimulatorConfig:
+        if self.reply_words_min > self.reply_words_max:
+            raise ValueError(
+                f"reply_words_min ({self.reply_words_min}) exceeds reply_words_max ({self.reply_words_max}); "
+                "lower the minimum or raise the maximum"
+            )
+        if self.max_queued is not None and self.mode != "vllm":
+            raise ValueError(
+                "max_queued applies to mode='vllm' only (hosted mode answers 429 beyond capacity); "
+                "set mode='vllm' or drop max_queued"
+            )
         return self
 
     def capacity_at(self, elapsed_s: float) -> int:

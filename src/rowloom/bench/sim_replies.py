@@ -30,8 +30,8 @@ _JSON_OBJECT_SHAPE = {
     "properties": {"answer": {"type": "string"}, "score": {"type": "integer", "minimum": 0, "maximum": 10}},
     "required": ["answer", "score"],
 }
-_TEXT_MIN_WORDS = 30
-_TEXT_MAX_WORDS = 60
+# Text replies draw their length from this range (`SimulatorConfig.reply_words_min/max`), then max_tokens caps it.
+TEXT_WORDS = (30, 60)
 # Past this depth a recursive schema ($ref cycles) gets only what it requires, so generation terminates.
 _DEEP = 6
 
@@ -97,9 +97,15 @@ def response_schema(body: dict[str, Any]) -> dict[str, Any] | bool | None:
     raise ReplyRequestError(f"unsupported response_format type {kind!r}", "response_format")
 
 
-def chat_reply(body: dict[str, Any], default_max_tokens: int, violate_schema: bool = False) -> ChatReply:
+def chat_reply(
+    body: dict[str, Any],
+    default_max_tokens: int,
+    violate_schema: bool = False,
+    words: tuple[int, int] = TEXT_WORDS,
+) -> ChatReply:
     """Answer a chat-completions body: text capped by max_tokens, or JSON for a `response_format` schema.
 
+    A text reply has between `words[0]` and `words[1]` words (one word = one token), fewer if max_tokens says so.
     `violate_schema=True` returns valid JSON that breaks the requested schema (when the schema can be broken).
     """
     messages = body.get("messages")
@@ -113,7 +119,7 @@ def chat_reply(body: dict[str, Any], default_max_tokens: int, violate_schema: bo
         cap = body.get("max_completion_tokens") or body.get("max_tokens") or default_max_tokens
         if not isinstance(cap, int) or cap < 1:
             raise ReplyRequestError("max_tokens must be a positive integer", "max_tokens")
-        wanted = rng.randint(_TEXT_MIN_WORDS, _TEXT_MAX_WORDS)
+        wanted = rng.randint(*words)
         count = min(wanted, cap)
         text = " ".join(rng.choices(_WORDS, k=count))
         return ChatReply(text, prompt_tokens, count, "length" if count < wanted else "stop", False)

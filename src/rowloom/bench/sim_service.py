@@ -16,8 +16,8 @@ from rowloom.bench.sim_config import SimulatorConfig
 class Fault(enum.Enum):
     """A failure the simulator injects into an admitted request."""
 
-    ERROR = "error"  # HTTP 500 at once
-    OVERLOAD = "overload"  # HTTP 503 at once
+    ERROR = "error"  # HTTP error_status (500, 502 or 504) at once
+    OVERLOAD = "overload"  # HTTP overload_status (503 or 529) at once
     TIMEOUT = "timeout"  # held open for hang_s, then answered normally
     MALFORMED = "malformed"  # HTTP 200, body is not JSON
     TRUNCATED = "truncated"  # HTTP 200, JSON body cut in the middle

@@ -1,4 +1,5 @@
-"""Counters the simulator reports on `GET /stats`: replies by status and path, in-flight, tokens, own CPU.
+"""Counters the simulator reports on `GET /stats`: replies by status and path, in-flight, tokens, own CPU,
+and outages with what they cut.
 
 Owns only accounting; the caller passes `now` (loop time) so the time-weighted mean is exact per event.
 """
@@ -28,6 +29,9 @@ class SimStats:
         self._changed = now
         self._prompt_tokens = 0
         self._completion_tokens = 0
+        self._outages = 0
+        self._connections_cut = 0
+        self._requests_cut = 0
 
     def record(self, path: str, status: int) -> None:
         """Count one reply to a model endpoint."""
@@ -38,6 +42,15 @@ class SimStats:
         """Count the tokens of one served request."""
         self._prompt_tokens += prompt
         self._completion_tokens += completion
+
+    def outage(self, connections_cut: int) -> None:
+        """An outage began and closed `connections_cut` open connections."""
+        self._outages += 1
+        self._connections_cut += connections_cut
+
+    def request_cut(self) -> None:
+        """A request in service was dropped by an outage (it gets no reply, so it has no status)."""
+        self._requests_cut += 1
 
     def enter(self, now: float) -> None:
         """A request entered service."""
@@ -71,5 +84,8 @@ class SimStats:
             "cpu_s": cpu,
             "cpu_ms_per_request": 1000.0 * cpu / total if total else 0.0,
             "wall_s": wall,
+            "outages": self._outages,
+            "outage_connections_cut": self._connections_cut,
+            "outage_requests_cut": self._requests_cut,
             **extra,
         }
