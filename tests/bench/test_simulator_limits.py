@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import re
 import time
 from collections import Counter
 
@@ -12,7 +14,7 @@ from pydantic import ValidationError
 from rowloom.bench.sim_limits import RateLimits, TokenBucket, format_duration
 from rowloom.bench.sim_service import Fault, ServiceDraws
 from rowloom.bench.sim_sharing import ProcessorSharing
-from rowloom.bench.simulator import SimulatorConfig, parse_capacity_schedule
+from rowloom.bench.simulator import SimulatorConfig, flap_windows, parse_capacity_schedule, parse_outages
 
 
 def test_capacity_schedule_parses_steps():
@@ -38,12 +40,87 @@ def test_bad_capacity_schedule_is_rejected_with_a_clear_message(text: str, fragm
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("capacity", 0), ("latency_s", -1.0), ("error_rate", 1.5), ("mode", "cloud"), ("rpm", 0), ("jitter", -0.1)],
+    [
+        ("capacity", 0),
+        ("latency_s", -1.0),
+        ("error_rate", 1.5),
+        ("mode", "cloud"),
+        ("rpm", 0),
+        ("jitter", -0.1),
+        ("outages", "3+x"),
+        ("outages", ((5.0, 1.0), (5.5, 1.0))),
+        ("overload_status", 500),
+        ("error_status", 503),
+        ("reply_words_min", 0),
+        ("max_queued", -1),
+    ],
 )
 def test_bad_config_values_name_the_field(field: str, value: object):
     with pytest.raises(ValidationError) as info:
         SimulatorConfig(**{field: value})
     assert field in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("settings", "fragment"),
+    [
+        ({"reply_words_min": 50, "reply_words_max": 10}, "reply_words_min (50) exceeds reply_words_max (10)"),
+        ({"max_queued": 4}, "max_queued applies to mode='vllm' only"),
+    ],
+)
+def test_inconsistent_settings_name_both_fields_and_the_fix(settings: dict[str, object], fragment: str):
+    with pytest.raises(ValidationError, match=re.escape(fragment)):
+        SimulatorConfig(**settings)
+
+
+def test_new_settings_accept_the_text_a_with_sim_spec_gives():
+    config = SimulatorConfig(
+        mode="vllm",
+        max_queued="4",
+        outages="3+20,40+5",
+        overload_status="529",
+        error_status="502",
+        reply_words_min="20",
+        reply_words_max="600",
+    )
+    assert (config.max_queued, config.overload_status, config.error_status) == (4, 529, 502)
+    assert config.outages == ((3.0, 20.0), (40.0, 5.0))
+    assert (config.reply_words_min, config.reply_words_max) == (20, 600)
+
+
+def test_outages_survive_the_json_trip_to_a_simulator_process_even_without_end():
+    config = SimulatorConfig(outages="40+5,50+inf")
+    assert config.model_dump_json().count('"outages":"40+5,50+inf"') == 1
+    assert SimulatorConfig.model_validate_json(config.model_dump_json()) == config
+    assert SimulatorConfig.model_validate_json(SimulatorConfig().model_dump_json()).outages == ()
+
+
+def test_outages_parse_windows_without_end_and_flapping():
+    assert parse_outages(" 40+5, 3+20") == [(3.0, 20.0), (40.0, 5.0)]
+    assert parse_outages("3+inf") == [(3.0, math.inf)]
+    assert parse_outages("5:5:30") == [(5.0, 5.0), (15.0, 5.0), (25.0, 5.0)]
+    assert parse_outages("1+1,5:5:20") == [(1.0, 1.0), (5.0, 5.0), (15.0, 5.0)]
+    assert parse_outages("") == []
+    assert flap_windows(2, 3, 9) == [(2, 3), (7, 2)]  # the last window ends with the flapping, at t=9
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("3-20", "entry '3-20' is neither"),
+        ("x+2", "entry 'x+2': start 'x' is not a number"),
+        ("3+soon", "entry '3+soon': duration 'soon' is not a number"),
+        ("3+0", "window 3+0: duration must be > 0"),
+        ("-1+2", "window -1+2: start must be a finite number >= 0"),
+        ("3+inf,5+1", "window 5+1 starts before 3+inf ends"),
+        ("0:5:10", "entry '0:5:10': flap up and down times must be finite numbers > 0"),
+        ("1:1:x", "entry '1:1:x': end time 'x' is not a number"),
+        ("0.001:0.001:100", "more than 10000 windows"),
+    ],
+)
+def test_bad_outages_are_rejected_naming_the_entry(text: str, fragment: str):
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        parse_outages(text)
 
 
 def test_fault_rates_must_fit_in_one_draw():

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import urllib.request
+from types import SimpleNamespace
 
 import aiohttp
 import orjson
@@ -104,6 +105,54 @@ def test_module_entry_point_serves_with_cli_flags_and_stops_on_sigterm():
             proc.wait()
 
 
+def test_module_entry_point_takes_the_outage_and_reply_flags():
+    command = [sys.executable, "-m", "rowloom.bench.simulator", "--port", "0", "--latency", "0"]
+    command += ["--reply-words-min", "3", "--reply-words-max", "3", "--outages", "0.5+inf"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()
+        match = re.search(r"listening on (http://127\.0\.0\.1:\d+/v1)", line)
+        assert match, line
+
+        async def tokens_then_refused() -> tuple[int, bool]:
+            body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100}
+            async with aiohttp.ClientSession() as http:
+                async with http.post(f"{match.group(1)}/chat/completions", json=body) as response:
+                    tokens = (await response.json())["usage"]["completion_tokens"]
+                await asyncio.sleep(1.0)  # past the window's start at 0.5 s: down for good
+                try:
+                    async with http.post(f"{match.group(1)}/chat/completions", json=body):
+                        return tokens, False
+                except aiohttp.ClientConnectionError:
+                    return tokens, True
+
+        assert asyncio.run(tokens_then_refused()) == (3, True)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_with_sim_spec_takes_list_settings_separated_by_semicolons():
+    from rowloom.interface.cli import _simulators
+
+    no_loopback_providers = SimpleNamespace(models=[], providers=[])
+    spec = "mode=vllm,max_queued=2,outages=3+20;40+5;60:5:90,overload_status=529,reply_words_max=600"
+    with _simulators(no_loopback_providers, spec):  # type: ignore[arg-type]
+        pass  # validated before any simulator starts; none starts without a loopback provider
+    with (
+        pytest.raises(typer.BadParameter, match="reply_words_min"),
+        _simulators(
+            no_loopback_providers,  # type: ignore[arg-type]
+            "reply_words_min=90",
+        ),
+    ):
+        pass
+
+
 def _cli() -> typer.Typer:
     app = typer.Typer()
     app.command("sim")(sim)
@@ -118,6 +167,11 @@ def _cli() -> typer.Typer:
         (["--capacity", "0"], "capacity"),
         (["--capacity-schedule", "3:1,1:2"], "strictly increase"),
         (["--error-rate", "0.8", "--overload-rate", "0.8"], "exceeds 1"),
+        (["--outages", "3+20,10+1"], "windows must not overlap"),
+        (["--overload-status", "500"], "overload_status"),
+        (["--error-status", "503"], "error_status"),
+        (["--max-queued", "2"], "max_queued applies to mode='vllm' only"),
+        (["--reply-words-min", "70"], "reply_words_min (70) exceeds reply_words_max (60)"),
     ],
 )
 def test_cli_refuses_bad_settings_before_serving(args: list[str], fragment: str):

@@ -1,6 +1,7 @@
 """The `rowloom sim` command: serve the provider simulator on 127.0.0.1 until Ctrl-C or SIGTERM.
 
-Owns flag parsing and the serve-forever loop only; the main CLI registers it: `app.command("sim")(sim)`.
+Owns flag parsing and the serve-forever loop (with the control pipe a parent `SimulatorProcess` talks over);
+the main CLI registers it: `app.command("sim")(sim)`.
 """
 
 from __future__ import annotations
@@ -10,12 +11,17 @@ import contextlib
 import enum
 import os
 import signal
-from typing import Annotated
+import sys
+from typing import TYPE_CHECKING, Annotated, Any
 
+import orjson
 import typer
 from pydantic import ValidationError
 
 from rowloom.bench.sim_config import SimulatorConfig, require_loopback
+
+if TYPE_CHECKING:
+    from rowloom.bench.simulator import SimulatorServer
 
 
 class ModeChoice(enum.StrEnum):
@@ -50,10 +56,22 @@ def sim(
     send_retry_after: Annotated[
         bool, typer.Option("--send-retry-after/--no-retry-after", help="Send Retry-After headers on 429s.")
     ] = True,
+    max_queued: Annotated[
+        int | None, typer.Option(help="vllm mode: queue beyond capacity; more requests get 503 at once.")
+    ] = None,
+    outages: Annotated[
+        str | None,
+        typer.Option(
+            help="Windows when the server is gone (connections refused): 'start+duration,...' in seconds, "
+            "e.g. '3+20,40+5'; '3+inf' for good; flapping 'up:down:until', e.g. '5:5:60'."
+        ),
+    ] = None,
     rpm: Annotated[int | None, typer.Option(help="Requests-per-minute limit (token bucket).")] = None,
     tpm: Annotated[int | None, typer.Option(help="Tokens-per-minute limit (token bucket).")] = None,
-    error_rate: Annotated[float, typer.Option(help="Fraction of requests answered 500.")] = 0.0,
-    overload_rate: Annotated[float, typer.Option(help="Fraction answered 503.")] = 0.0,
+    error_rate: Annotated[float, typer.Option(help="Fraction of requests answered --error-status.")] = 0.0,
+    error_status: Annotated[int, typer.Option(help="Injected error status: 500, or gateway 502/504.")] = 500,
+    overload_rate: Annotated[float, typer.Option(help="Fraction answered --overload-status.")] = 0.0,
+    overload_status: Annotated[int, typer.Option(help="Injected overload status: 503, or 529 (Anthropic).")] = 503,
     timeout_rate: Annotated[float, typer.Option(help="Fraction held open for --hang seconds.")] = 0.0,
     hang: Annotated[float, typer.Option(help="Seconds a timeout-injected request is held.")] = 30.0,
     malformed_rate: Annotated[float, typer.Option(help="Fraction answered 200 with a non-JSON body.")] = 0.0,
@@ -66,8 +84,12 @@ def sim(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for latency jitter and fault draws.")] = 0,
     embedding_dim: Annotated[int, typer.Option(help="Length of embedding vectors.")] = 16,
+    reply_words_min: Annotated[int, typer.Option(help="Fewest words in a text reply (max_tokens caps it).")] = 30,
+    reply_words_max: Annotated[int, typer.Option(help="Most words in a text reply (max_tokens caps it).")] = 60,
     config_json: Annotated[str | None, typer.Option(hidden=True, help="A full SimulatorConfig as JSON.")] = None,
-    exit_with_parent: Annotated[bool, typer.Option(hidden=True, help="Exit when stdin closes.")] = False,
+    exit_with_parent: Annotated[
+        bool, typer.Option(hidden=True, help="Exit when stdin closes; answer control commands read from it.")
+    ] = False,
 ) -> None:
     """Serve an OpenAI-compatible provider simulator on 127.0.0.1 until interrupted."""
     try:
@@ -90,10 +112,14 @@ def sim(
                 capacity_schedule=capacity_schedule or (),
                 retry_after_s=retry_after,
                 send_retry_after=send_retry_after,
+                max_queued=max_queued,
+                outages=outages or (),
                 rpm=rpm,
                 tpm=tpm,
                 error_rate=error_rate,
+                error_status=error_status,
                 overload_rate=overload_rate,
+                overload_status=overload_status,
                 timeout_rate=timeout_rate,
                 hang_s=hang,
                 malformed_rate=malformed_rate,
@@ -102,6 +128,8 @@ def sim(
                 api_key=api_key,
                 seed=seed,
                 embedding_dim=embedding_dim,
+                reply_words_min=reply_words_min,
+                reply_words_max=reply_words_max,
             )
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())
@@ -120,28 +148,76 @@ async def serve(config: SimulatorConfig, host: str, port: int, exit_with_parent:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    if exit_with_parent:
-        # A parent that dies (even by SIGKILL) closes our stdin pipe, which makes fd 0 readable at EOF. The
-        # loop watches the raw fd, so no thread holds sys.stdin's lock when the interpreter shuts down.
-        def on_stdin() -> None:
-            try:
-                data = os.read(0, 4096)
-            except OSError:
-                data = b""
-            if not data:
-                loop.remove_reader(0)
-                stop.set()
-
-        loop.add_reader(0, on_stdin)
     async with SimulatorServer(config, host=host, port=port) as server:
         limits = f", rpm={config.rpm}" if config.rpm else ""
         limits += f", tpm={config.tpm}" if config.tpm else ""
+        limits += f", outages={len(config.outages)}" if config.outages else ""
         print(
             f"rowloom sim listening on {server.base_url} (mode={config.mode}, capacity={config.capacity}, "
             f"latency={config.latency_s}s{limits})",
             flush=True,
         )
+        if exit_with_parent:
+            control = _ControlPipe(server, stop)
+            loop.add_reader(0, control.on_readable)
         await stop.wait()
+
+
+class _ControlPipe:
+    """Commands from a parent `SimulatorProcess` on stdin, one per line (`ping`, `stats`, `reset`, `end-outage`),
+    each answered by one JSON line on stdout: `{"ok": value}` or `{"error": message}`.
+
+    A pipe, not HTTP, so stats and resets work while an outage has the endpoint down. A parent that dies (even
+    by SIGKILL) closes the pipe, which makes fd 0 readable at EOF: that stops the server. The loop watches the
+    raw fd, so no thread holds sys.stdin's lock when the interpreter shuts down.
+    """
+
+    def __init__(self, server: SimulatorServer, stop: asyncio.Event):
+        self._server = server
+        self._stop = stop
+        self._buffer = b""
+        self._answering: asyncio.Task[None] | None = None
+        self._commands: asyncio.Queue[str] = asyncio.Queue()
+
+    def on_readable(self) -> None:
+        """Read what the parent sent; queue each complete line; stop at EOF."""
+        try:
+            data = os.read(0, 4096)
+        except OSError:
+            data = b""
+        if not data:
+            asyncio.get_running_loop().remove_reader(0)
+            self._stop.set()
+            return
+        self._buffer += data
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            self._commands.put_nowait(line.decode(errors="replace").strip())
+        if self._answering is None:
+            self._answering = asyncio.get_running_loop().create_task(self._answer_in_order())
+
+    async def _answer_in_order(self) -> None:
+        while True:
+            command = await self._commands.get()
+            try:
+                reply: dict[str, Any] = {"ok": await self._run(command)}
+            except Exception as exc:  # the answer carries it to the parent, which raises it there
+                reply = {"error": f"{type(exc).__name__}: {exc}"}
+            sys.stdout.buffer.write(orjson.dumps(reply) + b"\n")
+            sys.stdout.buffer.flush()
+
+    async def _run(self, command: str) -> Any:
+        server = self._server
+        if command == "ping":
+            return True
+        if command == "stats":
+            return await server.stats()
+        if command == "reset":
+            server.reset()
+            return True
+        if command == "end-outage":
+            return await server.end_outage()
+        raise ValueError(f"unknown control command {command!r}")
 
 
 def main() -> None:

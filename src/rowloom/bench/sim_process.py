@@ -1,6 +1,7 @@
 """`SimulatorProcess`: the simulator in its own OS process, so it never shares the client's event loop or GIL.
 
-Owns spawning, readiness, sync `/stats` access and clean termination; the server itself is in `simulator`.
+Owns spawning, readiness, sync stats/reset access and clean termination; the server itself is in `simulator`.
+Stats and resets travel over the child's stdin/stdout pipes, not HTTP, so they work during an outage too.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import selectors
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-import urllib.request
 from types import TracebackType
 from typing import IO, Any
 
@@ -21,9 +22,8 @@ import orjson
 from rowloom.bench.sim_config import SimulatorConfig, require_loopback
 
 _KEY_ENV = "ROWLOOM_SIM_API_KEY"
-_LISTENING = re.compile(rb"listening on (http://\S+?:(\d+))/v1")
-# An opener that ignores http_proxy & co: the simulator is always on loopback and must never be proxied.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_LISTENING = re.compile(rb"listening on (http://\S+?:(\d+))/v1[^\n]*\n")
+_CONTROL_TIMEOUT_S = 10.0
 
 
 class SimulatorProcessError(RuntimeError):
@@ -33,7 +33,8 @@ class SimulatorProcessError(RuntimeError):
 class SimulatorProcess:
     """Run `python -m rowloom.bench.simulator` as a child; use as `with SimulatorProcess(cfg) as sim:`.
 
-    The child exits when this object stops it, and also when the parent dies (it watches its stdin).
+    The child exits when this object stops it, and also when the parent dies (it watches its stdin). Its
+    port stays its own across outage windows; `stop()` frees it at once for another simulator (SO_REUSEADDR).
     """
 
     def __init__(
@@ -51,6 +52,8 @@ class SimulatorProcess:
         self._stderr: IO[bytes] | None = None
         self._root_url: str | None = None
         self._port: int | None = None
+        self._out = b""  # what the child wrote to stdout and was not consumed yet
+        self._control_lock = threading.Lock()
 
     @property
     def port(self) -> int:
@@ -77,7 +80,10 @@ class SimulatorProcess:
         return self._proc.pid if self._proc is not None else None
 
     def start(self) -> SimulatorProcess:
-        """Spawn the child, wait for its 'listening' line and a healthy `/health`; returns self."""
+        """Spawn the child, wait for its 'listening' line and an answer on its control pipe; returns self.
+
+        Readiness does not use `/health`: an outage window may have the endpoint down from the start.
+        """
         if self._proc is not None:
             raise RuntimeError("the simulator process is already running")
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the child, closed in stop()
@@ -102,7 +108,7 @@ class SimulatorProcess:
         )
         try:
             self._root_url, self._port = self._await_listening()
-            self._get("/health")
+            self._control("ping")
         except BaseException:
             self.stop()
             raise
@@ -126,6 +132,7 @@ class SimulatorProcess:
             self._stderr.close()
             self._stderr = None
         self._root_url = self._port = None
+        self._out = b""
 
     def __enter__(self) -> SimulatorProcess:
         return self.start()
@@ -136,41 +143,63 @@ class SimulatorProcess:
         self.stop()
 
     def stats(self) -> dict[str, Any]:
-        """`GET /stats` of the child: its own CPU seconds, in-flight, counts by status and path."""
-        return orjson.loads(self._get("/stats"))
+        """The child's `/stats` document (its own CPU seconds, in-flight, counts by status and path, outages)."""
+        return self._control("stats")
 
     def reset(self) -> None:
-        """`POST /stats/reset`: zero counters and restart the capacity schedule."""
-        self._get("/stats/reset", method="POST")
+        """Like `POST /stats/reset`: zero counters and restart the capacity and outage schedules."""
+        self._control("reset")
 
-    def _get(self, path: str, method: str = "GET") -> bytes:
-        request = urllib.request.Request(self.root_url + path, method=method, data=b"" if method == "POST" else None)
-        with _OPENER.open(request, timeout=10) as response:
-            return response.read()
+    def end_outage(self) -> bool:
+        """End the child's outage in force now (it listens again on its port); False if none was in force."""
+        return self._control("end-outage")
+
+    def _control(self, command: str) -> Any:
+        """Send one command line to the child's stdin and return the `ok` value of its one-line JSON answer."""
+        with self._control_lock:
+            proc = self._proc
+            if proc is None or proc.stdin is None:
+                raise RuntimeError("the simulator process is not running; use 'with SimulatorProcess(...)' first")
+            try:
+                proc.stdin.write(command.encode() + b"\n")
+                proc.stdin.flush()
+            except OSError as exc:
+                raise SimulatorProcessError(f"simulator is gone ({exc}){self._tail()}") from None
+            deadline = time.monotonic() + _CONTROL_TIMEOUT_S
+            while b"\n" not in self._out:
+                self._read_more(deadline, f"an answer to {command!r}")
+            line, _, self._out = self._out.partition(b"\n")
+        reply = orjson.loads(line)
+        if "error" in reply:
+            raise SimulatorProcessError(f"simulator could not {command}: {reply['error']}")
+        return reply["ok"]
 
     def _await_listening(self) -> tuple[str, int]:
+        deadline = time.monotonic() + self._startup_timeout_s
+        while True:
+            match = _LISTENING.search(self._out)
+            if match:
+                self._out = self._out[match.end() :]
+                return match.group(1).decode(), int(match.group(2))
+            self._read_more(deadline, "its 'listening' line")
+
+    def _read_more(self, deadline: float, waiting_for: str) -> None:
+        """Append what the child wrote to stdout next, waiting until `deadline` at most."""
         proc = self._proc
         assert proc is not None and proc.stdout is not None
-        deadline = time.monotonic() + self._startup_timeout_s
-        buffer = b""
         with selectors.DefaultSelector() as selector:
             selector.register(proc.stdout, selectors.EVENT_READ)
-            while True:
-                match = _LISTENING.search(buffer)
-                if match:
-                    return match.group(1).decode(), int(match.group(2))
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise SimulatorProcessError(f"simulator did not start in {self._startup_timeout_s}s{self._tail()}")
-                if selector.select(remaining):
-                    # read1 returns what is there without waiting for more (the pipe stays open).
-                    chunk = proc.stdout.read1(4096)  # type: ignore[attr-defined]
-                    if not chunk:
-                        proc.wait(timeout=5)
-                        raise SimulatorProcessError(
-                            f"simulator exited with code {proc.returncode} before listening{self._tail()}"
-                        )
-                    buffer += chunk
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not selector.select(remaining):
+                raise SimulatorProcessError(f"simulator did not send {waiting_for} in time{self._tail()}")
+        # read1 returns what is there without waiting for more (the pipe stays open).
+        chunk = proc.stdout.read1(4096)  # type: ignore[attr-defined]
+        if not chunk:
+            proc.wait(timeout=5)
+            raise SimulatorProcessError(
+                f"simulator exited with code {proc.returncode} before sending {waiting_for}{self._tail()}"
+            )
+        self._out += chunk
 
     def _tail(self) -> str:
         if self._stderr is None:
