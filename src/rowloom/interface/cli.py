@@ -83,8 +83,9 @@ def _simulators(config: DatasetConfig, spec: str | None) -> Iterator[None]:
                 f"{item!r} is not key=value (e.g. latency_s=0.2,capacity=16)", param_hint="--with-sim"
             )
         options[key.strip()] = value.strip()
-    if "capacity_schedule" in options:
-        options["capacity_schedule"] = options["capacity_schedule"].replace(";", ",")
+    for listed in ("capacity_schedule", "outages"):  # list values separate their entries with ';' here
+        if listed in options:
+            options[listed] = options[listed].replace(";", ",")
     try:
         sim_config = SimulatorConfig(models=tuple({m.model for m in config.models}) or ("sim-model",), **options)
     except Exception as exc:
