@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from rowloom.engine.scheduling.frontier import Frontier, FrontierSignals
 from rowloom.observe.clock import ManualClock
 
@@ -70,3 +72,63 @@ def test_may_admit_reports_the_limit_that_binds():
     g, _ = frontier(initial=2, hard_cap=4)
     assert g.may_admit(in_flight=2, admitted_rows=0, next_rows=10) == (False, "frontier_target")
     assert g.may_admit(in_flight=1, admitted_rows=0, next_rows=10) == (True, "")
+
+
+class _Endpoints:
+    """An endpoint view whose model is idle, and down or not."""
+
+    def __init__(self, down: bool):
+        self.is_down = down
+
+    def capacity(self, alias: str) -> int:
+        return 4
+
+    def pressure(self, alias: str) -> bool:
+        return False
+
+    def cooling(self, alias: str) -> bool:
+        return False
+
+    def down(self, alias: str) -> bool:
+        return self.is_down
+
+    def backing_off(self, alias: str) -> int:
+        return 0
+
+
+class _Blocked:
+    async def cell(self, row):
+        await asyncio.Event().wait()
+
+
+async def test_the_scheduler_does_not_widen_the_frontier_while_an_endpoint_is_down():
+    from rowloom.config import DatasetConfig
+    from rowloom.engine.plan import build_plan
+    from rowloom.engine.scheduler import Scheduler
+
+    config = DatasetConfig.from_dict(
+        {
+            "providers": [{"name": "p", "base_url": "http://127.0.0.1:9/v1"}],
+            "models": [{"alias": "a", "provider": "p", "model": "m"}],
+            "columns": [{"name": "q", "type": "llm_text", "model": "a", "prompt": "x"}],
+            "run": {"row_group_size": 10, "initial_row_groups_in_flight": 1, "max_row_groups_in_flight": 8},
+        }
+    )
+    plan = build_plan(config, 100)
+    targets = {}
+    for down in (False, True):
+        scheduler = Scheduler(
+            config=config,
+            plan=plan,
+            generators={"q": _Blocked()},  # type: ignore[dict-item]
+            checkpointer=None,  # type: ignore[arg-type]
+            endpoints=_Endpoints(down),
+            seed=1,
+            clock=ManualClock(),
+        )
+        scheduler._adapt_frontier()  # model slots free, no ready work, row groups pending: starved
+        targets[down] = scheduler.frontier.target
+        for task in scheduler._running:
+            task.cancel()
+        await asyncio.gather(*scheduler._running, return_exceptions=True)
+    assert targets == {False: 2, True: 1}

@@ -10,6 +10,10 @@ import yaml
 
 from rowloom.bench.sim_process import SimulatorProcess
 from rowloom.bench.simulator import SimulatorConfig
+from rowloom.engine.progress import RunProgress
+from rowloom.interface.progress import render_line
+from rowloom.observe.events.request import EndpointDown, EndpointUp
+from rowloom.observe.stats import RequestStats
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,10 +64,25 @@ def test_preview_prints_rows_and_writes_nothing(tmp_path):
 def test_run_with_an_unreachable_endpoint_fails_cleanly(tmp_path):
     data = yaml.safe_load((ROOT / "examples" / "chain.yaml").read_text())
     data["providers"][0]["base_url"] = "http://127.0.0.1:9/v1"  # nothing listens on the discard port
-    data["run"]["request_admission"] = {"max_attempts": 1, "circuit_breaker_s": 1.0}
+    data["run"]["request_admission"] = {"startup_grace_s": 1.0}
     config = tmp_path / "chain.yaml"
     config.write_text(yaml.safe_dump(data))
     result = rowloom("run", str(config), "-n", "20", "-o", str(tmp_path / "out"), "-q")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
+    assert "cannot reach endpoint 'sim' at http://127.0.0.1:9/v1" in " ".join(result.stderr.split())
     assert (tmp_path / "out" / "summary.json").is_file()
+
+
+def test_the_progress_line_says_which_endpoint_is_down_and_for_how_long():
+    stats = RequestStats()
+    progress = RunProgress(records_total=100)
+    assert "down" not in render_line(progress, stats).plain
+    stats.emit(
+        EndpointDown(ts=1.0, key="sim/m", provider="sim", url="http://127.0.0.1:9/v1", last_error="x", failures=3)
+    )
+    stats.down["sim/m"] = ("sim", stats.down["sim/m"][1] - 12.2)  # it went down 12 s ago
+    assert "endpoint sim down 12 s — probing" in render_line(progress, stats).plain
+    stats.emit(EndpointUp(ts=13.2, key="sim/m", down_for_s=12.2, probes=5))
+    assert "down" not in render_line(progress, stats).plain
+    assert stats.endpoints()["sim/m"] == {"outages": 1, "down_s": 12.2}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from rowloom.observe.perfetto import build_trace
 from rowloom.observe.sinks import read_jsonl
 from rowloom.observe.timeline import IDLE_CAUSES, Series, build_timeline, select_job
 
@@ -118,3 +119,24 @@ async def test_a_real_runs_timeline_accounts_for_every_request_and_ends_idle(sim
     busy = capacity - sum(ep.idle_s.values())
     assert busy == pytest.approx(ep.in_flight.integral(0.0, timeline.end), rel=0.05)
     assert timeline.frontier_target.v and timeline.row_groups_in_flight.v[-1] == 0
+
+
+def test_outages_are_paired_down_to_up_and_one_still_open_at_the_end_is_marked_unfinished():
+    events = [
+        *scenario()[:-1],
+        _req("endpoint_down", 101.0, provider="p", url="http://h/v1", last_error="connection refused", failures=3),
+        _req("endpoint_up", 102.5, down_for_s=1.5, probes=2),
+        _req("endpoint_down", 105.0, provider="p", url="http://h/v1", last_error="timed out", failures=3),
+        {"kind": "job_completed", "ts": 106.0, "job": "j", "status": "aborted"},
+    ]
+    outages = build_timeline(events).endpoints[KEY].outages
+    assert [(o.start, o.end, o.probes, o.finished, o.last_error) for o in outages] == [
+        (1.0, 2.5, 2, True, "connection refused"),
+        (5.0, 6.0, None, False, "timed out"),
+    ]
+    slices = [e for e in build_trace(events)["traceEvents"] if e.get("cat") == "outage"]
+    assert [(s["name"], s["ts"], s["dur"], s["args"].get("unfinished")) for s in slices] == [
+        ("down", 1e6, 1.5e6, None),
+        ("down", 5e6, 1e6, True),
+    ]
+    assert len({s["tid"] for s in slices}) == 1  # one track: the endpoint's outages lane

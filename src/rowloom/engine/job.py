@@ -287,7 +287,8 @@ def build_summary(
     message: str,
     seed: int,
 ) -> dict[str, Any]:
-    """The content of `summary.json`: records, drops by reason, requests by outcome, tokens, wall time."""
+    """The content of `summary.json`: records, drops by reason, requests by outcome, tokens, outages per endpoint,
+    wall time."""
     return {
         "status": status,
         "message": message,
@@ -299,6 +300,7 @@ def build_summary(
         "rows_dropped_by_reason": dict(progress.dropped_by_reason),
         "row_groups_written": progress.row_groups_written,
         "requests": stats.summary(),
+        "endpoints": stats.endpoints(),
         "wall_s": round(wall_s, 3),
         "seed": seed,
         "config_fingerprint": config.fingerprint(),

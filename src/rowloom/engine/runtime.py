@@ -114,6 +114,10 @@ class RequestRuntime:
         """Whether a model's endpoint is paused by a cooldown."""
         return self.admission.cooling(alias)
 
+    def down(self, alias: str) -> bool:
+        """Whether a model's endpoint is down: its requests wait while one probe at a time goes out."""
+        return self.admission.down(alias)
+
     def snapshot(self) -> dict[str, Any]:
         """Per endpoint: configured caps, current limits, in-flight and observed maxima."""
         return self.admission.snapshot()

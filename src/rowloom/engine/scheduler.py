@@ -41,13 +41,16 @@ class Checkpointer(Protocol):
 
 class EndpointView(Protocol):
     """What task admission needs to know about request admission: each model's current limit, whether its
-    endpoint is pressured or cooling down, and how many of its requests sleep before a retry."""
+    endpoint is pressured, cooling down or down (probed while its requests wait), and how many of its requests
+    sleep before a retry."""
 
     def capacity(self, alias: str) -> int: ...
 
     def pressure(self, alias: str) -> bool: ...
 
     def cooling(self, alias: str) -> bool: ...
+
+    def down(self, alias: str) -> bool: ...
 
     def backing_off(self, alias: str) -> int: ...
 
@@ -424,7 +427,7 @@ class Scheduler:
             slots = sum(self.admission.capacity(p) for p in pools)
         signals = FrontierSignals(
             starved=starved,
-            pressured=any(self.endpoints.cooling(p.removeprefix("model:")) for p in pools),
+            pressured=any(self._paused(p.removeprefix("model:")) for p in pools),
             queued_demand=sum(self.ready.depth(p) for p in pools),
             model_slots=slots,
             admitted_rows=self._admitted_rows(),
@@ -436,6 +439,10 @@ class Scheduler:
             if new > old:
                 self._admit_row_groups()
                 self._dispatch()
+
+    def _paused(self, alias: str) -> bool:
+        """Cooling down or down: more admitted rows would only wait, so the frontier must not widen."""
+        return self.endpoints.cooling(alias) or self.endpoints.down(alias)
 
     def _schedule_health(self) -> None:
         def due() -> None:

@@ -1,4 +1,5 @@
-"""The live progress line of `rowloom run`: records done/total, rows/s, requests in flight, 429s, ETA."""
+"""The live progress line of `rowloom run`: records done/total, rows/s, requests in flight, 429s, endpoints down,
+ETA."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ def render_line(progress: RunProgress, stats: RequestStats | None) -> Text:
     ]
     if stats is not None:
         parts += [f"in flight {stats.in_flight}", f"429s {stats.rate_limited}"]
+        parts += [f"endpoint {name} down {seconds:.0f} s — probing" for name, seconds in stats.down_now()]
     if progress.rows_dropped:
         parts.append(f"dropped {progress.rows_dropped}")
     parts.append(f"ETA {_fmt_eta(progress.eta_s)}")

@@ -3,7 +3,8 @@
 Layout: one process per endpoint (request waits and leases as slices, counters for the adaptive limit, requests in
 flight and queued), one per task resource pool (task leases as slices, counters for leases held and tasks queued),
 one for row groups (a track per row group, admitted -> checkpointed) and one for the job (frontier counters,
-instant markers for limit changes, cooldowns and advisory skips). Overlapping slices are laid on numbered lanes
+instant markers for limit changes, cooldowns and advisory skips). An endpoint's outages are "down" slices on its own
+track, from EndpointDown to EndpointUp. Overlapping slices are laid on numbered lanes
 (threads) so that every track nests properly. Times are microseconds from job start. Owns no I/O but `write_trace`.
 """
 
@@ -23,8 +24,9 @@ from rowloom.observe.timeline import select_job
 JOB_PID = 1
 ROW_GROUPS_PID = 2
 _FIRST_DYNAMIC_PID = 10
-_LANE_BASES = {"lease": 1, "task": 1, "wait": 100_001, "cooldown": 200_001}  # first thread id of each lane family
-_LANE_NAMES = {"lease": "leases", "task": "leases", "wait": "waits", "cooldown": "cooldowns"}
+# First thread id of each lane family.
+_LANE_BASES = {"lease": 1, "task": 1, "wait": 100_001, "cooldown": 200_001, "outage": 300_001}
+_LANE_NAMES = {"lease": "leases", "task": "leases", "wait": "waits", "cooldown": "cooldowns", "outage": "outages"}
 
 
 @dataclass(slots=True)
@@ -68,6 +70,7 @@ class _TraceBuilder:
         self.open_leases: dict[tuple[str, str, int], Mapping[str, Any]] = {}  # (source, key, lease) -> admitted
         self.open_tasks: dict[tuple[str, str, int], Mapping[str, Any]] = {}  # (source, pool, lease) -> admitted
         self.open_row_groups: dict[int, Mapping[str, Any]] = {}
+        self.open_outages: dict[tuple[str, str], Mapping[str, Any]] = {}  # (source, key) -> EndpointDown
         self.in_flight: dict[str, int] = {}
         self.pool_in_use: dict[str, int] = {}
         # Gauges each source reports for itself; the trace shows their sum.
@@ -122,6 +125,8 @@ class _TraceBuilder:
             self.pool(pool).slices.setdefault("task", []).append(
                 _Slice(str(e.get("column")), e["ts"], self.last, {"unfinished": True}, "task")
             )
+        for e in self.open_outages.values():
+            self._outage_slice(e, self.last, {"unfinished": True})
         for index, e in self.open_row_groups.items():
             self.row_groups.slices.setdefault(f"rg{index}", []).append(
                 _Slice(f"row group {index}", e["ts"], self.last, {"unfinished": True}, "row_group")
@@ -193,6 +198,20 @@ class _TraceBuilder:
         proc = self.endpoint(e["key"])
         proc.slices.setdefault("cooldown", []).append(
             _Slice(f"cooldown ({e.get('reason')})", ts, ts + float(e.get("duration_s") or 0.0), {}, "cooldown")
+        )
+
+    def _on_endpoint_down(self, e: Mapping[str, Any], ts: float) -> None:
+        self.open_outages[(source_of(e), e["key"])] = e
+
+    def _on_endpoint_up(self, e: Mapping[str, Any], ts: float) -> None:
+        down = self.open_outages.pop((source_of(e), e["key"]), None)
+        start = {"ts": ts - float(e.get("down_for_s") or 0.0), "key": e["key"]} if down is None else down
+        self._outage_slice(start, ts, {"down_for_s": e.get("down_for_s"), "probes": e.get("probes")})
+
+    def _outage_slice(self, down: Mapping[str, Any], end: float, extra: dict[str, Any]) -> None:
+        args = {k: down[k] for k in ("url", "last_error", "failures") if down.get(k) is not None} | extra
+        self.endpoint(down["key"]).slices.setdefault("outage", []).append(
+            _Slice("down", float(down["ts"]), end, args, "outage")
         )
 
     # tasks
@@ -312,7 +331,7 @@ class _TraceBuilder:
 def _family_order(family: str) -> tuple[int, int, str]:
     if family.startswith("rg"):
         return (3, int(family[2:]), family)
-    return ({"cooldown": 0, "lease": 1, "wait": 2, "task": 1}.get(family, 9), 0, family)
+    return ({"outage": -1, "cooldown": 0, "lease": 1, "wait": 2, "task": 1}.get(family, 9), 0, family)
 
 
 def _family_base(family: str) -> int:

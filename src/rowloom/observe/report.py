@@ -81,6 +81,7 @@ def render_html(summary: Mapping[str, Any], timeline: Timeline | None, *, title:
 
         head_js = f"<script>{get_plotlyjs()}</script>"
         parts.append(_endpoint_table(timeline))
+        parts.append(_outage_table(timeline))
         parts.extend(_plots(timeline))
         parts.append(_idle_rule())
     return html_page(title, parts, head_js)
@@ -141,6 +142,7 @@ def _summary_table(summary: Mapping[str, Any], timeline: Timeline | None) -> str
         ("requests", str(requests.get("total", 0))),
         ("requests by outcome", _counts(requests.get("by_outcome"))),
         ("rate-limited share", f"{float(requests.get('rate_limited_share', 0.0)):.1%}"),
+        ("endpoint outages", _outage_counts(summary.get("endpoints"))),
         ("tokens", f"{int(requests.get('tokens', 0)):,}"),
         ("mean request latency", _fmt_s(requests.get("mean_latency_s"))),
         ("peak requests in flight", str(requests.get("peak_in_flight", 0))),
@@ -180,6 +182,35 @@ def _endpoint_table(timeline: Timeline) -> str:
         ]
         rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     return f"<h2>Endpoints</h2><table id='endpoints' class='grid'>{head}{''.join(rows)}</table>"
+
+
+def _outage_counts(endpoints: Mapping[str, Any] | None) -> str:
+    down = {k: v for k, v in (endpoints or {}).items() if isinstance(v, Mapping) and v.get("outages")}
+    if not down:
+        return "none"
+    return ", ".join(f"{k}: {v['outages']} ({_fmt_s(float(v.get('down_s') or 0.0))} down)" for k, v in down.items())
+
+
+def _outage_table(timeline: Timeline) -> str:
+    """Every stretch an endpoint was down (requests waited while it was probed), or a line saying there was none."""
+    rows = [(key, outage) for key, ep in sorted(timeline.endpoints.items()) for outage in ep.outages]
+    if not rows:
+        return "<h2>Outages</h2><p class='note' id='outages'>No endpoint was down.</p>"
+    head = (
+        "<tr><th>endpoint</th><th>down at</th><th>back at</th><th>down for</th><th>probes</th><th>last error</th></tr>"
+    )
+    cells = []
+    for key, o in rows:
+        values = [
+            key,
+            f"{o.start:.1f} s",
+            f"{o.end:.1f} s" if o.finished else "— (still down at the end)",
+            _fmt_s(o.duration_s),
+            "—" if o.probes is None else str(o.probes),
+            o.last_error or "—",
+        ]
+        cells.append("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in values) + "</tr>")
+    return f"<h2>Outages</h2><table id='outages' class='grid'>{head}{''.join(cells)}</table>"
 
 
 def _idle_rule() -> str:
@@ -252,10 +283,14 @@ def _plots(timeline: Timeline) -> list[str]:
                 row=row,
                 col=1,
             )
+        for outage in ep.outages:  # shaded: the endpoint was down, its requests waited for a probe to succeed
+            fig.add_vrect(
+                x0=outage.start, x1=outage.end, fillcolor="#d62728", opacity=0.15, line_width=0, row=row, col=1
+            )
         fig.update_yaxes(title_text="requests", rangemode="tozero", row=row, col=1)
     fig.update_xaxes(title_text="seconds since job start", row=n, col=1)
     fig.update_layout(height=260 + 220 * n)
-    figures.append(("plot-inflight", "Requests in flight vs the adaptive limit, per endpoint", fig))
+    figures.append(("plot-inflight", "Requests in flight vs the adaptive limit, per endpoint (shaded: down)", fig))
 
     fig = go.Figure()
     for key in keys:

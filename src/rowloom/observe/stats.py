@@ -1,10 +1,11 @@
-"""Request counters built from request events: outcomes, 429s, in-flight, tokens, latency.
+"""Request counters built from request events: outcomes, 429s, in-flight, tokens, latency, endpoint outages.
 
 A sink like any other, so the summary, the progress line and benchmarks read one source of truth.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any
 
@@ -12,7 +13,7 @@ from rowloom.observe.events.base import Event
 
 
 class RequestStats:
-    """Counts request attempts by outcome; tracks requests in flight and token usage."""
+    """Counts request attempts by outcome; tracks requests in flight, token usage and endpoint outages."""
 
     def __init__(self) -> None:
         self.by_outcome: Counter[str] = Counter()
@@ -21,6 +22,12 @@ class RequestStats:
         self.rate_limited = 0
         self.tokens = 0
         self.latency_sum_s = 0.0
+        self.keys: set[str] = set()  # endpoints that finished a request attempt
+        self.outages: Counter[str] = Counter()
+        self.down_total_s: Counter[str] = Counter()  # seconds down in finished outages, per endpoint
+        # Endpoints down now: provider name and when the event arrived (this process's monotonic clock, so a
+        # display can count the seconds whichever process or clock emitted it).
+        self.down: dict[str, tuple[str, float]] = {}
 
     def emit(self, event: Event) -> None:
         kind = event.kind
@@ -35,6 +42,15 @@ class RequestStats:
                 self.rate_limited += 1
             self.tokens += int(getattr(event, "tokens", 0) or 0)
             self.latency_sum_s += float(getattr(event, "latency_s", 0.0) or 0.0)
+            self.keys.add(event.key)  # type: ignore[attr-defined]
+        elif kind == "endpoint_down":
+            key = event.key  # type: ignore[attr-defined]
+            self.outages[key] += 1
+            self.down[key] = (event.provider, time.monotonic())  # type: ignore[attr-defined]
+        elif kind == "endpoint_up":
+            key = event.key  # type: ignore[attr-defined]
+            self.down.pop(key, None)
+            self.down_total_s[key] += float(event.down_for_s)  # type: ignore[attr-defined]
 
     def close(self) -> None:
         return None
@@ -43,6 +59,23 @@ class RequestStats:
     def total(self) -> int:
         """Request attempts that ended (any outcome)."""
         return sum(self.by_outcome.values())
+
+    def down_now(self) -> list[tuple[str, float]]:
+        """(provider, seconds down) of every provider with an endpoint down now, longest first."""
+        now = time.monotonic()
+        since: dict[str, float] = {}
+        for name, at in self.down.values():
+            since[name] = min(at, since.get(name, at))
+        return sorted(((name, now - at) for name, at in since.items()), key=lambda d: -d[1])
+
+    def endpoints(self) -> dict[str, dict[str, Any]]:
+        """The `endpoints` section of summary.json: per endpoint, its outages and the seconds it was down."""
+        now = time.monotonic()
+        out = {}
+        for key in sorted(self.keys | set(self.outages)):
+            ongoing = now - self.down[key][1] if key in self.down else 0.0
+            out[key] = {"outages": self.outages[key], "down_s": round(self.down_total_s[key] + ongoing, 3)}
+        return out
 
     def summary(self) -> dict[str, Any]:
         """The `requests` section of summary.json."""

@@ -117,6 +117,21 @@ class Series:
 
 
 @dataclass
+class Outage:
+    """One stretch of time an endpoint was down (EndpointDown..EndpointUp), in seconds from job start."""
+
+    start: float
+    end: float
+    last_error: str = ""
+    probes: int | None = None
+    finished: bool = True  # False: still down when the log ends (the run stopped during it)
+
+    @property
+    def duration_s(self) -> float:
+        return self.end - self.start
+
+
+@dataclass
 class EndpointTimeline:
     """One endpoint (request resource key): its series, counts and idle split."""
 
@@ -131,6 +146,7 @@ class EndpointTimeline:
     latency_sum_s: float = 0.0
     idle_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(IDLE_CAUSES, 0.0))
     idle_bins: dict[str, list[float]] = field(default_factory=dict)
+    outages: list[Outage] = field(default_factory=list)
 
     @property
     def requests(self) -> int:
@@ -238,6 +254,7 @@ class _Sweep:
         self.in_flight: dict[str, int] = {}
         self.limit = SourceSums()  # endpoint -> admission limit (a worker's: its capacity grant)
         self.cooldown_until: dict[str, float] = {}  # endpoint -> absolute ts
+        self.down: dict[tuple[str, str], Outage] = {}  # (source, endpoint) -> its outage in progress
         self.retry_until: dict[str, list[float]] = {}  # endpoint -> absolute ts of 429 retries still waiting
         self.pool_queued = SourceSums()
         self.pool_in_use: Counter[str] = Counter()
@@ -278,6 +295,8 @@ class _Sweep:
                 self._charge_idle(self.prev, ts)
                 self.prev = ts
             self._apply(event, ts - self.origin)
+        for (_, key), outage in self.down.items():  # still down when the log ends
+            self.endpoints[key].outages.append(Outage(outage.start, self.end, outage.last_error, None, False))
         return Timeline(
             origin=self.origin,
             end=self.end,
@@ -388,6 +407,17 @@ class _Sweep:
 
     def _on_cooldown_ended(self, e: Mapping[str, Any], t: float) -> None:
         self.cooldown_until.pop(e["key"], None)
+
+    def _on_endpoint_down(self, e: Mapping[str, Any], t: float) -> None:
+        self._endpoint(e["key"])
+        self.down[(source_of(e), e["key"])] = Outage(t, t, str(e.get("last_error") or ""))
+
+    def _on_endpoint_up(self, e: Mapping[str, Any], t: float) -> None:
+        ep = self._endpoint(e["key"])
+        outage = self.down.pop((source_of(e), e["key"]), None)
+        start = outage.start if outage is not None else max(0.0, t - float(e.get("down_for_s") or 0.0))
+        last_error = outage.last_error if outage is not None else ""
+        ep.outages.append(Outage(start, t, last_error, int(e.get("probes") or 0)))
 
     def _on_capacity_snapshot(self, e: Mapping[str, Any], t: float) -> None:
         for label, view in (e.get("endpoints") or {}).items():

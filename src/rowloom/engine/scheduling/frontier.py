@@ -16,7 +16,7 @@ class FrontierSignals:
     """What the scheduler observed at one decision point."""
 
     starved: bool  # some model pool has free slots and no ready work
-    pressured: bool  # some endpoint is cooling down: its budget is spent, more admitted rows only wait
+    pressured: bool  # some endpoint is cooling down or down: more admitted rows would only wait
     queued_demand: int  # ready tasks waiting for model pools
     model_slots: int  # total model-wait slots
     admitted_rows: int
