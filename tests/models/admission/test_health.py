@@ -169,10 +169,23 @@ def test_the_first_success_brings_it_up_with_what_the_outage_cost():
 
 def test_a_success_of_a_request_still_in_flight_also_brings_it_up():
     h = health()
-    for _ in range(3):
-        fail(h, 5.0)
-    change = succeed(h, 5.2, admitted_at=4.0)
+    fail(h, 5.0, admitted_at=4.9)  # the failures begin at t=5
+    fail(h, 5.1)
+    fail(h, 5.2)
+    change = succeed(h, 5.3, admitted_at=5.05)  # sent after they began, not a probe
     assert change is not None and change.up and change.probes == 0
+
+
+def test_requests_accepted_before_the_failures_began_do_not_end_the_outage():
+    """A server shutting down gracefully answers what it had accepted while refusing new connections: those
+    late successes must not flap the endpoint up (and burst requests into a closed port)."""
+    h = health()
+    succeed(h, 4.0)
+    for t in (5.0, 5.01, 5.02):
+        fail(h, t)
+    for t in (5.1, 5.2, 5.3):
+        assert succeed(h, t, admitted_at=4.8) is None  # accepted before t=5: drained, says nothing of now
+    assert h.down and h.outages == 1 and h.stop_at() == 305.0  # the breaker's clock runs on
 
 
 def test_the_breaker_stops_after_circuit_breaker_s_of_failures_with_no_success():

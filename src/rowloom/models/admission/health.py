@@ -8,8 +8,11 @@ admission check, feeds `on_release`, and arms timers at `probe_due` and `stop_du
 What it must ignore: a failure among successes (a 5% error rate, one bad request) is the row's own, never an
 outage. A failure counts towards "down" only when no success at all finished while its attempt was out (it
 was admitted at or after the key's last success), so with many requests in flight random errors never
-line up into a run. What it must react to: an endpoint that serves nothing (refused connections, a hung
-server, 5xx for everything) is down after `down_after_failures` such failures in a row.
+line up into a run. Likewise a server shutting down gracefully still answers the requests it had accepted
+while refusing new connections: a success of an attempt sent before the failures began does not end an
+outage (it would only flap the endpoint up and down). What it must react to: an endpoint that serves nothing
+(refused connections, a hung server, 5xx for everything) is down after `down_after_failures` such failures in
+a row, and up at the first success of an attempt sent after the failures began (a probe, or one in flight).
 """
 
 from __future__ import annotations
@@ -113,7 +116,8 @@ class EndpointHealth:
       success in between, each from an attempt admitted at or after the last success (see the module docstring).
     * While down, `admits` lets ONE request out (the probe) once `next_probe_at` has passed and nothing is in
       flight; each failed probe doubles the wait, from `probe_backoff_s` up to `probe_backoff_max_s`.
-    * The first success — a probe, or a request still in flight — brings it up.
+    * The first success — of a probe, or of a request still in flight that was sent after the failures began —
+      brings it up.
     * The run must stop (`stop_error`) after `breaker_s` of failures with no success (any failure but a
       cancellation or a bug: 429s and 4xx too), counted from the first failure after the last success; before
       the key's first success ever, a down endpoint gets only `grace_s` (if shorter) and the error is the setup
@@ -148,6 +152,7 @@ class EndpointHealth:
         self.down_total_s = 0.0  # finished outages
         self._backoff = probe_backoff_s
         self._run_limit: int | None = None  # the limit when the current failure run began
+        self._run_started: float | None = None  # when it began (its first counted failure)
 
     @property
     def down(self) -> bool:
@@ -173,8 +178,10 @@ class EndpointHealth:
             return None
         probe = self.down_since is not None and admitted_at >= self.down_since
         if outcome is Outcome.SUCCESS:
+            if self.down_since is not None and self._run_started is not None and admitted_at < self._run_started:
+                return None  # accepted before the endpoint failed: a graceful shutdown drains those
             self.last_success_at, self.failing_since, self.consecutive = now, None, 0
-            run_limit, self._run_limit = self._run_limit, None
+            run_limit, self._run_limit, self._run_started = self._run_limit, None, None
             if self.down_since is None:
                 return None
             down_for, probes = now - self.down_since, self.probes + probe
@@ -193,7 +200,7 @@ class EndpointHealth:
         if not outcome.is_unavailable or (self.last_success_at is not None and admitted_at < self.last_success_at):
             return None  # a 429 or 4xx is an answer; a failure that overlapped a success is that request's own
         if self.consecutive == 0:
-            self._run_limit = limit
+            self._run_limit, self._run_started = limit, now
         self.consecutive += 1
         if self.consecutive < self.down_after:
             return None
