@@ -26,7 +26,16 @@ from pydantic import Field, model_validator
 from rowloom.config.base import ConfigModel
 from rowloom.errors import ConfigError, ConfigProblem
 
-LimitAlgorithm = Literal["composite", "aimd", "gradient", "fixed"]
+LimitAlgorithm = Literal["composite", "aimd", "latency", "fixed"]
+
+# Knobs of the latency algorithm before it learnt a model of the server (kept to name the fix, not accepted).
+_RETIRED = {
+    "gradient_tolerance": "latency_tolerance",
+    "gradient_probe_interval_s": "latency_probe_interval_s",
+    "gradient_min_window": None,
+    "gradient_max_decrease": None,
+    "gradient_probe_fraction": None,
+}
 
 
 class AggregateCap(ConfigModel):
@@ -50,8 +59,9 @@ class RequestAdmissionConfig(ConfigModel):
     algorithm: LimitAlgorithm = Field(
         "composite",
         description=(
-            "Concurrency-limit algorithm per endpoint: `aimd` (loss: 429/503/timeouts), `gradient` (latency "
-            "against the no-load round trip), `composite` (the minimum of both), `fixed` (always the ceiling)."
+            "Concurrency-limit algorithm per endpoint: `aimd` (loss: 429/503/timeouts), `latency` (a model of how "
+            "latency grows with load, for servers that queue instead of sending 429), `composite` (the minimum of "
+            "both), `fixed` (always the ceiling)."
         ),
     )
     default_max_parallel_requests: int = Field(
@@ -94,18 +104,21 @@ class RequestAdmissionConfig(ConfigModel):
         0.2, gt=0, description="Increase per window near the last overload point, so steady state rarely hits 429."
     )
 
-    gradient_tolerance: float = Field(
-        1.3, gt=1, description="Shrink when the median round trip exceeds this multiple of the no-load round trip."
+    latency_tolerance: float = Field(
+        1.25,
+        gt=1,
+        description=(
+            "Headroom above the load where latency starts to grow with load (the server's knee): the limit settles "
+            "at knee x tolerance (at least knee + 1), so no slot waits for a request and queueing stays short."
+        ),
     )
-    gradient_min_window: int = Field(8, ge=1, description="Fewest samples per latency window.")
-    gradient_max_decrease: float = Field(
-        0.5, gt=0, lt=1, description="One latency window shrinks the limit to no less than this fraction."
-    )
-    gradient_probe_interval_s: float = Field(
-        60.0, gt=0, description="Seconds between re-probes of the no-load round trip (briefly lowering the limit)."
-    )
-    gradient_probe_fraction: float = Field(
-        0.5, gt=0, lt=1, description="Share of the in-flight count kept while re-probing the no-load round trip."
+    latency_probe_interval_s: float = Field(
+        30.0,
+        gt=0,
+        description=(
+            "Seconds between routine probes below the operating load (the limit is briefly lowered to see the "
+            "latency there); doubles, up to 8x, while the probes find no knee."
+        ),
     )
 
     rate_limited_retry_s: float = Field(
@@ -178,6 +191,26 @@ class RequestAdmissionConfig(ConfigModel):
     released_lease_memory: int = Field(
         1024, ge=1, description="Released lease ids remembered to tell duplicate from unknown releases."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired_knobs(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            if data.get("algorithm") == "gradient":
+                raise ConfigError(
+                    ConfigProblem(
+                        "request_admission.algorithm",
+                        "`gradient` was replaced by `latency`, which learns how latency grows with load",
+                        "write `algorithm: latency` (or leave the default `composite`)",
+                    )
+                )
+            for old, new in _RETIRED.items():
+                if old in data:
+                    fix = f"rename it to `{new}`" if new else "remove it: the window and cuts are now set by the data"
+                    raise ConfigError(
+                        ConfigProblem(f"request_admission.{old}", "this knob of the old gradient limit is gone", fix)
+                    )
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> RequestAdmissionConfig:

@@ -17,7 +17,7 @@ from rowloom.models.admission import (
     EndpointUnavailable,
     EndpointUnreachable,
     FixedLimit,
-    GradientLimit,
+    LatencyLimit,
     RequestAdmissionController,
 )
 from rowloom.models.types import Outcome
@@ -247,15 +247,15 @@ def test_limits_restart_at_the_value_and_grow_again():
     assert aimd.limit == 10 and aimd.in_slow_start
     aimd.on_sample(1.0, 0.1, 10, False)
     assert aimd.limit > 10  # slow start grows at once
-    gradient = GradientLimit(clock=ManualClock(), initial=4, max_limit=64)
-    gradient.restart(10)
-    assert gradient.limit == 10
-    gradient.restart(2)
-    assert gradient.limit == 10  # never lowered: it keeps what it learnt
+    latency = LatencyLimit(clock=ManualClock(), initial=4, max_limit=64)
+    latency.restart(10)
+    assert latency.limit == 10
+    latency.restart(2)
+    assert latency.limit == 10  # never lowered: it keeps what it learnt
     fixed = FixedLimit(7)
     fixed.restart(3)
     assert fixed.limit == 7
-    composite = CompositeLimit([AIMDLimit(initial=2, max_limit=64), GradientLimit(clock=ManualClock(), max_limit=64)])
+    composite = CompositeLimit([AIMDLimit(initial=2, max_limit=64), LatencyLimit(clock=ManualClock(), max_limit=64)])
     composite.restart(12)
     assert composite.limit == 12
 

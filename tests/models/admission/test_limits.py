@@ -1,4 +1,4 @@
-"""Limit algorithms: AIMD (slow start, increase at full use, decrease, dampening, probing), gradient, composite."""
+"""Limit algorithms: AIMD (slow start, increase at full use, decrease, dampening, probing), composite, fixed."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import heapq
 
 import pytest
 
+from rowloom.bench.limit_sim import ServerModel, simulate
 from rowloom.config.request_admission import RequestAdmissionConfig
-from rowloom.models.admission import AIMDLimit, CompositeLimit, FixedLimit, GradientLimit, Limit, limit_from_config
+from rowloom.models.admission import AIMDLimit, CompositeLimit, FixedLimit, LatencyLimit, Limit, limit_from_config
 from rowloom.observe.clock import ManualClock
 
 
@@ -187,142 +188,40 @@ def test_aimd_follows_a_capacity_drop():
     assert 12 <= limit.limit <= 17
 
 
-# ------------------------------------------------------------------ gradient
-
-
-def window(limit: GradientLimit, n: int, *, rtt: float, in_flight: int, start: float = 0.0) -> None:
-    for _ in range(n):
-        limit.on_sample(start, rtt, in_flight, False)
-
-
-def test_gradient_is_a_pure_cap_while_latency_stays_at_no_load():
-    limit = GradientLimit(clock=ManualClock(), max_limit=64, min_window=4)
-    window(limit, 40, rtt=1.0, in_flight=8)
-    assert limit.limit == 64 and limit.no_load_rtt == 1.0
-
-
-def test_gradient_shrinks_when_round_trips_grow_past_tolerance():
-    limit = GradientLimit(clock=ManualClock(), max_limit=64, min_window=4, tolerance=1.5)
-    window(limit, 8, rtt=1.0, in_flight=8)
-    window(limit, 32, rtt=3.0, in_flight=32)  # queueing: 3x the no-load round trip at 32 in flight
-    assert limit.limit == 16  # 32 * (1.5 * 1.0 / 3.0)
-    assert "latency" in limit.reason
-
-
-def test_gradient_cuts_once_for_slow_requests_admitted_before_its_cut():
-    limit = GradientLimit(clock=ManualClock(), max_limit=64, min_window=4, tolerance=1.5)
-    window(limit, 8, rtt=1.0, in_flight=8)
-    before_cut = limit.epoch
-    for _ in range(32):
-        limit.on_sample(0.0, 3.0, 32, False, epoch=before_cut, in_flight_at_start=32)
-    assert limit.limit == 16
-    for _ in range(32):  # stragglers of the same overloaded period are still finishing
-        limit.on_sample(0.0, 3.0, 20, False, epoch=before_cut, in_flight_at_start=20)
-    assert limit.limit == 16
-
-
-def test_gradient_recovers_by_growing_while_latency_is_near_no_load():
-    limit = GradientLimit(clock=ManualClock(), max_limit=64, min_window=4, tolerance=1.5)
-    window(limit, 8, rtt=1.0, in_flight=8)
-    window(limit, 32, rtt=3.0, in_flight=32)
-    assert limit.limit == 16
-    for _ in range(3):
-        window(limit, 16 + _, rtt=1.1, in_flight=limit.limit)
-    assert limit.limit == 19
-
-
-def test_gradient_does_not_mistake_latency_jitter_for_queueing():
-    limit = GradientLimit(clock=ManualClock(), max_limit=64, min_window=8, tolerance=1.3)
-    for i in range(400):  # the same load throughout; round trips vary by +-30%
-        limit.on_sample(0.0, 0.7 if i % 2 else 1.3, 8, False)
-    assert limit.limit == 64
-
-
-def test_gradient_ignores_overload_samples():
-    limit = GradientLimit(clock=ManualClock(), max_limit=64, min_window=4)
-    window(limit, 4, rtt=1.0, in_flight=4)
-    for _ in range(50):
-        limit.on_sample(0.0, 0.001, 50, True)  # fast 429s are not a faster server
-    assert limit.no_load_rtt == 1.0 and limit.limit == 64
-
-
-def test_gradient_reprobes_the_no_load_round_trip_periodically():
-    clock = ManualClock()
-    limit = GradientLimit(clock=clock, max_limit=64, min_window=4, tolerance=1.5, probe_interval_s=60.0)
-    window(limit, 8, rtt=1.0, in_flight=8)
-    window(limit, 20, rtt=3.0, in_flight=20)
-    assert limit.limit == 10
-    clock.advance(61.0)
-    window(limit, 1, rtt=3.0, in_flight=10)  # the first sample after the interval starts the probe
-    assert limit.limit == 5  # half of what was in flight, so the next round trips show no-load latency
-    window(limit, 3, rtt=2.9, in_flight=10, start=0.0)  # admitted before the probe: ignored
-    assert limit.limit == 5
-    window(limit, 4, rtt=2.0, in_flight=5, start=61.0)  # the server got slower for good
-    assert limit.no_load_rtt == 2.0
-    assert limit.limit == 10  # restored; future windows judge against the re-learnt baseline
-
-
-def simulate_saturating(limit: Limit, *, knee: int, seconds: float, rtt: float = 1.0) -> list[float]:
-    """A vLLM-like endpoint: never rejects; a request started with n in flight takes rtt * max(1, n / knee).
-
-    Throughput peaks once `knee` requests are in flight; beyond that only latency grows. Returns the round
-    trips of the second half of the run.
-    """
-    now, seq = 0.0, 0
-    flights: list[tuple[float, int, float, int, int]] = []
-    late: list[float] = []
-    while now < seconds:
-        while len(flights) < limit.limit:
-            n = len(flights) + 1
-            heapq.heappush(flights, (now + rtt * max(1.0, n / knee), seq, now, limit.epoch, n))
-            seq += 1
-        finish, _, start, epoch, at_start = heapq.heappop(flights)
-        now = finish
-        if now > seconds / 2:
-            late.append(finish - start)
-        limit.on_sample(start, finish - start, len(flights) + 1, False, epoch=epoch, in_flight_at_start=at_start)
-    return late
-
-
-def test_composite_holds_a_server_that_saturates_without_429_near_its_knee():
-    config = RequestAdmissionConfig(gradient_probe_interval_s=1e9)
-    limit = limit_from_config(config, ceiling=128, clock=ManualClock())
-    late = simulate_saturating(limit, knee=16, seconds=120.0)
-    assert 16 <= limit.limit <= 24  # at or past the knee (full throughput), far below the ceiling
-    assert sorted(late)[len(late) // 2] <= 1.5  # median latency within 1.5x of no-load
-
-
 # ------------------------------------------------------------------ composite, fixed, factory
+
+
+def past_the_knee(limit: Limit, clock: ManualClock) -> None:
+    """Run a limit against a server that queues past 8 in flight (latency then grows in proportion to load)."""
+    simulate(limit, ServerModel("sharing", capacity=8, latency_s=0.2, sigma=0.2), seconds=30, clock=clock)
 
 
 def test_composite_allows_the_minimum_of_its_parts():
     clock = ManualClock()
     aimd = AIMDLimit(initial=30, max_limit=64, slow_start=False)
-    gradient = GradientLimit(clock=clock, max_limit=64, min_window=4, tolerance=1.5)
-    both = CompositeLimit([aimd, gradient])
+    latency = LatencyLimit(clock=clock, max_limit=64)
+    both = CompositeLimit([aimd, latency])
     assert both.limit == 30
-    window(gradient, 4, rtt=1.0, in_flight=4)
-    window(gradient, 20, rtt=3.0, in_flight=20)
-    assert gradient.limit == 10 and both.limit == 10
-    assert "GradientLimit" in both.reason
+    past_the_knee(both, clock)
+    assert latency.limit <= 12 and both.limit == latency.limit
+    assert "LatencyLimit" in both.reason
 
 
 def test_composite_feeds_every_part_and_its_epoch_dates_the_newest_cut():
     clock = ManualClock()
     aimd = AIMDLimit(initial=30, max_limit=64, slow_start=False, decrease_factor=0.5)
-    gradient = GradientLimit(clock=clock, max_limit=64, min_window=2, tolerance=1.5)
-    both = CompositeLimit([aimd, gradient])
+    latency = LatencyLimit(clock=clock, max_limit=64)
+    both = CompositeLimit([aimd, latency])
     both.on_sample(0.0, 0.01, 30, True, epoch=both.epoch)
     assert aimd.limit == 15 and both.epoch == aimd.epoch
     admitted_after_aimd_cut = both.epoch
-    both.on_sample(0.0, 1.0, 2, False, epoch=both.epoch)
-    both.on_sample(0.0, 1.0, 2, False, epoch=both.epoch)
-    for _ in range(4):
-        both.on_sample(0.0, 5.0, 4, False, epoch=both.epoch)
-    assert gradient.epoch > aimd.epoch and both.epoch == gradient.epoch
-    # a 429 admitted after AIMD's cut (but before the gradient's) is new evidence for AIMD
-    both.on_sample(0.0, 0.01, 15, True, epoch=admitted_after_aimd_cut)
-    assert aimd.limit == 7
+    past_the_knee(both, clock)
+    assert latency.epoch > aimd.epoch and both.epoch == latency.epoch
+    assert latency.curve.count > 0  # the composite fed its latency part every success
+    # a 429 admitted after AIMD's cut (but before the latency cut) is new evidence for AIMD
+    before, aimd_epoch = aimd.limit, aimd.epoch
+    both.on_sample(clock.now(), 0.01, 15, True, epoch=admitted_after_aimd_cut)
+    assert aimd.limit < before and aimd.epoch > aimd_epoch
 
 
 def test_fixed_limit_never_moves():
@@ -334,7 +233,7 @@ def test_fixed_limit_never_moves():
 
 @pytest.mark.parametrize(
     ("algorithm", "kind"),
-    [("aimd", AIMDLimit), ("gradient", GradientLimit), ("composite", CompositeLimit), ("fixed", FixedLimit)],
+    [("aimd", AIMDLimit), ("latency", LatencyLimit), ("composite", CompositeLimit), ("fixed", FixedLimit)],
 )
 def test_factory_builds_the_configured_algorithm_below_the_ceiling(algorithm, kind):
     config = RequestAdmissionConfig(algorithm=algorithm, initial_limit=8)

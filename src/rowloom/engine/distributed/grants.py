@@ -128,6 +128,7 @@ class GrantLimit:
         in_flight_at_start: int | None = None,
         cause: Outcome | None = None,
         tokens: int | None = None,
+        load: float | None = None,
     ) -> None:
         rate_limited = cause is Outcome.RATE_LIMITED
         self._samples.append((start, rtt, in_flight, dropped, epoch, in_flight_at_start, rate_limited))

@@ -14,7 +14,7 @@ from rowloom.models.admission.limits import (
     AIMDLimit,
     CompositeLimit,
     FixedLimit,
-    GradientLimit,
+    LatencyLimit,
     Limit,
     limit_from_config,
 )
@@ -35,7 +35,7 @@ __all__ = [
     "EndpointUnreachable",
     "FairQueue",
     "FixedLimit",
-    "GradientLimit",
+    "LatencyLimit",
     "LeaseLedger",
     "Limit",
     "LimitFactory",

@@ -231,13 +231,14 @@ class RequestAdmissionController:
                 error=error,
             )
         in_flight = self._ledger.in_flight(lease.key)
-        status = self._ledger.settle(lease)
+        now = self._clock.now()
+        load = self._ledger.mean_load(lease, now)
+        status = self._ledger.settle(lease, now)
         if status is not ReleaseStatus.RELEASED:
             self._emit(ReleaseRejected, key=lease.key.label, lease=lease.id, status=status.value)
             return status
         state = self._registry.state(lease.key)
         outcome = Outcome(outcome)
-        now = self._clock.now()
         pause = learn(
             state,
             lease,
@@ -245,6 +246,7 @@ class RequestAdmissionController:
             now=now,
             rtt_s=rtt_s,
             in_flight=in_flight,
+            load=load,
             retry_after_s=retry_after_s,
             rate_limit=rate_limit or _NO_RATE_LIMIT,
             tokens_used=tokens_used,

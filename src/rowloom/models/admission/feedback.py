@@ -37,6 +37,7 @@ def learn(
     now: float,
     rtt_s: float,
     in_flight: int,
+    load: float | None = None,
     retry_after_s: float | None,
     rate_limit: RateLimitInfo,
     tokens_used: int | None,
@@ -47,8 +48,9 @@ def learn(
 ) -> Pause | None:
     """Update the endpoint from one released attempt; returns a pause that started or grew, if any.
 
-    `in_flight` counts the key's live leases before this one was settled (itself included); `error` says how a
-    failed attempt failed (kept as the endpoint's last error).
+    `in_flight` counts the key's live leases before this one was settled (itself included), `load` the mean of
+    that count while the attempt ran; `error` says how a failed attempt failed (kept as the endpoint's last
+    error).
     """
     change = state.health.on_release(
         outcome, now=now, admitted_at=lease.acquired_at, limit=state.limit.limit, error=error
@@ -64,7 +66,7 @@ def learn(
     pause: Pause | None = None
     if outcome is Outcome.SUCCESS:
         pause = state.cooldown.on_success(now, rate_limit)
-        _sample(state, lease, rtt_s, in_flight, dropped=False, emit=emit, tokens=completion_tokens)
+        _sample(state, lease, rtt_s, in_flight, load, dropped=False, emit=emit, tokens=completion_tokens)
     elif outcome is Outcome.RATE_LIMITED:
         state.rate_limited += 1
         pause = state.cooldown.on_rate_limited(
@@ -78,9 +80,9 @@ def learn(
             consecutive=state.cooldown.consecutive_429,
         )
         if not budget_spent:  # a spent budget says nothing about concurrency
-            _sample(state, lease, rtt_s, in_flight, dropped=True, emit=emit, cause=outcome)
+            _sample(state, lease, rtt_s, in_flight, load, dropped=True, emit=emit, cause=outcome)
     elif outcome.is_overload:
-        _sample(state, lease, rtt_s, in_flight, dropped=True, emit=emit, cause=outcome)
+        _sample(state, lease, rtt_s, in_flight, load, dropped=True, emit=emit, cause=outcome)
     # server, connection and client errors, cancellations and bugs carry no capacity signal
     if pause is not None and pause.started:
         emit(CooldownStarted, key=state.label, until=pause.until, duration_s=pause.until - now, reason=pause.reason)
@@ -129,6 +131,7 @@ def _sample(
     lease: RequestLease,
     rtt_s: float,
     in_flight: int,
+    load: float | None,
     *,
     dropped: bool,
     emit: Emit,
@@ -145,6 +148,7 @@ def _sample(
         in_flight_at_start=lease.in_flight_at_start,
         cause=cause,
         tokens=tokens,
+        load=load,
     )
     _limit_moved(state, before, emit)
 

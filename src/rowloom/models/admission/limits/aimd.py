@@ -106,6 +106,7 @@ class AIMDLimit:
         in_flight_at_start: int | None = None,
         cause: Outcome | None = None,
         tokens: int | None = None,
+        load: float | None = None,
     ) -> None:
         current_epoch = epoch is None or epoch >= self._epoch
         if dropped:

@@ -62,6 +62,7 @@ class Limit(Protocol):
         in_flight_at_start: int | None = None,
         cause: Outcome | None = None,
         tokens: int | None = None,
+        load: float | None = None,
     ) -> None:
         """Learn from one finished request; `cause` says what made a dropped one (429, 503/529 or timeout), and
         `tokens` how many completion tokens a successful reply carried (None when the provider did not say)."""

@@ -58,6 +58,7 @@ class CompositeLimit:
         in_flight_at_start: int | None = None,
         cause: Outcome | None = None,
         tokens: int | None = None,
+        load: float | None = None,
     ) -> None:
         for part in self.parts:
             part.on_sample(
@@ -69,6 +70,7 @@ class CompositeLimit:
                 in_flight_at_start=in_flight_at_start,
                 cause=cause,
                 tokens=tokens,
+                load=load,
             )
 
     def restart(self, value: int) -> None:

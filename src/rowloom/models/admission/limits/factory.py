@@ -10,7 +10,7 @@ from rowloom.models.admission.limits.aimd import AIMDLimit
 from rowloom.models.admission.limits.base import Limit
 from rowloom.models.admission.limits.composite import CompositeLimit
 from rowloom.models.admission.limits.fixed import FixedLimit
-from rowloom.models.admission.limits.gradient import GradientLimit
+from rowloom.models.admission.limits.latency import LatencyLimit
 from rowloom.observe.clock import Clock
 
 
@@ -34,17 +34,14 @@ def limit_from_config(config: RequestAdmissionConfig, *, ceiling: int, clock: Cl
     )
     if config.algorithm == "aimd":
         return aimd
-    gradient = GradientLimit(
+    latency = LatencyLimit(
         clock=clock,
-        initial=initial if config.algorithm == "gradient" else None,
+        initial=initial if config.algorithm == "latency" else None,
         min_limit=low,
         max_limit=ceiling,
-        tolerance=config.gradient_tolerance,
-        min_window=config.gradient_min_window,
-        max_decrease=config.gradient_max_decrease,
-        probe_interval_s=config.gradient_probe_interval_s,
-        probe_fraction=config.gradient_probe_fraction,
+        tolerance=config.latency_tolerance,
+        probe_interval_s=config.latency_probe_interval_s,
     )
-    if config.algorithm == "gradient":
-        return gradient
-    return CompositeLimit([aimd, gradient])
+    if config.algorithm == "latency":
+        return latency
+    return CompositeLimit([aimd, latency])

@@ -47,6 +47,7 @@ class FixedLimit:
         in_flight_at_start: int | None = None,
         cause: Outcome | None = None,
         tokens: int | None = None,
+        load: float | None = None,
     ) -> None:
         return None
 

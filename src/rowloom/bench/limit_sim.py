@@ -1,0 +1,251 @@
+"""Server models in virtual time, driving one `Limit` with unlimited demand: how an algorithm behaves, fast.
+
+Owns the discrete-event loop, three kinds of server (hosted with 429 beyond capacity, processor sharing like
+vLLM, FIFO slots with batched decoding like llama.cpp) and the figures of one run. It sends no traffic and
+needs no event loop: thousands of requests take milliseconds, so tests can check an algorithm under seeded
+noise across many conditions, and `rowloom bench limits` can show where each algorithm settles. The socket-level
+benchmarks (`rowloom bench`) remain the judge of the whole stack.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from dataclasses import dataclass, field
+from typing import Literal
+
+from rowloom.models.admission.limits.base import Limit
+from rowloom.models.types import Outcome
+
+ServerKind = Literal["hosted", "sharing", "slots"]
+
+_REJECT_RTT_S = 0.005  # a 429 or 503 comes back at once
+
+
+@dataclass(frozen=True)
+class ServerModel:
+    """How a simulated endpoint serves requests.
+
+    * `hosted`: serves `capacity` at once, each at full speed; answers 429 to the rest at once.
+    * `sharing`: every request in service progresses at `min(1, capacity / n)` (vLLM's batching); past
+      `capacity + max_queued` in the system it answers 503 at once (when `max_queued` is set).
+    * `slots`: `capacity` slots served first come, first served; the rest queue. A slot progresses at
+      `1 / (1 + batch_cost * (busy - 1))`: 0 is perfect batching, 1 is a server whose compute is shared.
+
+    Service work of one request: `latency_s * noise + per_token_s * tokens`, where noise is lognormal with
+    mean 1 and `sigma` (load-independent spread, as real replies have).
+    """
+
+    kind: ServerKind = "hosted"
+    capacity: int = 16
+    latency_s: float = 0.2
+    sigma: float = 0.0
+    per_token_s: float = 0.0
+    batch_cost: float = 0.0
+    max_queued: int | None = None
+
+    def work_s(self, rng: random.Random, tokens: int) -> float:
+        noise = math.exp(rng.gauss(-self.sigma * self.sigma / 2.0, self.sigma)) if self.sigma > 0 else 1.0
+        return self.latency_s * noise + self.per_token_s * tokens
+
+
+@dataclass(frozen=True)
+class RequestMix:
+    """The requests a workload sends, in turn: each column's `max_tokens`; reply lengths are drawn from
+    `[min_tokens, max_tokens_drawn]` and capped by the column's `max_tokens`."""
+
+    max_tokens: tuple[int, ...] = (64,)
+    min_tokens: int = 30
+    max_tokens_drawn: int = 60
+
+    def tokens(self, rng: random.Random, seq: int) -> int:
+        cap = self.max_tokens[seq % len(self.max_tokens)]
+        return min(cap, rng.randint(self.min_tokens, self.max_tokens_drawn))
+
+
+@dataclass
+class _Job:
+    work: float
+    start: float
+    epoch: int
+    at_start: int
+    tokens: int
+    seq: int
+    mark: float  # the in-flight integral when it was admitted
+    done: float = 0.0
+
+
+@dataclass
+class LimitRun:
+    """Figures of one simulated run (the second half of it, once the limit had time to settle)."""
+
+    server: ServerModel
+    completed: int = 0
+    rejected: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    no_load_latencies: list[float] = field(default_factory=list)
+    limit_time: float = 0.0  # integral of the limit over the measured half
+    in_flight_time: float = 0.0
+    limits: list[tuple[float, int]] = field(default_factory=list)
+
+    @property
+    def throughput(self) -> float:
+        """Completed work per second, in seconds of no-load service (independent of which requests finished
+        inside the measured half, unlike a request count when lengths differ)."""
+        return sum(self.no_load_latencies) / self.seconds if self.seconds else 0.0
+
+    @property
+    def token_rate(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+    @property
+    def mean_limit(self) -> float:
+        return self.limit_time / self.seconds if self.seconds else 0.0
+
+    @property
+    def mean_in_flight(self) -> float:
+        return self.in_flight_time / self.seconds if self.seconds else 0.0
+
+    @property
+    def median_latency(self) -> float:
+        return statistics.median(self.latencies) if self.latencies else 0.0
+
+    @property
+    def latency_over_no_load(self) -> float:
+        """Median latency ÷ the median service time the same requests would have had alone."""
+        base = statistics.median(self.no_load_latencies) if self.no_load_latencies else 0.0
+        return self.median_latency / base if base else 0.0
+
+    @property
+    def share_rejected(self) -> float:
+        total = self.completed + self.rejected
+        return self.rejected / total if total else 0.0
+
+
+def simulate(
+    limit: Limit,
+    server: ServerModel,
+    *,
+    seconds: float,
+    mix: RequestMix | None = None,
+    seed: int = 0,
+    clock: object | None = None,
+) -> LimitRun:
+    """Run `limit` against `server` for `seconds` of virtual time with unlimited demand.
+
+    The client keeps `limit.limit` requests in flight; each finished request is one sample. `clock`, when
+    given, is a `ManualClock` advanced with virtual time (for limits that read a clock).
+    """
+    mix = mix or RequestMix()
+    rng = random.Random(seed)
+    run = LimitRun(server)
+    now, seq = 0.0, 0
+    load_integral = 0.0  # integral of requests in flight over time: a request's load is its growth / its rtt
+    active: list[_Job] = []  # admitted, in arrival order; the first `capacity` hold slots (slots kind)
+    rejects: list[tuple[float, _Job]] = []
+    measured_from = seconds / 2
+
+    def in_flight() -> int:
+        return len(active) + len(rejects)
+
+    def rates() -> list[float]:
+        n = len(active)
+        if server.kind == "hosted":
+            return [1.0] * n
+        if server.kind == "sharing":
+            return [min(1.0, server.capacity / n)] * n if n else []
+        busy = min(n, server.capacity)
+        speed = 1.0 / (1.0 + server.batch_cost * (busy - 1)) if busy else 0.0
+        return [speed if i < busy else 0.0 for i in range(n)]
+
+    def admit() -> None:
+        nonlocal seq
+        while in_flight() < limit.limit:
+            tokens = mix.tokens(rng, seq)
+            job = _Job(server.work_s(rng, tokens), now, limit.epoch, in_flight() + 1, tokens, seq, load_integral)
+            seq += 1
+            if server.kind == "hosted":
+                refuse = len(active) >= server.capacity
+            elif server.kind == "sharing" and server.max_queued is not None:
+                refuse = len(active) >= server.capacity + server.max_queued
+            else:
+                refuse = False
+            if refuse:
+                rejects.append((now + _REJECT_RTT_S, job))
+            else:
+                active.append(job)
+
+    admit()
+    while now < seconds:
+        speed = rates()
+        finish_at, index = math.inf, -1
+        for i, (job, rate) in enumerate(zip(active, speed, strict=True)):
+            if rate > 0:
+                at = now + (job.work - job.done) / rate
+                if at < finish_at:
+                    finish_at, index = at, i
+        reject_at = min((at for at, _ in rejects), default=math.inf)
+        nxt = min(finish_at, reject_at, seconds)
+        if nxt > measured_from:
+            span = nxt - max(now, measured_from)
+            run.limit_time += limit.limit * span
+            run.in_flight_time += in_flight() * span
+        for job, rate in zip(active, speed, strict=True):
+            job.done += (nxt - now) * rate
+        load_integral += in_flight() * (nxt - now)
+        now = nxt
+        if clock is not None:
+            clock.advance(max(0.0, now - clock.now()))  # type: ignore[attr-defined]
+        if now >= seconds:
+            break
+        count = in_flight()
+        if reject_at <= finish_at:
+            position = min(range(len(rejects)), key=lambda i: rejects[i][0])
+            _, job = rejects.pop(position)
+            cause = Outcome.RATE_LIMITED if server.kind == "hosted" else Outcome.OVERLOADED
+            limit.on_sample(
+                job.start,
+                now - job.start,
+                count,
+                True,
+                epoch=job.epoch,
+                in_flight_at_start=job.at_start,
+                cause=cause,
+                load=(load_integral - job.mark) / (now - job.start),
+            )
+            if now >= measured_from:
+                run.rejected += 1
+        else:
+            job = active.pop(index)
+            limit.on_sample(
+                job.start,
+                now - job.start,
+                count,
+                False,
+                epoch=job.epoch,
+                in_flight_at_start=job.at_start,
+                tokens=job.tokens,
+                load=(load_integral - job.mark) / (now - job.start),
+            )
+            if now >= measured_from:
+                run.completed += 1
+                run.tokens += job.tokens
+                run.latencies.append(now - job.start)
+                run.no_load_latencies.append(job.work)
+        if not run.limits or run.limits[-1][1] != limit.limit:
+            run.limits.append((now, limit.limit))
+        admit()
+    run.seconds = seconds - measured_from
+    return run
+
+
+def peak_throughput(server: ServerModel, mix: RequestMix | None = None, seed: int = 0, seconds: float = 120.0) -> float:
+    """Work per second the server completes when never starved: a fixed limit of its capacity (and of twice
+    it, where queueing or batching could pay), measured the same way as `simulate`."""
+    from rowloom.models.admission.limits.fixed import FixedLimit
+
+    levels = [server.capacity] if server.kind == "hosted" else [server.capacity, 2 * server.capacity]
+    return max(simulate(FixedLimit(level), server, seconds=seconds, mix=mix, seed=seed).throughput for level in levels)

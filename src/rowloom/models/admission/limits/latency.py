@@ -1,0 +1,238 @@
+"""`LatencyLimit`: a concurrency limit for servers that slow down under load instead of sending 429.
+
+Owns a model of the server — how round trips grow with the load they were served under — its reference level
+and its probes; must not see leases, queues or wall time beyond the injected clock. Design notes and the
+measurements behind them: docs/request-admission.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from rowloom.models.admission.limits.base import clamp, next_epoch
+from rowloom.models.admission.limits.load_curve import LoadCurve, Window
+from rowloom.models.types import Outcome
+from rowloom.observe.clock import Clock
+
+_SIGNIFICANCE = 1.0  # standard errors an inflation must clear before it counts (cut) or is ruled out (grow)
+_SATURATED = 0.7  # latency elasticity above which the whole range since the reference is past the knee
+_DEEP = 0.5  # a probe for a knee below every load seen holds the limit at half the lowest
+_ROUTINE = 0.7  # a routine probe below the operating load holds it at this share (cheaper, shallower)
+_SLOW_START = 1.5  # growth per window before the first cut
+_PROBE_ROUND_TRIPS = 30  # a probe ends after this many (smoothed) round trips even without its samples
+
+
+@dataclass(slots=True)
+class _Probe:
+    """A temporary lower limit held until the curve has enough samples at or below `level`."""
+
+    started: float
+    limit: int
+    level: float
+    deadline: float  # a probe that cannot gather its samples (demand fell, requests hang) ends anyway
+    samples: int = 0
+
+
+class LatencyLimit:
+    """Settles where more concurrency stops buying throughput, keeping latency within `tolerance` of no-load.
+
+    Every success is one point of the server's latency-versus-load curve (`LoadCurve`): its round trip,
+    normalised for the reply's length, against the mean number of requests in flight while it ran. Load-
+    independent spread (replies of different lengths, a noisy network) lands at every load alike and moves no
+    decision; queueing shows up as latency that grows with load. The curve's low end is the reference: the
+    no-load latency. Once per window of samples (sized so that the window's mean is known to within the
+    tolerance despite the spread measured so far):
+
+    * **Cut** when the window's latency exceeds the reference by more than `tolerance` (by a standard error
+      at least): by Little's law the server completes `C = load × reference ÷ latency` requests' worth of
+      no-load work at once, so the limit goes to `C` plus headroom (`C × tolerance`, at least one request).
+    * **Grow** when the window is within tolerance and the limit is fully used: by half per window before the
+      first cut (slow start), then by one.
+    * **Probe** when there is no reference below the load (the start of a run, or one that aged out of the
+      curve's memory, at most every `probe_interval_s`), or when latency grew in proportion to load all the
+      way from the reference (the knee lies below it): hold the limit at half the load until the curve has a
+      full window there. A probe costs a little throughput for a short while; it is what finds the knee of a
+      server that was past it from the first request (a local model with four slots and a limit of 16).
+
+    Overload samples (429/503/timeouts) carry no latency information and are ignored: that is AIMD's job.
+    Started at its ceiling (`initial=None`), it is a pure cap, which is how the composite uses it.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        initial: int | None = None,
+        min_limit: int = 1,
+        max_limit: int = 64,
+        tolerance: float = 1.25,
+        probe_interval_s: float = 30.0,
+        min_window: int = 4,
+    ):
+        if not 1 <= min_limit <= max_limit:
+            raise ValueError("need 1 <= min_limit <= max_limit")
+        if tolerance <= 1:
+            raise ValueError("tolerance must exceed 1")
+        self._clock = clock
+        self._min, self._max = min_limit, max_limit
+        self._value = clamp(max_limit if initial is None else initial, min_limit, max_limit)
+        self._slow_start = self._value < max_limit
+        self._log_tolerance = math.log(tolerance)
+        self._tolerance = tolerance
+        self._probe_interval = self._interval = probe_interval_s
+        self._min_window = min_window
+        self._epoch = 0
+        self._reason = "initial"
+        self.curve = LoadCurve(memory_s=2 * probe_interval_s)
+        self._window = Window()
+        self._probe: _Probe | None = None
+        self._last_probe = clock.now()
+        self._windows_since_probe = 2
+        self._rtt = 0.0  # smoothed round trip, to bound a probe's length
+        self.probes = 0
+
+    # ------------------------------------------------------------ the Limit protocol
+
+    @property
+    def limit(self) -> int:
+        value = int(self._value)
+        return min(value, self._probe.limit) if self._probe is not None else value
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    @property
+    def min_limit(self) -> int:
+        return self._min
+
+    @property
+    def max_limit(self) -> int:
+        return self._max
+
+    @property
+    def reason(self) -> str:
+        return self._reason
+
+    def on_sample(
+        self,
+        start: float,
+        rtt: float,
+        in_flight: int,
+        dropped: bool,
+        *,
+        epoch: int | None = None,
+        in_flight_at_start: int | None = None,
+        cause: Outcome | None = None,
+        tokens: int | None = None,
+        load: float | None = None,
+    ) -> None:
+        if dropped or rtt <= 0:
+            return
+        if load is None:  # no integral of the in-flight count: the mean of both ends approximates it
+            load = in_flight if in_flight_at_start is None else (in_flight + in_flight_at_start) / 2.0
+        self.curve.add(self._clock.now(), load, rtt, tokens)
+        self._rtt = rtt if self._rtt == 0.0 else 0.9 * self._rtt + 0.1 * rtt
+        if self._probe is not None:
+            self._continue_probe(start, load)
+            return
+        if epoch is not None and epoch < self._epoch:
+            return  # admitted before the last cut: its load is on the curve, but the decision waits for new ones
+        self._window.add(load, rtt, tokens, full=in_flight >= self.limit)
+        if len(self._window) >= self._window_size():
+            self._decide()
+
+    def restart(self, value: int) -> None:
+        """The endpoint came back after an outage: what was learnt about latency still holds; never cap below
+        `value` because of a probe or cut from before."""
+        self._probe = None
+        self._value = max(self._value, clamp(value, self._min, self._max))
+        self._window.clear()
+
+    # ------------------------------------------------------------ decisions
+
+    def _window_size(self) -> int:
+        """Samples for one decision: enough that the mean's standard error is half the tolerance."""
+        spread = self.curve.spread()
+        needed = math.ceil((2.0 * spread / self._log_tolerance) ** 2)
+        return int(clamp(needed, self._min_window, 256))
+
+    def _decide(self) -> None:
+        window, self._window = self._window, Window()
+        self._windows_since_probe += 1
+        load = window.mean_load
+        knee = self.curve.knee(min_weight=self._window_size() / 2)
+        if knee is None:
+            if self.probes == 0 or self._may_probe():
+                self._start_probe(load, _ROUTINE, "one load level seen: probing a lower one")
+            return
+        if knee.past:
+            # The knee is at or below the lowest load seen: hold there and look lower.
+            self._interval = self._probe_interval
+            self._cut(knee.lowest, "latency grows in proportion to load at every level seen")
+            if knee.lowest > self._min and self._may_probe(needed=True):
+                self._start_probe(knee.lowest, _DEEP, "the knee lies below every load seen: probing lower")
+            return
+        if knee.load is not None:
+            self._interval = self._probe_interval
+        if knee.lowest > load / 1.3 and self._may_probe():
+            self._start_probe(load, _ROUTINE, "re-probing below the operating load")
+            return
+        if knee.load is not None:
+            target = self._headroom(knee.load)
+            if self.limit > target:
+                self._cut(target, f"past the knee at load {knee.load:.1f}")
+                return
+        if window.fully_used and self._value < self._max:
+            step = self._value * (_SLOW_START - 1) if self._slow_start else 1.0
+            grown = self._value + step
+            if knee.load is not None:
+                grown = min(grown, math.floor(self._headroom(knee.load)))  # up to the knee's headroom, not past
+            if grown > self._value:
+                self._value = clamp(grown, self._min, self._max)
+                self._reason = "below the knee: growing" if knee.load is not None else "no queueing seen: growing"
+
+    def _headroom(self, knee: float) -> float:
+        """The limit for a server whose knee is at `knee`: a little above it, so no slot waits for a request."""
+        return max(knee * self._tolerance, knee + 1.0)
+
+    def _cut(self, target: float, reason: str) -> None:
+        new = clamp(math.floor(target), self._min, self._max)
+        self._slow_start = False
+        if new < self._value:
+            self._value = new
+            self._epoch = next_epoch()
+            self._reason = reason
+
+    def _may_probe(self, *, needed: bool = False) -> bool:
+        """A probe the model needs may follow the last after a few windows; a routine one after the interval,
+        which doubles (up to 8x) while the probes find no knee: an endpoint that never queues is left alone."""
+        if needed:
+            return self._windows_since_probe >= 2
+        if self._clock.now() - self._last_probe < self._interval:
+            return False
+        if self.probes:
+            self._interval = min(8 * self._probe_interval, 2 * self._interval)
+        return True
+
+    def _start_probe(self, level: float, depth: float, reason: str) -> None:
+        limit = int(clamp(math.floor(level * depth), self._min, self._max))
+        if limit >= self.limit:
+            return  # nothing lower to learn from
+        now = self._clock.now()
+        self._probe = _Probe(now, limit, level * depth * 1.1, now + _PROBE_ROUND_TRIPS * self._rtt)
+        self._last_probe = self._clock.now()
+        self._windows_since_probe = 0
+        self.probes += 1
+        self._reason = reason
+
+    def _continue_probe(self, start: float, load: float) -> None:
+        probe = self._probe
+        assert probe is not None
+        if start >= probe.started and load <= probe.level:
+            probe.samples += 1
+        if probe.samples >= self._window_size() or self._clock.now() >= probe.deadline:
+            self._probe = None
+            self._window.clear()
+            self._reason = "probe done"

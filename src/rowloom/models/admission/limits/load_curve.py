@@ -1,0 +1,227 @@
+"""`LoadCurve`: what a server's round trips look like at each load, learnt from finished requests.
+
+Owns the per-load statistics (exponentially forgotten), the reply-length normalisation and the noise estimate;
+must not decide limits (that is `LatencyLimit`'s job). All statistics are of the log round trip, where the
+multiplicative spread of real latencies becomes additive and a mean is a median.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+_BUCKET = math.log(1.1)  # load levels ~10% apart
+_PRIOR_SPREAD = 0.5  # assumed log-spread until the curve has measured one
+_MIN_SPREAD = 0.05
+
+
+@dataclass(slots=True)
+class _Level:
+    """Forgetting sums at one load level: weight, load, log rtt (r), log tokens (k) and their products."""
+
+    stamp: float
+    w: float = 0.0
+    load: float = 0.0
+    r: float = 0.0
+    k: float = 0.0
+    rr: float = 0.0
+    rk: float = 0.0
+    kk: float = 0.0
+
+    def age_to(self, now: float, memory_s: float) -> None:
+        if now > self.stamp:
+            factor = math.exp((self.stamp - now) / memory_s)
+            self.w *= factor
+            self.load *= factor
+            self.r *= factor
+            self.k *= factor
+            self.rr *= factor
+            self.rk *= factor
+            self.kk *= factor
+            self.stamp = now
+
+    def add(self, load: float, r: float, k: float) -> None:
+        self.w += 1.0
+        self.load += load
+        self.r += r
+        self.k += k
+        self.rr += r * r
+        self.rk += r * k
+        self.kk += k * k
+
+
+@dataclass(frozen=True, slots=True)
+class Knee:
+    """Where the curve says the server stops gaining from concurrency.
+
+    `load` is the knee (None when the observed loads show no queueing: latency does not grow in proportion to
+    load anywhere); `past` says every observed load is already beyond it (it lies at or below `lowest`);
+    `slope` is the latency elasticity below the knee (0: concurrency is free, 1: it buys no throughput).
+    """
+
+    load: float | None
+    past: bool
+    slope: float
+    lowest: float
+    highest: float
+
+
+def _log_tokens(tokens: int | None) -> float:
+    return math.log(tokens) if tokens else 0.0
+
+
+class LoadCurve:
+    """Round trips against load. A sample's load is the mean number of requests in flight while it ran.
+
+    Reply length is taken out with one learnt exponent: `y = log rtt - slope × log tokens`, where `slope` is
+    the pooled within-level regression of log rtt on log tokens (0 when lengths do not vary or do not matter,
+    1 when latency is proportional to length). Within a level the load is the same, so the slope is not
+    confounded by load.
+    """
+
+    def __init__(self, *, memory_s: float = 60.0) -> None:
+        self._levels: dict[int, _Level] = {}
+        self.memory_s = memory_s
+        self.count = 0
+        self._now = 0.0
+        self._cache: tuple[int, float, float] | None = None  # (count, slope, spread)
+
+    def add(self, now: float, load: float, rtt: float, tokens: int | None) -> None:
+        """One finished request: its load (mean in flight while it ran), round trip and reply length.
+
+        A point's weight falls by e every `memory_s` seconds, so the curve follows a server that changes.
+        """
+        self.count += 1
+        self._now = max(self._now, now)
+        bucket = round(math.log(max(load, 1.0)) / _BUCKET)
+        level = self._levels.get(bucket)
+        if level is None:
+            level = self._levels[bucket] = _Level(self._now)
+        level.age_to(self._now, self.memory_s)
+        level.add(load, math.log(rtt), _log_tokens(tokens))
+
+    def _fit(self) -> tuple[float, float]:
+        if self._cache is not None and self._cache[0] == self.count:
+            return self._cache[1], self._cache[2]
+        levels = self._aged()
+        cov = var = 0.0
+        for level in levels:
+            if level.w > 1.0:
+                cov += level.rk - level.r * level.k / level.w
+                var += level.kk - level.k * level.k / level.w
+        weight = sum(level.w for level in levels)
+        # Lengths that vary by less than ~20% say nothing about how length matters.
+        slope = min(1.0, max(0.0, cov / var)) if weight > 0 and var > 0.03 * weight else 0.0
+        residual = dof = 0.0
+        for level in levels:
+            if level.w > 1.0:
+                y = level.r - slope * level.k
+                yy = level.rr - 2 * slope * level.rk + slope * slope * level.kk
+                residual += yy - y * y / level.w
+                dof += level.w - 1.0
+        spread = math.sqrt(max(residual, 0.0) / dof) if dof >= 8.0 else _PRIOR_SPREAD
+        spread = max(spread, _MIN_SPREAD)
+        self._cache = (self.count, slope, spread)
+        return slope, spread
+
+    def _aged(self) -> list[_Level]:
+        for level in self._levels.values():
+            level.age_to(self._now, self.memory_s)
+        return list(self._levels.values())
+
+    def length_slope(self) -> float:
+        """How log round trip grows with log reply length (0..1)."""
+        return self._fit()[0]
+
+    def spread(self) -> float:
+        """The standard deviation of a normalised log round trip at one load: the load-independent noise."""
+        return self._fit()[1]
+
+    def knee(self, *, min_weight: float, significance: float = 9.0) -> Knee | None:
+        """Fit the server model to the levels holding at least `min_weight` samples' worth; None with fewer
+        than two such levels (nothing to compare).
+
+        Model, in logs: latency grows with elasticity `slope` (0..1, batching) up to the knee, then in
+        proportion to load (a queue, or processor sharing past capacity). A knee, or a slope, counts only when
+        it explains the levels better than the simpler model by `significance` (a chi-square margin in units
+        of the measured spread): spread alone never makes one.
+        """
+        points = [(math.log(load), w, y) for load, w, y in self.levels() if w >= min_weight]
+        if len(points) < 2:
+            return None
+        margin = significance * self.spread() ** 2
+        lowest, highest = math.exp(points[0][0]), math.exp(points[-1][0])
+        _, flat_sse = _fit_line(points, 0.0)
+        line_slope, line_sse = _fit_line(points, 1.5)
+        best: tuple[float, float, float] | None = None  # (sse, knee x, slope below the knee)
+        for knee_x, _, _ in points[1:-1]:
+            shifted = [(min(x, knee_x), w, y - max(0.0, x - knee_x)) for x, w, y in points]
+            slope, sse = _fit_line(shifted, 1.0)
+            if best is None or sse < best[0]:
+                best = (sse, knee_x, slope)
+        if best is not None and best[0] <= line_sse - margin and best[0] <= flat_sse - margin:
+            return Knee(math.exp(best[1]), False, best[2], lowest, highest)
+        if line_slope >= 0.75 and line_sse <= flat_sse - margin:
+            return Knee(lowest, True, line_slope, lowest, highest)  # in proportion to load everywhere seen
+        return Knee(None, False, line_slope, lowest, highest)
+
+    def levels(self) -> list[tuple[float, float, float]]:
+        """(mean load, weight, mean normalised log rtt) per level, lowest load first (for reports and tests)."""
+        slope = self.length_slope()
+        out = []
+        for bucket in sorted(self._levels):
+            level = self._levels[bucket]
+            level.age_to(self._now, self.memory_s)
+            if level.w > 0:
+                out.append((level.load / level.w, level.w, (level.r - slope * level.k) / level.w))
+        return out
+
+
+def _fit_line(points: list[tuple[float, float, float]], max_slope: float) -> tuple[float, float]:
+    """Weighted least squares `y = a + slope × x` with the slope held in [0, max_slope]; (slope, sse)."""
+    sw = sum(w for _, w, _ in points)
+    mx = sum(w * x for x, w, _ in points) / sw
+    my = sum(w * y for _, w, y in points) / sw
+    sxx = sum(w * (x - mx) ** 2 for x, w, _ in points)
+    sxy = sum(w * (x - mx) * (y - my) for x, w, y in points)
+    slope = min(max_slope, max(0.0, sxy / sxx)) if sxx > 0 else 0.0
+    sse = sum(w * (y - my - slope * (x - mx)) ** 2 for x, w, y in points)
+    return slope, sse
+
+
+@dataclass(slots=True)
+class Window:
+    """The samples since the last decision: their loads, log round trips and log reply lengths."""
+
+    loads: list[float] = field(default_factory=list)
+    r: list[float] = field(default_factory=list)
+    k: list[float] = field(default_factory=list)
+    full: int = 0
+
+    def add(self, load: float, rtt: float, tokens: int | None, *, full: bool) -> None:
+        self.loads.append(load)
+        self.r.append(math.log(rtt))
+        self.k.append(_log_tokens(tokens))
+        self.full += full
+
+    def __len__(self) -> int:
+        return len(self.r)
+
+    def clear(self) -> None:
+        self.loads.clear()
+        self.r.clear()
+        self.k.clear()
+        self.full = 0
+
+    @property
+    def mean_load(self) -> float:
+        return sum(self.loads) / len(self.loads)
+
+    @property
+    def fully_used(self) -> bool:
+        """Whether the limit was reached at most of the window's completions (unused headroom proves nothing)."""
+        return 2 * self.full >= len(self.r)
+
+    def mean(self, slope: float) -> float:
+        """Mean normalised log round trip under the curve's current length slope."""
+        return (sum(self.r) - slope * sum(self.k)) / len(self.r)
