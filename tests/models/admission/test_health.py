@@ -176,9 +176,17 @@ def test_a_success_of_a_request_still_in_flight_also_brings_it_up():
     assert change is not None and change.up and change.probes == 0
 
 
+def test_after_timeouts_or_5xx_any_success_ends_the_outage_even_of_a_request_sent_before():
+    h = health()
+    for t in (5.0, 5.01, 5.02):
+        fail(h, t, Outcome.SERVER_ERROR)
+    change = succeed(h, 5.1, admitted_at=4.8)  # the server answers again: a false alarm costs one round trip
+    assert change is not None and change.up
+
+
 def test_requests_accepted_before_the_failures_began_do_not_end_the_outage():
-    """A server shutting down gracefully answers what it had accepted while refusing new connections: those
-    late successes must not flap the endpoint up (and burst requests into a closed port)."""
+    """A server shutting down gracefully answers what it had accepted while refusing new connections: after refused
+    connections, those late successes must not flap the endpoint up (and burst requests into a closed port)."""
     h = health()
     succeed(h, 4.0)
     for t in (5.0, 5.01, 5.02):

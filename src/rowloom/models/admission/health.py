@@ -8,11 +8,12 @@ admission check, feeds `on_release`, and arms timers at `probe_due` and `stop_du
 What it must ignore: a failure among successes (a 5% error rate, one bad request) is the row's own, never an
 outage. A failure counts towards "down" only when no success at all finished while its attempt was out (it
 was admitted at or after the key's last success), so with many requests in flight random errors never
-line up into a run. Likewise a server shutting down gracefully still answers the requests it had accepted
-while refusing new connections: a success of an attempt sent before the failures began does not end an
-outage (it would only flap the endpoint up and down). What it must react to: an endpoint that serves nothing
-(refused connections, a hung server, 5xx for everything) is down after `down_after_failures` such failures in
-a row, and up at the first success of an attempt sent after the failures began (a probe, or one in flight).
+line up into a run (and should they, the next success ends the outage within a round trip). What it must react
+to: an endpoint that serves nothing (refused connections, a hung server, 5xx for everything) is down after
+`down_after_failures` such failures in a row, and up at the first success. One exception: a server shutting down
+gracefully refuses new connections while it still answers the requests it had accepted, so when connections
+were refused, only the success of an attempt sent after the failures began (a probe, or one in flight) ends the
+outage — the late answers would only flap the endpoint up and down.
 """
 
 from __future__ import annotations
@@ -116,8 +117,8 @@ class EndpointHealth:
       success in between, each from an attempt admitted at or after the last success (see the module docstring).
     * While down, `admits` lets ONE request out (the probe) once `next_probe_at` has passed and nothing is in
       flight; each failed probe doubles the wait, from `probe_backoff_s` up to `probe_backoff_max_s`.
-    * The first success — of a probe, or of a request still in flight that was sent after the failures began —
-      brings it up.
+    * The first success — of a probe, or of a request still in flight — brings it up; after refused connections,
+      only of one sent after the failures began.
     * The run must stop (`stop_error`) after `breaker_s` of failures with no success (any failure but a
       cancellation or a bug: 429s and 4xx too), counted from the first failure after the last success; before
       the key's first success ever, a down endpoint gets only `grace_s` (if shorter) and the error is the setup
@@ -153,6 +154,7 @@ class EndpointHealth:
         self._backoff = probe_backoff_s
         self._run_limit: int | None = None  # the limit when the current failure run began
         self._run_started: float | None = None  # when it began (its first counted failure)
+        self._run_refused = False  # a connection failed in it: answers to requests sent before prove nothing
 
     @property
     def down(self) -> bool:
@@ -178,8 +180,9 @@ class EndpointHealth:
             return None
         probe = self.down_since is not None and admitted_at >= self.down_since
         if outcome is Outcome.SUCCESS:
-            if self.down_since is not None and self._run_started is not None and admitted_at < self._run_started:
-                return None  # accepted before the endpoint failed: a graceful shutdown drains those
+            sent_before = self._run_started is not None and admitted_at < self._run_started
+            if self.down_since is not None and self._run_refused and sent_before:
+                return None  # accepted before connections were refused: a graceful shutdown drains those
             self.last_success_at, self.failing_since, self.consecutive = now, None, 0
             run_limit, self._run_limit, self._run_started = self._run_limit, None, None
             if self.down_since is None:
@@ -200,7 +203,8 @@ class EndpointHealth:
         if not outcome.is_unavailable or (self.last_success_at is not None and admitted_at < self.last_success_at):
             return None  # a 429 or 4xx is an answer; a failure that overlapped a success is that request's own
         if self.consecutive == 0:
-            self._run_limit, self._run_started = limit, now
+            self._run_limit, self._run_started, self._run_refused = limit, now, False
+        self._run_refused |= outcome is Outcome.CONNECTION_ERROR
         self.consecutive += 1
         if self.consecutive < self.down_after:
             return None
