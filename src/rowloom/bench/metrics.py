@@ -54,11 +54,20 @@ class _Endpoint:
 class MetricsAccumulator:
     """Feed events (dicts as written to JSONL) in emission order; read `result()` at the end."""
 
-    def __init__(self, capacities: Mapping[str, CapacityFn], paced: Iterable[str] = ()):
-        """`capacities` maps a model alias to its endpoint capacity over time (seconds since job start);
-        `paced` names aliases under a requests/tokens-per-minute budget, whose queued waiting is rate limiting."""
-        self.endpoints = {alias: _Endpoint(cap) for alias, cap in capacities.items()}
+    def __init__(
+        self,
+        capacities: Mapping[str, CapacityFn],
+        paced: Iterable[str] = (),
+        aliases: Mapping[str, Iterable[str]] | None = None,
+    ):
+        """`capacities` maps an endpoint to its capacity over time (seconds since job start); `paced` names
+        endpoints under a requests/tokens-per-minute budget, whose queued waiting is rate limiting. `aliases`
+        lists the model aliases that share each endpoint (default: an endpoint is named by its one alias)."""
+        self.endpoints = {name: _Endpoint(cap) for name, cap in capacities.items()}
         self.paced = frozenset(paced)
+        members = aliases or {name: (name,) for name in capacities}
+        self._endpoint_of = {alias: name for name, group in members.items() for alias in group}
+        self._pools = {name: [f"model:{alias}" for alias in group] for name, group in members.items()}
         self.t0: float | None = None
         self.t_end: float | None = None
         self.last_ts: float | None = None
@@ -105,7 +114,7 @@ class MetricsAccumulator:
     def _idle_reason(self, alias: str, ep: _Endpoint) -> str:
         if ep.cooling or ep.last_429:
             return "rate_limited"
-        if ep.waiters > 0 or self.pool_ready[f"model:{alias}"] > 0:
+        if ep.waiters > 0 or any(self.pool_ready[pool] > 0 for pool in self._pools[alias]):
             return "rate_limited" if alias in self.paced else "admission_blocked"
         if self.pending_groups > 0:
             return "frontier_limited"
@@ -123,7 +132,7 @@ class MetricsAccumulator:
             return
         self._advance(ts)
         rel = ts - self.t0
-        alias = e.get("alias")
+        alias = self._endpoint_of.get(e.get("alias"))  # type: ignore[arg-type]
         ep = self.endpoints.get(alias) if alias is not None else None
         if kind == "request_queued" and ep is not None:
             ep.waiters = int(e.get("waiters", ep.waiters + 1))
@@ -153,7 +162,8 @@ class MetricsAccumulator:
                 ep.latencies.append(float(e.get("latency_s", 0.0)))
         elif kind == "limit_changed":
             for name, candidate in self.endpoints.items():
-                if name == alias or str(e.get("key", "")).endswith(f"/{name}"):
+                key = str(e.get("key", ""))
+                if name == alias or key.endswith(f"/{name}") or key.startswith(f"{name}/"):
                     candidate.limits.append((rel, int(e["new"])))
         elif kind == "cooldown_started" and ep is not None:
             ep.cooling = True

@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import orjson
 
 from rowloom.bench.metrics import MetricsAccumulator, ideal_span_s, schedule_fn
 from rowloom.bench.scenarios import SCENARIOS, Scenario
+from rowloom.bench.sim_config import SimulatorConfig
 from rowloom.bench.sim_process import SimulatorProcess
 from rowloom.config.dataset import DatasetConfig
 from rowloom.engine.job import run_job
@@ -40,48 +42,76 @@ def _stream(path: Path):
                 yield orjson.loads(line)
 
 
-def run_scenario(scenario: Scenario, *, quick: bool, out_dir: Path, keep_output: bool = False) -> dict[str, Any]:
-    """Run `scenario` once and return its metrics (also writing its event log into `out_dir`)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    events_path = out_dir / f"{scenario.name}.events.jsonl"
-    events_path.unlink(missing_ok=True)
-    num_records = scenario.records(quick)
-    data_dir = Path(tempfile.mkdtemp(prefix=f"rowloom-bench-{scenario.name}-"))
+@dataclass
+class _Run:
+    status: str
+    wall_s: float
+    client_cpu_s: float
+    reset_at: float
+    sim_stats: dict[str, dict[str, Any]]
+
+
+def _run_job(
+    scenario: Scenario, sims: dict[str, SimulatorConfig], num_records: int, data_dir: Path, events: Path | None
+) -> _Run:
+    """Start the simulators, warm up, reset their schedules and run the job once, measuring it."""
     with contextlib.ExitStack() as stack:
-        sims = {ep.provider: stack.enter_context(SimulatorProcess(ep.sim)) for ep in scenario.endpoints}
-        config = DatasetConfig.from_dict(scenario.build({name: s.base_url for name, s in sims.items()}))
+        procs = {name: stack.enter_context(SimulatorProcess(sim)) for name, sim in sims.items()}
+        config = DatasetConfig.from_dict(scenario.build({name: p.base_url for name, p in procs.items()}))
         # Warm up: imports and one-time set-up (TLS context, schema compilation) are not per-request costs.
         asyncio.run(run_job(config, min(num_records, 4), output=None))
-        for s in sims.values():
-            s.reset()  # the capacity schedule starts with the run
+        for proc in procs.values():
+            proc.reset()  # the capacity and outage schedules start with the run
         reset_at = time.monotonic()
         cpu0, wall0 = _cpu_s(), time.monotonic()
         status = "completed"
         try:
-            asyncio.run(run_job(config, num_records, output=data_dir, sink=JsonlSink(events_path)))
+            sink = JsonlSink(events) if events is not None else None
+            asyncio.run(run_job(config, num_records, output=data_dir, sink=sink))
         except Exception as exc:  # a failed scenario is a result, reported with its reason
             status = f"failed: {type(exc).__name__}: {exc}"
         client_cpu = _cpu_s() - cpu0
         wall = time.monotonic() - wall0
-        peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        sim_stats = {name: s.stats() for name, s in sims.items()}
+        return _Run(status, wall, client_cpu, reset_at, {name: p.stats() for name, p in procs.items()})
+
+
+def run_scenario(scenario: Scenario, *, quick: bool, out_dir: Path, keep_output: bool = False) -> dict[str, Any]:
+    """Run `scenario` once and return its metrics (also writing its event log into `out_dir`).
+
+    A scenario with outage windows first runs the same job against endpoints without them (`baseline_wall_s`),
+    so what the outages cost beyond their own length is measured (`outage_overhead_s`).
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    events_path = out_dir / f"{scenario.name}.events.jsonl"
+    events_path.unlink(missing_ok=True)
+    num_records = scenario.records(quick)
+    outage_free = {ep.provider: ep.sim.model_copy(update={"outages": ()}) for ep in scenario.endpoints}
+    baseline: _Run | None = None
+    if any(ep.sim.outages for ep in scenario.endpoints):
+        with tempfile.TemporaryDirectory(prefix=f"rowloom-bench-{scenario.name}-base-") as base_dir:
+            baseline = _run_job(scenario, outage_free, num_records, Path(base_dir), None)
+    data_dir = Path(tempfile.mkdtemp(prefix=f"rowloom-bench-{scenario.name}-"))
+    run = _run_job(scenario, {ep.provider: ep.sim for ep in scenario.endpoints}, num_records, data_dir, events_path)
+    status, wall, reset_at, sim_stats = run.status, run.wall_s, run.reset_at, run.sim_stats
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if not keep_output:
         shutil.rmtree(data_dir, ignore_errors=True)
 
     # The simulators' schedules started at their reset, a little before the job: shift them onto job time.
     job_start = next((float(e["ts"]) for e in _stream(events_path) if e["kind"] == "job_started"), reset_at)
     offset = max(0.0, job_start - reset_at)
-    capacities, latencies, rpms, follow = {}, {}, {}, {}
+    capacities, latencies, rpms, follow, members = {}, {}, {}, {}, {}
     for ep in scenario.endpoints:
         base = schedule_fn(ep.sim.capacity, ep.sim.capacity_schedule)
-        for alias in ep.aliases:
-            capacities[alias] = lambda t, base=base: base(t + offset)
-            latencies[alias] = ep.sim.latency_s
-            rpms[alias] = ep.sim.rpm
-            follow[alias] = [(at - offset, cap) for at, cap in ep.sim.capacity_schedule if at > 0]
-    paced = [alias for alias, rpm in rpms.items() if rpm]
-    metrics = MetricsAccumulator(capacities, paced).feed_all(_stream(events_path)).result()
-    successes = {alias: m["success"] for alias, m in metrics["endpoints"].items()}
+        name = ep.label
+        capacities[name] = lambda t, base=base: base(t + offset)
+        latencies[name] = ep.sim.latency_s
+        rpms[name] = ep.sim.rpm
+        follow[name] = [(at - offset, cap) for at, cap in ep.sim.capacity_schedule if at > 0]
+        members[name] = ep.aliases
+    paced = [name for name, rpm in rpms.items() if rpm]
+    metrics = MetricsAccumulator(capacities, paced, members).feed_all(_stream(events_path)).result()
+    successes = {name: m["success"] for name, m in metrics["endpoints"].items()}
     critical = scenario.critical_path_calls * max(latencies.values())
     ideal = ideal_span_s(successes, latencies, capacities, rpm=rpms, critical_path_s=critical)
     # The same bound with each hosted endpoint's *observed* mean service time: on a busy host the simulator
@@ -89,10 +119,15 @@ def run_scenario(scenario: Scenario, *, quick: bool, out_dir: Path, keep_output:
     # endpoint keeps its no-load latency: there, longer replies are what over-admission causes.)
     observed = dict(latencies)
     for ep in scenario.endpoints:
-        for alias in ep.aliases:
-            mean = metrics["endpoints"][alias]["latency_mean_s"]
-            if ep.sim.mode == "hosted" and observed[alias] > 0 and mean > observed[alias]:
-                observed[alias] = mean
+        mean = metrics["endpoints"][ep.label]["latency_mean_s"]
+        if ep.sim.mode == "hosted" and mean > observed[ep.label]:
+            observed[ep.label] = mean
+    for ep in scenario.endpoints:
+        # Latency against what the same requests take alone: queueing in the server, not spread, raises it.
+        no_load = sim_stats[ep.provider].get("service_p50_s")
+        if no_load:
+            p50 = metrics["endpoints"][ep.label]["latency_p50_s"]
+            metrics["endpoints"][ep.label]["latency_p50_over_no_load"] = round(p50 / no_load, 3)
     critical_observed = scenario.critical_path_calls * max(observed.values())
     ideal_observed = ideal_span_s(successes, observed, capacities, rpm=rpms, critical_path_s=critical_observed)
     requests = metrics["requests"]
@@ -101,6 +136,14 @@ def run_scenario(scenario: Scenario, *, quick: bool, out_dir: Path, keep_output:
             metrics["endpoints"][alias]["limit_follow_s"] = limit_follow_s(
                 metrics["endpoints"][alias]["limit_timeline"], steps
             )
+    metrics["rows_short"] = num_records - metrics["rows_written"] - metrics["rows_dropped"]
+    if baseline is not None:
+        down = sum(_down_within(ep.sim.outages, wall) for ep in scenario.endpoints)
+        metrics["baseline_wall_s"] = round(baseline.wall_s, 3)
+        metrics["outage_s"] = round(down, 3)
+        metrics["outage_overhead_s"] = round(wall - baseline.wall_s - down, 3)
+        if baseline.status != "completed":
+            status = f"baseline {baseline.status}"
     return {
         "scenario": scenario.name,
         "description": scenario.description,
@@ -112,8 +155,8 @@ def run_scenario(scenario: Scenario, *, quick: bool, out_dir: Path, keep_output:
         "ideal_observed_s": round(ideal_observed, 3),
         "span_over_ideal_observed": round(metrics["span_s"] / ideal_observed, 4) if ideal_observed > 0.05 else None,
         "wall_over_ideal": round(metrics["wall_s"] / ideal, 4) if ideal > 0.05 else None,
-        "client_cpu_s": round(client_cpu, 3),
-        "client_cpu_ms_per_request": round(1000 * client_cpu / requests, 4) if requests else None,
+        "client_cpu_s": round(run.client_cpu_s, 3),
+        "client_cpu_ms_per_request": round(1000 * run.client_cpu_s / requests, 4) if requests else None,
         "process_wall_s": round(wall, 3),
         "peak_rss_mb": round(peak_rss_mb, 1),
         "simulators": {
@@ -124,6 +167,11 @@ def run_scenario(scenario: Scenario, *, quick: bool, out_dir: Path, keep_output:
         },
         **metrics,
     }
+
+
+def _down_within(outages: tuple[tuple[float, float], ...], wall_s: float) -> float:
+    """Seconds of the outage windows that fell within the first `wall_s` seconds."""
+    return sum(max(0.0, min(start + length, wall_s) - start) for start, length in outages if start < wall_s)
 
 
 def limit_follow_s(timeline: list[tuple[float, int]], steps: list[tuple[float, int]]) -> float | None:

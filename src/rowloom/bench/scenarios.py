@@ -23,6 +23,11 @@ class Endpoint:
     sim: SimulatorConfig
     aliases: tuple[str, ...]
 
+    @property
+    def label(self) -> str:
+        """The endpoint's name in results: its one alias, or the provider when several aliases share it."""
+        return self.aliases[0] if len(self.aliases) == 1 else self.provider
+
 
 @dataclass(frozen=True)
 class Scenario:
@@ -207,6 +212,30 @@ def memory(urls: dict[str, str]) -> dict[str, Any]:
     return config
 
 
+def mixed_lengths(urls: dict[str, str]) -> dict[str, Any]:
+    """Three chained columns whose replies differ in length 16x (max_tokens 32, 128, 512) on one endpoint."""
+    models = [
+        {**_model(alias, "sim", 64), "inference": {"temperature": 0.7, "max_tokens": tokens}}
+        for alias, tokens in (("short", 32), ("medium", 128), ("long", 512))
+    ]
+    return {
+        "providers": _providers(urls),
+        "models": models,
+        "columns": [
+            SAMPLERS[0],
+            {"name": "title", "type": "llm_text", "model": "short", "prompt": "A title about {{ topic }}."},
+            {"name": "outline", "type": "llm_text", "model": "medium", "prompt": "Outline for: {{ title }}"},
+            {"name": "essay", "type": "llm_text", "model": "long", "prompt": "Write the essay: {{ outline }}"},
+        ],
+        "run": {"row_group_size": 100, "seed": 1},
+    }
+
+
+def _lognormal(sigma: float) -> dict[str, Any]:
+    """Load-independent spread like real replies: lognormal service times with mean `LATENCY`."""
+    return {"jitter": sigma, "jitter_kind": "lognormal"}
+
+
 def _one(provider: str = "sim", **sim_kwargs: Any) -> tuple[Endpoint, ...]:
     return (Endpoint(provider, sim(**sim_kwargs), ("writer",)),)
 
@@ -317,6 +346,70 @@ SCENARIOS: dict[str, Scenario] = {
             300,
             None,
             critical_path_calls=1,
+        ),
+        Scenario(
+            "hosted_spread_05",
+            "chain, capacity 16, max_parallel_requests 64, latency spread lognormal sigma 0.5 (mean 200 ms)",
+            _one(capacity=16, **_lognormal(0.5)),
+            chain(64),
+            300,
+            300,
+        ),
+        Scenario(
+            "hosted_spread_10",
+            "chain, capacity 16, max_parallel_requests 64, latency spread lognormal sigma 1.0 (mean 200 ms)",
+            _one(capacity=16, **_lognormal(1.0)),
+            chain(64),
+            300,
+            300,
+        ),
+        Scenario(
+            "vllm_spread",
+            "chain, vLLM-style capacity 16 with lognormal spread sigma 0.5, max_parallel_requests 128",
+            _one(mode="vllm", capacity=16, **_lognormal(0.5)),
+            chain(128),
+            300,
+            300,
+        ),
+        Scenario(
+            "mixed_lengths",
+            "max_tokens 32 -> 128 -> 512 on one endpoint (capacity 16), latency proportional to reply length",
+            (
+                Endpoint(
+                    "sim",
+                    sim(
+                        capacity=16, latency_s=0.02, latency_per_token_s=0.002, reply_words_min=20, reply_words_max=600
+                    ),
+                    ("short", "medium", "long"),
+                ),
+            ),
+            mixed_lengths,
+            300,
+            300,
+        ),
+        Scenario(
+            "outage",
+            "chain, capacity 16: the endpoint refuses connections for 20 s from 3 s into the run",
+            _one(capacity=16, outages="3+20"),
+            chain(64),
+            600,
+            None,
+        ),
+        Scenario(
+            "outage_short",
+            "chain, capacity 16: the endpoint refuses connections for 5 s from 2 s into the run",
+            _one(capacity=16, outages="2+5"),
+            chain(64),
+            300,
+            300,
+        ),
+        Scenario(
+            "flapping",
+            "chain, capacity 16: the endpoint is up 5 s, down 5 s, for 60 s",
+            _one(capacity=16, outages="5:5:60"),
+            chain(64),
+            1000,
+            None,
         ),
         Scenario(
             "large_overhead",

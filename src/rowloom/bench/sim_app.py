@@ -251,6 +251,8 @@ class SimulatorApp:
             payload = payload[: len(payload) // 2]
         else:
             self.stats.add_tokens(work.prompt_tokens, work.completion_tokens)
+            if fault is None:
+                self.stats.served(service_s)
         return self._reply(path, 200, payload, decision.headers)
 
     async def _serve(self, service_s: float, hung: bool) -> None:

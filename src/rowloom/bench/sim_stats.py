@@ -6,6 +6,7 @@ Owns only accounting; the caller passes `now` (loop time) so the time-weighted m
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections import Counter
 from typing import Any
@@ -29,6 +30,7 @@ class SimStats:
         self._changed = now
         self._prompt_tokens = 0
         self._completion_tokens = 0
+        self._service: list[float] = []  # no-load service times of requests served normally
         self._outages = 0
         self._connections_cut = 0
         self._requests_cut = 0
@@ -42,6 +44,10 @@ class SimStats:
         """Count the tokens of one served request."""
         self._prompt_tokens += prompt
         self._completion_tokens += completion
+
+    def served(self, no_load_s: float) -> None:
+        """A request was served normally; `no_load_s` is the time it would have taken alone."""
+        self._service.append(no_load_s)
 
     def outage(self, connections_cut: int) -> None:
         """An outage began and closed `connections_cut` open connections."""
@@ -84,6 +90,8 @@ class SimStats:
             "cpu_s": cpu,
             "cpu_ms_per_request": 1000.0 * cpu / total if total else 0.0,
             "wall_s": wall,
+            # The median a client would see at no load: latency against it tells queueing from spread.
+            "service_p50_s": statistics.median(self._service) if self._service else None,
             "outages": self._outages,
             "outage_connections_cut": self._connections_cut,
             "outage_requests_cut": self._requests_cut,

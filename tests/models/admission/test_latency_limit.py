@@ -164,9 +164,21 @@ def test_batching_that_still_pays_keeps_the_limit_growing_to_the_slots():
 def test_overload_samples_carry_no_latency_information():
     clock = ManualClock()
     limit = LatencyLimit(clock=clock, max_limit=64)
+    before = limit.limit
     for _ in range(200):
         limit.on_sample(0.0, 0.001, 50, True)  # fast 429s are not a faster server
-    assert limit.curve.count == 0 and limit.limit == 64
+    assert limit.curve.count == 0 and limit.limit == before
+
+
+def test_the_limit_never_runs_more_than_half_again_ahead_of_the_loads_it_has_measured():
+    # A server that never says it is full: growth may only go where latency can still be seen.
+    clock = ManualClock()
+    limit = LatencyLimit(clock=clock, start=16, max_limit=128)
+    assert limit.limit == 16
+    for _ in range(40):
+        clock.advance(0.01)
+        limit.on_sample(clock.now(), 0.2, 16, False, load=16.0)
+    assert limit.limit == 24
 
 
 def test_a_restart_after_an_outage_never_caps_below_the_restart_value():

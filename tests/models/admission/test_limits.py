@@ -199,7 +199,7 @@ def past_the_knee(limit: Limit, clock: ManualClock) -> None:
 def test_composite_allows_the_minimum_of_its_parts():
     clock = ManualClock()
     aimd = AIMDLimit(initial=30, max_limit=64, slow_start=False)
-    latency = LatencyLimit(clock=clock, max_limit=64)
+    latency = LatencyLimit(clock=clock, start=64, max_limit=64)
     both = CompositeLimit([aimd, latency])
     assert both.limit == 30
     past_the_knee(both, clock)
@@ -210,7 +210,7 @@ def test_composite_allows_the_minimum_of_its_parts():
 def test_composite_feeds_every_part_and_its_epoch_dates_the_newest_cut():
     clock = ManualClock()
     aimd = AIMDLimit(initial=30, max_limit=64, slow_start=False, decrease_factor=0.5)
-    latency = LatencyLimit(clock=clock, max_limit=64)
+    latency = LatencyLimit(clock=clock, start=64, max_limit=64)
     both = CompositeLimit([aimd, latency])
     both.on_sample(0.0, 0.01, 30, True, epoch=both.epoch)
     assert aimd.limit == 15 and both.epoch == aimd.epoch

@@ -37,6 +37,7 @@ def limit_from_config(config: RequestAdmissionConfig, *, ceiling: int, clock: Cl
     latency = LatencyLimit(
         clock=clock,
         initial=initial if config.algorithm == "latency" else None,
+        start=initial,
         min_limit=low,
         max_limit=ceiling,
         tolerance=config.latency_tolerance,

@@ -20,6 +20,7 @@ _SATURATED = 0.7  # latency elasticity above which the whole range since the ref
 _DEEP = 0.5  # a probe for a knee below every load seen holds the limit at half the lowest
 _ROUTINE = 0.7  # a routine probe below the operating load holds it at this share (cheaper, shallower)
 _SLOW_START = 1.5  # growth per window before the first cut
+_AHEAD = 1.5  # the limit stays within this factor of the highest load measured
 _PROBE_ROUND_TRIPS = 30  # a probe ends after this many (smoothed) round trips even without its samples
 
 
@@ -64,6 +65,7 @@ class LatencyLimit:
         *,
         clock: Clock,
         initial: int | None = None,
+        start: int = 16,
         min_limit: int = 1,
         max_limit: int = 64,
         tolerance: float = 1.25,
@@ -78,6 +80,10 @@ class LatencyLimit:
         self._min, self._max = min_limit, max_limit
         self._value = clamp(max_limit if initial is None else initial, min_limit, max_limit)
         self._slow_start = self._value < max_limit
+        # Never more than half again the highest load measured (nor below `start` before anything is): growth
+        # cannot outrun the curve, so a knee is seen on the way up instead of after a blind overshoot.
+        self._start = int(clamp(start, min_limit, max_limit))
+        self._measured_cap = self._start
         self._log_tolerance = math.log(tolerance)
         self._tolerance = tolerance
         self._probe_interval = self._interval = probe_interval_s
@@ -87,16 +93,18 @@ class LatencyLimit:
         self.curve = LoadCurve(memory_s=2 * probe_interval_s)
         self._window = Window()
         self._probe: _Probe | None = None
-        self._last_probe = clock.now()
+        self._last_probe = -math.inf
         self._windows_since_probe = 2
         self._rtt = 0.0  # smoothed round trip, to bound a probe's length
+        self._signalled_at = -math.inf  # when the endpoint last answered 429/503/529 itself
+        self._previous_load = 0.0
         self.probes = 0
 
     # ------------------------------------------------------------ the Limit protocol
 
     @property
     def limit(self) -> int:
-        value = int(self._value)
+        value = min(int(self._value), self._measured_cap)
         return min(value, self._probe.limit) if self._probe is not None else value
 
     @property
@@ -128,7 +136,11 @@ class LatencyLimit:
         tokens: int | None = None,
         load: float | None = None,
     ) -> None:
-        if dropped or rtt <= 0:
+        if dropped:
+            if cause in (Outcome.RATE_LIMITED, Outcome.OVERLOADED):
+                self._signalled_at = self._clock.now()
+            return
+        if rtt <= 0:
             return
         if load is None:  # no integral of the in-flight count: the mean of both ends approximates it
             load = in_flight if in_flight_at_start is None else (in_flight + in_flight_at_start) / 2.0
@@ -162,21 +174,28 @@ class LatencyLimit:
         window, self._window = self._window, Window()
         self._windows_since_probe += 1
         load = window.mean_load
-        knee = self.curve.knee(min_weight=self._window_size() / 2)
+        min_weight = self._window_size() / 2
+        measured = self.curve.highest_load(min_weight=min_weight)
+        self._measured_cap = max(self._start, math.floor(_AHEAD * measured))
+        knee = self.curve.knee(min_weight=min_weight)
+        rising, self._previous_load = load > 1.1 * self._previous_load, load  # growth is still exploring
         if knee is None:
-            if self.probes == 0 or self._may_probe():
-                self._start_probe(load, _ROUTINE, "one load level seen: probing a lower one")
+            # One level seen. Growth will show a second one; pinned at the ceiling, only a probe can.
+            if load >= 0.9 * self._max and self._may_probe():
+                self._start_probe(load, _ROUTINE, "one load level seen at the ceiling: probing a lower one")
+            else:
+                self._grow(window, None)
             return
         if knee.past:
             # The knee is at or below the lowest load seen: hold there and look lower.
             self._interval = self._probe_interval
-            self._cut(knee.lowest, "latency grows in proportion to load at every level seen")
+            self._cut(self._headroom(knee.lowest), "latency grows in proportion to load at every level seen")
             if knee.lowest > self._min and self._may_probe(needed=True):
                 self._start_probe(knee.lowest, _DEEP, "the knee lies below every load seen: probing lower")
             return
         if knee.load is not None:
             self._interval = self._probe_interval
-        if knee.lowest > load / 1.3 and self._may_probe():
+        if knee.lowest > load / 1.3 and not rising and self._may_probe():
             self._start_probe(load, _ROUTINE, "re-probing below the operating load")
             return
         if knee.load is not None:
@@ -184,14 +203,20 @@ class LatencyLimit:
             if self.limit > target:
                 self._cut(target, f"past the knee at load {knee.load:.1f}")
                 return
-        if window.fully_used and self._value < self._max:
-            step = self._value * (_SLOW_START - 1) if self._slow_start else 1.0
-            grown = self._value + step
-            if knee.load is not None:
-                grown = min(grown, math.floor(self._headroom(knee.load)))  # up to the knee's headroom, not past
-            if grown > self._value:
-                self._value = clamp(grown, self._min, self._max)
-                self._reason = "below the knee: growing" if knee.load is not None else "no queueing seen: growing"
+        self._grow(window, knee.load)
+
+    def _grow(self, window: Window, knee: float | None) -> None:
+        """More concurrency while the limit is used: by half per window in slow start, else by one; with a
+        known knee, halfway to its headroom per window and never past it."""
+        if not window.fully_used or self._value >= self._max:
+            return
+        grown = self._value + (self._value * (_SLOW_START - 1) if self._slow_start else 1.0)
+        if knee is not None:
+            target = math.floor(self._headroom(knee))
+            grown = min(target, self._value + max(1.0, (target - self._value) / 2))
+        if grown > self._value:
+            self._value = clamp(grown, self._min, self._max)
+            self._reason = "below the knee: growing" if knee is not None else "no queueing seen: growing"
 
     def _headroom(self, knee: float) -> float:
         """The limit for a server whose knee is at `knee`: a little above it, so no slot waits for a request."""
@@ -206,11 +231,16 @@ class LatencyLimit:
             self._reason = reason
 
     def _may_probe(self, *, needed: bool = False) -> bool:
-        """A probe the model needs may follow the last after a few windows; a routine one after the interval,
-        which doubles (up to 8x) while the probes find no knee: an endpoint that never queues is left alone."""
+        """A probe the model needs may follow the last after a few windows. A routine one waits for the
+        interval, which doubles (up to 8x) while the probes find no knee, and is skipped while the endpoint
+        signals its own capacity (429/503 within the interval): an endpoint that says when it is full does not
+        need to be measured below it."""
         if needed:
             return self._windows_since_probe >= 2
-        if self._clock.now() - self._last_probe < self._interval:
+        now = self._clock.now()
+        if now - self._signalled_at < self._probe_interval:
+            return False
+        if now - self._last_probe < self._interval:
             return False
         if self.probes:
             self._interval = min(8 * self._probe_interval, 2 * self._interval)
@@ -232,7 +262,7 @@ class LatencyLimit:
         assert probe is not None
         if start >= probe.started and load <= probe.level:
             probe.samples += 1
-        if probe.samples >= self._window_size() or self._clock.now() >= probe.deadline:
+        if probe.samples >= max(self._window_size(), 2 * self._min_window) or self._clock.now() >= probe.deadline:
             self._probe = None
             self._window.clear()
             self._reason = "probe done"

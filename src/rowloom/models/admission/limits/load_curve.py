@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass, field
 
 _BUCKET = math.log(1.1)  # load levels ~10% apart
+_MIN_RANGE = 1.3  # a slope needs loads at least this far apart
+_POOL_SPAN = 1.25  # sparse neighbouring levels pool into one point across at most this load ratio
 _PRIOR_SPREAD = 0.5  # assumed log-spread until the curve has measured one
 _MIN_SPREAD = 0.05
 
@@ -138,17 +140,17 @@ class LoadCurve:
         return self._fit()[1]
 
     def knee(self, *, min_weight: float, significance: float = 9.0) -> Knee | None:
-        """Fit the server model to the levels holding at least `min_weight` samples' worth; None with fewer
-        than two such levels (nothing to compare).
+        """Fit the server model to the points holding at least `min_weight` samples' worth; None unless they
+        span loads at least `_MIN_RANGE` apart (nothing to compare).
 
         Model, in logs: latency grows with elasticity `slope` (0..1, batching) up to the knee, then in
         proportion to load (a queue, or processor sharing past capacity). A knee, or a slope, counts only when
         it explains the levels better than the simpler model by `significance` (a chi-square margin in units
         of the measured spread): spread alone never makes one.
         """
-        points = [(math.log(load), w, y) for load, w, y in self.levels() if w >= min_weight]
-        if len(points) < 2:
-            return None
+        points = [(math.log(load), w, y) for load, w, y in self.points(min_weight)]
+        if len(points) < 2 or points[-1][0] - points[0][0] < math.log(_MIN_RANGE):
+            return None  # loads this close say nothing about how latency grows with load
         margin = significance * self.spread() ** 2
         lowest, highest = math.exp(points[0][0]), math.exp(points[-1][0])
         _, flat_sse = _fit_line(points, 0.0)
@@ -164,6 +166,30 @@ class LoadCurve:
         if line_slope >= 0.75 and line_sse <= flat_sse - margin:
             return Knee(lowest, True, line_slope, lowest, highest)  # in proportion to load everywhere seen
         return Knee(None, False, line_slope, lowest, highest)
+
+    def highest_load(self, *, min_weight: float) -> float:
+        """The highest mean load among points holding `min_weight` samples' worth (0 with none)."""
+        return max((load for load, _, _ in self.points(min_weight)), default=0.0)
+
+    def points(self, min_weight: float) -> list[tuple[float, float, float]]:
+        """(mean load, weight, mean normalised log rtt) of levels pooled with their neighbours (loads within
+        `_POOL_SPAN` of each other) until each holds `min_weight` samples' worth; sparser stretches are left
+        out. A ramp or a probe spreads its samples over several levels: pooled, they still count."""
+        out: list[tuple[float, float, float]] = []
+        w = load = y = 0.0
+        first = 0.0
+        for level_load, level_w, level_y in self.levels():
+            if w > 0 and level_load > first * _POOL_SPAN:
+                w = load = y = 0.0  # too far from where this group began: start afresh
+            if w == 0:
+                first = level_load
+            w += level_w
+            load += level_load * level_w
+            y += level_y * level_w
+            if w >= min_weight:
+                out.append((load / w, w, y / w))
+                w = load = y = 0.0
+        return out
 
     def levels(self) -> list[tuple[float, float, float]]:
         """(mean load, weight, mean normalised log rtt) per level, lowest load first (for reports and tests)."""
