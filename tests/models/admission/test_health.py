@@ -277,7 +277,7 @@ def controller(limit: int = 4, **config) -> tuple[RequestAdmissionController, Ma
     clock, sink = ManualClock(), MemorySink()
     settings = RequestAdmissionConfig(**config)
     admission = RequestAdmissionController(
-        settings, clock=clock, sink=sink, limit_factory=lambda key, ceiling: FixedLimit(limit)
+        settings, clock=clock, sink=sink, limit_factory=lambda key, ceiling, start: FixedLimit(limit)
     )
     admission.register_model("a", ModelConfig(alias="a", provider="p", model="m"), PROVIDER)
     return admission, clock, sink
@@ -337,7 +337,7 @@ async def test_the_probes_success_dispatches_every_waiter_at_once_from_half_the_
         RequestAdmissionConfig(),
         clock=clock,
         sink=sink,
-        limit_factory=lambda key, ceiling: AIMDLimit(initial=16, max_limit=64, slow_start=False),
+        limit_factory=lambda key, ceiling, start: AIMDLimit(initial=16, max_limit=64, slow_start=False),
     )
     admission.register_model("a", ModelConfig(alias="a", provider="p", model="m"), PROVIDER)
     await take_down(admission, clock)

@@ -71,7 +71,7 @@ class GrantedRuntime(RequestRuntime):
         self.grants: dict[str, GrantLimit] = {}
         self.keys: dict[str, ResourceKey] = {}
 
-        def grant_limit(key: ResourceKey, ceiling: int) -> GrantLimit:
+        def grant_limit(key: ResourceKey, ceiling: int, start: int) -> GrantLimit:  # the authority sets the start
             limit = self.grants[key.label] = GrantLimit(ceiling=ceiling, clock=clock)
             self.keys[key.label] = key
             return limit

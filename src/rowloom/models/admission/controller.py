@@ -82,8 +82,8 @@ class RequestAdmissionController:
         """Make `alias` admissible; aliases of the same provider, model and domain share one state."""
         return self._registry.register(alias, model, provider, domain).key
 
-    def _default_limit(self, key: ResourceKey, ceiling: int) -> Limit:
-        return limit_from_config(self.config, ceiling=ceiling, clock=self._clock)
+    def _default_limit(self, key: ResourceKey, ceiling: int, start: int) -> Limit:
+        return limit_from_config(self.config, ceiling=ceiling, clock=self._clock, start=start)
 
     def key_for(self, alias: str, *, domain: str = "chat") -> ResourceKey:
         """The resource key an alias is registered on."""
@@ -267,6 +267,7 @@ class RequestAdmissionController:
             outcome=outcome.value,
             latency_s=rtt_s,
             tokens=tokens_used,
+            completion_tokens=completion_tokens,
         )
         self._dispatch(state)
         if state.peers:

@@ -18,8 +18,9 @@ from rowloom.models.admission.keys import ResourceKey
 from rowloom.models.admission.limits import Limit
 from rowloom.observe.clock import Clock
 
-LimitFactory = Callable[[ResourceKey, int], Limit]
-"""Builds the limit of a key from the key and its ceiling (`max_parallel_requests` or the default)."""
+LimitFactory = Callable[[ResourceKey, int, int], Limit]
+"""Builds the limit of a key from the key, its ceiling (`max_parallel_requests` or the default) and where it
+starts (`initial_limit`, or the slots of a local server rowloom runs itself)."""
 
 
 class EndpointRegistry:
@@ -45,6 +46,9 @@ class EndpointRegistry:
             raise RowloomError(f"model alias {alias!r} is already registered for {known.label} ({domain})")
         self._aliases[(alias, domain)] = key
         ceiling = model.max_parallel_requests or self.config.default_max_parallel_requests
+        start = self.config.initial_limit
+        if provider.type == "local":  # rowloom started this server with so many slots: beyond them is a queue
+            start = min(start, provider.parallel_slots)
         state = self._states.get(key)
         if state is None:
             cooldown = Cooldown(
@@ -63,11 +67,11 @@ class EndpointRegistry:
                 grace_s=self.config.startup_grace_s,
             )
             state = self._states[key] = EndpointState(
-                key, self._limit_factory(key, ceiling), cooldown, ceiling, self._clock, health
+                key, self._limit_factory(key, ceiling, start), cooldown, ceiling, self._clock, health
             )
         elif ceiling > state.ceiling and state.issued == 0:
             state.ceiling = ceiling  # before any traffic the shared limit may still take the larger ceiling
-            state.limit = self._limit_factory(key, ceiling)
+            state.limit = self._limit_factory(key, ceiling, start)
             state.observed_max_limit = state.limit.limit
         state.aliases[alias] = AliasBinding(model.max_parallel_requests, model.rpm, model.tpm)
         state.refresh_budget(burst_s=self.config.rate_burst_s, now=self._clock.now())

@@ -65,6 +65,7 @@ class RequestCompleted(Event):
     outcome: str
     latency_s: float
     tokens: int | None
+    completion_tokens: int | None = None  # of a success, when the provider reported usage
 
 
 @register_event

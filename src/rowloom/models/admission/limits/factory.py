@@ -14,12 +14,14 @@ from rowloom.models.admission.limits.latency import LatencyLimit
 from rowloom.observe.clock import Clock
 
 
-def limit_from_config(config: RequestAdmissionConfig, *, ceiling: int, clock: Clock) -> Limit:
-    """The limit `config.algorithm` names, bounded by `[config.min_limit, ceiling]`."""
+def limit_from_config(config: RequestAdmissionConfig, *, ceiling: int, clock: Clock, start: int | None = None) -> Limit:
+    """The limit `config.algorithm` names, bounded by `[config.min_limit, ceiling]`, starting at `start`
+    (default `config.initial_limit`; an endpoint that declares its own capacity starts there)."""
     low = min(config.min_limit, ceiling)
     if config.algorithm == "fixed":
         return FixedLimit(ceiling)
-    initial = ceiling if not config.slow_start else min(config.initial_limit, ceiling)
+    first = config.initial_limit if start is None else start
+    initial = ceiling if not config.slow_start else max(low, min(first, ceiling))
     aimd = AIMDLimit(
         initial=initial,
         min_limit=low,
