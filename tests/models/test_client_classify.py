@@ -306,10 +306,12 @@ def test_a_rejected_tls_certificate_stays_a_setup_error():
         (503, Overloaded, Outcome.OVERLOADED),
         (529, Overloaded, Outcome.OVERLOADED),
         (408, RequestTimeout, Outcome.TIMEOUT),
+        (429, RateLimited, Outcome.RATE_LIMITED),
     ],
 )
-def test_gateway_errors_are_transient_server_errors_and_503_529_are_overload(status, error_type, outcome):
-    error = classify_status(status, {}, b"<html>gateway</html>", 0.1)
+@pytest.mark.parametrize("headers", [{}, {"Retry-After": "3"}])
+def test_gateway_errors_are_transient_server_errors_and_429_503_529_are_overload(status, error_type, outcome, headers):
+    error = classify_status(status, headers, b"<html>gateway</html>", 0.1)
     assert type(error) is error_type and error.outcome is outcome
     assert error.outcome.is_overload is (outcome is not Outcome.SERVER_ERROR)  # 502/504: no capacity signal
 
