@@ -5,7 +5,7 @@ circuit breaker and the start-up grace, and the errors that stop a run. Pure and
 given `now`); must not touch leases, queues, limits or timers — the controller consults `admits` in its
 admission check, feeds `on_release`, and arms timers at `probe_due` and `stop_due`.
 
-What it must ignore: a failure among successes (a 5% error rate, one bad request) is the row's own, never an
+What it must ignore: a failure among successes (a 5% error rate, one bad request) is the row's own, not an
 outage. A failure counts towards "down" only when no success at all finished while its attempt was out (it
 was admitted at or after the key's last success), so with many requests in flight random errors never
 line up into a run (and should they, the next success ends the outage within a round trip). What it must react
