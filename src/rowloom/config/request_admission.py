@@ -169,7 +169,12 @@ class RequestAdmissionConfig(ConfigModel):
         ),
     )
     probe_backoff_s: float = Field(
-        0.5, gt=0, description="First wait before probing a down endpoint; doubles after each failed probe."
+        0.5,
+        gt=0,
+        description=(
+            "Shortest wait between probes of a down endpoint; after that the wait is a tenth of how long it has "
+            "been down (so a return is noticed within ~10% of the outage)."
+        ),
     )
     probe_backoff_max_s: float = Field(15.0, gt=0, description="Longest wait between probes of a down endpoint.")
     startup_grace_s: float = Field(

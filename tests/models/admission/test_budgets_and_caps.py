@@ -20,7 +20,7 @@ def controller_for(*models: ModelConfig, limit: int = 16, caps=(), domains=("cha
     controller = RequestAdmissionController(
         RequestAdmissionConfig(caps=list(caps)),
         clock=clock,
-        limit_factory=lambda key, ceiling, start: FixedLimit(limit),
+        limit_factory=lambda key, bounds: FixedLimit(limit),
     )
     for model in models:
         for domain in domains:

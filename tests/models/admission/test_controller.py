@@ -45,7 +45,7 @@ def make(limit: int | None = 2, *, config=None, clock=None, sink=None, aliases=(
         config or RequestAdmissionConfig(),
         clock=clock,
         sink=sink,
-        limit_factory=None if limit is None else (lambda key, ceiling, start: FixedLimit(limit)),
+        limit_factory=None if limit is None else (lambda key, bounds: FixedLimit(limit)),
     )
     for alias in aliases:
         controller.register_model(alias, model(alias, **model_kwargs), PROVIDER)

@@ -21,7 +21,7 @@ def make(*, limit: int | None = 8, sink=None, **config):
         RequestAdmissionConfig(**config),
         clock=clock,
         sink=sink,
-        limit_factory=None if limit is None else (lambda key, ceiling, start: FixedLimit(limit)),
+        limit_factory=None if limit is None else (lambda key, bounds: FixedLimit(limit)),
     )
     controller.register_model("a", ModelConfig(alias="a", provider="p", model="m"), PROVIDER)
     return controller, clock

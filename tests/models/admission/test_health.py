@@ -132,17 +132,14 @@ def test_while_down_one_probe_at_a_time_goes_out_when_due():
     assert h.admits(100.0, 1) is False
 
 
-def test_probe_backoff_doubles_and_is_capped():
+def test_probes_wait_a_tenth_of_the_outage_so_far_between_the_floor_and_the_cap():
     h = health(probe_backoff_s=0.5, probe_backoff_max_s=4.0)
     for _ in range(3):
         fail(h, 0.0)
-    waits, now = [], 0.0
-    for _ in range(6):
-        now = h.probe_due()
-        assert h.admits(now, 0)
-        fail(h, now + 0.01, admitted_at=now)  # the probe fails
-        waits.append(round(h.probe_due() - (now + 0.01), 6))
-    assert waits == [1.0, 2.0, 4.0, 4.0, 4.0, 4.0]
+    for at, expected in ((1.0, 0.5), (10.0, 1.0), (30.0, 3.0), (100.0, 4.0)):
+        assert h.admits(h.probe_due(), 0)
+        fail(h, at, admitted_at=h.probe_due())  # the probe fails `at` seconds into the outage
+        assert h.probe_due() - at == pytest.approx(expected)
 
 
 def test_a_request_that_was_out_before_the_outage_is_not_a_probe():
@@ -277,7 +274,7 @@ def controller(limit: int = 4, **config) -> tuple[RequestAdmissionController, Ma
     clock, sink = ManualClock(), MemorySink()
     settings = RequestAdmissionConfig(**config)
     admission = RequestAdmissionController(
-        settings, clock=clock, sink=sink, limit_factory=lambda key, ceiling, start: FixedLimit(limit)
+        settings, clock=clock, sink=sink, limit_factory=lambda key, bounds: FixedLimit(limit)
     )
     admission.register_model("a", ModelConfig(alias="a", provider="p", model="m"), PROVIDER)
     return admission, clock, sink
@@ -319,13 +316,13 @@ async def test_down_stops_sending_then_the_probe_timer_lets_one_waiter_out():
     assert sum(w.done() for w in waiters) == 1 and admission.in_flight("a") == 1
     probe = next(w for w in waiters if w.done()).result()
     clock.advance(0.25)
-    admission.release(probe, REFUSED, rtt_s=0.25)  # still down: the next probe waits 1 s
+    admission.release(probe, REFUSED, rtt_s=0.25)  # still down: the next probe waits (at least) 0.5 s
     await settle()
     assert sum(w.done() for w in waiters) == 1
-    clock.advance(0.75)
+    clock.advance(0.4)
     await settle()
     assert sum(w.done() for w in waiters) == 1
-    clock.advance(0.25)
+    clock.advance(0.1)
     await settle()
     assert sum(w.done() for w in waiters) == 2
     await cleanup(waiters)
@@ -337,7 +334,7 @@ async def test_the_probes_success_dispatches_every_waiter_at_once_from_half_the_
         RequestAdmissionConfig(),
         clock=clock,
         sink=sink,
-        limit_factory=lambda key, ceiling, start: AIMDLimit(initial=16, max_limit=64, slow_start=False),
+        limit_factory=lambda key, bounds: AIMDLimit(initial=16, max_limit=64, slow_start=False),
     )
     admission.register_model("a", ModelConfig(alias="a", provider="p", model="m"), PROVIDER)
     await take_down(admission, clock)

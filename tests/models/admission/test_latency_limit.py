@@ -70,7 +70,7 @@ def test_curve_finds_no_knee_in_spread_alone(sigma):
 def test_curve_says_every_load_is_past_the_knee_when_latency_grows_in_proportion_everywhere():
     curve, rng = LoadCurve(), random.Random(4)
     for load in (8, 12, 16):
-        feed(curve, rng, load=load, n=60, rtt=lambda load, k: 0.5 * load, sigma=0.2)
+        feed(curve, rng, load=load, n=200, rtt=lambda load, k: 0.5 * load, sigma=0.1)
     knee = curve.knee(min_weight=10)
     assert knee is not None and knee.past and knee.lowest == pytest.approx(8, rel=0.1)
 

@@ -26,6 +26,7 @@ from rowloom.engine.scheduler import Scheduler
 from rowloom.engine.seed_reader import SeedReader
 from rowloom.engine.storage import OutputStore, WrittenRowGroup
 from rowloom.models.admission.keys import ResourceKey
+from rowloom.models.admission.registry import LimitBounds
 from rowloom.observe.clock import SYSTEM_CLOCK, Clock
 from rowloom.observe.context import correlate
 from rowloom.observe.events.base import Event
@@ -71,8 +72,8 @@ class GrantedRuntime(RequestRuntime):
         self.grants: dict[str, GrantLimit] = {}
         self.keys: dict[str, ResourceKey] = {}
 
-        def grant_limit(key: ResourceKey, ceiling: int, start: int) -> GrantLimit:  # the authority sets the start
-            limit = self.grants[key.label] = GrantLimit(ceiling=ceiling, clock=clock)
+        def grant_limit(key: ResourceKey, bounds: LimitBounds) -> GrantLimit:  # the authority moves the limit
+            limit = self.grants[key.label] = GrantLimit(ceiling=bounds.ceiling, clock=clock)
             self.keys[key.label] = key
             return limit
 

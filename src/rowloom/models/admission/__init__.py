@@ -19,7 +19,7 @@ from rowloom.models.admission.limits import (
     limit_from_config,
 )
 from rowloom.models.admission.rate_budget import RateBudget, TokenBucket
-from rowloom.models.admission.registry import EndpointRegistry, LimitFactory
+from rowloom.models.admission.registry import EndpointRegistry, LimitBounds, LimitFactory
 
 __all__ = [
     "AIMDLimit",
@@ -38,6 +38,7 @@ __all__ = [
     "LatencyLimit",
     "LeaseLedger",
     "Limit",
+    "LimitBounds",
     "LimitFactory",
     "Pause",
     "RateBudget",

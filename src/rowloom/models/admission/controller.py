@@ -17,7 +17,7 @@ from rowloom.models.admission.feedback import learn
 from rowloom.models.admission.keys import ResourceKey
 from rowloom.models.admission.leases import LeaseLedger, ReleaseStatus, RequestLease
 from rowloom.models.admission.limits import Limit, limit_from_config
-from rowloom.models.admission.registry import EndpointRegistry, LimitFactory
+from rowloom.models.admission.registry import EndpointRegistry, LimitBounds, LimitFactory
 from rowloom.models.admission.threads import LoopBinding
 from rowloom.models.types import Outcome, RateLimitInfo
 from rowloom.observe.clock import SYSTEM_CLOCK, Clock
@@ -82,8 +82,10 @@ class RequestAdmissionController:
         """Make `alias` admissible; aliases of the same provider, model and domain share one state."""
         return self._registry.register(alias, model, provider, domain).key
 
-    def _default_limit(self, key: ResourceKey, ceiling: int, start: int) -> Limit:
-        return limit_from_config(self.config, ceiling=ceiling, clock=self._clock, start=start)
+    def _default_limit(self, key: ResourceKey, bounds: LimitBounds) -> Limit:
+        return limit_from_config(
+            self.config, ceiling=bounds.ceiling, clock=self._clock, start=bounds.start, floor=bounds.floor
+        )
 
     def key_for(self, alias: str, *, domain: str = "chat") -> ResourceKey:
         """The resource key an alias is registered on."""

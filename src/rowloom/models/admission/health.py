@@ -25,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 from rowloom.errors import RunAborted
 from rowloom.models.types import Outcome
 
+_PROBE_WAIT_SHARE = 0.1  # the wait between probes, as a share of how long the endpoint has been down
 _NEUTRAL = frozenset({Outcome.CANCELLED, Outcome.UNEXPECTED})  # say nothing about the endpoint
 
 _HINTS = {
@@ -111,12 +112,14 @@ class Transition:
 
 
 class EndpointHealth:
-    """Up, or down and probed one request at a time with exponential backoff; plus the breaker and the grace.
+    """Up, or down and probed one request at a time, ever more rarely; plus the breaker and the grace.
 
     * Down after `down_after` unavailability failures (connection error, timeout, 5xx, 503/529) in a row with no
       success in between, each from an attempt admitted at or after the last success (see the module docstring).
     * While down, `admits` lets ONE request out (the probe) once `next_probe_at` has passed and nothing is in
-      flight; each failed probe doubles the wait, from `probe_backoff_s` up to `probe_backoff_max_s`.
+      flight; after a failed probe the wait is a tenth of how long the endpoint has been down, from
+      `probe_backoff_s` up to `probe_backoff_max_s`: a return is noticed within about a tenth of the outage's
+      length (a 20 s restart costs ~2 s more, not a 15 s backoff step), and a long outage is asked rarely.
     * The first success — of a probe, or of a request still in flight — brings it up; after refused connections,
       only of one sent after the failures began.
     * The run must stop (`stop_error`) after `breaker_s` of failures with no success (any failure but a
@@ -151,7 +154,6 @@ class EndpointHealth:
         self.probes = 0  # probes finished in the current outage
         self.outages = 0
         self.down_total_s = 0.0  # finished outages
-        self._backoff = probe_backoff_s
         self._run_limit: int | None = None  # the limit when the current failure run began
         self._run_started: float | None = None  # when it began (its first counted failure)
         self._run_refused = False  # a connection failed in it: answers to requests sent before prove nothing
@@ -197,8 +199,8 @@ class EndpointHealth:
         if self.down_since is not None:
             if probe:  # the endpoint is still gone: wait longer before asking again
                 self.probes += 1
-                self._backoff = min(self._backoff * 2, self.probe_backoff_max_s)
-                self.next_probe_at = now + self._backoff
+                wait = _PROBE_WAIT_SHARE * (now - self.down_since)
+                self.next_probe_at = now + min(self.probe_backoff_max_s, max(self.probe_backoff_s, wait))
             return None
         if not outcome.is_unavailable or (self.last_success_at is not None and admitted_at < self.last_success_at):
             return None  # a 429 or 4xx is an answer; a failure that overlapped a success is that request's own
@@ -209,8 +211,7 @@ class EndpointHealth:
         if self.consecutive < self.down_after:
             return None
         self.down_since, self.probes, self.outages = now, 0, self.outages + 1
-        self._backoff = self.probe_backoff_s
-        self.next_probe_at = now + self._backoff
+        self.next_probe_at = now + self.probe_backoff_s
         return Transition(up=False, failures=self.consecutive)
 
     # ------------------------------------------------------------ deadlines for the controller's timers

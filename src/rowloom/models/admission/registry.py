@@ -6,6 +6,7 @@ Owns registration (limits built from the config, budgets, cap membership); makes
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from rowloom.config.models import ModelConfig, ProviderConfig
 from rowloom.config.request_admission import RequestAdmissionConfig
@@ -18,9 +19,19 @@ from rowloom.models.admission.keys import ResourceKey
 from rowloom.models.admission.limits import Limit
 from rowloom.observe.clock import Clock
 
-LimitFactory = Callable[[ResourceKey, int, int], Limit]
-"""Builds the limit of a key from the key, its ceiling (`max_parallel_requests` or the default) and where it
-starts (`initial_limit`, or the slots of a local server rowloom runs itself)."""
+
+@dataclass(frozen=True, slots=True)
+class LimitBounds:
+    """Where a key's limit may move: `ceiling` (`max_parallel_requests` or the default), `start` (where it
+    begins) and `floor` (below which it never goes)."""
+
+    ceiling: int
+    start: int
+    floor: int
+
+
+LimitFactory = Callable[[ResourceKey, LimitBounds], Limit]
+"""Builds the limit of a key from the key and its bounds."""
 
 
 class EndpointRegistry:
@@ -46,9 +57,12 @@ class EndpointRegistry:
             raise RowloomError(f"model alias {alias!r} is already registered for {known.label} ({domain})")
         self._aliases[(alias, domain)] = key
         ceiling = model.max_parallel_requests or self.config.default_max_parallel_requests
-        start = self.config.initial_limit
-        if provider.type == "local":  # rowloom started this server with so many slots: beyond them is a queue
-            start = min(start, provider.parallel_slots)
+        bounds = LimitBounds(ceiling, min(self.config.initial_limit, ceiling), min(self.config.min_limit, ceiling))
+        if provider.type == "local":
+            # rowloom started this server to decode `parallel_slots` requests together: fewer leaves its batch
+            # part empty, more only waits in its queue. The limit starts there and never goes below it.
+            slots = min(provider.parallel_slots, ceiling)
+            bounds = LimitBounds(ceiling, slots, max(bounds.floor, slots))
         state = self._states.get(key)
         if state is None:
             cooldown = Cooldown(
@@ -67,11 +81,11 @@ class EndpointRegistry:
                 grace_s=self.config.startup_grace_s,
             )
             state = self._states[key] = EndpointState(
-                key, self._limit_factory(key, ceiling, start), cooldown, ceiling, self._clock, health
+                key, self._limit_factory(key, bounds), cooldown, ceiling, self._clock, health
             )
         elif ceiling > state.ceiling and state.issued == 0:
             state.ceiling = ceiling  # before any traffic the shared limit may still take the larger ceiling
-            state.limit = self._limit_factory(key, ceiling, start)
+            state.limit = self._limit_factory(key, bounds)
             state.observed_max_limit = state.limit.limit
         state.aliases[alias] = AliasBinding(model.max_parallel_requests, model.rpm, model.tpm)
         state.refresh_budget(burst_s=self.config.rate_burst_s, now=self._clock.now())

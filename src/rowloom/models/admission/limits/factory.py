@@ -14,10 +14,12 @@ from rowloom.models.admission.limits.latency import LatencyLimit
 from rowloom.observe.clock import Clock
 
 
-def limit_from_config(config: RequestAdmissionConfig, *, ceiling: int, clock: Clock, start: int | None = None) -> Limit:
-    """The limit `config.algorithm` names, bounded by `[config.min_limit, ceiling]`, starting at `start`
-    (default `config.initial_limit`; an endpoint that declares its own capacity starts there)."""
-    low = min(config.min_limit, ceiling)
+def limit_from_config(
+    config: RequestAdmissionConfig, *, ceiling: int, clock: Clock, start: int | None = None, floor: int | None = None
+) -> Limit:
+    """The limit `config.algorithm` names, bounded by `[floor, ceiling]` (floor default `config.min_limit`),
+    starting at `start` (default `config.initial_limit`; an endpoint that declares its capacity starts there)."""
+    low = min(config.min_limit if floor is None else floor, ceiling)
     if config.algorithm == "fixed":
         return FixedLimit(ceiling)
     first = config.initial_limit if start is None else start

@@ -163,7 +163,7 @@ class LoadCurve:
                 best = (sse, knee_x, slope)
         if best is not None and best[0] <= line_sse - margin and best[0] <= flat_sse - margin:
             return Knee(math.exp(best[1]), False, best[2], lowest, highest)
-        if line_slope >= 0.75 and line_sse <= flat_sse - margin:
+        if line_slope >= 0.9 and line_sse <= flat_sse - margin:
             return Knee(lowest, True, line_slope, lowest, highest)  # in proportion to load everywhere seen
         return Knee(None, False, line_slope, lowest, highest)
 
