@@ -11,28 +11,44 @@ import pytest
 
 from rowloom.bench import suite
 from rowloom.bench.scenarios import SCENARIOS
+from rowloom.config.dataset import DatasetConfig
+
+# One scenario per path through the runner: one endpoint, two endpoints, aliases sharing one endpoint, and an
+# outage measured against its baseline run. (`rowloom bench --quick --check` runs them all; that is a benchmark.)
+END_TO_END = ["matched_cap", "two_models", "mixed_lengths", "outage_short"]
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_quick_set_completes_and_reports_metrics_for_every_scenario(tmp_path):
+def test_scenarios_run_end_to_end_and_report_metrics(tmp_path):
+    args = [arg for name in END_TO_END for arg in ("-s", name)]
     result = subprocess.run(
-        [sys.executable, "-m", "rowloom.interface", "bench", "--quick", "--out", str(tmp_path)],
+        [sys.executable, "-m", "rowloom.interface", "bench", "--quick", *args, "--out", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=580,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     document = json.loads((tmp_path / "bench.json").read_text())
-    quick = [name for name, s in SCENARIOS.items() if s.in_quick]
-    assert sorted(document["scenarios"]) == sorted(quick)
+    assert sorted(document["scenarios"]) == sorted(END_TO_END)
     for name, r in document["scenarios"].items():
         assert r["status"] == "completed", (name, r["status"])
-        assert r["requests"] > 0 and r["rows_written"] > 0
+        assert r["requests"] > 0 and r["rows_written"] > 0 and r["rows_short"] == 0
         assert 0 < r["utilisation"] <= 1.0
-        assert r["client_cpu_ms_per_request"] > 0 and r["peak_rss_mb"] > 0
+        assert r["client_cpu_ms_per_request"] > 0 and r["client_cpu_over_server"] > 0 and r["peak_rss_mb"] > 0
         assert set(r["idle_slot_s"]) <= {"starved", "frontier_limited", "admission_blocked", "rate_limited"}
+    assert set(document["scenarios"]["mixed_lengths"]["endpoints"]) == {"sim"}  # three aliases, one endpoint
+    outage = document["scenarios"]["outage_short"]
+    assert outage["baseline_wall_s"] > 0 and outage["outage_s"] == 5.0 and outage["rows_dropped"] == 0
     assert (tmp_path / "bench.md").read_text().startswith("| scenario |")
+
+
+def test_every_scenario_builds_a_valid_config():
+    for scenario in SCENARIOS.values():
+        urls = {ep.provider: f"http://127.0.0.1:{9000 + i}/v1" for i, ep in enumerate(scenario.endpoints)}
+        config = DatasetConfig.from_dict(scenario.build(urls))
+        aliases = {alias for ep in scenario.endpoints for alias in ep.aliases}
+        assert aliases <= {model.alias for model in config.models}, scenario.name
 
 
 def test_guardrail_check_names_each_breach():

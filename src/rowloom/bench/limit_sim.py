@@ -249,3 +249,82 @@ def peak_throughput(server: ServerModel, mix: RequestMix | None = None, seed: in
 
     levels = [server.capacity] if server.kind == "hosted" else [server.capacity, 2 * server.capacity]
     return max(simulate(FixedLimit(level), server, seconds=seconds, mix=mix, seed=seed).throughput for level in levels)
+
+
+# Servers the default limit is judged against by `rowloom bench limits`: (name, server, request mix, ceiling,
+# seconds). Latency 200 ms unless said; "spread" is lognormal sigma; "lengths" are 32/128/512-token replies with
+# latency proportional to length; "slots" servers batch `capacity` requests (batch_cost: 0 is free batching,
+# 1 is none) and queue the rest.
+_LENGTHS = RequestMix((32, 128, 512), 20, 600)
+_CHAT = RequestMix((40, 64, 160), 10, 160)
+CONDITIONS: tuple[tuple[str, ServerModel, RequestMix | None, int, float], ...] = (
+    ("hosted 16, spread 0.5, ceiling 64", ServerModel("hosted", 16, 0.2, 0.5), None, 64, 60),
+    ("hosted 16, spread 1.0, ceiling 64", ServerModel("hosted", 16, 0.2, 1.0), None, 64, 60),
+    ("hosted 16, lengths, ceiling 64", ServerModel("hosted", 16, 0.02, per_token_s=0.002), _LENGTHS, 64, 60),
+    ("vLLM-style 16, no spread, ceiling 128", ServerModel("sharing", 16, 0.2), None, 128, 60),
+    ("vLLM-style 16, spread 0.5, ceiling 128", ServerModel("sharing", 16, 0.2, 0.5), None, 128, 60),
+    ("vLLM-style 16, spread 1.0, ceiling 128", ServerModel("sharing", 16, 0.2, 1.0), None, 128, 60),
+    ("vLLM-style 16, lengths, ceiling 128", ServerModel("sharing", 16, 0.02, per_token_s=0.002), _LENGTHS, 128, 60),
+    (
+        "GPU slots 32, batching 5%/request, ceiling 128",
+        ServerModel("slots", 32, 0.05, 0.3, per_token_s=0.005, batch_cost=0.05),
+        RequestMix((128, 256), 30, 300),
+        128,
+        120,
+    ),
+    (
+        "CPU slots 4, batching 30%/request, ceiling 16",
+        ServerModel("slots", 4, 0.1, 0.2, per_token_s=0.015, batch_cost=0.3),
+        _CHAT,
+        16,
+        300,
+    ),
+    (
+        "CPU slots 4, no batching gain, ceiling 16",
+        ServerModel("slots", 4, 0.1, 0.2, per_token_s=0.015, batch_cost=1.0),
+        _CHAT,
+        16,
+        300,
+    ),
+)
+
+
+def table(seeds: tuple[int, ...] = (0, 1, 2)) -> list[dict[str, object]]:
+    """The default limit against every condition in `CONDITIONS`: throughput against the server's peak, median
+    latency against no-load, mean limit and rejected share — the worst of `seeds` for each."""
+    from rowloom.config.request_admission import RequestAdmissionConfig
+    from rowloom.models.admission.limits.factory import limit_from_config
+    from rowloom.observe.clock import ManualClock
+
+    rows = []
+    for name, server, mix, ceiling, seconds in CONDITIONS:
+        runs = []
+        for seed in seeds:
+            clock = ManualClock()
+            limit = limit_from_config(RequestAdmissionConfig(), ceiling=ceiling, clock=clock)
+            run = simulate(limit, server, seconds=seconds, mix=mix, seed=seed, clock=clock)
+            runs.append((run, peak_throughput(server, mix, seed)))
+        rows.append(
+            {
+                "condition": name,
+                "throughput_over_peak_min": round(min(r.throughput / peak for r, peak in runs), 3),
+                "latency_over_no_load_max": round(max(r.latency_over_no_load for r, _ in runs), 3),
+                "mean_limit": [round(r.mean_limit, 1) for r, _ in runs],
+                "share_rejected_max": round(max(r.share_rejected for r, _ in runs), 4),
+            }
+        )
+    return rows
+
+
+def markdown(rows: list[dict[str, object]]) -> str:
+    """The table as Markdown."""
+    lines = [
+        "| server | throughput ÷ peak (worst) | median latency ÷ no-load (worst) | mean limit per seed | 429 share |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['condition']} | {r['throughput_over_peak_min']} | {r['latency_over_no_load_max']} "
+            f"| {r['mean_limit']} | {r['share_rejected_max']} |"
+        )
+    return "\n".join(lines) + "\n"

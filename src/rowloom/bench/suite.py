@@ -119,6 +119,7 @@ TABLE_COLUMNS = [
     ("util", "utilisation"),
     ("429 share", "share_429"),
     ("cpu ms/req", "client_cpu_ms_per_request"),
+    ("cpu ÷ server", "client_cpu_over_server"),
     ("rss MB", "peak_rss_mb"),
     ("q-age p95", "queue_age_p95_s"),
     ("skips", "advisory_skips"),
@@ -149,6 +150,7 @@ COMPARE_METRICS = [
     "utilisation",
     "share_429",
     "client_cpu_ms_per_request",
+    "client_cpu_over_server",
     "peak_rss_mb",
     "queue_age_p95_s",
 ]

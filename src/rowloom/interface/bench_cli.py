@@ -132,6 +132,25 @@ def local(
     console.print(f"wrote {out / 'local.json'}, {out / 'local.md'}")
 
 
+@bench_app.command("limits")
+def limits(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for limits.json and limits.md.")] = Path(
+        "bench-results"
+    ),
+) -> None:
+    """The default concurrency limit against simulated servers in virtual time (hosted with 429, vLLM-style,
+    batching slots; latency spread and mixed reply lengths): seconds to run, the same figures every time."""
+    from rowloom.bench import limit_sim
+
+    rows = limit_sim.table()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "limits.json").write_text(json.dumps(rows, indent=1))
+    summary = limit_sim.markdown(rows)
+    (out / "limits.md").write_text(summary)
+    console.print(summary, highlight=False)
+    console.print(f"wrote {out / 'limits.json'}, {out / 'limits.md'}")
+
+
 @bench_app.command("compare")
 def compare(a: Path, b: Path) -> None:
     """Compare two bench.json files metric by metric."""

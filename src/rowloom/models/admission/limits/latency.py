@@ -91,6 +91,7 @@ class LatencyLimit:
         self._epoch = 0
         self._reason = "initial"
         self.curve = LoadCurve(memory_s=2 * probe_interval_s)
+        self._size = self._window_size()  # samples per decision, re-read from the measured spread at each one
         self._window = Window()
         self._probe: _Probe | None = None
         self._last_probe = -math.inf
@@ -152,7 +153,7 @@ class LatencyLimit:
         if epoch is not None and epoch < self._epoch:
             return  # admitted before the last cut: its load is on the curve, but the decision waits for new ones
         self._window.add(load, rtt, tokens, full=in_flight >= self.limit)
-        if len(self._window) >= self._window_size():
+        if len(self._window) >= self._size:
             self._decide()
 
     def restart(self, value: int) -> None:
@@ -166,7 +167,9 @@ class LatencyLimit:
 
     def _window_size(self) -> int:
         """Samples for one decision: enough that the mean's standard error is half the tolerance."""
-        spread = self.curve.spread()
+        return self._window_size_for(self.curve.spread())
+
+    def _window_size_for(self, spread: float) -> int:
         needed = math.ceil((2.0 * spread / self._log_tolerance) ** 2)
         return int(clamp(needed, self._min_window, 256))
 
@@ -174,7 +177,8 @@ class LatencyLimit:
         window, self._window = self._window, Window()
         self._windows_since_probe += 1
         load = window.mean_load
-        min_weight = self._window_size() / 2
+        self._size = self._window_size()  # re-read the spread once per decision, not per sample
+        min_weight = self._size / 2
         measured = self.curve.highest_load(min_weight=min_weight)
         self._measured_cap = max(self._start, math.floor(_AHEAD * measured))
         knee = self.curve.knee(min_weight=min_weight)
@@ -262,7 +266,7 @@ class LatencyLimit:
         assert probe is not None
         if start >= probe.started and load <= probe.level:
             probe.samples += 1
-        if probe.samples >= max(self._window_size(), 2 * self._min_window) or self._clock.now() >= probe.deadline:
+        if probe.samples >= max(self._size, 2 * self._min_window) or self._clock.now() >= probe.deadline:
             self._probe = None
             self._window.clear()
             self._reason = "probe done"
