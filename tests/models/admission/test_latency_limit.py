@@ -93,9 +93,9 @@ def test_spread_that_does_not_grow_with_load_never_lowers_the_limit(sigma):
     for seed in SEEDS:
         clock = ManualClock()
         limit = LatencyLimit(clock=clock, initial=16, max_limit=64)
-        simulate(limit, server, seconds=60, seed=seed, clock=clock)
-        assert limit.epoch == 0, limit.reason  # never cut
-        assert limit.limit == 64  # and grew to its ceiling
+        run = simulate(limit, server, seconds=60, seed=seed, clock=clock)
+        assert limit.epoch == 0, limit.reason  # never cut (a probe below the load may lower it for a while)
+        assert max(value for _, value in run.limits) == 64  # and grew to its ceiling
 
 
 def test_replies_of_very_different_lengths_are_not_mistaken_for_queueing():
@@ -103,8 +103,8 @@ def test_replies_of_very_different_lengths_are_not_mistaken_for_queueing():
     for seed in SEEDS:
         clock = ManualClock()
         limit = LatencyLimit(clock=clock, initial=16, max_limit=64)
-        simulate(limit, server, seconds=60, mix=RequestMix((32, 128, 512), 20, 600), seed=seed, clock=clock)
-        assert limit.epoch == 0 and limit.limit == 64, limit.reason
+        run = simulate(limit, server, seconds=60, mix=RequestMix((32, 128, 512), 20, 600), seed=seed, clock=clock)
+        assert limit.epoch == 0 and max(value for _, value in run.limits) == 64, limit.reason
 
 
 @pytest.mark.parametrize("sigma", [0.5, 1.0])

@@ -1,8 +1,8 @@
 """`LatencyLimit`: a concurrency limit for servers that slow down under load instead of sending 429.
 
-Owns a model of the server — how round trips grow with the load they were served under — its reference level
-and its probes; must not see leases, queues or wall time beyond the injected clock. Design notes and the
-measurements behind them: docs/request-admission.md.
+Owns the decisions taken from a model of the server (`LoadCurve`: how round trips grow with the load they were
+served under) and its probes; must not see leases, queues or wall time beyond the injected clock. Design notes
+and the measurements behind them: docs/request-admission.md.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from rowloom.models.admission.limits.load_curve import LoadCurve, Window
 from rowloom.models.types import Outcome
 from rowloom.observe.clock import Clock
 
-_SIGNIFICANCE = 1.0  # standard errors an inflation must clear before it counts (cut) or is ruled out (grow)
-_SATURATED = 0.7  # latency elasticity above which the whole range since the reference is past the knee
 _DEEP = 0.5  # a probe for a knee below every load seen holds the limit at half the lowest
 _ROUTINE = 0.7  # a routine probe below the operating load holds it at this share (cheaper, shallower)
 _SLOW_START = 1.5  # growth per window before the first cut
@@ -36,28 +34,28 @@ class _Probe:
 
 
 class LatencyLimit:
-    """Settles where more concurrency stops buying throughput, keeping latency within `tolerance` of no-load.
+    """Settles just past the load where more concurrency stops buying throughput (the server's knee).
 
-    Every success is one point of the server's latency-versus-load curve (`LoadCurve`): its round trip,
-    normalised for the reply's length, against the mean number of requests in flight while it ran. Load-
-    independent spread (replies of different lengths, a noisy network) lands at every load alike and moves no
-    decision; queueing shows up as latency that grows with load. The curve's low end is the reference: the
-    no-load latency. Once per window of samples (sized so that the window's mean is known to within the
-    tolerance despite the spread measured so far):
+    Every success is one point of the server's latency-versus-load curve: its round trip, normalised for the
+    reply's length, against the mean number of requests in flight while it ran. Spread that does not depend on
+    load (replies of different lengths, a noisy network) lands at every load alike and makes no knee; queueing
+    makes latency grow in proportion to load. Once per window of samples (sized from the measured spread):
 
-    * **Cut** when the window's latency exceeds the reference by more than `tolerance` (by a standard error
-      at least): by Little's law the server completes `C = load × reference ÷ latency` requests' worth of
-      no-load work at once, so the limit goes to `C` plus headroom (`C × tolerance`, at least one request).
-    * **Grow** when the window is within tolerance and the limit is fully used: by half per window before the
-      first cut (slow start), then by one.
-    * **Probe** when there is no reference below the load (the start of a run, or one that aged out of the
-      curve's memory, at most every `probe_interval_s`), or when latency grew in proportion to load all the
-      way from the reference (the knee lies below it): hold the limit at half the load until the curve has a
-      full window there. A probe costs a little throughput for a short while; it is what finds the knee of a
-      server that was past it from the first request (a local model with four slots and a limit of 16).
+    * **Cut** to `knee × tolerance` (at least knee + 1) when the limit is above it, or, when latency grows in
+      proportion to load at every level seen (the knee lies below them all), to the lowest level's headroom and
+      probe lower.
+    * **Grow** while the limit is fully used and below that headroom: by half per window in slow start (before
+      any cut), by one without a known knee, halfway to the headroom with one.
+    * **Never run ahead of the curve**: at most 1.5x the highest load measured (and `start` before anything
+      is), so a server that never says it is full is measured on the way up, not after a blind overshoot.
+    * **Probe** — hold the limit at 0.7x the load until a window of samples came back from there — when the
+      curve has nothing below the operating load and the load is steady, at most every `probe_interval_s`
+      (doubling up to 8x while probes find no knee) and never while the endpoint answers 429/503/529 itself
+      (it says when it is full); pinned at the ceiling with one level seen; or, deeper (0.5x), when the knee
+      lies below every level seen.
 
-    Overload samples (429/503/timeouts) carry no latency information and are ignored: that is AIMD's job.
-    Started at its ceiling (`initial=None`), it is a pure cap, which is how the composite uses it.
+    Overload samples (429/503/timeouts) carry no latency information and are not points: that is AIMD's job.
+    With `initial=None` it starts at its ceiling and acts as a cap on another limit (how the composite uses it).
     """
 
     def __init__(
@@ -236,19 +234,12 @@ class LatencyLimit:
 
     def _may_probe(self, *, needed: bool = False) -> bool:
         """A probe the model needs may follow the last after a few windows. A routine one waits for the
-        interval, which doubles (up to 8x) while the probes find no knee, and is skipped while the endpoint
-        signals its own capacity (429/503 within the interval): an endpoint that says when it is full does not
-        need to be measured below it."""
+        interval and is skipped while the endpoint signals its own capacity (429/503/529 within the base
+        interval): an endpoint that says when it is full does not need to be measured below it."""
         if needed:
             return self._windows_since_probe >= 2
         now = self._clock.now()
-        if now - self._signalled_at < self._probe_interval:
-            return False
-        if now - self._last_probe < self._interval:
-            return False
-        if self.probes:
-            self._interval = min(8 * self._probe_interval, 2 * self._interval)
-        return True
+        return now - self._signalled_at >= self._probe_interval and now - self._last_probe >= self._interval
 
     def _start_probe(self, level: float, depth: float, reason: str) -> None:
         limit = int(clamp(math.floor(level * depth), self._min, self._max))
@@ -256,7 +247,9 @@ class LatencyLimit:
             return  # nothing lower to learn from
         now = self._clock.now()
         self._probe = _Probe(now, limit, level * depth * 1.1, now + _PROBE_ROUND_TRIPS * self._rtt)
-        self._last_probe = self._clock.now()
+        if self.probes:  # the next routine probe waits longer, until a knee resets the interval
+            self._interval = min(8 * self._probe_interval, 2 * self._interval)
+        self._last_probe = now
         self._windows_since_probe = 0
         self.probes += 1
         self._reason = reason
