@@ -63,6 +63,15 @@ def bench(
         console.print("every guardrail holds")
 
 
+def _write(out: Path, name: str, document: object, summary: str) -> None:
+    """NAME.json and the readable NAME.md into `out`, and the summary on the console."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(document, indent=1))
+    (out / f"{name}.md").write_text(summary)
+    console.print(summary, highlight=False)
+    console.print(f"wrote {out / f'{name}.json'}, {out / f'{name}.md'}")
+
+
 def _write_report(document: dict, out: Path) -> None:
     from rowloom.bench.report import render_bench_report
 
@@ -96,12 +105,7 @@ def distributed(
     except RayUnavailable as exc:
         console.print(f"[red]Error[/red]: {exc}", highlight=False)
         raise typer.Exit(1) from None
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "distributed.json").write_text(json.dumps(document, indent=1))
-    summary = bench_distributed.markdown(document)
-    (out / "distributed.md").write_text(summary)
-    console.print(summary, highlight=False)
-    console.print(f"wrote {out / 'distributed.json'}, {out / 'distributed.md'}")
+    _write(out, "distributed", document, bench_distributed.markdown(document))
 
 
 @bench_app.command("local")
@@ -124,12 +128,7 @@ def local(
     except RowloomError as exc:
         console.print(f"[red]Error[/red]: {exc}", highlight=False)
         raise typer.Exit(1) from None
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "local.json").write_text(json.dumps(document, indent=1))
-    summary = bench_local.markdown(document)
-    (out / "local.md").write_text(summary)
-    console.print(summary, highlight=False)
-    console.print(f"wrote {out / 'local.json'}, {out / 'local.md'}")
+    _write(out, "local", document, bench_local.markdown(document))
 
 
 @bench_app.command("limits")
@@ -143,12 +142,7 @@ def limits(
     from rowloom.bench import limit_sim
 
     rows = limit_sim.table()
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "limits.json").write_text(json.dumps(rows, indent=1))
-    summary = limit_sim.markdown(rows)
-    (out / "limits.md").write_text(summary)
-    console.print(summary, highlight=False)
-    console.print(f"wrote {out / 'limits.json'}, {out / 'limits.md'}")
+    _write(out, "limits", rows, limit_sim.markdown(rows))
 
 
 @bench_app.command("compare")

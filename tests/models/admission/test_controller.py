@@ -566,3 +566,14 @@ async def test_a_failing_sink_is_logged_once_with_its_traceback(caplog):
     failures = [r for r in caplog.records if "FailingSink" in r.getMessage()]
     assert len(failures) == 1 and failures[0].exc_info is not None
     assert "sink down" in caplog.text
+
+
+def test_a_local_server_rowloom_runs_starts_at_its_slots_and_never_goes_below_them():
+    controller = RequestAdmissionController(RequestAdmissionConfig(), clock=ManualClock())
+    local = ProviderConfig(name="p", type="local", parallel_slots=4)
+    controller.register_model("a", model("a", max_parallel_requests=16), local)
+    snapshot = controller.snapshot()["p/m"]
+    assert snapshot["limit"] == 4 and snapshot["min_limit"] == 4 and snapshot["max_limit"] == 16
+    remote = RequestAdmissionController(RequestAdmissionConfig(), clock=ManualClock())
+    remote.register_model("a", model("a", max_parallel_requests=64), PROVIDER)
+    assert remote.snapshot()["p/m"]["limit"] == 16 and remote.snapshot()["p/m"]["min_limit"] == 1
