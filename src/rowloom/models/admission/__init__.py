@@ -4,8 +4,9 @@ The public names are re-exported here; everything else in this package is an imp
 """
 
 from rowloom.models.admission.caps import CapTable
-from rowloom.models.admission.controller import AdmissionClosed, AdmissionTimeout, RequestAdmissionController
+from rowloom.models.admission.controller import RequestAdmissionController
 from rowloom.models.admission.cooldown import Cooldown, Pause
+from rowloom.models.admission.errors import AdmissionClosed, AdmissionTimeout
 from rowloom.models.admission.fair_queue import FairQueue, Selection, StaleSelection
 from rowloom.models.admission.health import EndpointHealth, EndpointUnavailable, EndpointUnreachable
 from rowloom.models.admission.keys import Domain, ResourceKey
