@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 
 _BUCKET = math.log(1.1)  # load levels ~10% apart
+_SYSTEMATIC = 0.07  # the least uncertainty of a point's mean log round trip, however many samples it holds
 _MIN_RANGE = 1.3  # a slope needs loads at least this far apart
 _POOL_SPAN = 1.25  # sparse neighbouring levels pool into one point across at most this load ratio
 _PRIOR_SPREAD = 0.5  # assumed log-spread until the curve has measured one
@@ -139,33 +140,46 @@ class LoadCurve:
         """The standard deviation of a normalised log round trip at one load: the load-independent noise."""
         return self._fit()[1]
 
-    def knee(self, *, min_weight: float, significance: float = 9.0) -> Knee | None:
+    def knee(self, *, min_weight: float, penalty: float = 4.5) -> Knee | None:
         """Fit the server model to the points holding at least `min_weight` samples' worth; None unless they
         span loads at least `_MIN_RANGE` apart (nothing to compare).
 
         Model, in logs: latency grows with elasticity `slope` (0..1, batching) up to the knee, then in
-        proportion to load (a queue, or processor sharing past capacity). A knee, or a slope, counts only when
-        it explains the levels better than the simpler model by `significance` (a chi-square margin in units
-        of the measured spread): spread alone never makes one.
+        proportion to load (a queue, or processor sharing past capacity). Four explanations compete, each
+        scored by its misfit in units of the measured spread plus `penalty` per parameter, so a richer one wins
+        only when it explains clearly more (spread alone never makes a knee):
+
+        * flat (1 parameter) or a straight line of any slope (2): no knee among the loads seen;
+        * in proportion to load from the lowest point on (1, and only when it beats flat by two penalties: it
+          cuts below every load seen), or a line as steep: every load seen is past the knee;
+        * a knee at one of the inner points, with its own slope below (3).
         """
-        points = [(math.log(load), w, y) for load, w, y in self.points(min_weight)]
+        spread = self.spread() ** 2
+        # A point's mean is known to its sampling error, but never better than `_SYSTEMATIC`: latency also moves
+        # with what the model leaves out (the prompt mix, the host), and a curve fitted to that finds a false knee.
+        points = [
+            (math.log(load), 1.0 / (spread / w + _SYSTEMATIC**2), y) for load, w, y in self.points(min_weight)
+        ]
         if len(points) < 2 or points[-1][0] - points[0][0] < math.log(_MIN_RANGE):
             return None  # loads this close say nothing about how latency grows with load
-        margin = significance * self.spread() ** 2
+        noise = 1.0  # the weights carry the noise
         lowest, highest = math.exp(points[0][0]), math.exp(points[-1][0])
-        _, flat_sse = _fit_line(points, 0.0)
         line_slope, line_sse = _fit_line(points, 1.5)
-        best: tuple[float, float, float] | None = None  # (sse, knee x, slope below the knee)
+        _, flat_sse = _fit_line(points, 0.0)
+        _, past_sse = _fit_line([(x, w, y - x) for x, w, y in points], 0.0)  # slope exactly one
+        past = Knee(lowest, True, 1.0, lowest, highest)
+        none = Knee(None, False, line_slope, lowest, highest)
+        candidates = [
+            (flat_sse / noise + penalty, Knee(None, False, 0.0, lowest, highest)),
+            (line_sse / noise + 2 * penalty, past if line_slope >= 0.9 else none),
+        ]
+        if past_sse <= flat_sse - 2 * penalty * noise:  # it cuts below every load seen: it must beat flat clearly
+            candidates.append((past_sse / noise + penalty, past))
         for knee_x, _, _ in points[1:-1]:
             shifted = [(min(x, knee_x), w, y - max(0.0, x - knee_x)) for x, w, y in points]
             slope, sse = _fit_line(shifted, 1.0)
-            if best is None or sse < best[0]:
-                best = (sse, knee_x, slope)
-        if best is not None and best[0] <= line_sse - margin and best[0] <= flat_sse - margin:
-            return Knee(math.exp(best[1]), False, best[2], lowest, highest)
-        if line_slope >= 0.9 and line_sse <= flat_sse - margin:
-            return Knee(lowest, True, line_slope, lowest, highest)  # in proportion to load everywhere seen
-        return Knee(None, False, line_slope, lowest, highest)
+            candidates.append((sse / noise + 3 * penalty, Knee(math.exp(knee_x), False, slope, lowest, highest)))
+        return min(candidates, key=lambda candidate: candidate[0])[1]
 
     def highest_load(self, *, min_weight: float) -> float:
         """The highest mean load among points holding `min_weight` samples' worth (0 with none)."""
