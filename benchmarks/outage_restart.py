@@ -4,7 +4,12 @@ A 600-record run of the chain example against a simulator process (latency 0.2 s
 (in-flight connections reset, new ones refused), `--down-s` later a new one starts on the same port. Prints what
 the run did: its status, rows written and dropped, failed attempts and when, the outages it saw.
 
-    python benchmarks/outage_restart.py [--records 600] [--down-s 20]
+With `--down-s inf` the endpoint stays gone: the run must stop after `--breaker-s` (request_admission's
+`circuit_breaker_s`) keeping every row written; then a new simulator starts and the same job runs again, which
+must resume to every record.
+
+    python benchmarks/outage_restart.py [--records 600] [--down-s 20] [--breaker-s 300]
+    python benchmarks/outage_restart.py --down-s inf --breaker-s 30
 """
 
 from __future__ import annotations
@@ -36,11 +41,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-async def scenario(records: int, down_s: float, start_s: float = 3.0) -> dict:
+async def scenario(records: int, down_s: float, breaker_s: float, start_s: float = 3.0) -> dict:
     port = free_port()
     data = yaml.safe_load((ROOT / "examples" / "chain.yaml").read_text())
     data["providers"][0]["base_url"] = f"http://127.0.0.1:{port}/v1"
-    data["run"].update(row_group_size=50, seed=1)
+    data["run"].update(row_group_size=50, seed=1, request_admission={"circuit_breaker_s": breaker_s})
     config = DatasetConfig.from_dict(data)
     folder = Path(tempfile.mkdtemp(prefix="rowloom-outage-"))
     first = SimulatorProcess(SimulatorConfig(**SIM), port=port).start()
@@ -52,6 +57,8 @@ async def scenario(records: int, down_s: float, start_s: float = 3.0) -> dict:
         await asyncio.sleep(start_s)
         await asyncio.to_thread(first.stop)
         marks["stopped_s"] = time.monotonic() - began
+        if down_s == float("inf"):
+            return
         await asyncio.sleep(down_s)
         await asyncio.to_thread(second.start)
         marks["back_s"] = time.monotonic() - began
@@ -66,8 +73,19 @@ async def scenario(records: int, down_s: float, start_s: float = 3.0) -> dict:
         wall = time.monotonic() - began
         task.cancel()
         first.stop()
-        second.stop()
+        if down_s != float("inf"):
+            second.stop()
     summary = json.loads((folder / "out" / "summary.json").read_text())
+    resumed = None
+    if down_s == float("inf"):  # the endpoint is back: the same job again resumes after the last row group
+        marks["stopped_after_s"] = wall - marks.get("stopped_s", wall)
+        second.start()
+        try:
+            await run_job(config, records, output=folder / "out")
+        finally:
+            second.stop()
+        again = json.loads((folder / "out" / "summary.json").read_text())
+        resumed = {k: again[k] for k in ("status", "records_resumed", "records_written", "rows_dropped")}
     log = read_jsonl(folder / "events.jsonl")
     origin = next(e["ts"] for e in log if e["kind"] == "job_started")
     failed = [e["ts"] - origin for e in log if e["kind"] == "request_completed" and e["outcome"] != "success"]
@@ -82,6 +100,7 @@ async def scenario(records: int, down_s: float, start_s: float = 3.0) -> dict:
         "failed_attempts": len(failed),
         "failed_within_s": round(max(failed) - min(failed), 2) if failed else 0.0,
         "endpoints": summary.get("endpoints"),
+        "resumed": resumed,
         "outage_events": [
             {k: e.get(k) for k in ("kind", "failures", "down_for_s", "probes")} | {"at_s": round(e["ts"] - origin, 2)}
             for e in log
@@ -93,9 +112,10 @@ async def scenario(records: int, down_s: float, start_s: float = 3.0) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=600)
-    parser.add_argument("--down-s", type=float, default=20.0)
+    parser.add_argument("--down-s", type=float, default=20.0, help="seconds gone; inf: for good")
+    parser.add_argument("--breaker-s", type=float, default=300.0, help="request_admission.circuit_breaker_s")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(scenario(args.records, args.down_s)), indent=1))
+    print(json.dumps(asyncio.run(scenario(args.records, args.down_s, args.breaker_s)), indent=1))
 
 
 if __name__ == "__main__":
