@@ -157,12 +157,9 @@ class LoadCurve:
         spread = self.spread() ** 2
         # A point's mean is known to its sampling error, but never better than `_SYSTEMATIC`: latency also moves
         # with what the model leaves out (the prompt mix, the host), and a curve fitted to that finds a false knee.
-        points = [
-            (math.log(load), 1.0 / (spread / w + _SYSTEMATIC**2), y) for load, w, y in self.points(min_weight)
-        ]
+        points = [(math.log(load), 1.0 / (spread / w + _SYSTEMATIC**2), y) for load, w, y in self.points(min_weight)]
         if len(points) < 2 or points[-1][0] - points[0][0] < math.log(_MIN_RANGE):
             return None  # loads this close say nothing about how latency grows with load
-        noise = 1.0  # the weights carry the noise
         lowest, highest = math.exp(points[0][0]), math.exp(points[-1][0])
         line_slope, line_sse = _fit_line(points, 1.5)
         _, flat_sse = _fit_line(points, 0.0)
@@ -170,15 +167,15 @@ class LoadCurve:
         past = Knee(lowest, True, 1.0, lowest, highest)
         none = Knee(None, False, line_slope, lowest, highest)
         candidates = [
-            (flat_sse / noise + penalty, Knee(None, False, 0.0, lowest, highest)),
-            (line_sse / noise + 2 * penalty, past if line_slope >= 0.9 else none),
+            (flat_sse + penalty, Knee(None, False, 0.0, lowest, highest)),
+            (line_sse + 2 * penalty, past if line_slope >= 0.9 else none),
         ]
-        if past_sse <= flat_sse - 2 * penalty * noise:  # it cuts below every load seen: it must beat flat clearly
-            candidates.append((past_sse / noise + penalty, past))
+        if past_sse <= flat_sse - 2 * penalty:  # it cuts below every load seen: it must beat flat clearly
+            candidates.append((past_sse + penalty, past))
         for knee_x, _, _ in points[1:-1]:
             shifted = [(min(x, knee_x), w, y - max(0.0, x - knee_x)) for x, w, y in points]
             slope, sse = _fit_line(shifted, 1.0)
-            candidates.append((sse / noise + 3 * penalty, Knee(math.exp(knee_x), False, slope, lowest, highest)))
+            candidates.append((sse + 3 * penalty, Knee(math.exp(knee_x), False, slope, lowest, highest)))
         return min(candidates, key=lambda candidate: candidate[0])[1]
 
     def highest_load(self, *, min_weight: float) -> float:
