@@ -5,7 +5,7 @@ Owns the values of an admitted row group until it is checkpointed; knows nothing
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,13 +33,18 @@ class RowGroupState:
 
     Every `mark_*` call returns the tasks that became ready because of it, so readiness is pushed, never scanned.
     Values are kept per output name; a column with companion outputs delivers a dict per row, and a skipped
-    cell (`SKIPPED`) fills every output of its column.
+    cell (`SKIPPED`) fills every output of its column. `on_row_done` is called once per row, the moment its
+    last cell has a value (a dropped row is never done), so progress counts rows long before the row group
+    is complete.
     """
 
-    def __init__(self, plan: Plan, spec: RowGroupSpec):
+    def __init__(self, plan: Plan, spec: RowGroupSpec, on_row_done: Callable[[], None] | None = None):
         self.plan = plan
         self.spec = spec
         n = spec.count
+        self.rows_done = 0
+        self._on_row_done = on_row_done
+        self._columns_left = [len(plan.columns)] * n  # per row: columns that have not delivered its value
         self.values: dict[str, list[Any]] = {out: [None] * n for c in plan.columns for out in c.outputs}
         self.dropped: dict[int, str] = {}
         self._done: dict[str, bytearray] = {c.name: bytearray(n) for c in plan.columns if c.per_cell}
@@ -114,6 +119,7 @@ class RowGroupState:
         done[row] = 1
         plan = self.plan.column(column)
         self._store(plan, row, value)
+        self._column_delivered(row)
         ready = self._row_input_done(plan, row)
         self._remaining[column] -= 1
         return ready + self._maybe_column_complete(column)
@@ -133,6 +139,7 @@ class RowGroupState:
             self.values[column] = [None if isinstance(v, FailedCell) else v for v in values]
         ready: list[Task] = []
         for row in self.live_rows:
+            self._column_delivered(row)
             ready += self._row_input_done(plan, row)
         self._remaining[column] = 0
         return ready + self._maybe_column_complete(column)
@@ -150,6 +157,13 @@ class RowGroupState:
         return ready
 
     # ------------------------------------------------------------ internals
+
+    def _column_delivered(self, row: int) -> None:
+        self._columns_left[row] -= 1
+        if self._columns_left[row] == 0:
+            self.rows_done += 1
+            if self._on_row_done is not None:
+                self._on_row_done()
 
     def _store(self, plan: ColumnPlan, row: int, value: Any) -> None:
         if value is SKIPPED:

@@ -210,7 +210,7 @@ class Scheduler:
             if not ok:
                 return
             self.pending.popleft()
-            state = RowGroupState(self.plan, spec)
+            state = RowGroupState(self.plan, spec, on_row_done=self.progress.row_done)
             self.active[spec.index] = state
             self.progress.row_groups_in_flight = len(self.active)
             with correlate(row_group=spec.index):

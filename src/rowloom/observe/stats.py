@@ -1,4 +1,5 @@
-"""Request counters built from request events: outcomes, 429s, in-flight, tokens, latency, endpoint outages.
+"""Request counters built from request events: outcomes, 429s, in-flight and limit per endpoint, tokens, latency,
+endpoint outages.
 
 A sink like any other, so the summary, the progress line and benchmarks read one source of truth.
 """
@@ -13,7 +14,11 @@ from rowloom.observe.events.base import Event
 
 
 class RequestStats:
-    """Counts request attempts by outcome; tracks requests in flight, token usage and endpoint outages."""
+    """Counts request attempts by outcome; tracks requests in flight (per endpoint, against its limit), token
+    usage and endpoint outages.
+
+    Built from events only, so it reads the same whether the requests ran in this process or on Ray workers.
+    """
 
     def __init__(self) -> None:
         self.by_outcome: Counter[str] = Counter()
@@ -23,6 +28,8 @@ class RequestStats:
         self.tokens = 0
         self.latency_sum_s = 0.0
         self.keys: set[str] = set()  # endpoints that finished a request attempt
+        self.in_flight_by_key: Counter[str] = Counter()
+        self.limits: dict[str, int] = {}  # each endpoint's request limit, as last announced
         self.outages: Counter[str] = Counter()
         self.down_total_s: Counter[str] = Counter()  # seconds down in finished outages, per endpoint
         # Endpoints down now: provider name and when the event arrived (this process's monotonic clock, so a
@@ -34,8 +41,12 @@ class RequestStats:
         if kind == "request_admitted":
             self.in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+            self.in_flight_by_key[event.key] += 1  # type: ignore[attr-defined]
+            self.limits[event.key] = int(event.limit)  # type: ignore[attr-defined]
         elif kind == "request_completed":
             self.in_flight = max(0, self.in_flight - 1)
+            key = event.key  # type: ignore[attr-defined]
+            self.in_flight_by_key[key] = max(0, self.in_flight_by_key[key] - 1)
             outcome = str(getattr(event, "outcome", "unknown"))
             self.by_outcome[outcome] += 1
             if outcome == "rate_limited":
@@ -43,6 +54,12 @@ class RequestStats:
             self.tokens += int(getattr(event, "tokens", 0) or 0)
             self.latency_sum_s += float(getattr(event, "latency_s", 0.0) or 0.0)
             self.keys.add(event.key)  # type: ignore[attr-defined]
+        elif kind == "limit_changed":
+            self.limits[event.key] = int(event.new)  # type: ignore[attr-defined]
+        elif kind == "capacity_snapshot":  # the limits before any request (job start) and between changes
+            for key, view in event.endpoints.items():  # type: ignore[attr-defined]
+                if view.get("limit") is not None:
+                    self.limits[key] = int(view["limit"])
         elif kind == "endpoint_down":
             key = event.key  # type: ignore[attr-defined]
             self.outages[key] += 1
@@ -64,9 +81,22 @@ class RequestStats:
         """(provider, seconds down) of every provider with an endpoint down now, longest first."""
         now = time.monotonic()
         since: dict[str, float] = {}
-        for name, at in self.down.values():
+        for name, at in list(self.down.values()):  # copied: the event loop may change it meanwhile
             since[name] = min(at, since.get(name, at))
         return sorted(((name, now - at) for name, at in since.items()), key=lambda d: -d[1])
+
+    def loads(self) -> list[tuple[str, int, int]]:
+        """(name, requests in flight, limit) per endpoint with a known limit, in name order. The name is the
+        provider's (a key label is `provider/model`) when the provider has one endpoint, else the whole label."""
+        # Copies first: a display thread reads while the event loop adds keys (copying a dict of str keys is
+        # atomic under the GIL; iterating one that grows is not).
+        limits, in_flight = dict(self.limits), dict(self.in_flight_by_key)
+        providers = Counter(key.split("/", 1)[0] for key in limits)
+        rows = []
+        for key, limit in limits.items():
+            provider = key.split("/", 1)[0]
+            rows.append((provider if providers[provider] == 1 else key, in_flight.get(key, 0), limit))
+        return sorted(rows)
 
     def endpoints(self) -> dict[str, dict[str, Any]]:
         """The `endpoints` section of summary.json: per endpoint, its outages and the seconds it was down."""

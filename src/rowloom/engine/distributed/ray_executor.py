@@ -228,6 +228,7 @@ def run_distributed(
                     events.emit(event)
                 entry = delivery.entry
                 if entry is not None and store.record(entry):
+                    progress.rows_done += entry.rows  # the driver learns of a worker's rows only when written
                     progress.records_written += entry.rows
                     progress.rows_dropped += entry.dropped
                     progress.dropped_by_reason.update(delivery.dropped_by_reason)
