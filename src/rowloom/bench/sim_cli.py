@@ -222,4 +222,6 @@ class _ControlPipe:
 
 def main() -> None:
     """Entry point for `python -m rowloom.bench.simulator`."""
-    typer.run(sim)
+    app = typer.Typer(add_completion=False, rich_markup_mode=None)  # plain help, as `rowloom sim --help`
+    app.command()(sim)
+    app()

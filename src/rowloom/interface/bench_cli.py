@@ -7,27 +7,33 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from rowloom.bench import suite
 from rowloom.errors import RowloomError
+from rowloom.interface.output import CliConsole, Grid, print_grid
 
 bench_app = typer.Typer(
     help="Benchmarks against the provider simulator: span vs ideal, utilisation, idle split, CPU, memory.",
     invoke_without_command=True,
     no_args_is_help=False,
+    rich_markup_mode=None,  # click's plain help: option names whole at any width
 )
-console = Console()
+console = CliConsole()
 
 
 def _print_table(document: dict) -> None:
-    table = Table(title="rowloom bench" + (" (quick)" if document.get("quick") else ""))
-    for header, _ in suite.TABLE_COLUMNS:
-        table.add_column(header)
-    for row in suite.table_rows(document):
-        table.add_row(*row)
-    console.print(table)
+    """The results: a table where it fits, else one block per scenario (`metric: value`), Markdown into a file."""
+    title = "rowloom bench" + (" (quick)" if document.get("quick") else "")
+    print_grid(console, Grid(title, [header for header, _ in suite.TABLE_COLUMNS], suite.table_rows(document)))
+
+
+def _print_comparison(title: str, rows: list[list[str]]) -> None:
+    """Rows of (scenario, metric, A, B, change): a table where it fits, else one block per scenario with a
+    `metric: A → B (change)` line per metric."""
+    blocks: dict[str, list[str]] = {}
+    for scenario, metric, a, b, change in rows:
+        blocks.setdefault(scenario, []).append(f"{metric}: {a} → {b} ({change})")
+    print_grid(console, Grid(title, ["scenario", "metric", "A", "B", "change"], rows, list(blocks.items())))
 
 
 @bench_app.callback()
@@ -149,9 +155,4 @@ def limits(
 def compare(a: Path, b: Path) -> None:
     """Compare two bench.json files metric by metric."""
     docs = [json.loads(p.read_text()) for p in (a, b)]
-    table = Table(title=f"{a} → {b}")
-    for header in ("scenario", "metric", "A", "B", "change"):
-        table.add_column(header)
-    for row in suite.compare(*docs):
-        table.add_row(*row)
-    console.print(table)
+    _print_comparison(f"{a} → {b}", suite.compare(*docs))

@@ -16,8 +16,6 @@ from typing import Annotated
 from urllib.parse import urlparse
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from rowloom.bench.sim_cli import sim
 from rowloom.config.dataset import DatasetConfig
@@ -27,6 +25,7 @@ from rowloom.engine.progress import RunProgress
 from rowloom.errors import ConfigError, RowloomError, RunAborted, RunInterrupted
 from rowloom.interface.bench_cli import bench_app
 from rowloom.interface.export_cli import export_app
+from rowloom.interface.output import CliConsole, print_records
 from rowloom.interface.progress import ProgressDisplay
 from rowloom.observe.sinks import EventSink, FanoutSink, JsonlSink
 
@@ -36,9 +35,10 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # click's plain help: option names whole at any width, no <bool> on flags
 )
-console = Console(stderr=True)
-out = Console()
+console = CliConsole(stderr=True)
+out = CliConsole()
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -55,7 +55,7 @@ class ExecutorChoice(StrEnum):
     ray = "ray"
 
 
-ConfigArg = Annotated[Path, typer.Argument(help="Dataset config (YAML or JSON).", show_default=False)]
+ConfigArg = Annotated[Path, typer.Argument(help="Dataset config (YAML or JSON).", show_default=False, metavar="CONFIG")]
 
 
 def _load(path: Path) -> DatasetConfig:
@@ -269,12 +269,7 @@ def preview(
         console.print(f"[red]Error[/red]: {exc}", highlight=False)
         raise typer.Exit(EXIT_ERROR) from None
     frame = result.to_pandas()
-    table = Table(show_lines=True)
-    for name in frame.columns:
-        table.add_column(str(name), overflow="fold", max_width=60)
-    for _, row in frame.iterrows():
-        table.add_row(*[_cell(v) for v in row])
-    out.print(table)
+    print_records(out, [str(name) for name in frame.columns], [[_cell(v) for v in row] for _, row in frame.iterrows()])
     if result.summary["rows_dropped"]:
         out.print(f"{result.summary['rows_dropped']} rows dropped: {result.summary['rows_dropped_by_reason']}")
 

@@ -49,5 +49,5 @@ def export(
     typer.echo(f"wrote {result.records} records to {output}{left_out}")
 
 
-export_app = typer.Typer(add_completion=False, help="Export a finished run as JSONL.")
+export_app = typer.Typer(add_completion=False, help="Export a finished run as JSONL.", rich_markup_mode=None)
 export_app.command()(export)
