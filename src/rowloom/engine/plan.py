@@ -41,11 +41,23 @@ class ColumnPlan:
 
 @dataclass(frozen=True, slots=True)
 class RowGroupSpec:
-    """A slice of the dataset: row group `index` covers global rows [start, start + count)."""
+    """A slice of the dataset: row group `index` covers global rows [start, start + count).
+
+    Samplers draw from stream `stream` (the block of `row_group_size` rows holding `start`), skipping the
+    `offset` rows of that block before `start`. A fresh run's row groups are the blocks (stream = index,
+    offset 0); a run extended from an unaligned record count has one row group that completes the last short
+    one, so every row draws what a fresh run of the larger count draws for it.
+    """
 
     index: int
     start: int
     count: int
+    stream: int = -1  # -1: the row group's own index
+    offset: int = 0
+
+    def __post_init__(self) -> None:
+        if self.stream < 0:
+            object.__setattr__(self, "stream", self.index)
 
 
 @dataclass(frozen=True)
@@ -79,16 +91,22 @@ class Plan:
         return sorted({c.model_alias for c in self.columns if c.model_alias})
 
 
-def row_groups(num_records: int, size: int) -> tuple[RowGroupSpec, ...]:
-    """Split `num_records` into row groups of `size` (the last one may be shorter)."""
+def row_groups(num_records: int, size: int, extended_from: tuple[int, ...] = ()) -> tuple[RowGroupSpec, ...]:
+    """Split `num_records` into row groups of `size`, cut at multiples of `size` (the last one may be shorter).
+
+    A run extended from earlier, smaller record counts (`extended_from`) is also cut at each of them: the row
+    groups before such a count were written by the earlier run and stay as they are.
+    """
+    cuts = sorted({*range(0, num_records, size), *(n for n in extended_from if 0 < n < num_records)})
     return tuple(
-        RowGroupSpec(index=i, start=start, count=min(size, num_records - start))
-        for i, start in enumerate(range(0, num_records, size))
+        RowGroupSpec(index=i, start=start, count=end - start, stream=start // size, offset=start % size)
+        for i, (start, end) in enumerate(zip(cuts, [*cuts[1:], num_records], strict=True))
     )
 
 
-def build_plan(config: DatasetConfig, num_records: int) -> Plan:
-    """Order the columns by their dependencies and split the records into row groups."""
+def build_plan(config: DatasetConfig, num_records: int, extended_from: tuple[int, ...] = ()) -> Plan:
+    """Order the columns by their dependencies and split the records into row groups (see `row_groups` for
+    `extended_from`)."""
     if num_records < 1:
         raise ConfigError(
             ConfigProblem("num_records", f"must be at least 1, got {num_records}", "pass a positive number")
@@ -128,4 +146,5 @@ def build_plan(config: DatasetConfig, num_records: int) -> Plan:
                 input_columns=tuple(upstream[name]),
             )
         )
-    return Plan(columns=tuple(plans), row_groups=row_groups(num_records, config.run.row_group_size))
+    groups = row_groups(num_records, config.run.row_group_size, extended_from)
+    return Plan(columns=tuple(plans), row_groups=groups)

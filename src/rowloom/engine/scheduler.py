@@ -294,7 +294,7 @@ class Scheduler:
             return await generator.cell(state.row_values(task.row, column.inputs))
         ctx = BatchContext(
             spec=state.spec,
-            rng=rng_for(self.seed, task.column, task.row_group),
+            rng=rng_for(self.seed, task.column, state.spec.stream),
             inputs=state.column_values(column.inputs),
             live_rows=state.live_rows,
         )

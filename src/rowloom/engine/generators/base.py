@@ -67,7 +67,8 @@ class Generator:
         raise NotImplementedError(f"{type(self).__name__} is a cell generator")
 
 
-def rng_for(seed: int, column: str, row_group: int) -> np.random.Generator:
-    """A generator whose draws depend only on (run seed, column, row group): resumed runs repeat them."""
+def rng_for(seed: int, column: str, stream: int) -> np.random.Generator:
+    """A generator whose draws depend only on (run seed, column, stream): resumed runs repeat them. A row group's
+    stream is `RowGroupSpec.stream` (its index, in a run that was never extended)."""
     column_key = int.from_bytes(hashlib.blake2b(column.encode(), digest_size=8).digest(), "little")
-    return np.random.default_rng([seed & 0xFFFFFFFFFFFFFFFF, column_key, row_group])
+    return np.random.default_rng([seed & 0xFFFFFFFFFFFFFFFF, column_key, stream])

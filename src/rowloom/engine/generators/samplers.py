@@ -1,6 +1,9 @@
 """Sampler columns: seeded, vectorised draws per row group (category, subcategory, uniform, gaussian, …).
 
-Draws depend only on (seed, column, row group), so a resumed run reproduces every value.
+Draws depend only on (seed, column, row), so a resumed or extended run reproduces every value: a row group draws
+from its stream (see `RowGroupSpec`) from the first row of that stream, and keeps the draws from its own rows on.
+Every numpy draw used here is sequential (the first k of n draws are the k draws), which is what makes a row
+group that starts inside a stream get the values a whole stream would give its rows.
 """
 
 from __future__ import annotations
@@ -31,8 +34,12 @@ class SamplerGenerator(Generator):
 
     async def batch(self, ctx: BatchContext) -> list[Any]:
         column = self.plan.column
-        n = ctx.spec.count
-        rng = ctx.rng
+        if isinstance(column, SubcategorySampler):
+            return self._subcategory(column, ctx)
+        skip = ctx.spec.offset  # the stream's rows before this row group: drawn, then left out
+        return self._draw(column, skip + ctx.spec.count, ctx.rng)[skip:]
+
+    def _draw(self, column: Any, n: int, rng: np.random.Generator) -> list[Any]:
         if isinstance(column, CategorySampler):
             p = None
             if column.weights is not None:
@@ -40,8 +47,6 @@ class SamplerGenerator(Generator):
                 p = w / w.sum()
             picks = rng.choice(len(column.values), size=n, p=p)
             return [column.values[i] for i in picks]
-        if isinstance(column, SubcategorySampler):
-            return self._subcategory(column, ctx)
         if isinstance(column, UniformSampler):
             if column.integer:
                 return [int(v) for v in rng.integers(int(column.low), int(column.high) + 1, size=n)]
@@ -65,7 +70,7 @@ class SamplerGenerator(Generator):
 
     def _subcategory(self, column: SubcategorySampler, ctx: BatchContext) -> list[Any]:
         parents = ctx.inputs[column.category]
-        picks = ctx.rng.random(size=ctx.spec.count)
+        picks = ctx.rng.random(size=ctx.spec.offset + ctx.spec.count)[ctx.spec.offset :]
         out: list[Any] = [None] * ctx.spec.count
         for row in ctx.live_rows:
             key = parents[row]
