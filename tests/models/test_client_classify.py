@@ -24,6 +24,7 @@ from rowloom.models.types import (
     ClientRequestError,
     ConnectionFailed,
     EmbeddingResponse,
+    KeyRejected,
     Outcome,
     Overloaded,
     RateLimited,
@@ -137,9 +138,9 @@ def test_redaction_hides_credentials_whatever_their_case() -> None:
         (
             429,
             b'{"error":{"message":"You exceeded your quota","code":"insufficient_quota"}}',
-            ClientRequestError,
+            KeyRejected,
         ),
-        (429, b'{"error":{"message":"quota","type":"insufficient_quota","code":null}}', ClientRequestError),
+        (429, b'{"error":{"message":"quota","type":"insufficient_quota","code":null}}', KeyRejected),
         (503, b"busy", Overloaded),
         (529, b'{"error":{"message":"overloaded"}}', Overloaded),
         (408, b"", RequestTimeout),
@@ -147,7 +148,8 @@ def test_redaction_hides_credentials_whatever_their_case() -> None:
         (500, b"boom", ServerError),
         (502, b"bad gateway", ServerError),
         (400, b'{"error":{"message":"bad"}}', ClientRequestError),
-        (401, b'{"error":{"message":"no key"}}', ClientRequestError),
+        (401, b'{"error":{"message":"no key"}}', KeyRejected),
+        (403, b'{"error":{"message":"no access"}}', KeyRejected),
         (404, b"not found", ClientRequestError),
         (307, b"", ClientRequestError),
     ],
@@ -169,6 +171,17 @@ def test_quota_exhausted_is_not_retryable_but_rate_limit_is() -> None:
     limited = classify_status(429, {}, b'{"error":{"message":"rpm"}}', 0.0)
     assert (quota.retryable, quota.outcome) == (False, Outcome.CLIENT_ERROR)
     assert (limited.retryable, limited.outcome) == (True, Outcome.RATE_LIMITED)
+
+
+def test_a_refused_key_is_the_endpoints_error_and_any_other_client_error_the_requests() -> None:
+    """No request can get past a 401/403 or an exhausted quota; a 400 or 404 may be one request's own."""
+    for status, body in [(401, b""), (403, b""), (429, b'{"error":{"code":"insufficient_quota","message":"q"}}')]:
+        error = classify_status(status, {}, body, 0.0)
+        assert isinstance(error, ClientRequestError) and error.endpoint_wide, status
+    assert classify_status(401, {}, b"", 0.0).reason == "401 Unauthorized"
+    assert classify_status(403, {}, b"", 0.0).reason == "403 Forbidden"
+    for status in (400, 404, 422):
+        assert not classify_status(status, {}, b"", 0.0).endpoint_wide, status
 
 
 def test_client_error_keeps_provider_message_truncated() -> None:

@@ -22,6 +22,7 @@ from rowloom.models.types import (
     ChatRequest,
     ClientRequestError,
     ConnectionFailed,
+    KeyRejected,
     Outcome,
     Overloaded,
     ProviderError,
@@ -251,11 +252,11 @@ async def test_429_with_http_date_retry_after(fake_provider, make_client) -> Non
     assert 28.0 <= error.retry_after_s <= 31.0
 
 
-async def test_429_insufficient_quota_is_a_client_error_not_retried(fake_provider, make_client) -> None:
+async def test_429_insufficient_quota_is_a_refused_key_not_retried(fake_provider, make_client) -> None:
     error = await _chat_error(make_client(fake_provider.url("429-quota")))
-    assert type(error) is ClientRequestError
+    assert type(error) is KeyRejected and error.endpoint_wide
     assert (error.status, error.retryable, error.outcome) == (429, False, Outcome.CLIENT_ERROR)
-    assert "quota" in str(error)
+    assert "quota" in str(error) and "add credit" in error.advice
 
 
 @pytest.mark.parametrize(("case", "retry_after"), [("503", 4.0), ("529", None)])
@@ -285,11 +286,28 @@ async def test_400_keeps_the_provider_message_truncated(fake_provider, make_clie
     assert len(str(error)) <= 520
 
 
-async def test_401_is_a_client_error(fake_provider, make_client) -> None:
+async def test_401_is_a_refused_key(fake_provider, make_client) -> None:
     error = await _chat_error(make_client(fake_provider.url("401")))
-    assert type(error) is ClientRequestError
-    assert error.status == 401
+    assert type(error) is KeyRejected and error.endpoint_wide
+    assert (error.status, error.reason) == (401, "401 Unauthorized")
     assert "Incorrect API key provided" in str(error)
+
+
+async def test_a_refused_keys_advice_names_where_the_key_comes_from(fake_provider, make_client, tmp_path, monkeypatch):
+    """The variable (set or not) or the file, never the key; with none configured, how to configure one."""
+    url = fake_provider.url("401")
+    monkeypatch.delenv("ROWLOOM_TEST_UNSET_KEY", raising=False)
+    unset = await _chat_error(make_client(url, api_key_env="ROWLOOM_TEST_UNSET_KEY"))
+    assert unset.advice == "set ROWLOOM_TEST_UNSET_KEY (it is not set, so no key was sent)"
+    monkeypatch.setenv("ROWLOOM_TEST_SET_KEY", "sk-wrong-key")
+    wrong = await _chat_error(make_client(url, api_key_env="ROWLOOM_TEST_SET_KEY"))
+    assert wrong.advice.startswith("the key in ROWLOOM_TEST_SET_KEY was refused") and "sk-wrong" not in wrong.advice
+    (tmp_path / "key").write_text("sk-from-file\n")
+    provider = ProviderConfig(name="p", base_url=url, api_key_file=str(tmp_path / "key"))
+    from_file = await _chat_error(OpenAIClient(provider))
+    assert f"the key in the file {tmp_path / 'key'} (api_key_file) was refused" in from_file.advice
+    none = await _chat_error(make_client(url))
+    assert "no key is configured for provider 'p'" in none.advice and "api_key_env" in none.advice
 
 
 async def test_client_side_timeout_is_a_request_timeout(fake_provider, make_client) -> None:

@@ -15,7 +15,13 @@ from rowloom.config.models import ModelConfig, ProviderConfig
 from rowloom.config.request_admission import RequestAdmissionConfig
 from rowloom.errors import RowloomError, RunAborted
 from rowloom.models.admission import FixedLimit, RequestAdmissionController
-from rowloom.models.executor import EndpointUnavailable, EndpointUnreachable, ModelRequestExecutor, RequestFailed
+from rowloom.models.executor import (
+    EndpointRejected,
+    EndpointUnavailable,
+    EndpointUnreachable,
+    ModelRequestExecutor,
+    RequestFailed,
+)
 from rowloom.models.types import (
     ChatRequest,
     ChatResponse,
@@ -23,6 +29,7 @@ from rowloom.models.types import (
     ConnectionFailed,
     EmbeddingResponse,
     InvalidReply,
+    KeyRejected,
     Overloaded,
     RateLimited,
     RateLimitInfo,
@@ -179,6 +186,24 @@ async def test_a_client_error_fails_fast_with_the_providers_message():
     assert "The model `m` does not exist" in str(failure) and "'a'" in str(failure)
     assert len(client.attempts) == 1 and clock.sleeps == []
     assert outcomes(sink) == ["client_error"]
+
+
+async def test_a_refused_key_stops_every_caller_of_the_endpoint_at_once_instead_of_dropping_rows():
+    refused = KeyRejected("HTTP 401 Unauthorized: bad key", status=401, reason="401 Unauthorized", advice="set K")
+    executor, client, clock, sink = build(refused, limit=2)
+    results = await asyncio.gather(*(executor.chat("a", REQUEST) for _ in range(6)), return_exceptions=True)
+    assert all(isinstance(r, EndpointRejected) for r in results), results  # the endpoint's error, not RequestFailed
+    error = results[0]
+    assert isinstance(error, RunAborted) and error.reason == "401 Unauthorized"
+    assert (
+        str(error)
+        == "p rejected the API key (401 Unauthorized): set K. http://127.0.0.1:9/v1 (model 'm') said: bad key"
+    )
+    assert len(client.attempts) == 1 and clock.sleeps == []  # the first refusal stops the others before they go out
+    assert outcomes(sink) == ["client_error"]
+    with pytest.raises(EndpointRejected):
+        await executor.chat("a", REQUEST)
+    assert len(client.attempts) == 1
 
 
 async def test_exhausted_retries_raise_request_failed_with_the_last_outcome_and_message():

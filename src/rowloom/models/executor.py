@@ -18,12 +18,13 @@ from rowloom.config.models import ModelConfig, ProviderConfig
 from rowloom.config.request_admission import RequestAdmissionConfig
 from rowloom.errors import RowloomError
 from rowloom.models.admission import RequestAdmissionController, ResourceKey
-from rowloom.models.admission.health import EndpointUnavailable, EndpointUnreachable
+from rowloom.models.admission.health import EndpointRejected, EndpointUnavailable, EndpointUnreachable, public_url
 from rowloom.models.types import (
     ChatClient,
     ChatRequest,
     ChatResponse,
     EmbeddingResponse,
+    KeyRejected,
     Outcome,
     ProviderError,
 )
@@ -34,7 +35,7 @@ from rowloom.observe.sinks import EventSink, NullSink
 
 R = TypeVar("R", ChatResponse, EmbeddingResponse)
 
-__all__ = ["EndpointUnavailable", "EndpointUnreachable", "ModelRequestExecutor", "RequestFailed"]
+__all__ = ["EndpointRejected", "EndpointUnavailable", "EndpointUnreachable", "ModelRequestExecutor", "RequestFailed"]
 
 _CANCELLATIONS = (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit)
 
@@ -67,6 +68,9 @@ class ModelRequestExecutor:
       row's — it spends no attempt and no backoff, and the retry waits in request admission for the probe
       that finds the endpoint back.
     * Non-retryable 4xx: `RequestFailed` at once, with the provider's message.
+    * Except an error no row can get past (`endpoint_wide`: a refused key): the endpoint's, not the row's — the
+      first one fails the key in request admission (as an ended breaker does) with `EndpointRejected`, so every
+      caller of the endpoint stops at once instead of dropping row after row.
     * A bug (any other exception) releases the lease as UNEXPECTED and propagates unchanged; cancellation and
       Ctrl-C release as CANCELLED and propagate.
     * An endpoint whose breaker (or start-up grace) ran out raises `EndpointUnavailable` (or its setup-error
@@ -171,6 +175,8 @@ class ModelRequestExecutor:
                     return result
                 if error.outcome is Outcome.SUCCESS:  # e.g. InvalidReply: the endpoint did its job
                     raise error
+                if error.endpoint_wide and self.admission.failure(key) is None:
+                    self.admission.fail_key(key, self._rejected(alias, error))
                 if (stopped := self.admission.failure(key)) is not None:
                     raise stopped  # the endpoint's breaker ran out: the run stops
                 if error.outcome.is_unavailable and self.admission.down(key):
@@ -227,6 +233,20 @@ class ModelRequestExecutor:
         if client is None:
             raise RowloomError(f"no client for provider {provider.name!r} (model alias {alias!r})")
         return client
+
+    def _rejected(self, alias: str, error: ProviderError) -> EndpointRejected:
+        """The setup error that stops the run when an endpoint refuses every request (its key)."""
+        model, provider = self._models[alias]
+        reason = error.reason if isinstance(error, KeyRejected) else f"HTTP {error.status}"
+        advice = error.advice if isinstance(error, KeyRejected) else "check the provider's settings"
+        return EndpointRejected(
+            provider=provider.name,
+            model=model.model,
+            base_url=public_url(provider.base_url),
+            reason=reason,
+            advice=advice or "check the provider's key settings",
+            last_error=str(error).removeprefix(f"HTTP {reason}: "),
+        )
 
     def _register(self, alias: str, domain: str) -> None:
         if (alias, domain) not in self._registered:

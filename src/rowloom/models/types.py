@@ -106,6 +106,9 @@ class ProviderError(RowloomError):
 
     outcome: Outcome = Outcome.SERVER_ERROR
     retryable: bool = True
+    #: No request to this endpoint can get past this error until the user acts (a refused key): it is the
+    #: endpoint's failure, not the row's, and the first one stops every request to the endpoint.
+    endpoint_wide: bool = False
 
     def __init__(
         self,
@@ -159,6 +162,22 @@ class ClientRequestError(ProviderError):
 
     outcome = Outcome.CLIENT_ERROR
     retryable = False
+
+
+class KeyRejected(ClientRequestError):
+    """HTTP 401/403, or a 429 `insufficient_quota`: the provider refuses the key (missing, wrong, without access or
+    out of quota). No row can get past it, so the first one stops the endpoint (`endpoint_wide`).
+
+    `reason` is the status in words (`401 Unauthorized`); `advice` says what to change. Classification fills in
+    what the reply alone tells (quota); the client, which knows where its key came from, fills in the rest.
+    """
+
+    endpoint_wide = True
+
+    def __init__(self, message: str, *, reason: str, advice: str = "", **fields: Any):
+        super().__init__(message, **fields)
+        self.reason = reason
+        self.advice = advice
 
 
 class InvalidReply(ProviderError):

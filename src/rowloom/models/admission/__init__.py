@@ -8,7 +8,12 @@ from rowloom.models.admission.controller import RequestAdmissionController
 from rowloom.models.admission.cooldown import Cooldown, Pause
 from rowloom.models.admission.errors import AdmissionClosed, AdmissionTimeout
 from rowloom.models.admission.fair_queue import FairQueue, Selection, StaleSelection
-from rowloom.models.admission.health import EndpointHealth, EndpointUnavailable, EndpointUnreachable
+from rowloom.models.admission.health import (
+    EndpointHealth,
+    EndpointRejected,
+    EndpointUnavailable,
+    EndpointUnreachable,
+)
 from rowloom.models.admission.keys import Domain, ResourceKey
 from rowloom.models.admission.leases import LeaseLedger, ReleaseStatus, RequestLease
 from rowloom.models.admission.limits import (
@@ -32,6 +37,7 @@ __all__ = [
     "Domain",
     "EndpointHealth",
     "EndpointRegistry",
+    "EndpointRejected",
     "EndpointUnavailable",
     "EndpointUnreachable",
     "FairQueue",

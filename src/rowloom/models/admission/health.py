@@ -95,6 +95,23 @@ class EndpointUnreachable(EndpointUnavailable):
         )
 
 
+class EndpointRejected(EndpointUnavailable):
+    """A setup error: the endpoint refused the API key (401/403) or the account's quota (429 insufficient_quota).
+    No request can get past that, so the first such reply stops the run instead of dropping row after row; rows
+    already written are kept. The message leads with what to change (`advice`)."""
+
+    def __init__(self, *, provider: str, model: str, base_url: str, reason: str, advice: str, last_error: str):
+        self.reason = reason
+        self.advice = advice
+        super().__init__(provider=provider, model=model, base_url=base_url, failing_for_s=0.0, last_error=last_error)
+
+    def _message(self) -> str:
+        return (
+            f"{self.provider} rejected the API key ({self.reason}): {self.advice}. "
+            f"{self.base_url} (model {self.model!r}) said: {self.last_error}"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Transition:
     """The endpoint went down (`up` False) or came back (`up` True) on the release just fed."""

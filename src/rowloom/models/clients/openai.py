@@ -7,6 +7,7 @@ Owns the HTTP session, the request body and turning status/headers/body (or a tr
 from __future__ import annotations
 
 import asyncio
+import http
 import ipaddress
 import os
 import time
@@ -28,6 +29,7 @@ from rowloom.models.types import (
     ClientRequestError,
     ConnectionFailed,
     EmbeddingResponse,
+    KeyRejected,
     Overloaded,
     ProviderError,
     RateLimited,
@@ -44,6 +46,7 @@ __all__ = [
     "classify_embedding_response",
     "classify_exception",
     "classify_status",
+    "key_advice",
     "provider_api_key",
 ]
 
@@ -106,9 +109,9 @@ def classify_status(
 ) -> ProviderError | None:
     """The error a non-2xx reply means, or None for 2xx. Pure: no I/O.
 
-    429 → RateLimited (except `insufficient_quota` → ClientRequestError); 503/529 → Overloaded;
-    408 → RequestTimeout; other 5xx → ServerError (a gateway's 502/504 too: transient, no capacity signal);
-    other statuses → ClientRequestError.
+    429 → RateLimited (except `insufficient_quota` → KeyRejected); 401/403 → KeyRejected (no request can get
+    past a refused key); 503/529 → Overloaded; 408 → RequestTimeout; other 5xx → ServerError (a gateway's
+    502/504 too: transient, no capacity signal); other statuses → ClientRequestError.
     """
     if 200 <= status < 300:
         return None
@@ -128,8 +131,10 @@ def classify_status(
     }
     if status == 429:
         if kind == "insufficient_quota":
-            return ClientRequestError(
+            return KeyRejected(
                 f"HTTP 429 insufficient_quota: the account's quota is exhausted; add credit or change key ({detail})",
+                reason="429 insufficient_quota",
+                advice="the account's quota is exhausted; add credit, or use a key of another account",
                 **fields,
             )
         return RateLimited(f"HTTP 429 rate limited: {detail}", **fields)
@@ -141,6 +146,9 @@ def classify_status(
         return ServerError(f"HTTP {status} gateway error: {detail}", **fields)
     if status >= 500:
         return ServerError(f"HTTP {status} server error: {detail}", **fields)
+    if status in (401, 403):
+        reason = f"{status} {http.HTTPStatus(status).phrase}"
+        return KeyRejected(f"HTTP {reason}: {detail}", reason=reason, **fields)
     if 300 <= status < 400:
         location = headers.get("location", "?")
         return ClientRequestError(
@@ -335,6 +343,26 @@ def provider_api_key(provider: ProviderConfig) -> str | None:
     return key
 
 
+def key_advice(provider: ProviderConfig, key: str | None, *, explicit: bool = False) -> str:
+    """What to do when `provider` refuses the key `key` (None: none was sent), naming where the key comes from
+    (its variable or file, never its value). `explicit`: rowloom chose the key (a local server it started)."""
+    if explicit:
+        return "the key rowloom generated for the server it started was refused; report this as a bug"
+    if provider.api_key_env:
+        if key is None:
+            state = "empty" if os.environ.get(provider.api_key_env) is not None else "not set"
+            return f"set {provider.api_key_env} (it is {state}, so no key was sent)"
+        return f"the key in {provider.api_key_env} was refused; set it to a key this endpoint accepts"
+    if provider.api_key_file:
+        return f"the key in the file {provider.api_key_file} (api_key_file) was refused; put a valid key in it"
+    if any(name.lower() in SECRET_HEADERS for name in provider.extra_headers):
+        return "the credential in extra_headers was refused; fix its value"
+    return (
+        f"no key is configured for provider {provider.name!r}; add api_key_env: VARIABLE (the variable holding "
+        "the key) or api_key_file: PATH to it"
+    )
+
+
 def _public_url(url: str) -> str:
     """`url` without any user:password part, for display."""
     parts = urlsplit(url)
@@ -357,6 +385,7 @@ class OpenAIClient:
         "_closed",
         "_embed_url",
         "_headers",
+        "_key_advice",
         "_loop",
         "_pool_size",
         "_secrets",
@@ -370,8 +399,10 @@ class OpenAIClient:
             raise ValueError(f"pool_size must be at least 1, got {pool_size}")
         self.provider = provider
         self._pool_size = pool_size
+        explicit = api_key is not None
         if api_key is None:
             api_key = provider_api_key(provider)
+        self._key_advice = key_advice(provider, api_key, explicit=explicit)
         # Case-insensitive, so an explicit key replaces an `authorization` extra header instead of doubling it.
         headers = CIMultiDict({"Content-Type": "application/json", "Accept": "application/json"})
         headers.update(provider.extra_headers)
@@ -446,7 +477,10 @@ class OpenAIClient:
             raise self._scrub(error) from cause
 
     def _scrub(self, error: ProviderError) -> ProviderError:
-        """The error with any credential the provider echoed back (some do, in 401 bodies) redacted."""
+        """The error with any credential the provider echoed back (some do, in 401 bodies) redacted, and a refused
+        key's advice saying where the key came from (only the client knows)."""
+        if isinstance(error, KeyRejected) and not error.advice:
+            error.advice = self._key_advice
         message = str(error)
         if any(secret in message for secret in self._secrets):
             for secret in self._secrets:
