@@ -179,6 +179,19 @@ def test_resume_after_a_partial_run_writes_only_the_rest(ray_instance, sim, sing
     _assert_same_rows(tmp_path, single_process)
 
 
+def test_a_shorter_run_is_extended_on_ray_to_the_rows_of_a_single_process(ray_instance, sim, single_process, tmp_path):
+    config = _config(sim)
+    asyncio.run(run_job(config, 95, output=tmp_path))  # ends inside a row group: the extension completes it
+    result = run_distributed(config, RECORDS, output=tmp_path, workers=2)
+    assert result.summary["records_resumed"] == 95 and result.summary["records_written_this_run"] == 105
+    assert json.loads((tmp_path / "manifest.json").read_text())["extended_from"] == [95]
+    _assert_same_rows(tmp_path, single_process)
+    files = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    again = run_distributed(config, RECORDS, output=tmp_path, workers=2)  # complete: nothing to do, Ray not used
+    assert not again.generated and "nothing to do" in again.message
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == files
+
+
 def test_a_killed_driver_leaves_a_run_that_resumes_on_ray(ray_instance, sim, single_process, tmp_path):
     import os
     import signal

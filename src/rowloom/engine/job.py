@@ -6,6 +6,7 @@ The interface layer calls `run_job`; tests and benchmarks can too. Every path cl
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 import uuid
@@ -25,10 +26,12 @@ from rowloom.engine.generators.validation import ValidationGenerator
 from rowloom.engine.output_location import OutputLocation
 from rowloom.engine.plan import build_plan
 from rowloom.engine.progress import RunProgress
+from rowloom.engine.resume import Action, ResumeDecision, decide
 from rowloom.engine.runtime import RequestRuntime
 from rowloom.engine.scheduler import Scheduler
 from rowloom.engine.seed_reader import SeedReader
-from rowloom.engine.storage import OutputStore, ResumeMode
+from rowloom.engine.storage import SUMMARY, OutputStore, ResumeMode
+from rowloom.engine.terms import CLI_TERMS, Terms
 from rowloom.errors import ConfigError, ConfigProblem, RunAborted, RunInterrupted
 from rowloom.observe.clock import SYSTEM_CLOCK, Clock
 from rowloom.observe.context import correlate
@@ -74,6 +77,8 @@ class JobResult:
     files: list[str] = field(default_factory=list)  # part files in row-group order
     tables: list[pa.Table] = field(default_factory=list)
     filesystem: Any = None  # the `pyarrow.fs.FileSystem` holding `files` when the output is a URI
+    generated: bool = True  # False: the folder already held this complete run and nothing was touched
+    message: str = ""  # when nothing was generated: why, in words for the caller (`ResumeDecision.message`)
 
     @classmethod
     def written(cls, store: OutputStore, summary: dict[str, Any]) -> JobResult:
@@ -81,6 +86,36 @@ class JobResult:
         where = store.location
         output = where.local if where.filesystem is None else str(where)
         return cls(output, summary, files=store.files(), filesystem=where.filesystem)
+
+    @classmethod
+    def already_complete(cls, location: OutputLocation, decision: ResumeDecision) -> JobResult:
+        """The result of a run whose folder already held it, complete: its own summary and files, read only."""
+        manifest = decision.manifest or {}
+        try:
+            data = location.read_bytes(SUMMARY)
+            summary = json.loads(data) if data else None
+        except (OSError, ValueError):
+            summary = None
+        if not isinstance(summary, dict):  # removed or damaged: what the manifest says
+            summary = {
+                "status": "completed",
+                "records_requested": manifest.get("num_records"),
+                "records_written": manifest.get("records_written"),
+                "rows_dropped": manifest.get("rows_dropped"),
+                "requests": {},
+                "wall_s": 0.0,
+                "seed": manifest.get("seed"),
+            }
+        entries = sorted(manifest.get("row_groups", []), key=lambda e: e["index"])
+        output = location.local if location.filesystem is None else str(location)
+        return cls(
+            output,
+            summary,
+            files=[location.path(e["file"]) for e in entries],
+            filesystem=location.filesystem,
+            generated=False,
+            message=decision.message,
+        )
 
     def to_arrow(self) -> pa.Table:
         """Every row written (all row groups, in order) as one Arrow table."""
@@ -97,14 +132,12 @@ class JobResult:
         return self.to_arrow().to_pandas()
 
 
-def choose_seed(config: DatasetConfig, output: OutputLocation | None, resume: ResumeMode) -> int:
-    """The run's seed: the config's, else the one of the run being resumed, else a fresh random one."""
+def choose_seed(config: DatasetConfig, decision: ResumeDecision) -> int:
+    """The run's seed: the config's, else the one of the run being resumed or extended, else a fresh random one."""
     if config.run.seed is not None:
         return config.run.seed
-    if output is not None and resume != "never":
-        manifest = OutputStore.read_manifest(output)
-        if manifest and manifest.get("config_fingerprint") == config.fingerprint():
-            return int(manifest["seed"])
+    if decision.seed is not None:
+        return decision.seed
     return random.SystemRandom().randrange(2**63)
 
 
@@ -118,13 +151,23 @@ async def run_job(
     progress: RunProgress | None = None,
     clock: Clock = SYSTEM_CLOCK,
     on_start: Callable[[Scheduler, RequestStats], None] | None = None,
+    terms: Terms = CLI_TERMS,
 ) -> JobResult:
-    """Generate `num_records` rows; with `output=None` keep them in memory (preview) instead of writing."""
+    """Generate `num_records` rows; with `output=None` keep them in memory (preview) instead of writing.
+
+    A folder that already holds this complete run is left as it is (`JobResult.generated` is False); a run of
+    the same config with fewer records is extended. Messages name the caller's arguments as `terms` spell them.
+    """
     started = time.monotonic()
-    plan = build_plan(config, num_records)
-    location = OutputLocation.of(output) if output is not None else None
-    check_export_target(config, location)
-    seed = choose_seed(config, location, resume)
+    location = OutputLocation.of(output, terms) if output is not None else None
+    check_export_target(config, location, terms)
+    decision = ResumeDecision(Action.START)  # a preview writes nothing
+    if location is not None:
+        decision = decide(location, config, num_records, resume, terms)
+        if decision.action is Action.DONE:
+            return JobResult.already_complete(location, decision)
+    plan = build_plan(config, num_records, decision.extended_from)
+    seed = choose_seed(config, decision)
     seed_reader = None
     if config.seed is not None:  # indexing a CSV/JSONL seed reads it once: off the event loop
         seed_reader = await asyncio.to_thread(SeedReader, config.seed, seed)
@@ -136,7 +179,7 @@ async def run_job(
     store = OutputStore(location or OutputLocation("."), config, plan, num_records, seed)
     if location is not None:
         try:
-            store.open(resume)
+            store.open(decision.manifest, decision.extended_from, terms)
         except BaseException:
             if seed_reader is not None:
                 seed_reader.close()
@@ -226,14 +269,14 @@ def end_job(events: EventSink, summary: dict[str, Any], store: OutputStore | Non
         store.finish(summary, complete=summary["status"] == "completed")
 
 
-def check_export_target(config: DatasetConfig, location: OutputLocation | None) -> None:
+def check_export_target(config: DatasetConfig, location: OutputLocation | None, terms: Terms = CLI_TERMS) -> None:
     """`export:` writes beside the output: refuse a URI output before anything is generated."""
     if config.export is not None and location is not None and location.local is None:
         raise ConfigError(
             ConfigProblem(
                 "export",
                 f"writes a file beside the output folder, which must then be local (got {location})",
-                "remove export: and run `rowloom export` on a local copy, or give a local --output",
+                f"remove export: and run `rowloom export` on a local copy, or give a local {terms.name('output')}",
             )
         )
 
@@ -304,4 +347,5 @@ def build_summary(
         "wall_s": round(wall_s, 3),
         "seed": seed,
         "config_fingerprint": config.fingerprint(),
+        **({"extended_from": list(store.extended_from)} if store.extended_from else {}),
     }

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from rowloom.engine.terms import CLI_TERMS, Terms
 from rowloom.errors import OutputError
 
 TEMP_PREFIX = ".tmp-"
@@ -72,7 +73,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 class OutputLocation:
     """One output folder. Names are relative ("manifest.json", "data/part-00000.parquet")."""
 
-    def __init__(self, target: str | Path):
+    def __init__(self, target: str | Path, terms: Terms = CLI_TERMS):
         self.target = str(target)
         self.local: Path | None = None
         self._fs: Any = None
@@ -84,8 +85,8 @@ class OutputLocation:
                 filesystem, root = pafs.FileSystem.from_uri(self.target)
             except (ValueError, OSError) as exc:  # an unknown scheme or a malformed URI
                 raise OutputError(
-                    f"--output {redact(self.target)} is not a usable pyarrow.fs URI ({exc}); give a local folder "
-                    "or a URI such as s3://bucket/prefix"
+                    f"{terms.given('output', redact(self.target))} is not a usable pyarrow.fs URI ({exc}); give a "
+                    "local folder or a URI such as s3://bucket/prefix"
                 ) from None
             if isinstance(filesystem, pafs.LocalFileSystem):
                 self.local = Path(root)  # file:// is a local folder: keep fsync + rename
@@ -95,9 +96,9 @@ class OutputLocation:
             self.local = Path(self.target)
 
     @classmethod
-    def of(cls, target: str | Path | OutputLocation) -> OutputLocation:
-        """`target` as a location (a location is returned as it is)."""
-        return target if isinstance(target, OutputLocation) else cls(target)
+    def of(cls, target: str | Path | OutputLocation, terms: Terms = CLI_TERMS) -> OutputLocation:
+        """`target` as a location (a location is returned as it is); `terms` name the argument in errors."""
+        return target if isinstance(target, OutputLocation) else cls(target, terms)
 
     @classmethod
     def on(cls, filesystem: Any, root: str) -> OutputLocation:

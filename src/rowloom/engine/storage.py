@@ -1,4 +1,4 @@
-"""Row groups -> Parquet files + manifest, written atomically; resume from the manifest of an earlier run.
+"""Row groups -> Parquet files + manifest, written atomically; continue the run of an earlier manifest.
 
 A file is listed in the manifest only after it is whole in place (fsynced and renamed locally, a completed
 upload on an object store), so a crash at any moment leaves a folder in which every listed file is complete.
@@ -21,12 +21,15 @@ from rowloom.engine.arrow_schema import output_types, to_arrow_value
 from rowloom.engine.output_location import OutputLocation
 from rowloom.engine.plan import Plan
 from rowloom.engine.processors import apply_processors, build_processors, processed_schema
+from rowloom.engine.terms import CLI_TERMS, Terms
 from rowloom.errors import OutputError
 
 DATA_DIR = "data"  # Parquet parts live apart from the JSON files so `read_parquet(out / "data")` just works
 MANIFEST = "manifest.json"
 SUMMARY = "summary.json"
 FORMAT_VERSION = 1
+EXTENDED_FORMAT_VERSION = 2  # the manifest of an extended run: its row groups are cut at `extended_from` too
+READABLE_FORMATS = frozenset({FORMAT_VERSION, EXTENDED_FORMAT_VERSION})
 ResumeMode = Literal["auto", "always", "never"]
 
 
@@ -38,21 +41,6 @@ class WrittenRowGroup:
     file: str
     rows: int
     dropped: int
-
-
-def _diff_fields(old: Any, new: Any, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in sorted(set(old) | set(new)):
-            out += _diff_fields(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else str(key))
-        return out
-    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        out = []
-        for i, (a, b) in enumerate(zip(old, new, strict=True)):
-            name = a.get("name") if isinstance(a, dict) else None
-            out += _diff_fields(a, b, f"{prefix}[{i}]" + (f" ({name})" if name else ""))
-        return out
-    return [] if old == new else [prefix or "(root)"]
 
 
 class OutputStore:
@@ -67,6 +55,7 @@ class OutputStore:
         self.num_records = num_records
         self.seed = seed
         self.written: dict[int, WrittenRowGroup] = {}
+        self.extended_from: tuple[int, ...] = ()  # earlier record counts of an extended run (set by `open`)
         columns = plan.output_columns
         # The values of complete row groups, then what the processors make of them (the written schema).
         self.raw_schema = pa.schema([pa.field(n, t) for c in columns for n, t in output_types(c.column)])
@@ -75,54 +64,31 @@ class OutputStore:
 
     # ------------------------------------------------------------ opening
 
-    def open(self, resume: ResumeMode = "auto") -> None:
-        """Create the folder, or resume the run it holds; clear leftovers of interrupted writes."""
+    def open(
+        self, manifest: dict[str, Any] | None = None, extended_from: tuple[int, ...] = (), terms: Terms = CLI_TERMS
+    ) -> None:
+        """Create the folder, or continue the run of `manifest` in it (`resume.decide` chose which and checked
+        that the manifest fits); clear leftovers of interrupted writes. `extended_from`: see `plan.row_groups`."""
         where = self.location
         try:
             where.make_dirs(DATA_DIR)
         except OSError as exc:
             raise OutputError(f"cannot create output folder {where}: {exc.strerror or exc}") from None
         if not where.writable():
-            raise OutputError(f"output folder {where} is not writable; choose another --output")
-        manifest = self.read_manifest(where)
-        if manifest is None:
-            if resume == "always":
-                raise OutputError(f"--resume always, but {where} holds no run to resume")
-        elif resume == "never":
-            if manifest.get("row_groups"):
-                raise OutputError(
-                    f"{where} already holds a run ({len(manifest['row_groups'])} row groups); "
-                    "use --resume auto to continue it or choose an empty --output"
-                )
-        else:
-            self._resume_from(manifest)
+            raise OutputError(f"output folder {where} is not writable; choose another {terms.name('output')}")
+        self.extended_from = extended_from
+        if manifest is not None:
+            present = where.names(DATA_DIR)  # one listing, not one lookup per part (a round trip each on S3)
+            for entry in manifest.get("row_groups", []):
+                if entry["file"] in present:
+                    self.written[entry["index"]] = WrittenRowGroup(
+                        entry["index"], entry["file"], entry["rows"], entry["dropped"]
+                    )
         try:
             where.remove_leftovers("", DATA_DIR)
         except OSError as exc:
             raise OutputError(f"cannot clear unfinished writes in {where}: {exc.strerror or exc}") from None
         self._write_manifest(complete=False)
-
-    def _resume_from(self, manifest: dict[str, Any]) -> None:
-        where = self.location
-        if manifest.get("config_fingerprint") != self.config.fingerprint():
-            differing = _diff_fields(manifest.get("fingerprint_fields", {}), self.config.fingerprint_fields())
-            raise OutputError(
-                f"{where} holds a run of a different config (fields that differ: "
-                f"{', '.join(differing[:8]) or 'unknown'}); use a new --output or restore the config"
-            )
-        if manifest.get("num_records") != self.num_records:
-            raise OutputError(
-                f"{where} holds a run of {manifest.get('num_records')} records, not {self.num_records}; "
-                "pass the same --num-records to resume, or use a new --output"
-            )
-        if manifest.get("row_group_size") != self.config.run.row_group_size:
-            raise OutputError(f"{where} was written with another row_group_size; use a new --output")
-        present = where.names(DATA_DIR)  # one listing, not one lookup per part (a round trip each on S3)
-        for entry in manifest.get("row_groups", []):
-            if entry["file"] in present:
-                self.written[entry["index"]] = WrittenRowGroup(
-                    entry["index"], entry["file"], entry["rows"], entry["dropped"]
-                )
 
     @staticmethod
     def read_manifest(location: str | Path | OutputLocation) -> dict[str, Any] | None:
@@ -163,13 +129,14 @@ class OutputStore:
         return entry
 
     def _write_manifest(self, complete: bool) -> None:
-        data = {
-            "format_version": FORMAT_VERSION,
+        data: dict[str, Any] = {
+            "format_version": EXTENDED_FORMAT_VERSION if self.extended_from else FORMAT_VERSION,
             "config_fingerprint": self.config.fingerprint(),
             "fingerprint_fields": self.config.fingerprint_fields(),
             "num_records": self.num_records,
             "row_group_size": self.config.run.row_group_size,
             "seed": self.seed,
+            **({"extended_from": list(self.extended_from)} if self.extended_from else {}),
             "complete": complete,
             "records_written": sum(w.rows for w in self.written.values()),
             "rows_dropped": sum(w.dropped for w in self.written.values()),

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Literal
 from rowloom.config.dataset import DatasetConfig
 from rowloom.engine.job import JobResult, run_job
 from rowloom.engine.storage import ResumeMode
+from rowloom.engine.terms import PYTHON_TERMS
 from rowloom.errors import RowloomError
 from rowloom.observe.sinks import EventSink, JsonlSink
 
@@ -62,11 +63,15 @@ async def agenerate(
     path or any `pyarrow.fs` URI (`s3://bucket/prefix`, `gs://…`).
 
     `executor="ray"` spreads row groups over `workers` Ray actors (a local Ray instance unless `ray_address`).
+
+    A folder that already holds this complete run is left untouched and its rows are returned
+    (`result.generated` is False, `result.message` says so); a run of the same config with fewer records is
+    extended to `num_records` (the rows already written stay as they are).
     """
     cfg, sink = _prepare(config, events, executor)
     if executor == "ray":
         return await asyncio.to_thread(_run_on_ray, cfg, num_records, output, resume, sink, ray_address, workers)
-    return await run_job(cfg, num_records, output=output, resume=resume, sink=sink)
+    return await run_job(cfg, num_records, output=output, resume=resume, sink=sink, terms=PYTHON_TERMS)
 
 
 def _run_on_ray(cfg, num_records, output, resume, sink, ray_address, workers) -> JobResult:
@@ -74,7 +79,14 @@ def _run_on_ray(cfg, num_records, output, resume, sink, ray_address, workers) ->
     from rowloom.engine.distributed.ray_executor import run_distributed
 
     return run_distributed(
-        cfg, num_records, output=output, resume=resume, sink=sink, workers=workers, ray_address=ray_address
+        cfg,
+        num_records,
+        output=output,
+        resume=resume,
+        sink=sink,
+        workers=workers,
+        ray_address=ray_address,
+        terms=PYTHON_TERMS,
     )
 
 

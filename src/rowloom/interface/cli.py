@@ -22,6 +22,7 @@ from rowloom.config.dataset import DatasetConfig
 from rowloom.engine.job import run_job
 from rowloom.engine.output_location import redact
 from rowloom.engine.progress import RunProgress
+from rowloom.engine.resume import Action, check_output
 from rowloom.errors import ConfigError, RowloomError, RunAborted, RunInterrupted
 from rowloom.interface.bench_cli import bench_app
 from rowloom.interface.export_cli import export_app
@@ -195,7 +196,13 @@ def run(
             "--output", "-o", help="Output folder (Parquet + manifest): a local path or a pyarrow.fs URI (s3://…)."
         ),
     ],
-    resume: Annotated[ResumeChoice, typer.Option(help="Continue a partial run in --output.")] = ResumeChoice.auto,
+    resume: Annotated[
+        ResumeChoice,
+        typer.Option(
+            help="auto: continue an unfinished run in --output, or extend it to a larger -n; "
+            "always: insist on a run to continue; never: only start new runs."
+        ),
+    ] = ResumeChoice.auto,
     events: Annotated[Path | None, typer.Option(help="Write every scheduling event to this JSONL file.")] = None,
     with_sim: Annotated[
         str | None,
@@ -226,6 +233,10 @@ def run(
     config = _load(config_path)
     display = ProgressDisplay(console, RunProgress()) if not quiet else None
     try:
+        decision = check_output(output, config, num_records, resume.value)  # before any server or display starts
+        if decision.action is Action.DONE:  # a folder holding this complete run is left as it is
+            out.print(decision.message, highlight=False)
+            return
         with (
             _simulators(config, with_sim),
             _metrics_endpoint(metrics_port, metrics_host) as metrics,

@@ -27,7 +27,9 @@ from rowloom.engine.job import JobResult, build_summary, check_export_target, ch
 from rowloom.engine.output_location import OutputLocation
 from rowloom.engine.plan import build_plan
 from rowloom.engine.progress import RunProgress
+from rowloom.engine.resume import Action, decide
 from rowloom.engine.storage import OutputStore, ResumeMode, WrittenRowGroup
+from rowloom.engine.terms import CLI_TERMS, Terms
 from rowloom.errors import RowloomError
 from rowloom.models.admission.cooldown import Cooldown
 from rowloom.models.admission.limits import limit_from_config
@@ -111,7 +113,7 @@ def _actor_classes(ray: Any) -> tuple[Any, Any, Any]:
 
     @ray.remote
     class WorkerActor:
-        def __init__(self, worker: str, job: str, config, num_records, output, seed, authorities, ledger):
+        def __init__(self, worker: str, job: str, config, num_records, output, seed, authorities, ledger, cuts):
             self.ledger = ledger
 
             async def renew(label: str, report: Report) -> Grant:
@@ -120,7 +122,9 @@ def _actor_classes(ray: Any) -> tuple[Any, Any, Any]:
             def deliver(delivery: Delivery) -> None:  # blocks until the ledger holds it: a chunk ends after
                 ray.get(ledger.put.remote(delivery))  # its parts are delivered, so the driver sees them first
 
-            self.engine = WorkerEngine(worker, job, config, num_records, output, seed, renew, deliver)
+            self.engine = WorkerEngine(
+                worker, job, config, num_records, output, seed, renew, deliver, extended_from=cuts
+            )
             self.starting: asyncio.Future[None] | None = None
 
         async def run(self, indices: list[int]) -> list[int]:
@@ -175,21 +179,26 @@ def run_distributed(
     progress: RunProgress | None = None,
     on_start: Callable[[RequestStats], None] | None = None,
     on_row_group: Callable[[WrittenRowGroup, DistributedRun], None] | None = None,
+    terms: Terms = CLI_TERMS,
 ) -> JobResult:
     """Generate `num_records` rows into `output` with worker actors on Ray (blocking; the driver is this thread).
 
     `output` is a local folder or any `pyarrow.fs` URI every worker can reach. `progress` is kept current as
-    parts arrive and `on_start(stats)` hands over the merged request stats (both for a live display).
+    parts arrive and `on_start(stats)` hands over the merged request stats (both for a live display). A folder
+    that already holds this complete run is left as it is, before Ray is started; a shorter run is extended, as
+    in a local run (`engine.resume`).
     """
-    ray = import_ray()
-
     started = time.monotonic()
-    location = OutputLocation.of(output)
-    check_export_target(config, location)
-    plan = build_plan(config, num_records)
-    seed = choose_seed(config, location, resume)
+    location = OutputLocation.of(output, terms)
+    check_export_target(config, location, terms)
+    decision = decide(location, config, num_records, resume, terms)
+    if decision.action is Action.DONE:
+        return JobResult.already_complete(location, decision)
+    ray = import_ray()
+    plan = build_plan(config, num_records, decision.extended_from)
+    seed = choose_seed(config, decision)
     store = DriverStore(location, config, plan, num_records, seed)
-    store.open(resume)
+    store.open(decision.manifest, decision.extended_from, terms)
     stats = RequestStats()
     events = FanoutSink([stats, *([sink] if sink is not None else [])])
     progress = progress or RunProgress()
@@ -218,7 +227,7 @@ def run_distributed(
             worker = f"w{serial}"
             serial += 1
             run.workers[worker] = WorkerActor.options(num_cpus=min(1.0, cpus / count), max_restarts=0).remote(
-                worker, run.job, config, num_records, location, seed, authorities, ledger
+                worker, run.job, config, num_records, location, seed, authorities, ledger, decision.extended_from
             )
             return worker
 

@@ -152,11 +152,12 @@ class WorkerEngine:
         *,
         renew_interval_s: float = 0.1,
         clock: Clock = SYSTEM_CLOCK,
+        extended_from: tuple[int, ...] = (),
     ):
         self.worker, self.job = worker, job
         self.source = f"{job}:{worker}"  # the job id of this worker's events
         self.config, self.seed, self.clock = config, seed, clock
-        self.plan = build_plan(config, num_records)
+        self.plan = build_plan(config, num_records, extended_from)  # the driver's row groups, cut alike
         self.store = PartWriter(output, config, self.plan, num_records, seed)
         self.sink = ForwardingSink()
         # What the scheduler, request admission and the executor emit into: a sink failing under them would
