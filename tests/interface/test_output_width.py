@@ -97,7 +97,7 @@ def test_a_run_into_a_log_writes_whole_lines_and_ends_on_what_summary_json_says(
         assert dropped > 0 and written + dropped == 40
         # stdout: the result, one line however long; stderr: whole lines, the last one the run's end.
         assert result.stdout.count("\n") == 1 and len(result.stdout) > 80
-        assert result.stdout.startswith(f"wrote {written} records to {out.name} in ")
+        assert result.stdout.lower().startswith(f"wrote {written} records to {out.name} in ")
         final = result.stderr.splitlines()[-1]
         assert f"{written}/40 records written  {dropped} rows dropped" in final
         assert "\x1b" not in result.stdout + result.stderr
