@@ -59,7 +59,16 @@ class TemplateError(RowloomError):
 
 
 class UserCodeError(RowloomError):
-    """A user's custom column raised a bug-class exception; the run fails with its traceback."""
+    """A user's custom column raised a bug-class exception; the run fails with its traceback.
+
+    The user's exception is the `__cause__` (its traceback holds the function's frames); `column` names the column
+    and `function` its function, when known.
+    """
+
+    def __init__(self, message: str, *, column: str | None = None, function: str | None = None):
+        super().__init__(message)
+        self.column = column
+        self.function = function
 
 
 class RunAborted(RowloomError):

@@ -34,6 +34,16 @@ class ExportError(OutputError):
     """A row cannot be exported in the requested format (the message names the row and the fix)."""
 
 
+class MissingColumns(ExportError):
+    """The output has no column the export reads: `missing` names them, `available` lists the columns it has."""
+
+    def __init__(self, out_dir: Path, missing: list[str], available: list[str]):
+        self.missing, self.available = missing, available
+        super().__init__(
+            f"{out_dir} has no column {', '.join(map(repr, missing))}; its columns: {', '.join(available)}"
+        )
+
+
 def _rows(out_dir: Path, columns: list[str] | None, batch_rows: int) -> Iterator[dict[str, Any]]:
     import pyarrow.parquet as pq
 
@@ -44,10 +54,7 @@ def _rows(out_dir: Path, columns: list[str] | None, batch_rows: int) -> Iterator
         with pq.ParquetFile(out_dir / entry["file"]) as part:
             missing = [c for c in columns or [] if c not in part.schema_arrow.names]
             if missing:
-                raise ExportError(
-                    f"{out_dir} has no column {', '.join(map(repr, missing))}; "
-                    f"its columns: {', '.join(part.schema_arrow.names)}"
-                )
+                raise MissingColumns(out_dir, missing, part.schema_arrow.names)
             for batch in part.iter_batches(batch_size=batch_rows, columns=columns):
                 yield from batch.to_pylist()
 

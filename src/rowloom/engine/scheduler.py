@@ -178,10 +178,8 @@ class Scheduler:
             await self._shutdown()
         if self._fatal is not None:
             raise self._fatal
-        raise RunInterrupted(
-            f"run {self._stop_reason}: {self.progress.records_written} records written in this run, "
-            "every finished row group is on disk; run the same command again to resume"
-        )
+        # What is on disk (if anything: a preview writes nothing) is for the caller to say, who knows the output.
+        raise RunInterrupted(f"run {self._stop_reason}: {self.progress.records_written} records written in this run")
 
     # ------------------------------------------------------------ select -> admit -> dispatch
 
@@ -379,8 +377,7 @@ class Scheduler:
             causes = ", ".join(f"{r} ({n})" for r, n in self.progress.dropped_by_reason.most_common(5))
             self._fatal = RunAborted(
                 f"stopped early: {drops} of the last {len(self._recent)} rows were dropped "
-                f"(max_error_rate {self.config.run.max_error_rate}); causes: {causes}. "
-                "Every finished row group is on disk"
+                f"(max_error_rate {self.config.run.max_error_rate}); causes: {causes}"
             )
 
     # ------------------------------------------------------------ checkpoint

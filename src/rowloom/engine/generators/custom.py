@@ -51,6 +51,13 @@ def resolve_callable(column: CustomColumn | Any) -> Callable[..., Any]:
     return fn
 
 
+def function_name(function: Any) -> str:
+    """How a column's function is shown: its import path, or `module:qualname` of a callable."""
+    if isinstance(function, str):
+        return function
+    return f"{getattr(function, '__module__', '?')}:{getattr(function, '__qualname__', repr(function))}"
+
+
 class CustomGenerator(Generator):
     """Calls the user's function; values are coerced to the declared dtype."""
 
@@ -71,7 +78,9 @@ class CustomGenerator(Generator):
         except Exception as exc:
             raise UserCodeError(
                 f"custom column {self.name!r}: {type(exc).__name__}: {exc} (a bug in the column's function; "
-                "raise rowloom.DropRow to drop a row on purpose)"
+                "raise rowloom.DropRow to drop a row on purpose)",
+                column=self.name,
+                function=function_name(self.column.function),
             ) from exc
 
     async def cell(self, row: Mapping[str, Any]) -> Any:
