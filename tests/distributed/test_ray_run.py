@@ -285,7 +285,7 @@ def test_cli_runs_on_ray_with_a_progress_line(ray_instance, sim, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "40/40 records" in result.stderr  # the last progress line, fed by the parts workers delivered
-    assert f"Wrote 40 records to {out}" in " ".join(result.stdout.split())
+    assert f"wrote 40 records to {out}" in " ".join(result.stdout.split())
 
 
 def test_unknown_executor_is_refused(tmp_path):

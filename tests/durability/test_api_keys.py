@@ -17,7 +17,7 @@ from rowloom.engine.job import run_job
 from rowloom.engine.runtime import RequestRuntime
 from rowloom.errors import ConfigError
 from rowloom.models.clients.openai import InsecureTransportError
-from rowloom.models.executor import EndpointUnavailable
+from rowloom.models.executor import EndpointRejected
 from rowloom.observe.clock import SYSTEM_CLOCK
 from rowloom.observe.sinks import JsonlSink, NullSink
 
@@ -76,7 +76,7 @@ def test_canary_key_reaches_the_provider_but_no_file_or_output(keyed_sim, source
         outputs[f"{args[0]} stdout"] = done.stdout
         outputs[f"{args[0]} stderr"] = done.stderr
     # The simulator answers only requests carrying the canary, so 60 records prove the key was sent.
-    assert b"Wrote 60 records" in outputs["run stdout"]
+    assert b"wrote 60 records" in outputs["run stdout"]
     written = everything_written(out)
     assert {"manifest.json", "summary.json", "events.jsonl", "trace.json", "report.html"} <= set(written)
     assert_no_secret(written | outputs)
@@ -87,15 +87,15 @@ def test_canary_key_reaches_the_provider_but_no_file_or_output(keyed_sim, source
 async def test_a_key_echoed_back_by_the_provider_is_redacted_everywhere(tmp_path, monkeypatch):
     monkeypatch.setenv(CANARY_ENV, CANARY)
     async with FlakyServer(echo_key_401=True) as server:
-        # Every request is rejected; the circuit breaker stops the run quoting the provider's last words, which
-        # land in the exception, summary.json and the events: exactly where an echoed key would leak.
-        admission = {"circuit_breaker_s": 0.2}
-        data = chain_dict(server.base_url, row_group_size=20, max_error_rate=1.0, request_admission=admission)
+        # Every request is rejected; the first 401 stops the run quoting the provider's words, which land in the
+        # exception, summary.json and the events: exactly where an echoed key would leak.
+        data = chain_dict(server.base_url, row_group_size=20, max_error_rate=1.0)
         data["providers"][0]["api_key_env"] = CANARY_ENV
         config = DatasetConfig.from_dict(data)
-        with pytest.raises(EndpointUnavailable) as info:
+        with pytest.raises(EndpointRejected) as info:
             await run_job(config, 3000, output=tmp_path, sink=JsonlSink(tmp_path / "events.jsonl"))
     message = str(info.value)
+    assert f"rejected the API key (401 Unauthorized): the key in {CANARY_ENV} was refused" in message
     assert "Incorrect API key provided: <redacted>" in message
     texts = everything_written(tmp_path) | {"exception": message.encode(), "repr": repr(info.value).encode()}
     assert_no_secret(texts)

@@ -44,7 +44,7 @@ def test_canary_api_key_never_appears_in_any_output_file(tmp_path: Path, monkeyp
         log_file.close()
     assert ran.exit_code == 0, ran.output
     assert traced.exit_code == 0 and reported.exit_code == 0
-    assert "Wrote 100 records" in ran.output
+    assert "wrote 100 records" in ran.output
 
     written = sorted(p for p in out.rglob("*") if p.is_file())
     names = {p.relative_to(out).as_posix() for p in written}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import errno
 import os
 import signal
 import sys
@@ -19,9 +20,13 @@ import typer
 from pydantic import ValidationError
 
 from rowloom.bench.sim_config import SimulatorConfig, require_loopback
+from rowloom.interface import messages  # the CLI's one message style (this module is the `rowloom sim` command)
 
 if TYPE_CHECKING:
     from rowloom.bench.simulator import SimulatorServer
+
+#: The exit status of `rowloom sim` when its port is taken, so that a parent (`SimulatorProcess`) can tell.
+EXIT_PORT_IN_USE = 3
 
 
 class ModeChoice(enum.StrEnum):
@@ -95,7 +100,8 @@ def sim(
     try:
         require_loopback(host)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--host") from None
+        messages.error(f"--host: {exc}")
+        raise typer.Exit(2) from None
     try:
         if config_json is not None:
             config = SimulatorConfig.model_validate_json(config_json)
@@ -133,10 +139,20 @@ def sim(
             )
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())
-        typer.echo(f"rowloom sim: invalid settings: {problems}", err=True)
+        messages.error(f"invalid simulator settings: {problems}")
         raise typer.Exit(2) from None
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(config, host, port, exit_with_parent=exit_with_parent))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(config, host, port, exit_with_parent=exit_with_parent))
+    except OSError as exc:  # the port could not be bound (what else fails while serving is the server's to handle)
+        if exc.errno == errno.EADDRINUSE:
+            messages.error(
+                f"port {port} on {host} is already in use; pick another with --port (0 picks a free one), "
+                "or stop what listens there"
+            )
+            raise typer.Exit(EXIT_PORT_IN_USE) from None
+        messages.error(f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick another --port")
+        raise typer.Exit(1) from None
 
 
 async def serve(config: SimulatorConfig, host: str, port: int, exit_with_parent: bool = False) -> None:

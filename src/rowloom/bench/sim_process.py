@@ -19,6 +19,7 @@ from typing import IO, Any
 
 import orjson
 
+from rowloom.bench.sim_cli import EXIT_PORT_IN_USE
 from rowloom.bench.sim_config import SimulatorConfig, require_loopback
 
 _KEY_ENV = "ROWLOOM_SIM_API_KEY"
@@ -28,6 +29,14 @@ _CONTROL_TIMEOUT_S = 10.0
 
 class SimulatorProcessError(RuntimeError):
     """The simulator process failed to start or answer; the message carries its stderr."""
+
+
+class SimulatorPortInUse(SimulatorProcessError):
+    """The simulator could not start: something already listens on `port`."""
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        super().__init__(f"port {port} on {host} is already in use")
 
 
 class SimulatorProcess:
@@ -196,6 +205,8 @@ class SimulatorProcess:
         chunk = proc.stdout.read1(4096)  # type: ignore[attr-defined]
         if not chunk:
             proc.wait(timeout=5)
+            if proc.returncode == EXIT_PORT_IN_USE:
+                raise SimulatorPortInUse(self.host, self._requested_port)
             raise SimulatorProcessError(
                 f"simulator exited with code {proc.returncode} before sending {waiting_for}{self._tail()}"
             )

@@ -10,6 +10,7 @@ import typer
 
 from rowloom.bench import suite
 from rowloom.errors import RowloomError
+from rowloom.interface import messages
 from rowloom.interface.output import CliConsole, Grid, print_grid
 
 bench_app = typer.Typer(
@@ -53,20 +54,21 @@ def bench(
     try:
         names = suite.select(scenario, quick)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--scenario") from None
+        messages.error(f"--scenario: {exc}")
+        raise typer.Exit(2) from None
     document = suite.run_suite(names, quick=quick, out_dir=out, log=lambda m: console.print(m, highlight=False))
     (out / "bench.json").write_text(json.dumps(document, indent=1))
     (out / "bench.md").write_text(suite.markdown_table(document))
     _write_report(document, out)
     _print_table(document)
-    console.print(f"wrote {out / 'bench.json'}, {out / 'bench.md'}")
+    messages.result(f"wrote {out / 'bench.json'}, {out / 'bench.md'}")
     if check:
         breaches = suite.check(document, suite.load_guardrails(guardrails))
         for breach in breaches:
-            console.print(f"[red]guardrail breached[/red] {breach}", highlight=False)
+            messages.error(f"guardrail breached: {breach}")
         if breaches:
             raise typer.Exit(1)
-        console.print("every guardrail holds")
+        messages.result("every guardrail holds")
 
 
 def _write(out: Path, name: str, document: object, summary: str) -> None:
@@ -75,7 +77,7 @@ def _write(out: Path, name: str, document: object, summary: str) -> None:
     (out / f"{name}.json").write_text(json.dumps(document, indent=1))
     (out / f"{name}.md").write_text(summary)
     console.print(summary, highlight=False)
-    console.print(f"wrote {out / f'{name}.json'}, {out / f'{name}.md'}")
+    messages.result(f"wrote {out / f'{name}.json'}, {out / f'{name}.md'}")
 
 
 def _write_report(document: dict, out: Path) -> None:
@@ -109,7 +111,7 @@ def distributed(
             log=lambda m: console.print(m, highlight=False),
         )
     except RayUnavailable as exc:
-        console.print(f"[red]Error[/red]: {exc}", highlight=False)
+        messages.error(str(exc))
         raise typer.Exit(1) from None
     _write(out, "distributed", document, bench_distributed.markdown(document))
 
@@ -132,7 +134,7 @@ def local(
             records=records, repeats=repeats, threads=threads, log=lambda m: console.print(m, highlight=False)
         )
     except RowloomError as exc:
-        console.print(f"[red]Error[/red]: {exc}", highlight=False)
+        messages.error(str(exc))
         raise typer.Exit(1) from None
     _write(out, "local", document, bench_local.markdown(document))
 
@@ -154,5 +156,22 @@ def limits(
 @bench_app.command("compare")
 def compare(a: Path, b: Path) -> None:
     """Compare two bench.json files metric by metric."""
-    docs = [json.loads(p.read_text()) for p in (a, b)]
+    docs = [_bench_result(p) for p in (a, b)]
     _print_comparison(f"{a} → {b}", suite.compare(*docs))
+
+
+def _bench_result(path: Path) -> dict:
+    """The bench.json at `path`, or one `error:` line saying why it is not one, and an exit."""
+    fix = "compare two bench.json files written by `rowloom bench` (e.g. bench-results/bench.json)"
+    try:
+        document = json.loads(path.read_text())
+    except OSError as exc:
+        problem = f"cannot read {path}: {exc.strerror or exc}"
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        problem = f"{path} is not JSON ({exc})"
+    else:
+        if isinstance(document, dict) and isinstance(document.get("scenarios"), dict):
+            return document
+        problem = f"{path} is not a result of `rowloom bench` (it has no 'scenarios')"
+    messages.error(f"{problem}; {fix}")
+    raise typer.Exit(1)

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
-from urllib.parse import urlparse
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -23,11 +23,14 @@ from rowloom.engine.job import run_job
 from rowloom.engine.output_location import redact
 from rowloom.engine.progress import RunProgress
 from rowloom.engine.resume import Action, check_output
-from rowloom.errors import ConfigError, RowloomError, RunAborted, RunInterrupted
+from rowloom.errors import ConfigError, RowloomError, RunInterrupted, UserCodeError
+from rowloom.interface import messages
 from rowloom.interface.bench_cli import bench_app
 from rowloom.interface.export_cli import export_app
 from rowloom.interface.output import CliConsole, print_records
 from rowloom.interface.progress import ProgressDisplay
+from rowloom.interface.user_code import describe
+from rowloom.interface.with_sim import simulators
 from rowloom.observe.sinks import EventSink, FanoutSink, JsonlSink
 
 app = typer.Typer(
@@ -63,47 +66,30 @@ def _load(path: Path) -> DatasetConfig:
     try:
         return DatasetConfig.from_yaml(path)
     except ConfigError as exc:
-        console.print(f"[red]Invalid config[/red] {path}:\n{exc}", highlight=False)
+        messages.error(f"{path}: {exc}")
         raise typer.Exit(EXIT_ERROR) from None
 
 
-@contextlib.contextmanager
-def _simulators(config: DatasetConfig, spec: str | None) -> Iterator[None]:
-    """Start a provider simulator on the port of every loopback provider (for demos and benchmarks)."""
-    if spec is None:
-        yield
-        return
-    from rowloom.bench.sim_config import SimulatorConfig
-    from rowloom.bench.sim_process import SimulatorProcess, SimulatorProcessError
+def _fail(exc: RowloomError, kept: str = "") -> NoReturn:
+    """Print an error the user can act on (a custom column's crash with its own frames) and exit non-zero."""
+    shown = describe(exc) if isinstance(exc, UserCodeError) else None
+    if shown is not None:
+        head, details = shown
+        messages.error(head, *details[:-1], details[-1] + kept)
+    else:
+        messages.error(f"{exc}{kept}")
+    raise typer.Exit(EXIT_ERROR) from None
 
-    options: dict[str, str] = {}
-    for item in filter(None, (s.strip() for s in spec.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise typer.BadParameter(
-                f"{item!r} is not key=value (e.g. latency_s=0.2,capacity=16)", param_hint="--with-sim"
-            )
-        options[key.strip()] = value.strip()
-    for listed in ("capacity_schedule", "outages"):  # list values separate their entries with ';' here
-        if listed in options:
-            options[listed] = options[listed].replace(";", ",")
-    try:
-        sim_config = SimulatorConfig(models=tuple({m.model for m in config.models}) or ("sim-model",), **options)
-    except Exception as exc:
-        raise typer.BadParameter(str(exc), param_hint="--with-sim") from None
-    with contextlib.ExitStack() as stack:
-        ports = set()
-        for provider in config.providers:
-            url = urlparse(provider.base_url)
-            if url.hostname in ("127.0.0.1", "localhost") and url.port and url.port not in ports:
-                ports.add(url.port)
-                try:
-                    stack.enter_context(SimulatorProcess(sim_config, port=url.port))
-                except SimulatorProcessError as exc:
-                    console.print(f"[red]Cannot start the simulator on port {url.port}[/red]: {exc}", highlight=False)
-                    raise typer.Exit(EXIT_ERROR) from None
-                console.print(f"simulator on 127.0.0.1:{url.port} ({sim_config.mode}, capacity {sim_config.capacity})")
-        yield
+
+def _kept(progress: RunProgress, output: str) -> str:
+    """What a stopped run leaves on disk, said only when it wrote anything (a preview never does)."""
+    records = progress.records_resumed + progress.records_written
+    if not records:
+        return ""
+    return (
+        f"; every finished row group is on disk ({records} records in {redact(output)}): "
+        "run the same command again to resume"
+    )
 
 
 @contextlib.contextmanager
@@ -119,9 +105,9 @@ def _metrics_endpoint(port: int | None, host: str) -> Iterator[EventSink | None]
     try:
         server.start()
     except OSError as exc:
-        console.print(f"[red]Cannot serve metrics on {host}:{port}[/red]: {exc}", highlight=False)
+        messages.error(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}; pick another --metrics-port")
         raise typer.Exit(EXIT_ERROR) from None
-    console.print(f"metrics on {server.url}", highlight=False)
+    messages.status(f"metrics on {server.url}")
     try:
         yield sink
     finally:
@@ -140,7 +126,8 @@ async def _run(
     resume: str,
     events: Path | None,
     display: ProgressDisplay | None,
-    metrics: EventSink | None = None,
+    metrics: EventSink | None,
+    progress: RunProgress,
 ) -> dict:
     loop = asyncio.get_running_loop()
 
@@ -151,7 +138,6 @@ async def _run(
         if display is not None:
             display.stats = stats
 
-    progress = display.progress if display is not None else None
     result = await run_job(
         config,
         num_records,
@@ -164,7 +150,7 @@ async def _run(
     return result.summary
 
 
-def _run_on_ray(config, num_records, output, resume, events, display, metrics, ray_address, workers) -> dict:
+def _run_on_ray(config, num_records, output, resume, events, display, metrics, progress, ray_address, workers) -> dict:
     """A run on Ray workers; the display follows the parts and events the workers deliver."""
     from rowloom.engine.distributed.ray_executor import run_distributed
 
@@ -180,7 +166,7 @@ def _run_on_ray(config, num_records, output, resume, events, display, metrics, r
         sink=_sink(events, metrics),
         workers=workers,
         ray_address=ray_address,
-        progress=display.progress if display is not None else None,
+        progress=progress,
         on_start=on_start,
     )
     return result.summary
@@ -231,39 +217,40 @@ def run(
 ) -> None:
     """Generate a dataset: one Parquet file per row group, plus manifest.json and summary.json."""
     config = _load(config_path)
-    display = ProgressDisplay(console, RunProgress()) if not quiet else None
+    progress = RunProgress()  # also when quiet: what a stopped run wrote is told from it
+    display = ProgressDisplay(console, progress) if not quiet else None
     try:
         decision = check_output(output, config, num_records, resume.value)  # before any server or display starts
         if decision.action is Action.DONE:  # a folder holding this complete run is left as it is
-            out.print(decision.message, highlight=False)
+            messages.result(decision.message)
             return
         with (
-            _simulators(config, with_sim),
+            simulators(config, with_sim),
             _metrics_endpoint(metrics_port, metrics_host) as metrics,
             display if display is not None else contextlib.nullcontext(),
         ):
             if executor is ExecutorChoice.ray:
                 summary = _run_on_ray(
-                    config, num_records, output, resume.value, events, display, metrics, ray_address, workers
+                    config, num_records, output, resume.value, events, display, metrics, progress, ray_address, workers
                 )
             else:
-                summary = asyncio.run(_run(config, num_records, output, resume.value, events, display, metrics))
-    except RunAborted as exc:
-        console.print(f"[yellow]Stopped[/yellow]: {exc}", highlight=False)
-        raise typer.Exit(EXIT_INTERRUPTED if isinstance(exc, RunInterrupted) else EXIT_ERROR) from None
-    except KeyboardInterrupt:
-        console.print("[yellow]Interrupted[/yellow]; every finished row group is on disk.")
+                summary = asyncio.run(
+                    _run(config, num_records, output, resume.value, events, display, metrics, progress)
+                )
+    except RunInterrupted as exc:
+        messages.status(f"{exc}{_kept(progress, output)}")
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    except RowloomError as exc:
-        console.print(f"[red]Error[/red]: {exc}", highlight=False)
-        raise typer.Exit(EXIT_ERROR) from None
+    except KeyboardInterrupt:
+        messages.status(f"interrupted{_kept(progress, output)}")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except RowloomError as exc:  # RunAborted included: an endpoint that refuses the key, too many rows dropped
+        _fail(exc, _kept(progress, output))
     dropped = summary["rows_dropped"]
     requests = summary["requests"]
-    out.print(
-        f"Wrote {summary['records_written']} records to {redact(output)} in {summary['wall_s']:.1f}s "
+    messages.result(
+        f"wrote {summary['records_written']} records to {redact(output)} in {summary['wall_s']:.1f}s "
         f"({dropped} rows dropped, {requests.get('total', 0)} requests, "
-        f"{requests.get('by_outcome', {}).get('rate_limited', 0)} rate-limited)",
-        highlight=False,
+        f"{requests.get('by_outcome', {}).get('rate_limited', 0)} rate-limited)"
     )
 
 
@@ -276,13 +263,12 @@ def preview(
     config = _load(config_path)
     try:
         result = asyncio.run(run_job(config, num_records, output=None))
-    except RowloomError as exc:
-        console.print(f"[red]Error[/red]: {exc}", highlight=False)
-        raise typer.Exit(EXIT_ERROR) from None
+    except RowloomError as exc:  # nothing was written: no word about the disk
+        _fail(exc)
     frame = result.to_pandas()
     print_records(out, [str(name) for name in frame.columns], [[_cell(v) for v in row] for _, row in frame.iterrows()])
     if result.summary["rows_dropped"]:
-        out.print(f"{result.summary['rows_dropped']} rows dropped: {result.summary['rows_dropped_by_reason']}")
+        messages.result(f"{result.summary['rows_dropped']} rows dropped: {result.summary['rows_dropped_by_reason']}")
 
 
 def _cell(value: object) -> str:
@@ -294,8 +280,14 @@ def _cell(value: object) -> str:
 def validate(config_path: ConfigArg) -> None:
     """Check a config and report every problem with its field path, or say it is valid."""
     config = _load(config_path)
+    for provider in config.providers:  # valid, yet the run would send no key: say so before it is refused
+        if provider.type != "local" and provider.api_key_env and not os.environ.get(provider.api_key_env):
+            messages.warning(
+                f"providers.{provider.name}.api_key_env: {provider.api_key_env} is not set, so requests to "
+                f"{provider.name} carry no API key; set it if the endpoint needs one"
+            )
     llm = sum(1 for c in config.columns if c.model_alias)
-    out.print(
+    messages.result(
         f"{config_path} is valid: {len(config.columns)} columns ({llm} LLM), "
         f"{len(config.models)} models, {len(config.providers)} providers."
     )
@@ -319,9 +311,9 @@ def trace(
     try:
         path = write_trace(_read_events(events), target, job=job)
     except ValueError as exc:
-        console.print(f"[red]Error[/red]: {exc}", highlight=False)
+        messages.error(str(exc))
         raise typer.Exit(EXIT_ERROR) from None
-    out.print(f"Wrote {path} (open it at https://ui.perfetto.dev)", highlight=False)
+    messages.result(f"wrote {path} (open it at https://ui.perfetto.dev)")
 
 
 @app.command()
@@ -343,9 +335,9 @@ def report(
     try:
         path = render_report(out_dir, events=events, output=output, job=job)
     except (ReportError, ValueError) as exc:
-        console.print(f"[red]Error[/red]: {exc}", highlight=False)
+        messages.error(str(exc))
         raise typer.Exit(EXIT_ERROR) from None
-    out.print(f"Wrote {path}", highlight=False)
+    messages.result(f"wrote {path}")
 
 
 def _read_events(path: Path) -> list[dict]:
@@ -354,10 +346,10 @@ def _read_events(path: Path) -> list[dict]:
     try:
         return read_jsonl(path)
     except FileNotFoundError:
-        console.print(f"[red]Error[/red]: events file {path} not found", highlight=False)
+        messages.error(f"events file {path} not found; give the file written by `rowloom run --events`")
         raise typer.Exit(EXIT_ERROR) from None
     except ValueError as exc:  # orjson.JSONDecodeError
-        console.print(f"[red]Error[/red]: {path} is not an events log (JSON lines): {exc}", highlight=False)
+        messages.error(f"{path} is not an events log (JSON lines): {exc}")
         raise typer.Exit(EXIT_ERROR) from None
 
 
@@ -371,5 +363,5 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        console.print("[yellow]Interrupted[/yellow]")
+        messages.status("interrupted")
         sys.exit(EXIT_INTERRUPTED)

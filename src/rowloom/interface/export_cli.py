@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from rowloom.errors import RowloomError
+from rowloom.interface import messages
 
 EXIT_ERROR = 1
 
@@ -37,16 +38,26 @@ def export(
     ),
 ) -> None:
     """Export a finished run as JSONL: `{"messages": [...]}` per row (chat-jsonl) or every column (jsonl)."""
-    from rowloom.engine.export import export_jsonl
+    from rowloom.engine.export import MissingColumns, export_jsonl
 
     roles = {role: column for role, column in (("system", system), ("user", user), ("assistant", assistant)) if column}
     try:
         result = export_jsonl(out_dir, output, format=format.value, messages_column=messages_column, roles=roles)
+    except MissingColumns as exc:
+        if format is ExportFormatChoice.chat_jsonl and not roles:  # the default format on a run without messages
+            messages.error(
+                f"{out_dir} has no column {messages_column!r} to export as chat-jsonl; build the messages from "
+                "columns with --user COLUMN --assistant COLUMN (and --system COLUMN), or export every column "
+                f"with -f jsonl (its columns: {', '.join(exc.available)})"
+            )
+        else:
+            messages.error(str(exc))
+        raise typer.Exit(EXIT_ERROR) from None
     except RowloomError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        messages.error(str(exc))
         raise typer.Exit(EXIT_ERROR) from None
     left_out = f" ({result.rows_left_out} rows left out: a message without content)" if result.rows_left_out else ""
-    typer.echo(f"wrote {result.records} records to {output}{left_out}")
+    messages.result(f"wrote {result.records} records to {output}{left_out}")
 
 
 export_app = typer.Typer(add_completion=False, help="Export a finished run as JSONL.", rich_markup_mode=None)

@@ -1,0 +1,43 @@
+"""What every CLI message looks like: `error: …` and `warning: …` on stderr, results (`wrote …`) on stdout.
+
+One convention, uv's and ruff's: a lowercase label, then one line, lowercase too, that says what happened and
+what to do. Every command prints through these functions, so the convention lives here and nowhere else; the
+layout (no hard wrap into a file or pipe) is the console's (`interface.output`).
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+
+from rowloom.interface.output import CliConsole
+
+#: Where problems and status lines go; what a command produced goes to `stdout`.
+stderr = CliConsole(stderr=True, highlight=False)
+stdout = CliConsole(highlight=False)
+
+
+def _labelled(label: str, style: str, message: str) -> None:
+    # A Text, not markup: a path or a provider's words may hold brackets that rich would read as styles.
+    stderr.print(Text.assemble((f"{label}:", style), " ", message))
+
+
+def error(message: str, *details: str) -> None:
+    """`error: MESSAGE` on stderr, then `details` line by line as they are (a traceback's frames)."""
+    _labelled("error", "bold red", message)
+    for line in details:
+        stderr.print(Text(line))
+
+
+def warning(message: str) -> None:
+    """`warning: MESSAGE` on stderr: something the user may want to fix; the command goes on."""
+    _labelled("warning", "bold yellow", message)
+
+
+def status(message: str) -> None:
+    """A line on stderr about what the command is doing (a simulator started, metrics served)."""
+    stderr.print(Text(message))
+
+
+def result(message: str) -> None:
+    """What the command produced (`wrote …`), on stdout."""
+    stdout.print(Text(message))
