@@ -104,7 +104,8 @@ def _fmt_clock(seconds: float | None) -> str:
 
 
 def _fmt_rate(rate: float | None, unit: str) -> str:
-    return f"{rate or 0.0:.1f} {unit}/s"
+    rate = rate or 0.0
+    return f"{rate:.2f} {unit}/s" if rate < 1 else f"{rate:.1f} {unit}/s"  # a local model makes a row in seconds
 
 
 def _running_parts(progress: RunProgress, stats: RequestStats | None, rates: Rates) -> list[tuple[int, str]]:
