@@ -59,6 +59,8 @@ def _read(location: OutputLocation, terms: Terms) -> dict[str, Any] | None:
     try:
         data = location.read_bytes(MANIFEST)
         manifest = None if data is None else json.loads(data.decode("utf-8"))
+    except NotADirectoryError:  # a file where the folder should be: creating it says so (`OutputStore.open`)
+        return None
     except (OSError, ValueError) as exc:
         raise OutputError(
             f"{where}{MANIFEST} is unreadable ({exc}); move it away to start a new run there, or use a new "
