@@ -137,20 +137,15 @@ def test_module_entry_point_takes_the_outage_and_reply_flags():
 
 
 def test_with_sim_spec_takes_list_settings_separated_by_semicolons():
-    from rowloom.interface.cli import _simulators
+    from rowloom.interface.with_sim import SpecError, simulator_config
 
-    no_loopback_providers = SimpleNamespace(models=[], providers=[])
+    no_models = SimpleNamespace(models=[], providers=[])
     spec = "mode=vllm,max_queued=2,outages=3+20;40+5;60:5:90,overload_status=529,reply_words_max=600"
-    with _simulators(no_loopback_providers, spec):  # type: ignore[arg-type]
-        pass  # validated before any simulator starts; none starts without a loopback provider
-    with (
-        pytest.raises(typer.BadParameter, match="reply_words_min"),
-        _simulators(
-            no_loopback_providers,  # type: ignore[arg-type]
-            "reply_words_min=90",
-        ),
-    ):
-        pass
+    sim = simulator_config(no_models, spec)  # type: ignore[arg-type]
+    assert (sim.mode, sim.max_queued, sim.overload_status, sim.reply_words_max) == ("vllm", 2, 529, 600)
+    assert len(sim.outages) == 3
+    with pytest.raises(SpecError, match="reply_words_min"):
+        simulator_config(no_models, "reply_words_min=90")  # type: ignore[arg-type]
 
 
 def _cli() -> typer.Typer:

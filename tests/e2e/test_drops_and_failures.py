@@ -71,9 +71,9 @@ async def test_schema_invalid_replies_are_reasked_then_dropped_with_reason(tmp_p
     assert stats["requests_total"] == 100
 
 
-async def test_rejected_requests_stop_the_run_early_with_causes(tmp_path, monkeypatch):
-    monkeypatch.delenv("ROWLOOM_SIM_KEY", raising=False)
-    sim_config = SimulatorConfig(latency_s=0.001, api_key="expected-key", models=("sim-small",))
+async def test_rejected_requests_stop_the_run_early_with_causes(tmp_path):
+    # Every request refused on its own merits (400, as for a too-long context): rows drop, then the error window.
+    sim_config = SimulatorConfig(latency_s=0.001, error_rate=1.0, error_status=400, models=("sim-small",))
     async with SimulatorServer(sim_config) as sim:
         config = DatasetConfig.from_dict(chain_dict(sim.base_url, row_group_size=50, error_window=50))
         with pytest.raises(RunAborted) as info:

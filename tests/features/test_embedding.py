@@ -57,7 +57,7 @@ async def test_embeddings_share_the_aggregate_cap_of_their_provider_and_model(tm
 
 
 async def test_failed_embedding_requests_drop_their_rows(tmp_path):
-    sim_config = SimulatorConfig(latency_s=0.001, api_key="a-key-the-config-lacks", models=(EMBED_MODEL,))  # 401s
+    sim_config = SimulatorConfig(latency_s=0.001, error_rate=1.0, error_status=400, models=(EMBED_MODEL,))
     async with SimulatorServer(sim_config) as sim:
         columns = [TOPIC, {"name": "vec", "type": "embedding", "model": "e", "input": "{{ topic }}", "batch_size": 5}]
         result = await run_job(config(sim.base_url, columns, run={"max_error_rate": 1.0}), 20, output=tmp_path / "out")

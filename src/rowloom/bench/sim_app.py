@@ -218,6 +218,10 @@ class SimulatorApp:
             status = config.error_status
             if status in _GATEWAY_BODIES:
                 return self._reply(path, status, _GATEWAY_BODIES[status], {**decision.headers, **_HTML_HEADERS})
+            if status == 400:
+                message = "This model's maximum context length is exceeded; please reduce the length of the messages."
+                body_bytes = error_body(message, "invalid_request_error", "context_length_exceeded")
+                return self._reply(path, status, body_bytes, decision.headers)
             message = "The server had an error while processing your request. Sorry about that!"
             return self._reply(path, status, error_body(message, "server_error"), decision.headers)
         if fault is Fault.OVERLOAD:

@@ -74,7 +74,9 @@ def sim(
     rpm: Annotated[int | None, typer.Option(help="Requests-per-minute limit (token bucket).")] = None,
     tpm: Annotated[int | None, typer.Option(help="Tokens-per-minute limit (token bucket).")] = None,
     error_rate: Annotated[float, typer.Option(help="Fraction of requests answered --error-status.")] = 0.0,
-    error_status: Annotated[int, typer.Option(help="Injected error status: 500, or gateway 502/504.")] = 500,
+    error_status: Annotated[
+        int, typer.Option(help="Injected error status: 500, gateway 502/504, or 400 (a request refused on its merits).")
+    ] = 500,
     overload_rate: Annotated[float, typer.Option(help="Fraction answered --overload-status.")] = 0.0,
     overload_status: Annotated[int, typer.Option(help="Injected overload status: 503, or 529 (Anthropic).")] = 503,
     timeout_rate: Annotated[float, typer.Option(help="Fraction held open for --hang seconds.")] = 0.0,

@@ -15,7 +15,7 @@ from rowloom.bench.sim_outages import Window, check_outages, format_outages, par
 SimMode = Literal["hosted", "vllm"]
 JitterKind = Literal["uniform", "lognormal"]
 OverloadStatus = Literal[503, 529]
-ErrorStatus = Literal[500, 502, 504]
+ErrorStatus = Literal[400, 500, 502, 504]
 
 # Fault rates are drawn from one uniform number per admitted request, so together they must fit in [0, 1].
 _EXCLUSIVE_FAULT_FIELDS = ("error_rate", "overload_rate", "timeout_rate", "malformed_rate", "truncated_rate")
@@ -93,7 +93,9 @@ class SimulatorConfig(BaseModel):
     )
     error_rate: float = Field(0.0, ge=0, le=1, description="Fraction of admitted requests answered `error_status`.")
     error_status: ErrorStatus = Field(
-        500, description="Status of an injected error: 500 (OpenAI JSON), or gateway 502/504 (HTML body)."
+        500,
+        description="Status of an injected error: 500 (OpenAI JSON), gateway 502/504 (HTML body), or 400 (a "
+        "request the server refuses on its own merits, as for a too-long context or a content filter).",
     )
     overload_rate: float = Field(0.0, ge=0, le=1, description="Fraction answered `overload_status`.")
     overload_status: OverloadStatus = Field(503, description="Status of an injected overload: 503, or 529 (Anthropic).")
