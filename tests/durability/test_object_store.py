@@ -111,3 +111,19 @@ def test_a_filesystem_without_atomic_objects_writes_via_a_temp_name_and_move(tmp
         location.write("data/b.bin", fails_midway)
     assert sorted(p.name for p in (tmp_path / "out" / "data").iterdir()) == ["a.bin"]  # no half file, no temp
     assert location.names("data") == {"data/a.bin"} and location.read_bytes("data/b.bin") is None
+
+
+def test_a_part_that_fails_mid_write_leaves_no_object_on_the_store(object_store):
+    location = OutputLocation(object_store.uri("failing"))
+    location.make_dirs("data")
+    location.write_bytes("data/a.bin", b"whole")
+
+    def fails_midway(fh) -> None:
+        fh.write(b"half" * 1000)
+        raise OSError("row group could not be encoded")
+
+    with pytest.raises(OSError, match="could not be encoded"):
+        location.write("data/b.bin", fails_midway)
+    # Closing an S3 output stream completes its upload even when the block raised: no half object may appear.
+    assert location.names("data") == {"data/a.bin"} and location.read_bytes("data/b.bin") is None
+    assert location.read_bytes("data/a.bin") == b"whole"

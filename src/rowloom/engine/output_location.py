@@ -3,7 +3,8 @@
 Owns the atomic write of one file, listing, reading and removing files by their name relative to the folder;
 must not know what the files hold (the output store decides that). Every write is atomic for readers: a local
 file is fsynced to a temp name and renamed into place; an object store (S3, GCS, Azure) only shows an object
-once its upload completes, so it is written under its final name; any other filesystem gets temp name + move.
+once its upload completes, so it is written under its final name, its content made whole in memory before the
+upload starts; any other filesystem gets temp name + move.
 """
 
 from __future__ import annotations
@@ -183,8 +184,16 @@ class OutputLocation:
             return
         final = self.path(name)
         if self._fs.type_name in OBJECT_STORES:
+            # Closing an object's output stream completes its upload even when the block raised, which would
+            # publish a half part under its final name: the content is made whole in memory first, then sent in
+            # one write, so a failing writer never starts an upload and a failed upload completes nothing.
+            import pyarrow as pa
+
+            buffer = pa.BufferOutputStream()
+            write(buffer)
+            content = buffer.getvalue()
             with self._fs.open_output_stream(final) as fh:
-                write(fh)
+                fh.write(content)
             return
         head, _, tail = final.rpartition("/")
         tmp = f"{head}/{TEMP_PREFIX}{tail}-{uuid.uuid4().hex[:8]}"
