@@ -123,6 +123,18 @@ class LLMJudgeColumn(LLMColumnBase):
         return self
 
     @property
+    def instructions(self) -> str:
+        """What the judge is asked beyond the user's prompt: each rubric, what its scores mean, the reply's shape.
+        (Without it a model sees the rubric names only through the schema, and many servers never show it that.)"""
+        lines = ["", "", "Score each criterion below and give a one-sentence reason for each score."]
+        for r in self.rubrics:
+            about = f" {r.description.strip()}" if r.description.strip() else ""
+            lines.append(f"- {r.name}:{about} Scores: {_score_meanings(r)}.")
+        shape = ", ".join(f'"{r.name}": {{"score": <score>, "reason": "<one sentence>"}}' for r in self.rubrics)
+        lines.append(f"Reply with a JSON object only: {{{shape}}}")
+        return "\n".join(lines)
+
+    @property
     def output_schema(self) -> dict[str, Any]:
         """The JSON Schema the judge's reply must satisfy."""
         return {
@@ -130,6 +142,7 @@ class LLMJudgeColumn(LLMColumnBase):
             "properties": {
                 r.name: {
                     "type": "object",
+                    "description": f"{r.description.strip()} Scores: {_score_meanings(r)}.".strip(),
                     "properties": {
                         "score": {"type": "integer", "enum": sorted(r.scores)},
                         "reason": {"type": "string", "maxLength": self.reason_max_length},
@@ -142,6 +155,10 @@ class LLMJudgeColumn(LLMColumnBase):
             "required": [r.name for r in self.rubrics],
             "additionalProperties": False,
         }
+
+
+def _score_meanings(rubric: Rubric) -> str:
+    return "; ".join(f"{score} = {meaning}" for score, meaning in sorted(rubric.scores.items()))
 
 
 #: Languages an `llm_code` column may declare; only those in `VALIDATED_LANGUAGES` can be validated.

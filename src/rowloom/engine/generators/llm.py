@@ -43,6 +43,8 @@ class LLMGenerator(Generator):
         self.model = model
         self.prompt = compile_template(column.prompt)
         self.system = compile_template(column.system_prompt) if column.system_prompt else None
+        # A judge's rubrics follow the user's prompt as plain text (never rendered: they are not templates).
+        self.instructions = column.instructions if isinstance(column, LLMJudgeColumn) else ""
         self.params = model.inference.as_body()
         self.schema: dict[str, Any] | None = None
         self.corrections = 0
@@ -55,7 +57,7 @@ class LLMGenerator(Generator):
         messages = []
         if self.system is not None:
             messages.append({"role": "system", "content": render(self.system, row, self.name)})
-        messages.append({"role": "user", "content": render(self.prompt, row, self.name)})
+        messages.append({"role": "user", "content": render(self.prompt, row, self.name) + self.instructions})
         return messages
 
     async def _ask(self, messages: list[dict[str, str]]) -> str:
