@@ -84,3 +84,7 @@ class OutputError(RowloomError):
 
 class RunInterrupted(RunAborted):
     """The user stopped the run (Ctrl-C / SIGTERM); finished row groups are on disk and a rerun resumes."""
+
+
+class RowloomWarning(UserWarning):
+    """Something the user may want to know or fix; the run goes on (`rowloom run` prints it as `warning: …`)."""

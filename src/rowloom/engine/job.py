@@ -24,6 +24,7 @@ from rowloom.engine.generators import build_generators
 from rowloom.engine.generators.skip import SkipAware
 from rowloom.engine.generators.validation import ValidationGenerator
 from rowloom.engine.output_location import OutputLocation
+from rowloom.engine.output_lock import WriterLock
 from rowloom.engine.plan import build_plan
 from rowloom.engine.progress import RunProgress
 from rowloom.engine.resume import Action, ResumeDecision, decide
@@ -158,9 +159,29 @@ async def run_job(
     A folder that already holds this complete run is left as it is (`JobResult.generated` is False); a run of
     the same config with fewer records is extended. Messages name the caller's arguments as `terms` spell them.
     """
-    started = time.monotonic()
     location = OutputLocation.of(output, terms) if output is not None else None
     check_export_target(config, location, terms)
+    args = (config, num_records, location, resume, sink, progress, clock, on_start, terms)
+    if location is None:
+        return await _run(*args)
+    # Taken before the folder is read (no other run changes it until this one ends); off the loop: an object
+    # store's lock waits for a racing writer.
+    with await asyncio.to_thread(WriterLock.take, location, terms):
+        return await _run(*args)
+
+
+async def _run(
+    config: DatasetConfig,
+    num_records: int,
+    location: OutputLocation | None,
+    resume: ResumeMode,
+    sink: EventSink | None,
+    progress: RunProgress | None,
+    clock: Clock,
+    on_start: Callable[[Scheduler, RequestStats], None] | None,
+    terms: Terms,
+) -> JobResult:
+    started = time.monotonic()
     decision = ResumeDecision(Action.START)  # a preview writes nothing
     if location is not None:
         decision = decide(location, config, num_records, resume, terms)

@@ -225,6 +225,7 @@ def run(
             messages.result(decision.message)
             return
         with (
+            messages.engine_warnings(),
             simulators(config, with_sim),
             _metrics_endpoint(metrics_port, metrics_host) as metrics,
             display if display is not None else contextlib.nullcontext(),

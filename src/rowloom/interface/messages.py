@@ -7,8 +7,13 @@ layout (no hard wrap into a file or pipe) is the console's (`interface.output`).
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
+
 from rich.text import Text
 
+from rowloom.errors import RowloomWarning
 from rowloom.interface.output import CliConsole
 
 #: Where problems and status lines go; what a command produced goes to `stdout`.
@@ -41,3 +46,20 @@ def status(message: str) -> None:
 def result(message: str) -> None:
     """What the command produced (`wrote …`), on stdout."""
     stdout.print(Text(message))
+
+
+@contextlib.contextmanager
+def engine_warnings() -> Iterator[None]:
+    """Within: every `RowloomWarning` the engine gives prints as a `warning: …` line (others as Python shows them)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", RowloomWarning)
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None) -> None:
+            if issubclass(category, RowloomWarning):
+                warning(str(message))
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
