@@ -19,6 +19,7 @@ from typing import Any
 import pyarrow as pa
 
 from rowloom.config.dataset import DatasetConfig
+from rowloom.engine import run_inputs
 from rowloom.engine.completion import RowGroupState
 from rowloom.engine.generators import build_generators
 from rowloom.engine.generators.skip import SkipAware
@@ -192,12 +193,20 @@ async def _run(
     seed_reader = None
     if config.seed is not None:  # indexing a CSV/JSONL seed reads it once: off the event loop
         seed_reader = await asyncio.to_thread(SeedReader, config.seed, seed)
-        try:
+    inputs: dict[str, Any] = {}
+    try:
+        if location is not None:  # the files and code the rows come from, as the manifest records them
+            rows = seed_reader.num_rows if seed_reader is not None else None
+            inputs = await asyncio.to_thread(run_inputs.collect, config, rows)
+            run_inputs.check((decision.manifest or {}).get("inputs"), inputs, location, terms)
+        if seed_reader is not None:
             seed_reader.check_records(num_records)
-        except BaseException:
+    except BaseException:
+        if seed_reader is not None:
             seed_reader.close()
-            raise
+        raise
     store = OutputStore(location or OutputLocation("."), config, plan, num_records, seed)
+    store.inputs = inputs
     if location is not None:
         try:
             store.open(decision.manifest, decision.extended_from, terms)

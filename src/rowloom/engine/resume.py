@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from rowloom import __version__
 from rowloom.config.dataset import DatasetConfig
 from rowloom.engine.config_diff import describe
 from rowloom.engine.output_location import TEMP_PREFIX, OutputLocation
@@ -95,10 +96,12 @@ def decide(
         return _without_manifest(location, present, mode, terms)
     where, output = folder_name(location), terms.name("output")
     version = manifest.get("format_version", 1)
-    if version not in READABLE_FORMATS:
+    if version not in READABLE_FORMATS:  # a later format may cut row groups or name files in ways we cannot know
+        writer = manifest.get("rowloom_version")
+        by = f"rowloom {writer}" if isinstance(writer, str) else "a newer rowloom"
         raise OutputError(
-            f"{where} was written by a newer rowloom (manifest format {version}); upgrade rowloom to continue it, "
-            f"or use a new {output}"
+            f"{where} was written by {by} (manifest format {version}), which rowloom {__version__} cannot continue; "
+            f"upgrade rowloom to continue it, or use a new {output}"
         )
     same_config = manifest.get("config_fingerprint") == config.fingerprint()
     if not manifest.get("row_groups") and (same_config or mode != "always"):

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rowloom import __version__
 from rowloom.config.dataset import DatasetConfig
 from rowloom.engine.arrow_schema import output_types, to_arrow_value
 from rowloom.engine.output_location import OutputLocation
@@ -56,6 +57,7 @@ class OutputStore:
         self.seed = seed
         self.written: dict[int, WrittenRowGroup] = {}
         self.extended_from: tuple[int, ...] = ()  # earlier record counts of an extended run (set by `open`)
+        self.inputs: dict[str, Any] = {}  # the seed file, model files and function sources read (`run_inputs`)
         columns = plan.output_columns
         # The values of complete row groups, then what the processors make of them (the written schema).
         self.raw_schema = pa.schema([pa.field(n, t) for c in columns for n, t in output_types(c.column)])
@@ -131,12 +133,14 @@ class OutputStore:
     def _write_manifest(self, complete: bool) -> None:
         data: dict[str, Any] = {
             "format_version": EXTENDED_FORMAT_VERSION if self.extended_from else FORMAT_VERSION,
+            "rowloom_version": __version__,
             "config_fingerprint": self.config.fingerprint(),
             "fingerprint_fields": self.config.fingerprint_fields(),
             "num_records": self.num_records,
             "row_group_size": self.config.run.row_group_size,
             "seed": self.seed,
             **({"extended_from": list(self.extended_from)} if self.extended_from else {}),
+            **({"inputs": self.inputs} if self.inputs else {}),
             "complete": complete,
             "records_written": sum(w.rows for w in self.written.values()),
             "rows_dropped": sum(w.dropped for w in self.written.values()),
