@@ -10,6 +10,7 @@ import json
 import random
 import time
 import uuid
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,13 +29,13 @@ from rowloom.engine.output_location import OutputLocation
 from rowloom.engine.output_lock import WriterLock
 from rowloom.engine.plan import build_plan
 from rowloom.engine.progress import RunProgress
-from rowloom.engine.resume import Action, ResumeDecision, decide
+from rowloom.engine.resume import Action, ResumeDecision, decide, folder_name
 from rowloom.engine.runtime import RequestRuntime
 from rowloom.engine.scheduler import Scheduler
 from rowloom.engine.seed_reader import SeedReader
-from rowloom.engine.storage import SUMMARY, OutputStore, ResumeMode
+from rowloom.engine.storage import MANIFEST, SUMMARY, OutputStore, ResumeMode
 from rowloom.engine.terms import CLI_TERMS, Terms
-from rowloom.errors import ConfigError, ConfigProblem, RunAborted, RunInterrupted
+from rowloom.errors import ConfigError, ConfigProblem, OutputError, RowloomWarning, RunAborted, RunInterrupted
 from rowloom.observe.clock import SYSTEM_CLOCK, Clock
 from rowloom.observe.context import correlate
 from rowloom.observe.events import scheduler as ev
@@ -186,6 +187,8 @@ async def _run(
     decision = ResumeDecision(Action.START)  # a preview writes nothing
     if location is not None:
         decision = decide(location, config, num_records, resume, terms)
+        if decision.recovered_from:
+            recover_manifest(location, decision)
         if decision.action is Action.DONE:
             return JobResult.already_complete(location, decision)
     plan = build_plan(config, num_records, decision.extended_from)
@@ -280,6 +283,32 @@ async def _run(
         tables = [checkpointer.tables[i] for i in sorted(checkpointer.tables)]
         return JobResult(None, summary, tables=tables)
     return JobResult.written(store, summary)
+
+
+def recover_manifest(location: OutputLocation, decision: ResumeDecision) -> None:
+    """Say that the folder's manifest.json was missing and its run continues from the temp manifest `decide`
+    read; a complete run gets its manifest.json back at once (a run that goes on writes its own)."""
+    warnings.warn(
+        f"{folder_name(location)}{MANIFEST} was missing (a move interrupted on a filesystem that has no rename, "
+        f"such as HDFS); continuing from {decision.recovered_from}, the last manifest written",
+        RowloomWarning,
+        stacklevel=2,
+    )
+    if decision.action is Action.DONE:
+        try:
+            location.write_bytes(MANIFEST, json.dumps(decision.manifest, indent=1).encode())
+            location.remove_leftovers("")
+        except OSError as exc:
+            raise OutputError(f"cannot write the manifest in {location}: {exc.strerror or exc}") from None
+
+
+def restore_manifest(output: str | Path | OutputLocation, decision: ResumeDecision, terms: Terms = CLI_TERMS) -> None:
+    """`recover_manifest` for a caller that found the run complete before starting it (the CLI), under the
+    folder's writer lock."""
+    location = OutputLocation.of(output, terms)
+    with WriterLock.take(location, terms):
+        if location.read_bytes(MANIFEST) is None:
+            recover_manifest(location, decision)
 
 
 def end_job(events: EventSink, summary: dict[str, Any], store: OutputStore | None, *, wall_s: float) -> None:

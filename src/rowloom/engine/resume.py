@@ -8,7 +8,8 @@ acts on the answer; this module must not touch the files itself.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -40,6 +41,7 @@ class ResumeDecision:
     extended_from: tuple[int, ...] = ()  # earlier record counts of the run: where its row groups are cut
     message: str = ""  # DONE: what to tell the user
     present: frozenset[str] = field(default_factory=frozenset)  # files in data/ (names relative to the folder)
+    recovered_from: str = ""  # the temp manifest `manifest` was read from, when manifest.json was missing
 
     @property
     def seed(self) -> int | None:
@@ -47,6 +49,10 @@ class ResumeDecision:
         if self.manifest is None or self.action is Action.START:
             return None
         return int(self.manifest["seed"])
+
+
+TEMP_MANIFEST = f"{TEMP_PREFIX}{MANIFEST}-"  # a manifest being written (local: fsync + rename; HDFS: a move)
+_PART = re.compile(r"part-\d{5}\.parquet")
 
 
 def folder_name(location: OutputLocation) -> str:
@@ -74,6 +80,27 @@ def _read(location: OutputLocation, terms: Terms) -> dict[str, Any] | None:
     return manifest
 
 
+def _temp_manifests(location: OutputLocation) -> list[str]:
+    return sorted(n for n in location.names("") if n.startswith(TEMP_MANIFEST))
+
+
+def _recover(location: OutputLocation, temps: list[str]) -> tuple[dict[str, Any] | None, str]:
+    """The newest whole temp manifest and its name. A filesystem whose move deletes the destination and renames
+    again on failure (Arrow's HDFS) can leave a temp manifest and no manifest.json: the temp is the manifest."""
+    best: dict[str, Any] | None = None
+    name = ""
+    for temp in temps:
+        try:
+            data = json.loads((location.read_bytes(temp) or b"").decode("utf-8"))
+        except (OSError, ValueError):
+            continue  # cut off mid-write
+        if not (isinstance(data, dict) and "config_fingerprint" in data):
+            continue
+        if best is None or float(data.get("updated_at", 0)) > float(best.get("updated_at", 0)):
+            best, name = data, temp
+    return best, name
+
+
 def _records(manifest: dict[str, Any], present: frozenset[str]) -> str:
     """`19 of 20 records (1 dropped)`: the rows of the listed parts that are on disk, of the records planned."""
     entries = [e for e in manifest.get("row_groups", []) if e["file"] in present]
@@ -92,8 +119,25 @@ def decide(
     """What to do with `location` for a run of `num_records` of `config`; raises `OutputError` to refuse."""
     manifest = _read(location, terms)
     present = frozenset(location.names(DATA_DIR))
+    if manifest is not None:
+        return _with_manifest(location, manifest, present, config, num_records, mode, terms)
+    temps = _temp_manifests(location)
+    manifest, recovered = _recover(location, temps)
     if manifest is None:
-        return _without_manifest(location, present, mode, terms)
+        return _without_manifest(location, present, temps, mode, terms)
+    decision = _with_manifest(location, manifest, present, config, num_records, mode, terms)
+    return replace(decision, recovered_from=recovered)
+
+
+def _with_manifest(
+    location: OutputLocation,
+    manifest: dict[str, Any],
+    present: frozenset[str],
+    config: DatasetConfig,
+    num_records: int,
+    mode: ResumeMode,
+    terms: Terms,
+) -> ResumeDecision:
     where, output = folder_name(location), terms.name("output")
     version = manifest.get("format_version", 1)
     if version not in READABLE_FORMATS:  # a later format may cut row groups or name files in ways we cannot know
@@ -115,10 +159,20 @@ def decide(
 
 
 def _without_manifest(
-    location: OutputLocation, present: frozenset[str], mode: ResumeMode, terms: Terms
+    location: OutputLocation, present: frozenset[str], temps: list[str], mode: ResumeMode, terms: Terms
 ) -> ResumeDecision:
     where, output = folder_name(location), terms.name("output")
     parts = [p for p in present if not p.rpartition("/")[2].startswith(TEMP_PREFIX)]
+    ours = sorted(p.rpartition("/")[2] for p in parts if _PART.fullmatch(p.rpartition("/")[2]))
+    if ours:  # a rowloom run's parts whose manifest is gone: starting afresh would overwrite them
+        listed = ", ".join(ours[:3]) + (", …" if len(ours) > 3 else "")
+        several = f"{len(parts)} files" if len(parts) > 1 else "1 file"
+        lost = f", only {temps[0]}: an unfinished write of it that cannot be read" if temps else ""
+        raise OutputError(
+            f"{where} has no {MANIFEST}{lost or ' (lost in an interrupted write?)'}; {where}{DATA_DIR}/ holds "
+            f"{several} of a rowloom run ({listed}) and which run and config they belong to is unknown, so nothing "
+            f"was changed: use a new {output}, or move {where}{DATA_DIR}/ away to start a new run there"
+        )
     if parts:  # files that a later read of data/ would mix with the rows of this run
         files = f"{len(parts)} file{'s' if len(parts) > 1 else ''}"
         raise OutputError(

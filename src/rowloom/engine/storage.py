@@ -86,11 +86,13 @@ class OutputStore:
                     self.written[entry["index"]] = WrittenRowGroup(
                         entry["index"], entry["file"], entry["rows"], entry["dropped"]
                     )
+        # The manifest first: on a move-based filesystem a temp manifest may be the only one there is (it was
+        # recovered from by `resume.decide`), so temp files go only once manifest.json is in place.
+        self._write_manifest(complete=False)
         try:
             where.remove_leftovers("", DATA_DIR)
         except OSError as exc:
             raise OutputError(f"cannot clear unfinished writes in {where}: {exc.strerror or exc}") from None
-        self._write_manifest(complete=False)
 
     @staticmethod
     def read_manifest(location: str | Path | OutputLocation) -> dict[str, Any] | None:

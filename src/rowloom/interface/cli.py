@@ -19,7 +19,7 @@ import typer
 
 from rowloom.bench.sim_cli import sim
 from rowloom.config.dataset import DatasetConfig
-from rowloom.engine.job import run_job
+from rowloom.engine.job import restore_manifest, run_job
 from rowloom.engine.output_location import redact
 from rowloom.engine.progress import RunProgress
 from rowloom.engine.resume import Action, check_output
@@ -222,6 +222,9 @@ def run(
     try:
         decision = check_output(output, config, num_records, resume.value)  # before any server or display starts
         if decision.action is Action.DONE:  # a folder holding this complete run is left as it is
+            if decision.recovered_from:  # its manifest.json was lost in a move: put back
+                with messages.engine_warnings():
+                    restore_manifest(output, decision)
             messages.result(decision.message)
             return
         with (
