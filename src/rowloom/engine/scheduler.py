@@ -141,6 +141,7 @@ class Scheduler:
         self._write_lock = asyncio.Lock()
         self._stop_reason: str | None = None
         self._fatal: BaseException | None = None
+        self._writer_failed = False  # the output itself failed: nothing more is written
         self._skips: Counter[str] = Counter()
         self._recent: deque[bool] = deque(maxlen=run.error_window)  # True = dropped
         self._health_due = False
@@ -341,7 +342,8 @@ class Scheduler:
                         run_s=self.clock.now() - running.started,
                     )
                 )
-            if state is not None and state.complete and self._fatal is None:
+            # A complete row group is finished work: kept after any fatal error but the output's own.
+            if state is not None and state.complete and not self._writer_failed:
                 self._start_checkpoint(state)
         self.progress.active_tasks = len(self._running)
 
@@ -405,8 +407,10 @@ class Scheduler:
 
     def _on_checkpoint_done(self, checkpoint: asyncio.Task[None]) -> None:
         self._checkpoints.discard(checkpoint)
-        if not checkpoint.cancelled() and (exc := checkpoint.exception()) is not None and self._fatal is None:
-            self._fatal = exc
+        if not checkpoint.cancelled() and (exc := checkpoint.exception()) is not None:
+            self._writer_failed = True
+            if self._fatal is None:
+                self._fatal = exc
         self._wake.set()
 
     # ------------------------------------------------------------ frontier and health
