@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rowloom.config.columns import ColumnBase
+from rowloom.config.problems import did_you_mean
 from rowloom.errors import ConfigProblem
 
 
@@ -27,15 +28,16 @@ def dependency_problems(columns: Sequence[ColumnBase], extra_inputs: frozenset[s
     names = produced | extra_inputs
     for i, column in enumerate(columns):
         for ref in sorted(column.dependencies() - names):
+            guess = did_you_mean(ref, sorted(names - {column.name}))
             if extra_inputs:
                 message = f"refers to {ref!r}, which is neither a column nor a seed column"
-                fix = (
+                fix = guess + (
                     f"correct the name, or add {ref!r} to the seed (seed columns: {', '.join(sorted(extra_inputs))}; "
                     f"columns: {', '.join(sorted(produced)) or '(none)'})"
                 )
             else:
                 message = f"refers to {ref!r}, which is not a column"
-                fix = f"define a column named {ref!r} or correct the name" + (
+                fix = f"{guess}define a column named {ref!r} or correct the name" + (
                     f" (known: {', '.join(sorted(names))})" if names else ""
                 )
             problems.append(ConfigProblem(f"columns[{i}] ({column.name})", message, fix))

@@ -1,7 +1,8 @@
 """`DatasetConfig`: providers, models, seed, columns, processors and run settings, with YAML/JSON load and save.
 
 Cross-field checks (unknown model, duplicate names, unknown references, cycles, seed columns, processor names)
-live here so that `rowloom validate` and `DatasetConfig(...)` report the same problems.
+live in `config.checks`, run by `DatasetConfig(...)` and by `rowloom validate` alike; a config that fails is
+looked at again entry by entry, so every problem is reported at once.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from rowloom.config.base import ConfigModel
+from rowloom.config.checks import collect_problems, cross_problems
 from rowloom.config.columns import ColumnConfig, CustomColumn, ValidationColumn
-from rowloom.config.dag import dependency_problems
 from rowloom.config.models import ModelConfig, ProviderConfig
 from rowloom.config.problems import problems_from_validation
-from rowloom.config.processors import ExportConfig, ProcessorConfig, processor_problems
+from rowloom.config.processors import ExportConfig, ProcessorConfig
 from rowloom.config.request_admission import reject_legacy_throttle
 from rowloom.config.run import RunConfig
-from rowloom.config.seed import SEED_TASK, SeedConfig
+from rowloom.config.seed import SeedConfig
 from rowloom.errors import ConfigError, ConfigProblem
 
 MAX_CONFIG_BYTES = 5 * 1024 * 1024
@@ -57,42 +58,14 @@ class DatasetConfig(ConfigModel):
 
     def cross_problems(self) -> list[ConfigProblem]:
         """Problems that involve more than one field."""
-        problems: list[ConfigProblem] = []
-        problems += _duplicates("providers", [p.name for p in self.providers], "name")
-        problems += _duplicates("models", [m.alias for m in self.models], "alias")
-        problems += _duplicates("columns", [c.name for c in self.columns], "name")
-        provider_names = {p.name for p in self.providers}
-        for i, model in enumerate(self.models):
-            if model.provider not in provider_names:
-                problems.append(
-                    ConfigProblem(
-                        f"models[{i}] ({model.alias}).provider",
-                        f"provider {model.provider!r} is not defined",
-                        f"add it under `providers` or use one of: {', '.join(sorted(provider_names)) or '(none)'}",
-                    )
-                )
-        aliases = {m.alias for m in self.models}
-        for i, column in enumerate(self.columns):
-            alias = column.model_alias
-            if alias is not None and alias not in aliases:
-                problems.append(
-                    ConfigProblem(
-                        f"columns[{i}] ({column.name}).model",
-                        f"model alias {alias!r} is not defined",
-                        f"add it under `models` or use one of: {', '.join(sorted(aliases)) or '(none)'}",
-                    )
-                )
-        seed_columns: list[str] = []
-        if self.seed is not None:
-            try:
-                seed_columns = list(self.seed.schema().names)
-            except ConfigError as exc:
-                return problems + exc.problems  # references cannot be checked without the seed's columns
-        problems += _output_clashes(self.columns, seed_columns)
-        problems += dependency_problems(self.columns, frozenset(seed_columns))
-        written = [*seed_columns, *(out for c in self.columns if not c.drop for out in c.outputs())]
-        problems += processor_problems(self.processors, written, self.export)
-        return problems
+        return cross_problems(
+            providers=self.providers,
+            models=self.models,
+            seed=self.seed,
+            columns=self.columns,
+            processors=self.processors,
+            export=self.export,
+        )
 
     def with_seed(self, source: str | Path | Any, **settings: Any) -> DatasetConfig:
         """A copy of this config reading `source` (a file path, or a pandas/polars DataFrame) as its seed.
@@ -119,8 +92,11 @@ class DatasetConfig(ConfigModel):
             raise ConfigError(ConfigProblem(source, what, "write a mapping with at least `columns:` (see examples/)"))
         try:
             return cls.model_validate(data)
-        except ValidationError as exc:
-            raise ConfigError(problems_from_validation(exc, data)) from None
+        except (ValidationError, ConfigError) as exc:
+            first = problems_from_validation(exc, data, cls) if isinstance(exc, ValidationError) else exc.problems
+        # The first error may hide others (a column that does not parse skips every cross-field check): look again,
+        # entry by entry, so one pass reports them all.
+        raise ConfigError(collect_problems(cls, data) or first) from None
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> DatasetConfig:
@@ -236,47 +212,6 @@ def _keep_key_order(data: dict[str, Any]) -> dict[str, Any]:
         if isinstance(data.get(name), dict):
             data[name] = _ordered(data[name])
     return data
-
-
-def _output_clashes(columns: list[Any], seed_columns: list[str]) -> list[ConfigProblem]:
-    """Values written twice: a companion output (`code__valid`) or a seed column that a column also names.
-
-    Two columns of the same name are left to the duplicate-name check.
-    """
-    problems: list[ConfigProblem] = []
-    owner: dict[str, tuple[str, bool]] = {name: ("the seed", False) for name in seed_columns}
-    owner.setdefault(SEED_TASK, ("rowloom (reserved for the seed task)", False))
-    for i, column in enumerate(columns):
-        for out in column.outputs():
-            found = owner.get(out)
-            if found is not None and not (found[1] and out == column.name):
-                problems.append(
-                    ConfigProblem(
-                        f"columns[{i}] ({column.name})",
-                        f"writes {out!r}, which {found[0]} already writes",
-                        "rename the column" + (" or leave it out of seed.columns" if found[0] == "the seed" else ""),
-                    )
-                )
-        for out in column.outputs():
-            owner.setdefault(out, (f"columns[{i}] ({column.name})", out == column.name))
-    return problems
-
-
-def _duplicates(section: str, names: list[str], field: str) -> list[ConfigProblem]:
-    seen: dict[str, int] = {}
-    out = []
-    for i, name in enumerate(names):
-        if name in seen:
-            out.append(
-                ConfigProblem(
-                    f"{section}[{i}].{field}",
-                    f"{name!r} is already used by {section}[{seen[name]}]",
-                    f"give every entry in `{section}` a unique {field}",
-                )
-            )
-        else:
-            seen[name] = i
-    return out
 
 
 def load_yaml_file(path: str | Path) -> Any:

@@ -1,10 +1,18 @@
-"""Turn pydantic validation errors into `ConfigProblem`s that name the field path and the fix."""
+"""Turn pydantic validation errors into `ConfigProblem`s that name the field path and the fix.
+
+A near miss of a field name or a type gets "did you mean …?" (difflib), found by walking the config's pydantic
+types along the error's path.
+"""
 
 from __future__ import annotations
 
+import difflib
+import types
+import typing
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from rowloom.config.columns import COLUMN_TYPES
 from rowloom.config.processors import PROCESSOR_TYPES
@@ -19,8 +27,13 @@ def _path(loc: tuple[Any, ...], data: Any) -> str:
         if isinstance(item, int):
             parts.append(f"[{item}]")
             node = node[item] if isinstance(node, list) and item < len(node) else None
-            if isinstance(node, dict) and isinstance(node.get("name"), str):
-                parts[-1] += f" ({node['name']})"
+            label = (
+                next((node[k] for k in ("name", "alias") if isinstance(node.get(k), str)), None)
+                if isinstance(node, dict)
+                else None
+            )
+            if label is not None:  # a column or provider by its name, a model by its alias
+                parts[-1] += f" ({label})"
             continue
         if isinstance(node, dict) and item not in node and (item in COLUMN_TYPES or item in PROCESSOR_TYPES):
             continue  # a discriminated-union tag, not a field
@@ -29,7 +42,53 @@ def _path(loc: tuple[Any, ...], data: Any) -> str:
     return "".join(parts)
 
 
-def _fix(error: dict[str, Any]) -> str:
+def did_you_mean(name: str, known: Iterable[str], quote: str = "'") -> str:
+    """`did you mean 'prompt'? ` for the nearest of `known` to `name` (difflib), or '' when none is near."""
+    found = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f"did you mean {quote}{found[0]}{quote}? " if found else ""
+
+
+def _members(tp: Any) -> tuple[Any, ...]:
+    """The alternatives of a union (`X | None`, a discriminated union), or `(tp,)`."""
+    if typing.get_origin(tp) is typing.Annotated:
+        return _members(typing.get_args(tp)[0])
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return tuple(m for arg in typing.get_args(tp) for m in _members(arg))
+    return (tp,)
+
+
+def _step(tp: Any, item: Any) -> Any:
+    """The type found one step along an error path: a field of a model, an item of a list, a union member."""
+    for member in _members(tp):
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            if isinstance(item, str):
+                for name, field in member.model_fields.items():
+                    if item in (name, field.alias):
+                        return field.annotation
+                tag = member.model_fields.get("type")
+                if tag is not None and typing.get_args(tag.annotation) == (item,):
+                    return member  # a discriminated union's tag in the path
+        elif typing.get_origin(member) in (list, tuple) and isinstance(item, int):
+            return typing.get_args(member)[0]
+        elif typing.get_origin(member) is dict and isinstance(item, str):
+            return typing.get_args(member)[1]
+    return None
+
+
+def field_names(root: Any, loc: Sequence[Any]) -> list[str]:
+    """The field names (aliases where set) of the model at `loc` under the type `root`, or [] if not a model."""
+    tp = root
+    for item in loc:
+        tp = _step(tp, item)
+        if tp is None:
+            return []
+    for member in _members(tp):
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            return [field.alias or name for name, field in member.model_fields.items()]
+    return []
+
+
+def _fix(error: dict[str, Any], root: Any) -> str:
     kind = error["type"]
     field = str(error["loc"][-1]) if error["loc"] else ""
     if kind == "missing":
@@ -37,12 +96,16 @@ def _fix(error: dict[str, Any]) -> str:
     if kind == "extra_forbidden" and field in ("api_key", "key", "token", "authorization"):
         return "never put a key in the config: name an environment variable (api_key_env) or a file (api_key_file)"
     if kind == "extra_forbidden":
-        return f"remove `{field}` (unknown field) or check its spelling"
-    types = PROCESSOR_TYPES if error["loc"] and error["loc"][0] == "processors" else COLUMN_TYPES
+        known = field_names(root, error["loc"][:-1]) if root is not None else []
+        guess = did_you_mean(field, known, quote="`")
+        return f"{guess}remove `{field}` or check its spelling" if not guess else f"{guess}(or remove `{field}`)"
+    types_ = PROCESSOR_TYPES if error["loc"] and error["loc"][0] == "processors" else COLUMN_TYPES
     if kind == "union_tag_invalid":
-        return f"use one of: {', '.join(types)}"
+        tag = str(error.get("ctx", {}).get("tag", ""))
+        guess = did_you_mean(tag, types_)
+        return f"{guess}(or use one of: {', '.join(types_)})" if guess else f"use one of: {', '.join(types_)}"
     if kind == "union_tag_not_found":
-        return f"add `type:` with one of: {', '.join(types)}"
+        return f"add `type:` with one of: {', '.join(types_)}"
     if kind == "finite_number":
         return "give a finite number (not .inf or .nan)"
     if kind.endswith("_type") or kind.endswith("_parsing"):
@@ -52,14 +115,30 @@ def _fix(error: dict[str, Any]) -> str:
     return ""
 
 
-def problems_from_validation(exc: ValidationError, data: Any) -> list[ConfigProblem]:
-    """One problem per pydantic error, with a readable path and a suggested fix."""
+def problems_from_errors(
+    errors: Iterable[dict[str, Any]], data: Any, root: Any = None, prefix: tuple[Any, ...] = ()
+) -> list[ConfigProblem]:
+    """One problem per pydantic error dict, with a readable path and a suggested fix.
+
+    `data` is the whole config as parsed from YAML and `root` its pydantic type (for "did you mean" on field
+    names); `prefix` is where in `data` the validated value sits (`('columns', 3)` for one column).
+    """
     out = []
-    for error in exc.errors(include_url=False):
+    for error in errors:
+        error = {**error, "loc": (*prefix, *error["loc"])}
         message = str(error["msg"]).removeprefix("Value error, ")
+        path = _path(tuple(error["loc"]), data)
         if error["type"] == "union_tag_invalid":
             tag = error.get("ctx", {}).get("tag")
             what = "processor" if error["loc"] and error["loc"][0] == "processors" else "column"
             message = f"unknown {what} type {tag!r}"
-        out.append(ConfigProblem(_path(tuple(error["loc"]), data), message, _fix(error)))
+            path += ".type"
+        elif error["type"] == "extra_forbidden":
+            message = "unknown field"
+        out.append(ConfigProblem(path, message, _fix(error, root)))
     return out
+
+
+def problems_from_validation(exc: ValidationError, data: Any, root: Any = None) -> list[ConfigProblem]:
+    """One problem per pydantic error, with a readable path and a suggested fix."""
+    return problems_from_errors(exc.errors(include_url=False), data, root)

@@ -194,6 +194,41 @@ class SeedConfig(ConfigModel):
 
         return pa.schema([full.field(c) for c in self.columns])
 
+    def window_problems(self) -> list[ConfigProblem]:
+        """An `index_range` past the seed's rows, or an empty `partition`, found before a run reads the seed.
+
+        Only with one of them set is the row count read (Parquet metadata; CSV/JSONL one pass over the file).
+        The same words as the run's own check (`engine.seed_reader.seed_window`).
+        """
+        if self.index_range is None and self.partition is None:
+            return []
+        if self.data is not None:
+            total = self.data.num_rows
+        else:
+            path = Path(self.path or "").expanduser().resolve()
+            stat = path.stat()
+            names = tuple(self.file_schema().names)
+            total = _probe_rows(
+                str(path), self.resolved_format(), self.csv_delimiter, names, stat.st_mtime_ns, stat.st_size
+            )
+        lo, hi = self.index_range or (0, total)
+        if hi > total:
+            return [
+                ConfigProblem(
+                    "seed.index_range", f"end {hi} is past the seed's {total} rows", f"give an end of at most {total}"
+                )
+            ]
+        part = self.partition
+        if part is not None and (hi - lo) * (part.index + 1) // part.count <= (hi - lo) * part.index // part.count:
+            return [
+                ConfigProblem(
+                    "seed.partition",
+                    f"part {part.index} of {part.count} of {hi - lo} seed rows is empty",
+                    "use fewer parts than seed rows",
+                )
+            ]
+        return []
+
 
 def to_arrow_table(value: Any) -> pa.Table:
     """A pandas or polars DataFrame (or an Arrow table/record batch) as an Arrow table."""
@@ -264,6 +299,42 @@ def _probe_schema(path: str, fmt: SeedFormat, delimiter: str, mtime_ns: int, siz
     except (OSError, ValueError, pa.ArrowException) as exc:
         raise ConfigError(
             ConfigProblem("seed.path", f"cannot read seed file {path!r} as {fmt}: {exc}", "check the file and `format`")
+        ) from None
+
+
+@functools.lru_cache(maxsize=64)
+def _probe_rows(path: str, fmt: SeedFormat, delimiter: str, names: tuple[str, ...], mtime_ns: int, size: int) -> int:
+    """Rows of a seed file: Parquet from its footer, CSV by a streaming parse, JSONL by its non-blank lines."""
+    del mtime_ns, size  # part of the cache key: a rewritten file is counted again
+    import pyarrow as pa
+
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(path).metadata.num_rows
+        if fmt == "csv":
+            import pyarrow.csv as pcsv
+
+            reader = pcsv.open_csv(
+                path,
+                read_options=pcsv.ReadOptions(block_size=INFER_BYTES),
+                parse_options=pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+                convert_options=pcsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string())),  # count only
+            )
+            try:
+                return sum(batch.num_rows for batch in reader)
+            finally:
+                reader.close()
+        with open(path, "rb") as fh:
+            return sum(1 for line in fh if line.strip())
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise ConfigError(
+            ConfigProblem(
+                "seed.path",
+                f"cannot count the rows of seed file {path!r} as {fmt}: {exc}",
+                "check the file and `format`",
+            )
         ) from None
 
 

@@ -18,12 +18,13 @@ from typing import Annotated, NoReturn
 import typer
 
 from rowloom.bench.sim_cli import sim
-from rowloom.config.dataset import DatasetConfig
+from rowloom.config.checks import ConfigCheck, check_config
+from rowloom.config.dataset import DatasetConfig, load_yaml_file
 from rowloom.engine.job import restore_manifest, run_job
 from rowloom.engine.output_location import redact
 from rowloom.engine.progress import RunProgress
 from rowloom.engine.resume import Action, check_output
-from rowloom.errors import ConfigError, RowloomError, RunInterrupted, UserCodeError
+from rowloom.errors import ConfigError, ConfigProblem, RowloomError, RunInterrupted, UserCodeError
 from rowloom.interface import messages
 from rowloom.interface.bench_cli import bench_app
 from rowloom.interface.export_cli import export_app
@@ -62,12 +63,34 @@ class ExecutorChoice(StrEnum):
 ConfigArg = Annotated[Path, typer.Argument(help="Dataset config (YAML or JSON).", show_default=False, metavar="CONFIG")]
 
 
-def _load(path: Path) -> DatasetConfig:
+def _problem_line(source: Path, problem: ConfigProblem) -> str:
+    """`bad.yaml: columns[3] (review).type: unknown column type 'llm_txt'; did you mean 'llm_text'? …`"""
+    message = problem.message.rstrip(".")
+    if message[:1].isupper() and message[1:2].islower():  # pydantic's "Field required"
+        message = message[0].lower() + message[1:]
+    where = f"{source}: {problem.path}: " if problem.path and problem.path != str(source) else f"{source}: "
+    return f"{where}{message}" + (f"; {problem.fix}" if problem.fix else "")
+
+
+def _check(path: Path) -> ConfigCheck:
+    """Every problem of the config at `path`, each printed as one `error:` line; exit 1 when there are any."""
     try:
-        return DatasetConfig.from_yaml(path)
-    except ConfigError as exc:
-        messages.error(f"{path}: {exc}")
-        raise typer.Exit(EXIT_ERROR) from None
+        check = check_config(load_yaml_file(path), str(path))
+    except ConfigError as exc:  # the file itself: missing, too large, not YAML
+        check = ConfigCheck(None, exc.problems)
+    if check.config is None:
+        for problem in check.problems:
+            messages.error(_problem_line(path, problem))
+        if len(check.problems) > 1:
+            messages.status(f"found {len(check.problems)} problems in {path}")
+        raise typer.Exit(EXIT_ERROR)
+    return check
+
+
+def _load(path: Path) -> DatasetConfig:
+    config = _check(path).config
+    assert config is not None
+    return config
 
 
 def _fail(exc: RowloomError, kept: str = "") -> NoReturn:
@@ -282,8 +305,12 @@ def _cell(value: object) -> str:
 
 @app.command()
 def validate(config_path: ConfigArg) -> None:
-    """Check a config and report every problem with its field path, or say it is valid."""
-    config = _load(config_path)
+    """Check a config and report every problem with its field path, or say it is valid.
+
+    The functions its custom and validation columns name are imported, as a run would.
+    """
+    config = _check(config_path).config
+    assert config is not None
     for provider in config.providers:  # valid, yet the run would send no key: say so before it is refused
         if provider.type != "local" and provider.api_key_env and not os.environ.get(provider.api_key_env):
             messages.warning(
@@ -322,7 +349,13 @@ def trace(
 
 @app.command()
 def report(
-    out_dir: Annotated[Path, typer.Argument(help="The --output folder of a run.", show_default=False)],
+    out_dir: Annotated[
+        str,
+        typer.Argument(
+            help="The --output folder of a run: a local path or a pyarrow.fs URI (file://…, s3://…), as run -o takes.",
+            show_default=False,
+        ),
+    ],
     events: Annotated[
         Path | None, typer.Option(help="Events log (default: OUT_DIR/events.jsonl when it exists).")
     ] = None,
@@ -332,14 +365,24 @@ def report(
     job: JobOption = None,
 ) -> None:
     """Render one self-contained HTML report of a run: summary, in-flight vs limit, utilisation, idle breakdown."""
+    from rowloom.engine.output_location import OutputLocation
+    from rowloom.engine.terms import FOLDER_TERMS
+    from rowloom.interface.folder_report import report_at
     from rowloom.observe.report import ReportError, render_report
 
     if events is not None:
         _read_events(events)  # a clear error for a missing or corrupt log, before any rendering
     try:
-        path = render_report(out_dir, events=events, output=output, job=job)
-    except (ReportError, ValueError) as exc:
+        location = OutputLocation.of(out_dir, FOLDER_TERMS)  # what run -o takes: a path, file://, s3://, …
+        if location.local is not None:
+            path = str(render_report(location.local, events=events, output=output, job=job))
+        else:
+            path = report_at(location, events=events, output=output, job=job)
+    except (ReportError, RowloomError, ValueError) as exc:
         messages.error(str(exc))
+        raise typer.Exit(EXIT_ERROR) from None
+    except OSError as exc:  # an object store that cannot be read or written
+        messages.error(f"cannot report on {redact(out_dir)}: {exc.strerror or exc}; check the URI and its credentials")
         raise typer.Exit(EXIT_ERROR) from None
     messages.result(f"wrote {path}")
 
@@ -364,6 +407,10 @@ app.add_typer(export_app)
 
 def main() -> None:
     """Entry point of the `rowloom` script."""
+    # `module:function` in a config resolves from the current folder, as under `python -m`; appended, so a file
+    # there cannot shadow a library rowloom imports.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
     try:
         app()
     except KeyboardInterrupt:

@@ -1,0 +1,255 @@
+"""`rowloom validate` reports every problem of a config in one pass, each on one `error:` line naming its path and
+the fix (with "did you mean …?" for near misses), imports the code a config runs and checks a seed's
+`index_range` against its rows; `run` checks the same before it starts. Exact key phrases and exit codes,
+through the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from rowloom.interface.cli import app
+
+PROVIDERS = [{"name": "sim", "base_url": "http://127.0.0.1:9/v1"}]
+MODELS = [{"alias": "writer", "provider": "sim", "model": "sim-small"}]
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    """Run `rowloom ARGS` in this process: (exit code, stdout and stderr)."""
+    result = CliRunner().invoke(app, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.output
+
+
+def write(path: Path, columns: list[dict], **sections: object) -> Path:
+    path.write_text(yaml.safe_dump({"providers": PROVIDERS, "models": MODELS, "columns": columns, **sections}))
+    return path
+
+
+def error_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("error: ")]
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    """Write a module of user functions under a name unique to the test, importable from `tmp_path`."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def make(name: str, source: str) -> str:
+        module = f"rowloom_test_validate_{name}"
+        (tmp_path / f"{module}.py").write_text(source)
+        return module
+
+    return make
+
+
+# ------------------------------------------------------------------ one pass, did you mean
+
+
+def test_a_misspelled_type_an_unknown_reference_and_an_unknown_model_are_reported_in_one_pass(tmp_path):
+    config = write(
+        tmp_path / "bad.yaml",
+        [
+            {"name": "topic", "type": "category", "values": ["a", "b"]},
+            {"name": "question", "type": "llm_txt", "model": "writer", "prompt": "About {{ topic }}"},
+            {"name": "answer", "type": "llm_text", "model": "writr", "prompt": "Answer {{ questoin }}"},
+            {"name": "review", "type": "llm_judge", "model": "writer", "promt": "Rate {{ answer }}", "rubrics": []},
+        ],
+    )
+    code, output = invoke("validate", str(config))
+    assert code == 1
+    lines = error_lines(output)
+    assert lines[0] == (
+        f"error: {config}: columns[1] (question).type: unknown column type 'llm_txt'; did you mean 'llm_text'? "
+        "(or use one of: category, subcategory, uniform, gaussian, bernoulli, uuid, datetime, llm_text, "
+        "llm_structured, llm_judge, expression, custom, llm_code, validation, embedding)"
+    )
+    assert (
+        f"error: {config}: columns[2] (answer).model: model alias 'writr' is not defined; did you mean 'writer'?"
+        in (lines[1])
+    )
+    assert lines[2].startswith(
+        f"error: {config}: columns[2] (answer): refers to 'questoin', which is not a column; did you mean 'question'?"
+    )
+    assert f"error: {config}: columns[3] (review).promt: unknown field; did you mean `prompt`? (or remove `promt`)" in (
+        lines
+    )
+    assert f"found {len(lines)} problems in {config}" in output
+    assert "Traceback" not in output
+
+
+def test_a_column_whose_type_does_not_parse_still_counts_as_a_name(tmp_path):
+    config = write(
+        tmp_path / "bad.yaml",
+        [
+            {"name": "topic", "type": "categori", "values": ["a", "b"]},
+            {"name": "mood", "type": "nope"},
+            {"name": "question", "type": "llm_text", "model": "writer", "prompt": "{{ topic }} {{ mood }}"},
+        ],
+    )
+    code, output = invoke("validate", str(config))
+    assert code == 1
+    lines = error_lines(output)
+    assert len(lines) == 2, output
+    assert "columns[0] (topic).type: unknown column type 'categori'; did you mean 'category'?" in lines[0]
+    assert "columns[1] (mood).type: unknown column type 'nope'; use one of: category," in lines[1]
+
+
+def test_misspelled_sections_fields_and_providers_get_did_you_mean(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "providers": PROVIDERS,
+                "models": [
+                    {"alias": "writer", "provider": "simm", "model": "sim-small", "inference": {"temprature": 0.3}}
+                ],
+                "columns": [{"name": "q", "type": "llm_text", "model": "writer", "prompt": "hi"}],
+                "rn": {"seed": 1},
+            }
+        )
+    )
+    code, output = invoke("validate", str(config))
+    assert code == 1
+    lines = error_lines(output)
+    assert (
+        f"error: {config}: models[0] (writer).inference.temprature: unknown field; did you mean `temperature`? "
+        "(or remove `temprature`)"
+    ) in lines
+    assert any(
+        "models[0] (writer).provider: provider 'simm' is not defined; did you mean 'sim'?" in line for line in lines
+    )
+    assert f"error: {config}: rn: unknown section; did you mean `run`? (or remove `rn`)" in lines
+
+
+# ------------------------------------------------------------------ user code
+
+
+def test_a_function_that_cannot_be_imported_or_called_is_named(tmp_path, user_module):
+    good = user_module("good", "def score(row):\n    return 1\n\ndef two(a, b):\n    return 1\n")
+    broken = user_module("broken", "raise RuntimeError('no config here')\n")
+    config = write(
+        tmp_path / "bad.yaml",
+        [
+            {"name": "a", "type": "custom", "function": "rowloom_test_no_such_module:f"},
+            {"name": "b", "type": "custom", "function": f"{good}:scor"},
+            {"name": "c", "type": "custom", "function": f"{good}:two"},
+            {"name": "d", "type": "validation", "function": f"{broken}:check"},
+            {"name": "e", "type": "llm_txt", "model": "writer", "prompt": "x"},
+        ],
+    )
+    code, output = invoke("validate", str(config))
+    assert code == 1
+    lines = error_lines(output)
+    assert (
+        f"error: {config}: columns[0] (a).function: cannot import 'rowloom_test_no_such_module:f': no module named "
+        "'rowloom_test_no_such_module'; run rowloom in the folder that holds rowloom_test_no_such_module.py, or add "
+        "that folder to PYTHONPATH"
+    ) in lines
+    assert (
+        f"error: {config}: columns[1] (b).function: cannot import '{good}:scor': '{good}' has no attribute 'scor'; "
+        "did you mean 'score'? check the name after ':'"
+    ) in lines
+    assert (
+        f"error: {config}: columns[2] (c).function: '{good}:two' takes (a, b) but is called with one dict "
+        "(the row's `inputs`); define it as `def two(row): ...`"
+    ) in lines
+    assert (
+        f"error: {config}: columns[3] (d).function: importing '{broken}' raised RuntimeError: no config here; "
+        f"fix the module {broken}"
+    ) in lines
+    assert any("columns[4] (e).type: unknown column type 'llm_txt'" in line for line in lines)  # same pass
+
+
+def test_the_rowloom_command_imports_functions_from_the_current_folder(tmp_path):
+    (tmp_path / "mymod.py").write_text("def shout(row):\n    return str(row['word']).upper()\n")
+    write(
+        tmp_path / "c.yaml",
+        [
+            {"name": "word", "type": "category", "values": ["hi"]},
+            {"name": "loud", "type": "custom", "function": "mymod:shout", "inputs": ["word"]},
+        ],
+    )
+    script = Path(sysconfig.get_path("scripts")) / "rowloom"  # the installed command, not `python -m`
+    result = subprocess.run(
+        [str(script), "validate", "c.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "c.yaml is valid" in result.stdout
+    result = subprocess.run(
+        [str(script), "preview", "c.yaml", "-n", "2"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "HI" in result.stdout
+
+
+def test_run_checks_the_same_before_it_starts(tmp_path):
+    out = tmp_path / "out"
+    config = write(tmp_path / "d.yaml", [{"name": "a", "type": "custom", "function": "rowloom_test_gone:f"}])
+    code, output = invoke("run", str(config), "-n", "2", "-o", str(out), "-q")
+    assert code == 1
+    assert "columns[0] (a).function: cannot import 'rowloom_test_gone:f': no module named" in output
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------ seeds
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
+def test_an_index_range_past_the_seeds_rows_is_named(tmp_path, fmt):
+    table = pa.table({"city": [f"c{i}" for i in range(60)]})
+    seed = tmp_path / f"seed.{fmt}"
+    if fmt == "parquet":
+        pq.write_table(table, seed)
+    elif fmt == "csv":
+        seed.write_text("city\n" + "".join(f'"c\n{i}"\n' for i in range(60)))  # newlines inside values
+    else:
+        seed.write_text("".join(f'{{"city": "c{i}"}}\n\n' for i in range(60)))  # blank lines are not rows
+    columns = [{"name": "q", "type": "expression", "expr": "{{ city }}!"}]
+    config = write(tmp_path / "c.yaml", columns, seed={"path": str(seed), "index_range": [10, 100]})
+    code, output = invoke("validate", str(config))
+    assert code == 1
+    assert error_lines(output) == [
+        f"error: {config}: seed.index_range: end 100 is past the seed's 60 rows; give an end of at most 60"
+    ]
+    config = write(tmp_path / "c.yaml", columns, seed={"path": str(seed), "index_range": [10, 60]})
+    code, output = invoke("validate", str(config))
+    assert code == 0, output
+
+
+def test_an_index_range_past_the_rows_is_reported_with_the_other_problems(tmp_path):
+    seed = tmp_path / "seed.parquet"
+    pq.write_table(pa.table({"city": ["a", "b"]}), seed)
+    columns = [
+        {"name": "q", "type": "expresion", "expr": "{{ cty }}"},
+        {"name": "r", "type": "expression", "expr": "{{ cty }}"},
+    ]
+    config = write(tmp_path / "c.yaml", columns, seed={"path": str(seed), "index_range": [0, 5]})
+    code, output = invoke("validate", str(config))
+    assert code == 1
+    lines = error_lines(output)
+    assert any("seed.index_range: end 5 is past the seed's 2 rows" in line for line in lines)
+    assert any("columns[0] (q).type: unknown column type 'expresion'; did you mean 'expression'?" in x for x in lines)
+    assert any("columns[1] (r): refers to 'cty'" in line and "did you mean 'city'?" in line for line in lines)
+
+
+def test_a_python_module_run_of_the_cli_sees_the_same(tmp_path):
+    """`python -m rowloom.interface` (how the other CLI tests run it) prints the same lines."""
+    config = write(tmp_path / "c.yaml", [{"name": "q", "type": "llm_txt", "model": "writer", "prompt": "x"}])
+    result = subprocess.run(
+        [sys.executable, "-m", "rowloom.interface", "validate", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: {config}: columns[0] (q).type: unknown column type 'llm_txt'")
