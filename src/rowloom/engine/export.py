@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from rowloom.engine.output_location import OutputLocation
 from rowloom.engine.storage import MANIFEST, OutputStore
+from rowloom.engine.terms import CLI_TERMS, Terms
 from rowloom.errors import OutputError
 
 ExportFormat = Literal["chat-jsonl", "jsonl"]
@@ -37,21 +39,21 @@ class ExportError(OutputError):
 class MissingColumns(ExportError):
     """The output has no column the export reads: `missing` names them, `available` lists the columns it has."""
 
-    def __init__(self, out_dir: Path, missing: list[str], available: list[str]):
+    def __init__(self, out_dir: Path | OutputLocation, missing: list[str], available: list[str]):
         self.missing, self.available = missing, available
         super().__init__(
             f"{out_dir} has no column {', '.join(map(repr, missing))}; its columns: {', '.join(available)}"
         )
 
 
-def _rows(out_dir: Path, columns: list[str] | None, batch_rows: int) -> Iterator[dict[str, Any]]:
+def _rows(out_dir: OutputLocation, columns: list[str] | None, batch_rows: int) -> Iterator[dict[str, Any]]:
     import pyarrow.parquet as pq
 
     manifest = OutputStore.read_manifest(out_dir)
     if manifest is None:
         raise ExportError(f"{out_dir} has no {MANIFEST}; give the --output folder of a rowloom run")
     for entry in manifest.get("row_groups", []):
-        with pq.ParquetFile(out_dir / entry["file"]) as part:
+        with pq.ParquetFile(out_dir.path(entry["file"]), filesystem=out_dir.filesystem) as part:
             missing = [c for c in columns or [] if c not in part.schema_arrow.names]
             if missing:
                 raise MissingColumns(out_dir, missing, part.schema_arrow.names)
@@ -100,20 +102,22 @@ def chat_messages(row: Mapping[str, Any], number: int, messages_column: str, rol
 
 
 def export_jsonl(
-    out_dir: str | Path,
+    out_dir: str | Path | OutputLocation,
     path: str | Path,
     *,
     format: ExportFormat = "chat-jsonl",
     messages_column: str = "messages",
     roles: Mapping[str, str] | None = None,
     batch_rows: int = 1024,
+    terms: Terms = CLI_TERMS,
 ) -> ExportResult:
     """Write the rows of a finished run as JSONL to `path`; returns the lines written and rows left out.
 
     chat-jsonl: `{"messages": [{"role", "content"}, ...]}` per row, from `messages_column` or, with `roles`
-    (role -> column, e.g. {"user": "question", "assistant": "answer"}), built from those columns.
+    (role -> column, e.g. {"user": "question", "assistant": "answer"}), built from those columns. `out_dir` is
+    what `run --output` takes: a local folder or a `pyarrow.fs` URI (`terms` name it in errors).
     """
-    out_dir, path = Path(out_dir), Path(path)
+    location, path = OutputLocation.of(out_dir, terms), Path(path)
     if format not in ("chat-jsonl", "jsonl"):
         raise ExportError(f"unknown export format {format!r}; use chat-jsonl or jsonl")
     roles = dict(roles or {})
@@ -128,7 +132,7 @@ def export_jsonl(
     written = left_out = 0
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
-            for number, row in enumerate(_rows(out_dir, columns, batch_rows)):
+            for number, row in enumerate(_rows(location, columns, batch_rows)):
                 record: Any = row
                 if format == "chat-jsonl":
                     messages = chat_messages(row, number, messages_column, roles)

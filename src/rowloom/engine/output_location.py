@@ -123,6 +123,14 @@ class OutputLocation:
             return str(self.local / name) if name else str(self.local)
         return f"{self.root}/{name}" if name else self.root
 
+    def shown(self, name: str = "") -> str:
+        """A file (or, without a name, the folder) as a user would name it: a local path, or
+        `s3://bucket/prefix/name` (neither credentials nor the URI's query)."""
+        if self.local is not None:
+            return self.path(name)
+        scheme = self.target.partition("://")[0] if is_uri(self.target) else self._fs.type_name
+        return f"{scheme}://{self.path(name)}"
+
     @property
     def filesystem(self) -> Any:
         """The `pyarrow.fs.FileSystem` of a URI location; None for a local folder (plain paths work)."""

@@ -84,10 +84,7 @@ def _where(location: OutputLocation) -> str:
 
 def _lock_file(location: OutputLocation) -> str:
     """The lock file as a user would delete it: a local path, or `s3://bucket/prefix/rowloom.lock`."""
-    if location.local is not None:
-        return str(location.local / LOCK)
-    scheme = location.target.partition("://")[0] if is_uri(location.target) else location.filesystem.type_name
-    return f"{scheme}://{location.path(LOCK)}"
+    return location.shown(LOCK)
 
 
 def _held(location: OutputLocation, holder: LockHolder | None, terms: Terms, *, local: bool) -> OutputError:

@@ -34,3 +34,6 @@ CLI_TERMS = Terms(output="--output", num_records="-n", resume="--resume", cli=Tr
 
 PYTHON_TERMS = Terms(output="output=", num_records="num_records=", resume="resume=", cli=False)
 """The keyword arguments of `rowloom.generate` / `agenerate`."""
+
+FOLDER_TERMS = Terms(output="OUT_DIR", num_records="-n", resume="--resume", cli=True)
+"""Commands that read a run's folder (`rowloom report`, `rowloom export`) name it by their argument, OUT_DIR."""

@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from rowloom.engine.output_location import redact
+from rowloom.engine.terms import FOLDER_TERMS
 from rowloom.errors import RowloomError
 from rowloom.interface import messages
 
@@ -23,7 +25,13 @@ class ExportFormatChoice(StrEnum):
 
 
 def export(
-    out_dir: Annotated[Path, typer.Argument(help="The --output folder of a run.", show_default=False)],
+    out_dir: Annotated[
+        str,
+        typer.Argument(
+            help="The --output folder of a run: a local path or a pyarrow.fs URI (file://…, s3://…), as run -o takes.",
+            show_default=False,
+        ),
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="JSONL file to write.", show_default=False)],
     format: Annotated[ExportFormatChoice, typer.Option("--format", "-f", help="Line format.")] = (
         ExportFormatChoice.chat_jsonl
@@ -42,11 +50,13 @@ def export(
 
     roles = {role: column for role, column in (("system", system), ("user", user), ("assistant", assistant)) if column}
     try:
-        result = export_jsonl(out_dir, output, format=format.value, messages_column=messages_column, roles=roles)
+        result = export_jsonl(
+            out_dir, output, format=format.value, messages_column=messages_column, roles=roles, terms=FOLDER_TERMS
+        )
     except MissingColumns as exc:
         if format is ExportFormatChoice.chat_jsonl and not roles:  # the default format on a run without messages
             messages.error(
-                f"{out_dir} has no column {messages_column!r} to export as chat-jsonl; build the messages from "
+                f"{redact(out_dir)} has no column {messages_column!r} to export as chat-jsonl; build the messages from "
                 "columns with --user COLUMN --assistant COLUMN (and --system COLUMN), or export every column "
                 f"with -f jsonl (its columns: {', '.join(exc.available)})"
             )

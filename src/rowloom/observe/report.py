@@ -55,15 +55,23 @@ def render_report(
         raise ReportError(f"{summary_path} not found: is {folder} the --output folder of a run?")
     summary = json.loads(summary_path.read_text())
     events_path = Path(events) if events is not None else folder / "events.jsonl"
-    timeline = None
+    rows = None
     if events is not None or events_path.is_file():
         if not events_path.is_file():
             raise ReportError(f"events file {events_path} not found")
-        timeline = build_timeline(select_job(read_jsonl(events_path), job))
+        rows = read_jsonl(events_path)
     target = Path(output) if output is not None else folder / "report.html"
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(render_html(summary, timeline, title=f"rowloom run report — {folder.resolve().name}"))
+    target.write_text(report_html(summary, rows, job=job, name=folder.resolve().name))
     return target
+
+
+def report_html(
+    summary: Mapping[str, Any], events: Sequence[Mapping[str, Any]] | None, *, job: str | None, name: str
+) -> str:
+    """The report of a run from its summary and events (None: not recorded), titled with its folder's name."""
+    timeline = build_timeline(select_job(events, job)) if events is not None else None
+    return render_html(summary, timeline, title=f"rowloom run report — {name}")
 
 
 def render_html(summary: Mapping[str, Any], timeline: Timeline | None, *, title: str = "rowloom run report") -> str:
