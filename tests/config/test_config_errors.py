@@ -203,4 +203,4 @@ def test_judge_schema_bounds_its_reasons_so_constrained_decoding_cannot_ramble()
         ]
     )
     reason = config.columns[0].output_schema["properties"]["clear"]["properties"]["reason"]
-    assert reason == {"type": "string", "maxLength": 80}
+    assert reason == {"type": "string", "minLength": 1, "maxLength": 80}  # an empty reason is no reason

@@ -1,4 +1,4 @@
-"""Judge columns: the model is told each rubric, what its scores mean and the reply's shape."""
+"""Judge columns: the model is told each rubric, what its scores mean and the reply's keys."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ async def _recording_server(bodies: list[dict[str, Any]]) -> web.AppRunner:
     return runner
 
 
-async def test_the_judge_is_told_each_rubric_its_scores_and_the_reply_shape(tmp_path):
+async def test_the_judge_is_told_each_rubric_its_scores_and_the_reply_keys(tmp_path):
     bodies: list[dict[str, Any]] = []
     runner = await _recording_server(bodies)
     try:
@@ -75,7 +75,7 @@ async def test_the_judge_is_told_each_rubric_its_scores_and_the_reply_shape(tmp_
     assert prompt.startswith("Rate: {{ not a template }}\n\nScore each criterion below")  # values are data
     assert "- realistic: Could a real customer have written it? Scores: 1 = no; 3 = yes." in prompt
     assert "- polite: Scores: 0 = rude; 1 = polite." in prompt
-    assert '"realistic": {"score": <score>, "reason": "<one sentence>"}' in prompt
+    assert "with a key per criterion (realistic, polite) holding its score and reason." in prompt
     schema = bodies[0]["response_format"]["json_schema"]["schema"]
     assert (
         schema["properties"]["realistic"]["description"]

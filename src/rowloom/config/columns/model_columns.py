@@ -124,14 +124,14 @@ class LLMJudgeColumn(LLMColumnBase):
 
     @property
     def instructions(self) -> str:
-        """What the judge is asked beyond the user's prompt: each rubric, what its scores mean, the reply's shape.
+        """What the judge is asked beyond the user's prompt: each rubric, what its scores mean, the reply's keys.
         (Without it a model sees the rubric names only through the schema, and many servers never show it that.)"""
         lines = ["", "", "Score each criterion below and give a one-sentence reason for each score."]
         for r in self.rubrics:
             about = f" {r.description.strip()}" if r.description.strip() else ""
             lines.append(f"- {r.name}:{about} Scores: {_score_meanings(r)}.")
-        shape = ", ".join(f'"{r.name}": {{"score": <score>, "reason": "<one sentence>"}}' for r in self.rubrics)
-        lines.append(f"Reply with a JSON object only: {{{shape}}}")
+        names = ", ".join(r.name for r in self.rubrics)
+        lines.append(f"Reply with a JSON object only, with a key per criterion ({names}) holding its score and reason.")
         return "\n".join(lines)
 
     @property
@@ -145,7 +145,7 @@ class LLMJudgeColumn(LLMColumnBase):
                     "description": f"{r.description.strip()} Scores: {_score_meanings(r)}.".strip(),
                     "properties": {
                         "score": {"type": "integer", "enum": sorted(r.scores)},
-                        "reason": {"type": "string", "maxLength": self.reason_max_length},
+                        "reason": {"type": "string", "minLength": 1, "maxLength": self.reason_max_length},
                     },
                     "required": ["score", "reason"],
                     "additionalProperties": False,
