@@ -1,7 +1,7 @@
 """`rowloom validate` reports every problem of a config in one pass, each on one `error:` line naming its path and
-the fix (with "did you mean …?" for near misses), imports the code a config runs and checks a seed's
-`index_range` against its rows; `run` checks the same before it starts. Exact key phrases and exit codes,
-through the CLI."""
+the fix (with "did you mean …?" for near misses), imports the code a config runs and lists it, checks a seed's
+`index_range` against its rows, and `--allow-import` refuses modules outside a list; `run` checks the same
+before it starts, and the Python API takes `allow_imports=`. Exact key phrases and exit codes, through the CLI."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+import rowloom
+from rowloom.errors import ConfigError
 from rowloom.interface.cli import app
 
 PROVIDERS = [{"name": "sim", "base_url": "http://127.0.0.1:9/v1"}]
@@ -170,6 +172,23 @@ def test_a_function_that_cannot_be_imported_or_called_is_named(tmp_path, user_mo
     assert any("columns[4] (e).type: unknown column type 'llm_txt'" in line for line in lines)  # same pass
 
 
+def test_validate_lists_the_code_a_config_runs_with_its_source_file(tmp_path, user_module):
+    module = user_module("listed", "import json\n\n\ndef score(row):\n    return len(row)\n")
+    config = write(
+        tmp_path / "ok.yaml",
+        [
+            {"name": "a", "type": "custom", "function": f"{module}:score"},
+            {"name": "b", "type": "validation", "function": "json:dumps", "inputs": ["a"]},
+        ],
+    )
+    code, output = invoke("validate", str(config))
+    assert code == 0, output
+    lines = output.splitlines()
+    at = lines.index("code this config runs:")
+    assert lines[at + 1] == f"  columns[0] (a).function: {module}:score ({tmp_path / module}.py:4)"
+    assert lines[at + 2].startswith("  columns[1] (b).function: json:dumps (") and "json/__init__.py:" in lines[at + 2]
+
+
 def test_the_rowloom_command_imports_functions_from_the_current_folder(tmp_path):
     (tmp_path / "mymod.py").write_text("def shout(row):\n    return str(row['word']).upper()\n")
     write(
@@ -184,7 +203,7 @@ def test_the_rowloom_command_imports_functions_from_the_current_folder(tmp_path)
         [str(script), "validate", "c.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
-    assert "c.yaml is valid" in result.stdout
+    assert f"columns[1] (loud).function: mymod:shout ({tmp_path / 'mymod.py'}:1)" in result.stdout
     result = subprocess.run(
         [str(script), "preview", "c.yaml", "-n", "2"], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
@@ -192,13 +211,63 @@ def test_the_rowloom_command_imports_functions_from_the_current_folder(tmp_path)
     assert "HI" in result.stdout
 
 
-def test_run_checks_the_same_before_it_starts(tmp_path):
+# ------------------------------------------------------------------ allow-list
+
+
+def test_allow_import_refuses_a_module_outside_the_list(tmp_path, user_module):
+    mine = user_module("mypkg", "def ok(row):\n    return 1\n")
+    config = write(
+        tmp_path / "c.yaml",
+        [
+            {"name": "mine", "type": "custom", "function": f"{mine}:ok"},
+            {"name": "danger", "type": "custom", "function": "subprocess:run"},
+        ],
+    )
+    code, output = invoke("validate", str(config))  # no list: any module, and validate says which
+    assert code == 0, output
+    assert "  columns[1] (danger).function: subprocess:run (" in output
+    code, output = invoke("validate", str(config), "--allow-import", mine, "--allow-import", "json")
+    assert code == 1
+    assert error_lines(output) == [
+        f"error: {config}: columns[1] (danger).function: refused to import 'subprocess:run': module 'subprocess' "
+        f"is not in --allow-import ({mine}, json); add `--allow-import subprocess` if you trust its code, "
+        "or remove the column"
+    ]
+
+
+def test_run_checks_the_same_before_it_starts(tmp_path, user_module):
+    config = write(
+        tmp_path / "c.yaml",
+        [
+            {"name": "word", "type": "category", "values": ["hi"]},
+            {"name": "danger", "type": "custom", "function": "subprocess:run", "inputs": ["word"]},
+        ],
+    )
     out = tmp_path / "out"
+    code, output = invoke("run", str(config), "-n", "2", "-o", str(out), "-q", "--allow-import", "json")
+    assert code == 1
+    assert "columns[1] (danger).function: refused to import 'subprocess:run'" in error_lines(output)[0]
+    assert not out.exists()
+    code, output = invoke("preview", str(config), "-n", "2", "--allow-import", "json")
+    assert code == 1 and "refused to import 'subprocess:run'" in output
     config = write(tmp_path / "d.yaml", [{"name": "a", "type": "custom", "function": "rowloom_test_gone:f"}])
     code, output = invoke("run", str(config), "-n", "2", "-o", str(out), "-q")
     assert code == 1
     assert "columns[0] (a).function: cannot import 'rowloom_test_gone:f': no module named" in output
     assert not out.exists()
+
+
+def test_the_python_api_takes_allow_imports(tmp_path):
+    config = write(tmp_path / "c.yaml", [{"name": "danger", "type": "custom", "function": "subprocess:run"}])
+    with pytest.raises(ConfigError) as info:
+        rowloom.preview(config, 2, allow_imports=["mypkg"])
+    assert str(info.value) == (
+        "columns[0] (danger).function: refused to import 'subprocess:run': module 'subprocess' is not in "
+        "allow_imports (mypkg). Fix: add 'subprocess' to allow_imports if you trust its code, or remove the column"
+    )
+    with pytest.raises(ConfigError, match="module 'subprocess' is not in allow_imports"):
+        rowloom.generate(config, 2, tmp_path / "out", allow_imports=["mypkg"])
+    assert not (tmp_path / "out").exists()
 
 
 # ------------------------------------------------------------------ seeds

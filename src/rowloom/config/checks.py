@@ -273,11 +273,14 @@ class ConfigCheck:
     code: list[UserFunction] = field(default_factory=list)
 
 
-def check_config(data: Any, source: str = "config") -> ConfigCheck:
+def check_config(
+    data: Any, source: str = "config", *, allow_imports: Sequence[str] | None = None, switch: str = "allow_imports"
+) -> ConfigCheck:
     """Every problem of a config (a mapping parsed from YAML, or a `DatasetConfig`), its user code imported.
 
-    Importing runs the modules a config names. `run`, `preview` and `validate` all check a config this way
-    before anything starts.
+    Importing runs the modules a config names: with `allow_imports`, a module outside the list is refused
+    before it is imported (`switch` is how the caller spells the list in the fix). `run`, `preview` and
+    `validate` all check a config this way before anything starts.
     """
     from rowloom.config.dataset import DatasetConfig
 
@@ -294,6 +297,6 @@ def check_config(data: Any, source: str = "config") -> ConfigCheck:
             columns = parse_sections(DatasetConfig, data)[0].get("columns", [])
         else:
             columns = []
-    code, code_problems = user_functions(columns)
+    code, code_problems = user_functions(columns, allow_imports=allow_imports, switch=switch)
     problems += code_problems
     return ConfigCheck(None if problems else config, problems, code)

@@ -1,15 +1,15 @@
 """The user code a config names: the `module:function` of `custom` and `validation` columns.
 
-Importing a module runs it. This module owns importing each function before a run, checking that it takes the
-one argument rowloom passes, and the list of the code a config runs (with its source file). It never calls a
-user function.
+A config is code: importing a module runs it. This module owns the allow-list (`--allow-import`,
+`allow_imports=`), importing each function before a run, checking that it takes the one argument rowloom passes,
+and the list of the code a config runs (with its source file). It never calls a user function.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,11 @@ def import_function(module: str, name: str) -> Any:
     return target
 
 
+def is_allowed(module: str, allow_imports: Sequence[str]) -> bool:
+    """Whether `module` is one of `allow_imports` or inside one of them (`mypkg` allows `mypkg.cols`)."""
+    return any(module == allowed or module.startswith(allowed + ".") for allowed in allow_imports)
+
+
 def _source(fn: Any) -> str:
     """`file:line` of a function's definition, or the file of its module, or "(no source file)"."""
     try:
@@ -54,6 +59,17 @@ def _what_it_receives(column: CustomColumn | ValidationColumn) -> tuple[str, str
     if isinstance(column, CustomColumn) and column.mode == "batch":
         return "one pandas DataFrame (the row group's `inputs`)", "df"
     return "one dict (the row's `inputs`)", "row"
+
+
+def _refused(where: str, target: str, module: str, allow_imports: Sequence[str], switch: str) -> ConfigProblem:
+    listed = ", ".join(allow_imports) or "(nothing)"
+    top = module.split(".")[0]
+    fix = f"add `{switch} {top}`" if switch.startswith("--") else f"add {top!r} to {switch}"
+    return ConfigProblem(
+        where,
+        f"refused to import {target!r}: module {module!r} is not in {switch} ({listed})",
+        f"{fix} if you trust its code, or remove the column",
+    )
 
 
 def _import(where: str, target: str) -> tuple[Any, ConfigProblem | None]:
@@ -111,10 +127,13 @@ def _signature_problem(
     return None
 
 
-def user_functions(columns: Iterable[Any]) -> tuple[list[UserFunction], list[ConfigProblem]]:
+def user_functions(
+    columns: Iterable[Any], *, allow_imports: Sequence[str] | None = None, switch: str = "allow_imports"
+) -> tuple[list[UserFunction], list[ConfigProblem]]:
     """Import every function the `columns` name: (the code the config runs, the problems found).
 
-    A function given as a Python callable (the Python API) is checked and listed like an imported one.
+    With `allow_imports`, an import path outside it is refused before anything is imported. A function given as
+    a Python callable (the Python API) is the caller's own code: it is listed and checked, never refused.
     """
     code: list[UserFunction] = []
     problems: list[ConfigProblem] = []
@@ -124,6 +143,10 @@ def user_functions(columns: Iterable[Any]) -> tuple[list[UserFunction], list[Con
         where = f"columns[{i}] ({column.name}).function"
         if isinstance(column.function, str):
             target = column.function
+            module = target.partition(":")[0]
+            if allow_imports is not None and not is_allowed(module, allow_imports):
+                problems.append(_refused(where, target, module, allow_imports, switch))
+                continue
             fn, problem = _import(where, target)
         else:
             fn, problem = column.function, None

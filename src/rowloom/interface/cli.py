@@ -63,6 +63,18 @@ class ExecutorChoice(StrEnum):
 ConfigArg = Annotated[Path, typer.Argument(help="Dataset config (YAML or JSON).", show_default=False, metavar="CONFIG")]
 
 
+AllowImportOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow-import",
+        metavar="MODULE",
+        help="Import custom/validation functions only from MODULE (and its submodules); repeat for more. "
+        "Without it, a config may import and run any module.",
+        show_default=False,
+    ),
+]
+
+
 def _problem_line(source: Path, problem: ConfigProblem) -> str:
     """`bad.yaml: columns[3] (review).type: unknown column type 'llm_txt'; did you mean 'llm_text'? …`"""
     message = problem.message.rstrip(".")
@@ -72,10 +84,10 @@ def _problem_line(source: Path, problem: ConfigProblem) -> str:
     return f"{where}{message}" + (f"; {problem.fix}" if problem.fix else "")
 
 
-def _check(path: Path) -> ConfigCheck:
+def _check(path: Path, allow_import: list[str] | None) -> ConfigCheck:
     """Every problem of the config at `path`, each printed as one `error:` line; exit 1 when there are any."""
     try:
-        check = check_config(load_yaml_file(path), str(path))
+        check = check_config(load_yaml_file(path), str(path), allow_imports=allow_import, switch="--allow-import")
     except ConfigError as exc:  # the file itself: missing, too large, not YAML
         check = ConfigCheck(None, exc.problems)
     if check.config is None:
@@ -87,8 +99,8 @@ def _check(path: Path) -> ConfigCheck:
     return check
 
 
-def _load(path: Path) -> DatasetConfig:
-    config = _check(path).config
+def _load(path: Path, allow_import: list[str] | None = None) -> DatasetConfig:
+    config = _check(path, allow_import).config
     assert config is not None
     return config
 
@@ -237,9 +249,10 @@ def run(
         str | None, typer.Option("--ray-address", help="Ray cluster to join ('auto' or ADDRESS); default: start one.")
     ] = None,
     workers: Annotated[int | None, typer.Option("--workers", min=1, help="Ray worker actors (default: CPUs).")] = None,
+    allow_import: AllowImportOption = None,
 ) -> None:
     """Generate a dataset: one Parquet file per row group, plus manifest.json and summary.json."""
-    config = _load(config_path)
+    config = _load(config_path, allow_import)
     progress = RunProgress()  # also when quiet: what a stopped run wrote is told from it
     display = ProgressDisplay(console, progress) if not quiet else None
     try:
@@ -285,9 +298,10 @@ def run(
 def preview(
     config_path: ConfigArg,
     num_records: Annotated[int, typer.Option("--num-records", "-n", min=1, max=1000)] = 5,
+    allow_import: AllowImportOption = None,
 ) -> None:
     """Generate a few records and print them as a table; nothing is written."""
-    config = _load(config_path)
+    config = _load(config_path, allow_import)
     try:
         result = asyncio.run(run_job(config, num_records, output=None))
     except RowloomError as exc:  # nothing was written: no word about the disk
@@ -304,12 +318,14 @@ def _cell(value: object) -> str:
 
 
 @app.command()
-def validate(config_path: ConfigArg) -> None:
-    """Check a config and report every problem with its field path, or say it is valid.
+def validate(config_path: ConfigArg, allow_import: AllowImportOption = None) -> None:
+    """Check a config and report every problem with its field path, or say it is valid and list the code it runs.
 
-    The functions its custom and validation columns name are imported, as a run would.
+    A config is code: its custom and validation columns import and run Python functions, and validate imports
+    them too (with --allow-import, only from the modules listed).
     """
-    config = _check(config_path).config
+    check = _check(config_path, allow_import)
+    config = check.config
     assert config is not None
     for provider in config.providers:  # valid, yet the run would send no key: say so before it is refused
         if provider.type != "local" and provider.api_key_env and not os.environ.get(provider.api_key_env):
@@ -322,6 +338,10 @@ def validate(config_path: ConfigArg) -> None:
         f"{config_path} is valid: {len(config.columns)} columns ({llm} LLM), "
         f"{len(config.models)} models, {len(config.providers)} providers."
     )
+    if check.code:  # trusted code: say which, so a config from elsewhere is read before it runs
+        messages.result("code this config runs:")
+        for function in check.code:
+            messages.result(f"  {function.where}: {function.target} ({function.source})")
 
 
 JobOption = Annotated[str | None, typer.Option(help="Job id, when the log holds several runs (default: the last).")]

@@ -2,7 +2,8 @@
 
 Validators never execute the code: Python is compiled (not run) and checked by `ruff` in a subprocess when it is
 installed, SQL is parsed by `sqlglot`, JSON by `json.loads`. Each check is bounded by a timeout; a check that
-runs out of time is reported as an error of the snippet, never a crash.
+runs out of time is reported as an error of the snippet, never a crash. A snippet no parser can read (nested too
+deep, too large) is a `CellFailed("unreadable_reply")` from `read_reply`, never a crash either.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from typing import Any
 
 from rowloom.config.columns import CodeValidation, LLMCodeColumn
 from rowloom.engine.generators.llm import LLMGenerator
+from rowloom.engine.generators.replies import read_reply
 
-_FENCE = re.compile(
-    r"^[ \t]*(`{3,}|~{3,})[ \t]*([^\s`]*)[^\n]*\n(.*?)(?:^[ \t]*\1[ \t]*$|\Z)", re.DOTALL | re.MULTILINE
-)
+#: An opening fence line: its fence (three or more backticks or tildes) and the tag after it. Matched per line, so
+#: the time is linear in the reply (one regex over the whole reply was quadratic on a line of backticks).
+_OPENER = re.compile(r"[ \t]*(`{3,}|~{3,})[ \t]*([^\s`]*)")
 _ALIASES = {
     "python": {"python", "py", "python3"},
     "sql": {"sql", "postgresql", "postgres", "mysql", "sqlite", "tsql"},
@@ -40,7 +42,7 @@ def extract_code(text: str, language: str) -> str:
     """The code in a reply: the first fenced block tagged with `language` (or an alias of it), else the first
     untagged block, else the first block of any tag, else the whole reply stripped. An unterminated fence (a
     reply cut short) runs to the end of the reply."""
-    blocks = [(m.group(2).lower(), m.group(3)) for m in _FENCE.finditer(text)]
+    blocks = _fenced_blocks(text)
     if not blocks:
         return text.strip()
     names = _ALIASES.get(language, {language})
@@ -51,6 +53,27 @@ def extract_code(text: str, language: str) -> str:
         if not tag:
             return body.strip("\n")
     return blocks[0][1].strip("\n")
+
+
+def _fenced_blocks(text: str) -> list[tuple[str, str]]:
+    """(tag, body) of each fenced block: an opening fence line, up to a line holding only the same fence (or to
+    the end of the reply, where the search stops)."""
+    lines = text.split("\n")
+    blocks: list[tuple[str, str]] = []
+    i = 0
+    while i < len(lines) - 1:  # an opener needs a line after it
+        opener = _OPENER.match(lines[i])
+        if opener is None:
+            i += 1
+            continue
+        fence, tag = opener.group(1), opener.group(2).lower()
+        close = next((j for j in range(i + 1, len(lines)) if lines[j].strip(" \t") == fence), None)
+        if close is None:
+            blocks.append((tag, "\n".join(lines[i + 1 :])))
+            break
+        blocks.append((tag, "\n".join(lines[i + 1 : close])))
+        i = close + 1
+    return blocks
 
 
 # ------------------------------------------------------------------ validators
@@ -161,21 +184,33 @@ def _json(code: str) -> list[str]:
     return []
 
 
+#: The parser of each language a snippet can be validated in.
+_CHECKS: dict[str, Any] = {
+    "python": lambda code, settings: _python_compile(code),
+    "sql": lambda code, settings: _sql(code, settings.sql_dialect),
+    "json": lambda code, settings: _json(code),
+}
+
+
+def parse_code(language: str, code: str, settings: CodeValidation) -> list[str]:
+    """What the parser of `language` finds wrong with `code` (empty = parses). CPU work, run off the event loop;
+    raises whatever the parser raises on code it cannot read (RecursionError, MemoryError…)."""
+    return _CHECKS[language](code, settings)
+
+
 async def validate_code(language: str, code: str | None, settings: CodeValidation) -> list[str]:
-    """Problems found in `code` (empty = valid). Never raises for bad code; a check past its timeout is a problem."""
+    """Problems found in `code` (empty = valid). A check past its timeout is a problem; code the parser itself
+    fails on (RecursionError, MemoryError…) raises `CellFailed("unreadable_reply")`, never anything else."""
     if code is None or not code.strip():
         return ["no code"]
-    checks: dict[str, Any] = {
-        "python": lambda: _python_compile(code),
-        "sql": lambda: _sql(code, settings.sql_dialect),
-        "json": lambda: _json(code),
-    }
-    check = checks.get(language)
-    if check is None:
+    if language not in _CHECKS:
         raise ValueError(f"no validator for {language!r}")
     try:
         # Parsing is CPU work: off the event loop, bounded (a thread cannot be killed; it finishes on its own).
-        errors = await asyncio.wait_for(asyncio.to_thread(check), settings.timeout_s)
+        errors = await asyncio.wait_for(
+            asyncio.to_thread(read_reply, f"the {language} validator", parse_code, language, code, settings),
+            settings.timeout_s,
+        )
     except TimeoutError:
         return [f"{language} validation did not finish within {settings.timeout_s:g} s"]
     if language == "python" and not errors:
@@ -214,7 +249,7 @@ class CodeGenerator(LLMGenerator):
         column = self.code_column
         messages = self._messages(row)
         text = await self._ask(messages)
-        code = extract_code(text, column.language)
+        code = read_reply("the code reply", extract_code, text, column.language)
         if not column.validate_code:
             return code
         errors = await validate_code(column.language, code, column.validation)
@@ -231,6 +266,6 @@ class CodeGenerator(LLMGenerator):
                 },
             ]
             text = await self._ask(messages)
-            code = extract_code(text, column.language)
+            code = read_reply("the code reply", extract_code, text, column.language)
             errors = await validate_code(column.language, code, column.validation)
         return validation_values(self.name, code, errors)

@@ -1,4 +1,8 @@
-"""Expression columns: a sandboxed Jinja expression rendered per live row and coerced to the column dtype."""
+"""Expression columns: a sandboxed Jinja expression rendered per live row and coerced to the column dtype.
+
+What an expression renders is data (often a model's reply): a value that does not coerce to the dtype (`abc`
+or `1.0e999` for an int) drops its row as `not_<dtype>`, read through `read_reply`, never failing the run.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,9 @@ from typing import Any
 
 from rowloom.config.columns import ExpressionColumn
 from rowloom.config.templates import compile_template, expression_source
-from rowloom.engine.generators.base import BatchContext, Generator
+from rowloom.engine.generators.base import BatchContext, CellFailed, FailedCell, Generator
 from rowloom.engine.generators.render import render
+from rowloom.engine.generators.replies import read_reply
 from rowloom.engine.generators.values import coerce
 
 
@@ -22,5 +27,11 @@ class ExpressionGenerator(Generator):
         out: list[Any] = [None] * ctx.spec.count
         for row in ctx.live_rows:
             values = {name: ctx.inputs[name][row] for name in names}
-            out[row] = coerce(render(template, values, self.name).strip(), column.dtype, self.name)
+            text = render(template, values, self.name).strip()
+            try:
+                out[row] = read_reply(
+                    "the rendered value", coerce, text, column.dtype, self.name, reason=f"not_{column.dtype}"
+                )
+            except CellFailed as failed:
+                out[row] = FailedCell(failed.reason, failed.detail)
         return out

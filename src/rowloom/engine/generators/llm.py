@@ -1,7 +1,8 @@
 """LLM columns: render the prompt, send it through the request executor, parse and validate the reply.
 
 Structured and judge columns ask for a JSON Schema reply and re-ask with the validation error, a bounded
-number of times, before the row is dropped as `schema_invalid`.
+number of times, before the row is dropped as `schema_invalid`. Every reply is read through `read_reply`: one
+no parser can read (nested a thousand deep, a number beyond 64 bits…) drops its row as `unreadable_reply`.
 """
 
 from __future__ import annotations
@@ -12,23 +13,46 @@ from collections.abc import Mapping
 from typing import Any
 
 import jsonschema
+import pyarrow as pa
 
 from rowloom.config.columns import LLMColumnBase, LLMJudgeColumn, LLMStructuredColumn
 from rowloom.config.models import ModelConfig
 from rowloom.config.templates import compile_template
+from rowloom.engine.arrow_schema import column_type
 from rowloom.engine.generators.base import CellFailed, Generator
 from rowloom.engine.generators.render import render
+from rowloom.engine.generators.replies import read_reply, storable
 from rowloom.models.executor import ModelRequestExecutor, RequestFailed
 from rowloom.models.types import ChatRequest
 
 _FENCE = re.compile(r"^```(?:json)?\s*\n?(.*?)\n?```\s*$", re.DOTALL)
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON value")
+
+
 def parse_json_reply(text: str) -> Any:
-    """The JSON value in a reply, tolerating a Markdown code fence around it."""
+    """The JSON value in a reply, tolerating a Markdown code fence around it (NaN and Infinity are not JSON)."""
     stripped = text.strip()
     fenced = _FENCE.match(stripped)
-    return json.loads(fenced.group(1) if fenced else stripped)
+    return json.loads(fenced.group(1) if fenced else stripped, parse_constant=_not_json)
+
+
+def read_structured(
+    text: str, validator: jsonschema.Draft202012Validator, dtype: pa.DataType
+) -> tuple[Any, str | None]:
+    """(value, None) for a reply that is valid JSON, valid against the schema and fits the column's type, else
+    (None, the problem to tell the model). Raises whatever a parser raises on a reply none can read."""
+    try:
+        value = parse_json_reply(text)
+    except ValueError as exc:
+        return None, f"not valid JSON ({exc})"
+    error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+        return None, f"at {where}: {error.message}"
+    return storable(value, dtype), None
 
 
 class LLMGenerator(Generator):
@@ -46,6 +70,7 @@ class LLMGenerator(Generator):
         # A judge's rubrics follow the user's prompt as plain text (never rendered: they are not templates).
         self.instructions = column.instructions if isinstance(column, LLMJudgeColumn) else ""
         self.params = model.inference.as_body()
+        self.dtype = column_type(column)
         self.schema: dict[str, Any] | None = None
         self.corrections = 0
         if isinstance(column, LLMStructuredColumn | LLMJudgeColumn):
@@ -80,11 +105,11 @@ class LLMGenerator(Generator):
         messages = self._messages(row)
         text = await self._ask(messages)
         if self.schema is None:
-            return text.strip()
+            return read_reply("the reply", storable, text.strip(), self.dtype)
         for attempt in range(self.corrections + 1):
-            problem = self._validate(text)
+            value, problem = read_reply("the structured reply", read_structured, text, self.validator, self.dtype)
             if problem is None:
-                return parse_json_reply(text)
+                return value
             if attempt == self.corrections:
                 raise CellFailed("schema_invalid", problem)
             messages = [
@@ -98,14 +123,3 @@ class LLMGenerator(Generator):
             ]
             text = await self._ask(messages)
         raise AssertionError("unreachable")
-
-    def _validate(self, text: str) -> str | None:
-        try:
-            value = parse_json_reply(text)
-        except ValueError as exc:
-            return f"not valid JSON ({exc})"
-        error = jsonschema.exceptions.best_match(self.validator.iter_errors(value))
-        if error is None:
-            return None
-        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-        return f"at {where}: {error.message}"

@@ -226,7 +226,12 @@ class ValidationGenerator(Generator):
         try:
             if column.language is not None:
                 code = row.get(column.target or "")
-                errors = await validate_code(column.language, None if code is None else str(code), column.validation)
+                try:
+                    errors = await validate_code(
+                        column.language, None if code is None else str(code), column.validation
+                    )
+                except CellFailed as unreadable:  # the code validator's own failure: `on_error` decides
+                    raise ValidatorFailed("validator_error", unreadable.detail) from None
                 valid, message = not errors, ("; ".join(errors) or None)
             else:
                 valid, message = await self._user(dict(row))

@@ -11,6 +11,10 @@ _TRUE = {"true", "1", "yes", "y"}
 _FALSE = {"false", "0", "no", "n", ""}
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON value")
+
+
 def coerce(value: Any, dtype: str, column: str) -> Any:
     """Convert `value` to `dtype` (string/int/float/bool/json); None stays None."""
     if value is None:
@@ -38,10 +42,10 @@ def coerce(value: Any, dtype: str, column: str) -> Any:
             return bool(value)
         if dtype == "json":
             if isinstance(value, str):
-                value = json.loads(value)
-            json.dumps(value)  # must be JSON-serialisable
+                value = json.loads(value, parse_constant=_not_json)
+            json.dumps(value, allow_nan=False)  # must be JSON-serialisable (NaN and Infinity are not JSON)
             return value
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:  # 1e999 to int, JSON nested too deep
         raise UserCodeError(
             f"column {column!r}: value {str(value)[:80]!r} is not a valid {dtype} ({exc}); "
             f"change the column's `dtype` or the expression/function that computes it"

@@ -221,7 +221,7 @@ def classify_chat_response(
         return _malformed("choices[0] has no message", body, status, rate_limit, latency_s)
     content = message.get("content")
     if isinstance(content, list):  # content parts: keep the text ones
-        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        content = "".join(t for p in content if isinstance(p, dict) and isinstance(t := p.get("text"), str))
     if not isinstance(content, str):
         refusal = message.get("refusal")
         what = f"no message content (refusal: {_clip(str(refusal), 200)})" if refusal else "no message content"
