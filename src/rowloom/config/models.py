@@ -38,6 +38,14 @@ class ProviderConfig(ConfigModel):
     )
     extra_headers: dict[str, str] = Field(default_factory=dict, description="Headers sent with every request.")
     timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds.")
+    max_reply_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=1024,
+        description=(
+            "Largest reply body accepted, counted after decompression (default 32 MiB); a larger one fails that "
+            "request (retried, then its row is dropped as `reply_too_large`)."
+        ),
+    )
     allow_insecure: bool = Field(False, description="Allow sending an API key over plain HTTP to a non-loopback host.")
 
     # `type: local` only. Defaults suit the packaged SmolLM2-135M on a small CPU machine.

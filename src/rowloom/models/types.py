@@ -22,6 +22,7 @@ class Outcome(enum.StrEnum):
     SERVER_ERROR = "server_error"  # other 5xx (502/504 from gateways too), malformed or truncated body
     CONNECTION_ERROR = "connection_error"  # refused, reset, DNS failure, server gone, TLS handshake failed
     CLIENT_ERROR = "client_error"  # 4xx other than 429: bad request, auth, quota exhausted
+    REPLY_TOO_LARGE = "reply_too_large"  # a body past the provider's max_reply_bytes: that request's failure
     CANCELLED = "cancelled"  # task cancelled or KeyboardInterrupt
     UNEXPECTED = "unexpected"  # a bug: never a provider failure
 
@@ -155,6 +156,14 @@ class ConnectionFailed(ProviderError):
     failed. Retried; says nothing about capacity (the limit does not learn from it)."""
 
     outcome = Outcome.CONNECTION_ERROR
+
+
+class ReplyTooLarge(ProviderError):
+    """A reply body (counted after decompression) past the provider's `max_reply_bytes`: reading stopped there, so
+    a gzip bomb costs no more memory than the cap. That request's failure: retried, then its row is dropped; the
+    endpoint did answer, so it is no sign the endpoint is down."""
+
+    outcome = Outcome.REPLY_TOO_LARGE
 
 
 class ClientRequestError(ProviderError):

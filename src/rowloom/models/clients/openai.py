@@ -34,6 +34,7 @@ from rowloom.models.types import (
     ProviderError,
     RateLimited,
     RateLimitInfo,
+    ReplyTooLarge,
     RequestTimeout,
     ServerError,
     Usage,
@@ -52,6 +53,8 @@ __all__ = [
 
 #: How much of a provider's error message (or of an unparseable body) an error keeps.
 MESSAGE_LIMIT = 500
+#: How much of a reply body is read at a time (decompressed), so the size cap is checked as it grows.
+_READ_CHUNK = 64 * 1024
 
 _NO_USAGE = Usage()
 
@@ -466,7 +469,7 @@ class OpenAIClient:
         start = time.monotonic()
         try:
             async with session.post(url, data=data, allow_redirects=False) as resp:
-                body = await resp.read()
+                body = await self._read_capped(resp, start)
                 return resp.status, resp.headers, body, time.monotonic() - start
         except (TimeoutError, aiohttp.ClientError) as exc:
             error = classify_exception(exc, time.monotonic() - start)
@@ -475,6 +478,26 @@ class OpenAIClient:
             # aiohttp response errors carry the request headers (the key); do not chain those.
             cause = None if isinstance(exc, aiohttp.ClientResponseError) else exc
             raise self._scrub(error) from cause
+
+    async def _read_capped(self, resp: aiohttp.ClientResponse, start: float) -> bytes:
+        """The body, decompressed, read a chunk at a time; `ReplyTooLarge` as soon as it passes `max_reply_bytes`
+        (leaving the rest unread and the connection closed, so a gzip bomb stops at the cap)."""
+        limit = self.provider.max_reply_bytes
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(_READ_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                encoded = resp.headers.get("Content-Encoding")
+                raise ReplyTooLarge(
+                    f"reply body larger than max_reply_bytes ({limit:,} bytes"
+                    f"{f', after {encoded} decompression' if encoded else ''}); reading stopped there. Raise the "
+                    f"provider's max_reply_bytes if this endpoint really sends replies that large",
+                    status=resp.status,
+                    latency_s=time.monotonic() - start,
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def _scrub(self, error: ProviderError) -> ProviderError:
         """The error with any credential the provider echoed back (some do, in 401 bodies) redacted, and a refused
