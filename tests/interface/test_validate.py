@@ -235,6 +235,27 @@ def test_allow_import_refuses_a_module_outside_the_list(tmp_path, user_module):
     ]
 
 
+def test_allow_import_refuses_code_an_allowed_module_only_reexports(tmp_path, user_module):
+    """`mypkg:dumps` imports only mypkg, yet runs json's code: what runs must come from the list too."""
+    mine = user_module("reexports", "from json import dumps\n\n\ndef ok(row):\n    return 1\n")
+    config = write(
+        tmp_path / "c.yaml",
+        [
+            {"name": "ok", "type": "custom", "function": f"{mine}:ok"},
+            {"name": "dump", "type": "custom", "function": f"{mine}:dumps"},
+        ],
+    )
+    code, output = invoke("validate", str(config), "--allow-import", mine)
+    assert code == 1
+    assert error_lines(output) == [
+        f"error: {config}: columns[1] (dump).function: refused to run '{mine}:dumps': it is dumps from module "
+        f"'json', which is not in --allow-import ({mine}); add `--allow-import json` if you trust its code, or name "
+        "a function defined in an allowed module"
+    ]
+    code, output = invoke("validate", str(config), "--allow-import", mine, "--allow-import", "json")
+    assert code == 0, output
+
+
 def test_run_checks_the_same_before_it_starts(tmp_path, user_module):
     config = write(
         tmp_path / "c.yaml",

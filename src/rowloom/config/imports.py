@@ -72,6 +72,22 @@ def _refused(where: str, target: str, module: str, allow_imports: Sequence[str],
     )
 
 
+def _foreign(where: str, target: str, fn: Any, allow_imports: Sequence[str], switch: str) -> ConfigProblem | None:
+    """A function an allowed module only re-exports (`mypkg:dumps` after `from json import dumps`): the code that
+    would run is the other module's, so it is refused like an import of it."""
+    module = getattr(fn, "__module__", None) or type(fn).__module__
+    if is_allowed(module, allow_imports):
+        return None
+    listed = ", ".join(allow_imports)
+    fix = f"add `{switch} {module}`" if switch.startswith("--") else f"add {module!r} to {switch}"
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return ConfigProblem(
+        where,
+        f"refused to run {target!r}: it is {name} from module {module!r}, which is not in {switch} ({listed})",
+        f"{fix} if you trust its code, or name a function defined in an allowed module",
+    )
+
+
 def _import(where: str, target: str) -> tuple[Any, ConfigProblem | None]:
     """(the function, None) or (None, the problem of importing it)."""
     module, _, name = target.partition(":")
@@ -148,6 +164,8 @@ def user_functions(
                 problems.append(_refused(where, target, module, allow_imports, switch))
                 continue
             fn, problem = _import(where, target)
+            if problem is None and allow_imports is not None:
+                problem = _foreign(where, target, fn, allow_imports, switch)
         else:
             fn, problem = column.function, None
             target = f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
