@@ -7,7 +7,6 @@ is a bug in user code and fails the run with its traceback and the column name.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -15,17 +14,10 @@ from typing import Any
 import pandas as pd
 
 from rowloom.config.columns import CustomColumn
+from rowloom.config.imports import import_function
 from rowloom.engine.generators.base import BatchContext, CellFailed, DropRow, Generator
 from rowloom.engine.generators.values import coerce
 from rowloom.errors import ConfigError, ConfigProblem, UserCodeError
-
-
-def import_function(module: str, name: str) -> Any:
-    """Import `module` and follow the dotted `name` inside it (a function or a nested attribute)."""
-    target: Any = importlib.import_module(module)
-    for part in name.split("."):
-        target = getattr(target, part)
-    return target
 
 
 def resolve_callable(column: CustomColumn | Any) -> Callable[..., Any]:
