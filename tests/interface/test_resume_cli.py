@@ -122,7 +122,7 @@ def test_a_larger_n_extends_the_run_as_a_fresh_run_of_that_size_would_have_writt
     parts_before = {k: v for k, v in snapshot(out).items() if k.startswith("data/")}
     code, text = run(config, 40, out)
     assert code == 0, text
-    assert "wrote 40 records" in text.lower()
+    assert "wrote 15 records to" in text.lower() and "(40 in all)" in text  # this run's, then the total
     rows = pq.read_table(out / "data").to_pandas()
     assert len(rows) == 40 and rows["row_id"].is_unique
     assert rows.iloc[:25].equals(first)  # the rows already written, unchanged
@@ -205,7 +205,7 @@ def test_an_unfinished_folder_resumes_with_auto_and_always(config, tmp_path):
         expected = pq.read_table(out / "data").to_pandas()
         make_unfinished(out, keep=1)
         code, text = run(config, 30, out, "--resume", mode)
-        assert code == 0 and "wrote 30 records" in text.lower(), text
+        assert code == 0 and "wrote 20 records to" in text.lower() and "(30 in all)" in text, text
         assert pq.read_table(out / "data").to_pandas().equals(expected)
         assert json.loads((out / "summary.json").read_text())["records_resumed"] == 10
 

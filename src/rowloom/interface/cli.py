@@ -287,8 +287,10 @@ def run(
         _fail(exc, _kept(progress, output))
     dropped = summary["rows_dropped"]
     requests = summary["requests"]
+    this_run = summary.get("records_written_this_run", summary["records_written"])
+    in_all = f" ({summary['records_written']} in all)" if this_run != summary["records_written"] else ""
     messages.result(
-        f"wrote {summary['records_written']} records to {redact(output)} in {summary['wall_s']:.1f}s "
+        f"wrote {this_run} records to {redact(output)}{in_all} in {summary['wall_s']:.1f}s "
         f"({dropped} rows dropped, {requests.get('total', 0)} requests, "
         f"{requests.get('by_outcome', {}).get('rate_limited', 0)} rate-limited)"
     )
