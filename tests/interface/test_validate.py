@@ -106,6 +106,28 @@ def test_a_column_whose_type_does_not_parse_still_counts_as_a_name(tmp_path):
     assert "columns[1] (mood).type: unknown column type 'nope'; use one of: category," in lines[1]
 
 
+def test_a_column_with_a_bad_field_still_has_its_references_and_model_checked(tmp_path):
+    config = write(
+        tmp_path / "bad.yaml",
+        [
+            {"name": "question", "type": "llm_text", "model": "writer", "prompt": "hi"},
+            {"name": "answer", "type": "llm_text", "model": "writr", "prompt": "{{ questoin }}", "drop": "maybe"},
+            {"name": "c", "type": "custom", "function": "json:dumps", "inputs": "qz", "mode": "cel"},
+        ],
+    )
+    code, output = invoke("validate", str(config))
+    assert code == 1
+    lines = error_lines(output)
+    assert len(lines) == 5, output  # `inputs: qz` is a wrong value, not two references to 'q' and 'z'
+    assert any("columns[2] (c).inputs: input should be a valid list" in line for line in lines), output
+    assert any("columns[1] (answer).drop: input should be a valid boolean" in line for line in lines), output
+    assert any("columns[1] (answer).model: model alias 'writr' is not defined" in line for line in lines), output
+    assert any(
+        "columns[1] (answer): refers to 'questoin', which is not a column; did you mean 'question'?" in line
+        for line in lines
+    ), output
+
+
 def test_misspelled_sections_fields_and_providers_get_did_you_mean(tmp_path):
     config = tmp_path / "bad.yaml"
     config.write_text(

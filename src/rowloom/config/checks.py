@@ -9,6 +9,7 @@ adds the user code a config imports (`config.imports`); `rowloom validate`, `run
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import re
@@ -22,7 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 from rowloom.config.columns import COLUMN_TYPES, ColumnConfig
 from rowloom.config.dag import dependency_problems
 from rowloom.config.imports import UserFunction, user_functions
-from rowloom.config.problems import did_you_mean, problems_from_errors
+from rowloom.config.problems import did_you_mean, problems_from_errors, union_members
 from rowloom.config.processors import processor_problems
 from rowloom.config.request_admission import reject_legacy_throttle
 from rowloom.config.seed import SEED_TASK
@@ -44,13 +45,14 @@ class Unparsed:
     alias: str | None = None
     provider: str | None = None
     model_alias: str | None = None
+    refs: frozenset[str] = frozenset()
     drop: bool = False
 
     def outputs(self) -> tuple[str, ...]:
         return (self.name,) if self.name else ()
 
     def dependencies(self) -> frozenset[str]:
-        return frozenset()
+        return self.refs
 
 
 def _unparsed(item: Any) -> Unparsed:
@@ -58,6 +60,31 @@ def _unparsed(item: Any) -> Unparsed:
         return Unparsed()
     keys = {"name": "name", "alias": "alias", "provider": "provider", "model": "model_alias"}
     return Unparsed(**{field: item[key] for key, field in keys.items() if isinstance(item.get(key), str)})
+
+
+@functools.cache
+def _column_classes() -> dict[str, type]:
+    return {typing.get_args(m.model_fields["type"].annotation)[0]: m for m in union_members(ColumnConfig)}
+
+
+def _references_of(item: Mapping[str, Any]) -> frozenset[str]:
+    """What a column of a known type that did not parse reads, from its raw fields (templates, inputs), as far
+    as they can be read; nothing when they cannot."""
+    kind = _column_classes().get(str(item.get("type")))
+    if kind is None:
+        return frozenset()
+    fields = {}  # only the fields that are valid on their own (`inputs: abc` is not three inputs)
+    for name, info in kind.model_fields.items():
+        key = name if name in item else info.alias
+        if key in item:
+            try:
+                fields[name] = TypeAdapter(info.annotation).validate_python(item[key])
+            except Exception:  # a value of the wrong shape is left out, whatever pydantic raises
+                continue
+    try:
+        return frozenset(kind.model_construct(**fields).dependencies())
+    except Exception:  # a template that does not compile, a required field missing: nothing to check yet
+        return frozenset()
 
 
 @functools.cache
@@ -125,7 +152,11 @@ def parse_sections(root: type[DatasetConfig], data: Mapping[str, Any]) -> tuple[
                 else:
                     entry, found = _parse(item_type, item, data, (name, i), root)
                 problems += found
-                entries.append(_unparsed(item) if entry is None else entry)
+                if entry is None:
+                    entry = _unparsed(item)
+                    if name == "columns" and isinstance(item, Mapping):
+                        entry = dataclasses.replace(entry, refs=_references_of(item))
+                entries.append(entry)
             parsed[name] = entries
             continue
         tp = typing.Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation

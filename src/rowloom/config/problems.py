@@ -48,18 +48,18 @@ def did_you_mean(name: str, known: Iterable[str], quote: str = "'") -> str:
     return f"did you mean {quote}{found[0]}{quote}? " if found else ""
 
 
-def _members(tp: Any) -> tuple[Any, ...]:
+def union_members(tp: Any) -> tuple[Any, ...]:
     """The alternatives of a union (`X | None`, a discriminated union), or `(tp,)`."""
     if typing.get_origin(tp) is typing.Annotated:
-        return _members(typing.get_args(tp)[0])
+        return union_members(typing.get_args(tp)[0])
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return tuple(m for arg in typing.get_args(tp) for m in _members(arg))
+        return tuple(m for arg in typing.get_args(tp) for m in union_members(arg))
     return (tp,)
 
 
 def _step(tp: Any, item: Any) -> Any:
     """The type found one step along an error path: a field of a model, an item of a list, a union member."""
-    for member in _members(tp):
+    for member in union_members(tp):
         if isinstance(member, type) and issubclass(member, BaseModel):
             if isinstance(item, str):
                 for name, field in member.model_fields.items():
@@ -82,7 +82,7 @@ def field_names(root: Any, loc: Sequence[Any]) -> list[str]:
         tp = _step(tp, item)
         if tp is None:
             return []
-    for member in _members(tp):
+    for member in union_members(tp):
         if isinstance(member, type) and issubclass(member, BaseModel):
             return [field.alias or name for name, field in member.model_fields.items()]
     return []
