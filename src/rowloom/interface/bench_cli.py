@@ -11,7 +11,7 @@ import typer
 from rowloom.bench import suite
 from rowloom.errors import RowloomError
 from rowloom.interface import messages
-from rowloom.interface.output import CliConsole, Grid, print_grid
+from rowloom.interface.output import CliConsole, Grid, print_grid, terminal_text
 
 bench_app = typer.Typer(
     help="Benchmarks against the provider simulator: span vs ideal, utilisation, idle split, CPU, memory.",
@@ -20,6 +20,11 @@ bench_app = typer.Typer(
     rich_markup_mode=None,  # click's plain help: option names whole at any width
 )
 console = CliConsole()
+
+
+def _log(message: str) -> None:
+    """A progress line of a benchmark (it may name the user's paths and models: never read as markup)."""
+    console.print(terminal_text(message), highlight=False)
 
 
 def _print_table(document: dict) -> None:
@@ -56,7 +61,7 @@ def bench(
     except ValueError as exc:
         messages.error(f"--scenario: {exc}")
         raise typer.Exit(2) from None
-    document = suite.run_suite(names, quick=quick, out_dir=out, log=lambda m: console.print(m, highlight=False))
+    document = suite.run_suite(names, quick=quick, out_dir=out, log=_log)
     (out / "bench.json").write_text(json.dumps(document, indent=1))
     (out / "bench.md").write_text(suite.markdown_table(document))
     _write_report(document, out)
@@ -76,7 +81,7 @@ def _write(out: Path, name: str, document: object, summary: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(document, indent=1))
     (out / f"{name}.md").write_text(summary)
-    console.print(summary, highlight=False)
+    console.print(terminal_text(summary), highlight=False)
     messages.result(f"wrote {out / f'{name}.json'}, {out / f'{name}.md'}")
 
 
@@ -108,7 +113,7 @@ def distributed(
             records_cpu=records_cpu,
             workers=workers,
             repeats=repeats,
-            log=lambda m: console.print(m, highlight=False),
+            log=_log,
         )
     except RayUnavailable as exc:
         messages.error(str(exc))
@@ -130,9 +135,7 @@ def local(
     from rowloom.bench import local as bench_local
 
     try:
-        document = bench_local.run(
-            records=records, repeats=repeats, threads=threads, log=lambda m: console.print(m, highlight=False)
-        )
+        document = bench_local.run(records=records, repeats=repeats, threads=threads, log=_log)
     except RowloomError as exc:
         messages.error(str(exc))
         raise typer.Exit(1) from None

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from rich.text import Text
 
 from rowloom.errors import RowloomWarning
-from rowloom.interface.output import CliConsole
+from rowloom.interface.output import CliConsole, terminal_text
 
 #: Where problems and status lines go; what a command produced goes to `stdout`.
 stderr = CliConsole(stderr=True, highlight=False)
@@ -22,15 +22,16 @@ stdout = CliConsole(highlight=False)
 
 
 def _labelled(label: str, style: str, message: str) -> None:
-    # A Text, not markup: a path or a provider's words may hold brackets that rich would read as styles.
-    stderr.print(Text.assemble((f"{label}:", style), " ", message))
+    # Never markup, never raw control characters: a path, a seed value or a provider's words may hold brackets
+    # rich would read as styles (or a stray `[/bold]` it would fail on) and escape sequences a terminal would run.
+    stderr.print(Text.assemble((f"{label}:", style), " ", terminal_text(message)))
 
 
 def error(message: str, *details: str) -> None:
     """`error: MESSAGE` on stderr, then `details` line by line as they are (a traceback's frames)."""
     _labelled("error", "bold red", message)
     for line in details:
-        stderr.print(Text(line))
+        stderr.print(terminal_text(line))
 
 
 def warning(message: str) -> None:
@@ -40,12 +41,12 @@ def warning(message: str) -> None:
 
 def status(message: str) -> None:
     """A line on stderr about what the command is doing (a simulator started, metrics served)."""
-    stderr.print(Text(message))
+    stderr.print(terminal_text(message))
 
 
 def result(message: str) -> None:
     """What the command produced (`wrote …`), on stdout."""
-    stdout.print(Text(message))
+    stdout.print(terminal_text(message))
 
 
 @contextlib.contextmanager

@@ -1,4 +1,5 @@
-"""How the CLI writes: consoles that never hard-wrap into a file or pipe, and tables that fit or become lists.
+"""How the CLI writes: consoles that never hard-wrap into a file or pipe, tables that fit or become lists, and
+text from users, seeds and models made safe for a terminal (`terminal_text`).
 
 Owns layout only (width, wrapping, table or list); what a message says belongs to the command printing it.
 """
@@ -16,6 +17,34 @@ from rich.text import Text
 
 # Narrowest column a preview table gives a value before it shows one block per record instead.
 MIN_PREVIEW_COLUMN = 18
+
+#: Characters a terminal acts on instead of showing: C0 controls but tab and newline (ESC starts escape sequences:
+#: colours, hyperlinks, clearing the screen, setting the title; CR and backspace overwrite what was shown), DEL,
+#: C1 controls (CSI and OSC in one byte), and the bidirectional overrides that reorder what a reader sees.
+_CONTROLS = dict.fromkeys(
+    [
+        *(c for c in range(0x20) if c not in (0x09, 0x0A)),
+        *range(0x7F, 0xA0),
+        0x061C,
+        0x200E,
+        0x200F,
+        *range(0x202A, 0x202F),
+        *range(0x2066, 0x206A),
+    ]
+)
+
+
+def strip_controls(text: str, *, newlines: bool = True) -> str:
+    """`text` without the characters a terminal would act on (escape sequences lose their ESC and show as text);
+    tab and newline stay when `newlines` (a one-line field turns each into a space)."""
+    cleaned = text.translate(_CONTROLS)
+    return cleaned if newlines else cleaned.replace("\n", " ").replace("\t", " ")
+
+
+def terminal_text(text: object, style: str = "", *, newlines: bool = True) -> Text:
+    """What a user, a seed file or a model wrote, ready to print: control characters stripped (`strip_controls`)
+    and never read as rich markup (`[link=…]`, `[/bold]` show as they are). Every such text goes through here."""
+    return Text(strip_controls(str(text), newlines=newlines), style=style)
 
 
 class CliConsole(Console):
@@ -84,11 +113,11 @@ class Grid:
 
     def table(self) -> Table:
         """The rich table: no cell is ever wrapped or cut (`print_grid` only shows it where it fits)."""
-        table = Table(title=self.title or None)
+        table = Table(title=terminal_text(self.title) if self.title else None)
         for header in self.headers:
-            table.add_column(header, no_wrap=True, overflow="ignore")
+            table.add_column(terminal_text(header), no_wrap=True, overflow="ignore")
         for row in self.rows:
-            table.add_row(*row)
+            table.add_row(*(terminal_text(cell) for cell in row))
         return table
 
     def width(self) -> int:
@@ -113,7 +142,7 @@ class Grid:
 def print_grid(console: Console, grid: Grid) -> None:
     """A table on a terminal wide enough for it, one block per row on a narrower one, Markdown into a file."""
     if not on_terminal(console):
-        console.print(grid.markdown(), markup=False, highlight=False, soft_wrap=True)
+        console.print(terminal_text(grid.markdown()), highlight=False, soft_wrap=True)
     elif grid.width() <= console.width:
         console.print(grid.table(), soft_wrap=False)
     else:
@@ -123,13 +152,13 @@ def print_grid(console: Console, grid: Grid) -> None:
 def print_blocks(console: Console, title: str, blocks: Sequence[tuple[str, Sequence[str]]]) -> None:
     """A title, then each block: its heading, then its lines indented (continuation lines of a value too)."""
     if title:
-        console.print(Text(title, style="bold"))
+        console.print(terminal_text(title, "bold"))
     for i, (heading, lines) in enumerate(blocks):
         if title or i:
             console.print()
-        console.print(Text(heading, style="bold"))
+        console.print(terminal_text(heading, "bold"))
         for entry in lines:
-            console.print(Text("  " + entry.replace("\n", "\n    ")))
+            console.print(terminal_text("  " + entry.replace("\n", "\n    ")))
 
 
 def print_records(console: Console, columns: Sequence[str], records: Sequence[Sequence[str]]) -> None:
@@ -138,9 +167,9 @@ def print_records(console: Console, columns: Sequence[str], records: Sequence[Se
     if on_terminal(console) and console.width >= len(columns) * (MIN_PREVIEW_COLUMN + 3) + 1:
         table = Table(show_lines=True)
         for name in columns:
-            table.add_column(name, overflow="fold", max_width=60)
+            table.add_column(terminal_text(name, newlines=False), overflow="fold", max_width=60)
         for record in records:
-            table.add_row(*record)
+            table.add_row(*(terminal_text(value) for value in record))
         console.print(table, soft_wrap=False)
         return
     blocks = [

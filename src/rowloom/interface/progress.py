@@ -17,7 +17,7 @@ from rich.live import Live
 from rich.text import Text
 
 from rowloom.engine.progress import RunProgress
-from rowloom.interface.output import on_terminal, plural
+from rowloom.interface.output import on_terminal, plural, terminal_text
 from rowloom.observe.stats import RequestStats
 
 BAR_WIDTH = 24
@@ -181,7 +181,7 @@ def render_line(
     else:
         finished = progress.records_resumed + progress.rows_finished
         parts = _running_parts(progress, stats, rates or Rates())
-    return Text(_fit(parts, finished / total, width))
+    return terminal_text(_fit(parts, finished / total, width), newlines=False)  # drop reasons name columns
 
 
 class ProgressDisplay:
