@@ -200,8 +200,7 @@ async def _run(
     try:
         if location is not None:  # the files and code the rows come from, as the manifest records them
             rows = seed_reader.num_rows if seed_reader is not None else None
-            inputs = await asyncio.to_thread(run_inputs.collect, config, rows)
-            run_inputs.check((decision.manifest or {}).get("inputs"), inputs, location, terms)
+            inputs = await asyncio.to_thread(run_inputs.settle, config, decision.manifest, location, terms, rows)
         if seed_reader is not None:
             seed_reader.check_records(num_records)
     except BaseException:

@@ -10,6 +10,7 @@ written, read back after `SETTLE_S`, and held by the run whose token is in it (s
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shlex
@@ -21,10 +22,13 @@ import warnings
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from types import TracebackType
+from typing import Any, TypeVar
 
 from rowloom.engine.output_location import OutputLocation, is_uri, redact
 from rowloom.engine.terms import CLI_TERMS, Terms
 from rowloom.errors import OutputError, RowloomWarning
+
+F = TypeVar("F")
 
 LOCK = "rowloom.lock"
 SETTLE_S = 0.5  # object stores: a second writer that read no lock writes its own within this, and one of two loses
@@ -198,3 +202,16 @@ class WriterLock:
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
         self.release()
+
+
+def holding_writer_lock(run: F) -> F:
+    """Run a blocking `run(config, num_records, *, output=…, terms=…, …)` under its output folder's writer lock
+    (the Ray driver's entry point; `run_job` takes the lock itself)."""
+
+    @functools.wraps(run)  # type: ignore[arg-type]
+    def locked(config: Any, num_records: int, *, output: Any, terms: Terms = CLI_TERMS, **options: Any) -> Any:
+        location = OutputLocation.of(output, terms)
+        with WriterLock.take(location, terms):
+            return run(config, num_records, output=location, terms=terms, **options)  # type: ignore[operator]
+
+    return locked  # type: ignore[return-value]

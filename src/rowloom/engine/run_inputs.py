@@ -163,3 +163,17 @@ def check(
                 RowloomWarning,
                 stacklevel=2,
             )
+
+
+def settle(
+    config: DatasetConfig,
+    manifest: dict[str, Any] | None,
+    location: OutputLocation,
+    terms: Terms = CLI_TERMS,
+    seed_rows: int | None = None,
+) -> dict[str, Any]:
+    """`collect` the run's inputs and `check` them against those of the run it continues (`manifest`, None for a
+    new run); returns them for the manifest."""
+    inputs = collect(config, seed_rows)
+    check((manifest or {}).get("inputs"), inputs, location, terms)
+    return inputs

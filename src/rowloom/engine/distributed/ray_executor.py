@@ -19,12 +19,22 @@ from pathlib import Path
 from typing import Any
 
 from rowloom.config.dataset import DatasetConfig
+from rowloom.engine import run_inputs
 from rowloom.engine.distributed import import_ray
 from rowloom.engine.distributed.authority import CapacityAuthority
 from rowloom.engine.distributed.grants import Grant, Report
 from rowloom.engine.distributed.worker import Delivery, WorkerEngine, endpoints_of
-from rowloom.engine.job import JobResult, build_summary, check_export_target, choose_seed, end_job, export_output
+from rowloom.engine.job import (
+    JobResult,
+    build_summary,
+    check_export_target,
+    choose_seed,
+    end_job,
+    export_output,
+    recover_manifest,
+)
 from rowloom.engine.output_location import OutputLocation
+from rowloom.engine.output_lock import holding_writer_lock
 from rowloom.engine.plan import build_plan
 from rowloom.engine.progress import RunProgress
 from rowloom.engine.resume import Action, decide
@@ -167,6 +177,7 @@ def _init_ray(ray: Any, address: str | None) -> bool:
     return True
 
 
+@holding_writer_lock  # taken before the folder is read: no other run changes it until this one ends
 def run_distributed(
     config: DatasetConfig,
     num_records: int,
@@ -192,12 +203,15 @@ def run_distributed(
     location = OutputLocation.of(output, terms)
     check_export_target(config, location, terms)
     decision = decide(location, config, num_records, resume, terms)
+    if decision.recovered_from:
+        recover_manifest(location, decision)
     if decision.action is Action.DONE:
         return JobResult.already_complete(location, decision)
     ray = import_ray()
     plan = build_plan(config, num_records, decision.extended_from)
     seed = choose_seed(config, decision)
     store = DriverStore(location, config, plan, num_records, seed)
+    store.inputs = run_inputs.settle(config, decision.manifest, location, terms)
     store.open(decision.manifest, decision.extended_from, terms)
     stats = RequestStats()
     events = FanoutSink([stats, *([sink] if sink is not None else [])])
