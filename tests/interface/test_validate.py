@@ -128,6 +128,23 @@ def test_a_column_with_a_bad_field_still_has_its_references_and_model_checked(tm
     ), output
 
 
+def test_a_problem_of_the_file_itself_names_the_file_once(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("columns:\n  - {name: a\n")
+    code, output = invoke("validate", str(broken))
+    assert code == 1
+    assert error_lines(output) == [
+        f"error: {broken}:3:1: invalid YAML: expected ',' or '}}', but got '<stream end>'; fix the YAML syntax there"
+    ]
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("columns: []\n")
+    code, output = invoke("validate", str(empty))
+    assert code == 1
+    assert error_lines(output) == [
+        f"error: {empty}: columns: list should have at least 1 item after validation, not 0; give at least one entry"
+    ]
+
+
 def test_misspelled_sections_fields_and_providers_get_did_you_mean(tmp_path):
     config = tmp_path / "bad.yaml"
     config.write_text(

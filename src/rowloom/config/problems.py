@@ -106,6 +106,8 @@ def _fix(error: dict[str, Any], root: Any) -> str:
         return f"{guess}(or use one of: {', '.join(types_)})" if guess else f"use one of: {', '.join(types_)}"
     if kind == "union_tag_not_found":
         return f"add `type:` with one of: {', '.join(types_)}"
+    if kind == "too_short":
+        return "give at least one entry" if error.get("ctx", {}).get("min_length") == 1 else "give more entries"
     if kind == "finite_number":
         return "give a finite number (not .inf or .nan)"
     if kind.endswith("_type") or kind.endswith("_parsing"):

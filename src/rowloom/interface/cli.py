@@ -80,7 +80,12 @@ def _problem_line(source: Path, problem: ConfigProblem) -> str:
     message = problem.message.rstrip(".")
     if message[:1].isupper() and message[1:2].islower():  # pydantic's "Field required"
         message = message[0].lower() + message[1:]
-    where = f"{source}: {problem.path}: " if problem.path and problem.path != str(source) else f"{source}: "
+    if not problem.path or problem.path == str(source):
+        where = f"{source}: "
+    elif problem.path.startswith(f"{source}:"):  # a line and column in the file: `bad.yaml:3:1`
+        where = f"{problem.path}: "
+    else:
+        where = f"{source}: {problem.path}: "
     return f"{where}{message}" + (f"; {problem.fix}" if problem.fix else "")
 
 
