@@ -145,6 +145,31 @@ def test_a_problem_of_the_file_itself_names_the_file_once(tmp_path):
     ]
 
 
+def test_a_processor_reading_a_misspelled_column_gets_did_you_mean(tmp_path):
+    config = write(
+        tmp_path / "bad.yaml",
+        [{"name": "answer", "type": "uuid"}, {"name": "q", "type": "llm_txt"}],
+        processors=[{"type": "drop_columns", "columns": ["anwser"]}, {"type": "drop_colums", "columns": ["q"]}],
+    )
+    code, output = invoke("validate", str(config))
+    assert code == 1
+    lines = error_lines(output)
+    assert any(
+        "processors[1].type: unknown processor type 'drop_colums'; did you mean 'drop_columns'?" in x for x in lines
+    )
+    config = write(
+        tmp_path / "bad.yaml",
+        [{"name": "answer", "type": "uuid"}],
+        processors=[{"type": "drop_columns", "columns": ["anwser"]}],
+    )
+    code, output = invoke("validate", str(config))
+    assert code == 1
+    assert error_lines(output) == [
+        f"error: {config}: processors[0] (drop_columns): reads 'anwser', not a column at this step; did you mean "
+        "'answer'? columns here: answer"
+    ]
+
+
 def test_misspelled_sections_fields_and_providers_get_did_you_mean(tmp_path):
     config = tmp_path / "bad.yaml"
     config.write_text(

@@ -5,6 +5,7 @@ Pydantic models and name checks only; the engine applies them (`rowloom.engine.p
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
@@ -153,11 +154,13 @@ def processor_problems(processors: list[Any], columns: list[str], export: Export
     for i, processor in enumerate(processors):
         missing = sorted(processor.needs() - set(names))
         if missing:
+            near = [m for name in missing for m in difflib.get_close_matches(name, names, n=1, cutoff=0.6)]
+            guess = f"did you mean {', '.join(map(repr, near))}? " if near else ""
             problems.append(
                 ConfigProblem(
                     f"processors[{i}] ({processor.type})",
                     f"reads {', '.join(map(repr, missing))}, not a column at this step",
-                    f"columns here: {', '.join(names) or '(none)'}",
+                    f"{guess}columns here: {', '.join(names) or '(none)'}",
                 )
             )
         if isinstance(processor, RenameColumnsProcessor):
