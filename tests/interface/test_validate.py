@@ -5,6 +5,7 @@ before it starts, and the Python API takes `allow_imports=`. Exact key phrases a
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import sysconfig
@@ -396,14 +397,24 @@ def test_an_index_range_past_the_rows_is_reported_with_the_other_problems(tmp_pa
     assert any("columns[1] (r): refers to 'cty'" in line and "did you mean 'city'?" in line for line in lines)
 
 
-def test_a_python_module_run_of_the_cli_sees_the_same(tmp_path):
-    """`python -m rowloom.interface` (how the other CLI tests run it) prints the same lines."""
-    config = write(tmp_path / "c.yaml", [{"name": "q", "type": "llm_txt", "model": "writer", "prompt": "x"}])
-    result = subprocess.run(
-        [sys.executable, "-m", "rowloom.interface", "validate", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 1
-    assert result.stderr.startswith(f"error: {config}: columns[0] (q).type: unknown column type 'llm_txt'")
+def test_a_python_module_run_of_the_cli_sees_the_same_one_line_per_problem_at_any_width(tmp_path):
+    """`python -m rowloom.interface` (how the other CLI tests run it), output into a pipe: each problem stays one
+    whole line at 80 columns as at 200."""
+    config = write(tmp_path / "c.yaml", [{"name": "q", "type": "llm_txt", "model": "writer", "prompt": "{{ qq }}"}])
+    for width in ("80", "200"):
+        result = subprocess.run(
+            [sys.executable, "-m", "rowloom.interface", "validate", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "COLUMNS": width},
+        )
+        assert result.returncode == 1
+        assert result.stderr.splitlines() == [
+            f"error: {config}: columns[0] (q).type: unknown column type 'llm_txt'; did you mean 'llm_text'? (or use "
+            "one of: category, subcategory, uniform, gaussian, bernoulli, uuid, datetime, llm_text, llm_structured, "
+            "llm_judge, expression, custom, llm_code, validation, embedding)",
+            f"error: {config}: columns[0] (q): refers to 'qq', which is not a column; define a column named 'qq' "
+            "or correct the name (known: q)",  # no 'did you mean' a column's own name: it cannot read itself
+            f"found 2 problems in {config}",
+        ]
