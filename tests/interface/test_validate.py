@@ -178,7 +178,13 @@ def test_misspelled_sections_fields_and_providers_get_did_you_mean(tmp_path):
             {
                 "providers": PROVIDERS,
                 "models": [
-                    {"alias": "writer", "provider": "simm", "model": "sim-small", "inference": {"temprature": 0.3}}
+                    {
+                        "alias": "writer",
+                        "provider": "simm",
+                        "model": "sim-small",
+                        "inference": {"temprature": 0.3},
+                        "temprature": 0.3,
+                    }
                 ],
                 "columns": [{"name": "q", "type": "llm_text", "model": "writer", "prompt": "hi"}],
                 "rn": {"seed": 1},
@@ -196,6 +202,10 @@ def test_misspelled_sections_fields_and_providers_get_did_you_mean(tmp_path):
         "models[0] (writer).provider: provider 'simm' is not defined; did you mean 'sim'?" in line for line in lines
     )
     assert f"error: {config}: rn: unknown section; did you mean `run`? (or remove `rn`)" in lines
+    assert (
+        f"error: {config}: models[0] (writer).temprature: unknown field; did you mean `inference.temperature`? "
+        "(or remove `temprature`)"
+    ) in lines
 
 
 # ------------------------------------------------------------------ user code

@@ -75,17 +75,27 @@ def _step(tp: Any, item: Any) -> Any:
     return None
 
 
-def field_names(root: Any, loc: Sequence[Any]) -> list[str]:
-    """The field names (aliases where set) of the model at `loc` under the type `root`, or [] if not a model."""
+def _model(tp: Any) -> type[BaseModel] | None:
+    return next((m for m in union_members(tp) if isinstance(m, type) and issubclass(m, BaseModel)), None)
+
+
+def field_names(root: Any, loc: Sequence[Any], *, nested: bool = False) -> list[str]:
+    """The field names (aliases where set) of the model at `loc` under the type `root`, or [] if not a model.
+
+    `nested`: the fields of its sections instead (`inference.temperature`), for a field one level too high.
+    """
     tp = root
     for item in loc:
         tp = _step(tp, item)
         if tp is None:
             return []
-    for member in union_members(tp):
-        if isinstance(member, type) and issubclass(member, BaseModel):
-            return [field.alias or name for name, field in member.model_fields.items()]
-    return []
+    model = _model(tp)
+    if model is None:
+        return []
+    names = [(field.alias or name, field.annotation) for name, field in model.model_fields.items()]
+    if not nested:
+        return [name for name, _ in names]
+    return [f"{name}.{sub}" for name, annotation in names for sub in field_names(annotation, ())]
 
 
 def _fix(error: dict[str, Any], root: Any) -> str:
@@ -98,6 +108,10 @@ def _fix(error: dict[str, Any], root: Any) -> str:
     if kind == "extra_forbidden":
         known = field_names(root, error["loc"][:-1]) if root is not None else []
         guess = did_you_mean(field, known, quote="`")
+        if not guess and root is not None:  # a field of a section, one level too high (`temperature` on a model)
+            below = {path.rpartition(".")[2]: path for path in field_names(root, error["loc"][:-1], nested=True)}
+            near = difflib.get_close_matches(field, list(below), n=1, cutoff=0.8)
+            guess = f"did you mean `{below[near[0]]}`? " if near else ""
         return f"{guess}remove `{field}` or check its spelling" if not guess else f"{guess}(or remove `{field}`)"
     types_ = PROCESSOR_TYPES if error["loc"] and error["loc"][0] == "processors" else COLUMN_TYPES
     if kind == "union_tag_invalid":
