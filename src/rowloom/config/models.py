@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -36,7 +37,11 @@ class ProviderConfig(ConfigModel):
             "directory). Keep it outside the config and readable only by you."
         ),
     )
-    extra_headers: dict[str, str] = Field(default_factory=dict, description="Headers sent with every request.")
+    extra_headers: dict[str, str] = Field(
+        default_factory=dict,
+        repr=False,  # any value may be a credential (x-goog-api-key, a gateway's token)
+        description="Headers sent with every request; every value is treated as a secret.",
+    )
     timeout_s: float = Field(120.0, gt=0, description="Per-request timeout in seconds.")
     max_reply_bytes: int = Field(
         32 * 1024 * 1024,
@@ -91,6 +96,13 @@ class ProviderConfig(ConfigModel):
             )
         if not value.startswith(("http://", "https://")):
             raise ValueError("base_url must start with http:// or https:// (e.g. http://127.0.0.1:8000/v1)")
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - reading it validates it
+        except ValueError as exc:
+            raise ValueError(f"base_url is not a valid URL ({exc}); write it as http://HOST:PORT/v1") from None
+        if not parts.hostname:
+            raise ValueError("base_url names no host; write it as http://HOST:PORT/v1")
         return value.rstrip("/")
 
     @model_validator(mode="after")

@@ -16,7 +16,6 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlsplit, urlunsplit
 
 from rowloom.engine.terms import CLI_TERMS, Terms
 from rowloom.errors import OutputError
@@ -34,12 +33,52 @@ def is_uri(target: str | Path) -> bool:
     return isinstance(target, str) and bool(_URI.match(target))
 
 
-def redact(uri: str) -> str:
-    """The URI without credentials (`s3://KEY:SECRET@bucket/x` -> `s3://bucket/x`), for messages and logs."""
-    parts = urlsplit(uri)
-    if "@" not in parts.netloc:
-        return uri
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+#: A URI inside any text (a message quoting one, as pyarrow's errors do): up to whitespace or a quote.
+_URI_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]*")
+#: Query parameters of `pyarrow.fs` URIs whose values are settings, shown as they are; any other value (a
+#: `client_secret`, `sas_token`, `session_token`, an unknown one) may be a credential and is redacted.
+_PLAIN_QUERY = frozenset(
+    {
+        "region",
+        "endpoint_override",
+        "scheme",
+        "anonymous",
+        "allow_bucket_creation",
+        "allow_bucket_deletion",
+        "default_bucket_location",
+        "force_virtual_addressing",
+        "project_id",
+        "replication",
+        "buffer_size",
+        "default_block_size",
+        "retry_limit_seconds",
+        "connect_timeout",
+        "request_timeout",
+    }
+)
+
+
+def _redact_uri(uri: str) -> str:
+    scheme, _, rest = uri.partition("://")
+    end = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    host, tail = rest[:end].rpartition("@")[2], rest[end:]
+    path, mark, query = tail.partition("?")
+    if mark:
+        query, hash_, fragment = query.partition("#")
+        fields = [field.partition("=") for field in query.split("&")]
+        query = "&".join(
+            f"{name}{eq}{value if name.lower() in _PLAIN_QUERY or not value else '<redacted>'}"
+            for name, eq, value in fields
+        )
+        query += hash_ + fragment
+    return f"{scheme}://{host}{path}{mark}{query}"
+
+
+def redact(text: str) -> str:
+    """`text` — a URI, or a message quoting URIs — without credentials, for messages and logs: a user:password is
+    dropped (`s3://KEY:SECRET@bucket/x` -> `s3://bucket/x`) and query values other than known settings replaced
+    (`abfs://…?client_secret=<redacted>`). Never fails, whatever the text."""
+    return _URI_IN_TEXT.sub(lambda match: _redact_uri(match.group(0)), text)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -86,8 +125,8 @@ class OutputLocation:
                 filesystem, root = pafs.FileSystem.from_uri(self.target)
             except (ValueError, OSError) as exc:  # an unknown scheme or a malformed URI
                 raise OutputError(
-                    f"{terms.given('output', redact(self.target))} is not a usable pyarrow.fs URI ({exc}); give a "
-                    "local folder or a URI such as s3://bucket/prefix"
+                    f"{terms.given('output', redact(self.target))} is not a usable pyarrow.fs URI "
+                    f"({redact(str(exc))}); give a local folder or a URI such as s3://bucket/prefix"
                 ) from None
             if isinstance(filesystem, pafs.LocalFileSystem):
                 self.local = Path(root)  # file:// is a local folder: keep fsync + rename

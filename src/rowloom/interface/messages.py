@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 from rich.text import Text
 
+from rowloom.engine.output_location import redact
 from rowloom.errors import RowloomWarning
 from rowloom.interface.output import CliConsole, terminal_text
 
@@ -21,17 +22,22 @@ stderr = CliConsole(stderr=True, highlight=False)
 stdout = CliConsole(highlight=False)
 
 
-def _labelled(label: str, style: str, message: str) -> None:
+def _line(message: str) -> Text:
     # Never markup, never raw control characters: a path, a seed value or a provider's words may hold brackets
     # rich would read as styles (or a stray `[/bold]` it would fail on) and escape sequences a terminal would run.
-    stderr.print(Text.assemble((f"{label}:", style), " ", terminal_text(message)))
+    # Never a credential in a URI either (a library's error may quote `s3://KEY:SECRET@…` or `?sas_token=…`).
+    return terminal_text(redact(message))
+
+
+def _labelled(label: str, style: str, message: str) -> None:
+    stderr.print(Text.assemble((f"{label}:", style), " ", _line(message)))
 
 
 def error(message: str, *details: str) -> None:
     """`error: MESSAGE` on stderr, then `details` line by line as they are (a traceback's frames)."""
     _labelled("error", "bold red", message)
     for line in details:
-        stderr.print(terminal_text(line))
+        stderr.print(_line(line))
 
 
 def warning(message: str) -> None:
@@ -41,12 +47,12 @@ def warning(message: str) -> None:
 
 def status(message: str) -> None:
     """A line on stderr about what the command is doing (a simulator started, metrics served)."""
-    stderr.print(terminal_text(message))
+    stderr.print(_line(message))
 
 
 def result(message: str) -> None:
     """What the command produced (`wrote …`), on stdout."""
-    stdout.print(terminal_text(message))
+    stdout.print(_line(message))
 
 
 @contextlib.contextmanager

@@ -23,8 +23,20 @@ __all__ = [
     "redact_headers",
 ]
 
-#: Request headers whose values are credentials; compared lower-case.
-SECRET_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "proxy-authorization"})
+#: Request headers whose values are credentials by name; compared lower-case. (A client treats the value of every
+#: header a provider's `extra_headers` sets as secret, whatever its name.)
+SECRET_HEADERS = frozenset(
+    {
+        "authorization",
+        "api-key",
+        "x-api-key",
+        "x-goog-api-key",
+        "proxy-authorization",
+        "ocp-apim-subscription-key",
+        "x-auth-token",
+        "cookie",
+    }
+)
 
 _REDACTED = "<redacted>"
 

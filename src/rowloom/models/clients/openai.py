@@ -8,21 +8,27 @@ from __future__ import annotations
 
 import asyncio
 import http
-import ipaddress
-import os
 import time
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
 from multidict import CIMultiDict
 
 from rowloom.config.models import ProviderConfig
-from rowloom.errors import ConfigError, ConfigProblem, RowloomError
-from rowloom.models.clients.headers import SECRET_HEADERS, ci_headers, parse_rate_limit, parse_retry_after_s
+from rowloom.errors import RowloomError
+from rowloom.models.clients.credentials import (
+    InsecureTransportError,
+    check_transport,
+    check_url_credentials,
+    key_advice,
+    provider_api_key,
+    provider_secrets,
+    public_url,
+    scrub,
+)
+from rowloom.models.clients.headers import ci_headers, parse_rate_limit, parse_retry_after_s
 from rowloom.models.types import (
     ChatRequest,
     ChatResponse,
@@ -59,17 +65,14 @@ _READ_CHUNK = 64 * 1024
 _NO_USAGE = Usage()
 
 
-class InsecureTransportError(ConfigError):
-    """An API key would travel over plain HTTP to a host that is not this machine."""
-
-
 # ------------------------------------------------------------------------------------------------------------
 # Classification: pure functions of (status, headers, body, latency) or of a transport exception.
 # ------------------------------------------------------------------------------------------------------------
 
 
-def _clip(text: str, limit: int = MESSAGE_LIMIT) -> str:
-    text = text.strip()
+def _clip(text: str, limit: int = MESSAGE_LIMIT, secrets: Sequence[str] = ()) -> str:
+    # Scrubbed before it is cut: a cut first could leave the head of an echoed key that no longer matches.
+    text = scrub(text, secrets).strip()
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -95,11 +98,11 @@ def _error_fields(body: bytes) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _provider_message(body: bytes) -> str:
+def _provider_message(body: bytes, secrets: Sequence[str]) -> str:
     message, _ = _error_fields(body)
     if message is None:
         message = body.decode("utf-8", errors="replace") if body else "(empty body)"
-    return _clip(message)
+    return _clip(message, secrets=secrets)
 
 
 def classify_status(
@@ -109,8 +112,10 @@ def classify_status(
     latency_s: float,
     *,
     rate_limit: RateLimitInfo | None = None,
+    secrets: Sequence[str] = (),
 ) -> ProviderError | None:
-    """The error a non-2xx reply means, or None for 2xx. Pure: no I/O.
+    """The error a non-2xx reply means, or None for 2xx. Pure: no I/O. The provider's words are kept with every
+    credential in `secrets` (longest first) redacted before they are cut to length.
 
     429 → RateLimited (except `insufficient_quota` → KeyRejected); 401/403 → KeyRejected (no request can get
     past a refused key); 503/529 → Overloaded; 408 → RequestTimeout; other 5xx → ServerError (a gateway's
@@ -125,7 +130,7 @@ def classify_status(
     message, kind = _error_fields(body)
     if message is None:
         message = body.decode("utf-8", errors="replace") if body else "(empty body)"
-    detail = _clip(message)
+    detail = _clip(message, secrets=secrets)
     fields: dict[str, Any] = {
         "status": status,
         "retry_after_s": retry_after,
@@ -155,13 +160,15 @@ def classify_status(
     if 300 <= status < 400:
         location = headers.get("location", "?")
         return ClientRequestError(
-            f"HTTP {status} redirect to {_clip(location, 200)}: set base_url to the final URL", **fields
+            f"HTTP {status} redirect to {_clip(location, 200, secrets)}: set base_url to the final URL", **fields
         )
     return ClientRequestError(f"HTTP {status}: {detail}", **fields)
 
 
-def _malformed(what: str, body: bytes, status: int, rate_limit: RateLimitInfo, latency_s: float) -> ServerError:
-    preview = _clip(body.decode("utf-8", errors="replace"), 200) if body else "(empty body)"
+def _malformed(
+    what: str, body: bytes, status: int, rate_limit: RateLimitInfo, latency_s: float, secrets: Sequence[str]
+) -> ServerError:
+    preview = _clip(body.decode("utf-8", errors="replace"), 200, secrets) if body else "(empty body)"
     return ServerError(
         f"malformed reply: {what}; body starts: {preview}",
         status=status,
@@ -183,52 +190,52 @@ def _usage(data: dict[str, Any]) -> Usage:
 
 
 def _decode_ok_body(
-    status: int, body: bytes, rate_limit: RateLimitInfo, latency_s: float
+    status: int, body: bytes, rate_limit: RateLimitInfo, latency_s: float, secrets: Sequence[str]
 ) -> dict[str, Any] | ProviderError:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        return _malformed(f"body is not JSON ({exc})", body, status, rate_limit, latency_s)
+        return _malformed(f"body is not JSON ({exc})", body, status, rate_limit, latency_s, secrets)
     if not isinstance(data, dict):
-        return _malformed("body is not a JSON object", body, status, rate_limit, latency_s)
+        return _malformed("body is not a JSON object", body, status, rate_limit, latency_s, secrets)
     return data
 
 
 def classify_chat_response(
-    status: int, headers: Mapping[str, str], body: bytes, latency_s: float
+    status: int, headers: Mapping[str, str], body: bytes, latency_s: float, *, secrets: Sequence[str] = ()
 ) -> ChatResponse | ProviderError:
     """Turn one chat-completions reply into a `ChatResponse`, or the `ProviderError` it means. Pure: no I/O.
 
     A 2xx whose body is not JSON, or lacks `choices[0].message.content`, is a ServerError("malformed reply").
     """
     rate_limit = parse_rate_limit(headers)
-    error = classify_status(status, headers, body, latency_s, rate_limit=rate_limit)
+    error = classify_status(status, headers, body, latency_s, rate_limit=rate_limit, secrets=secrets)
     if error is not None:
         return error
-    data = _decode_ok_body(status, body, rate_limit, latency_s)
+    data = _decode_ok_body(status, body, rate_limit, latency_s, secrets)
     if isinstance(data, ProviderError):
         return data
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         if "error" in data:  # some gateways wrap upstream failures in a 200
             return ServerError(
-                f"provider returned an error with HTTP {status}: {_provider_message(body)}",
+                f"provider returned an error with HTTP {status}: {_provider_message(body, secrets)}",
                 status=status,
                 rate_limit=rate_limit,
                 latency_s=latency_s,
             )
-        return _malformed("no choices", body, status, rate_limit, latency_s)
+        return _malformed("no choices", body, status, rate_limit, latency_s, secrets)
     choice = choices[0]
     message = choice.get("message")
     if not isinstance(message, dict):
-        return _malformed("choices[0] has no message", body, status, rate_limit, latency_s)
+        return _malformed("choices[0] has no message", body, status, rate_limit, latency_s, secrets)
     content = message.get("content")
     if isinstance(content, list):  # content parts: keep the text ones
         content = "".join(t for p in content if isinstance(p, dict) and isinstance(t := p.get("text"), str))
     if not isinstance(content, str):
         refusal = message.get("refusal")
-        what = f"no message content (refusal: {_clip(str(refusal), 200)})" if refusal else "no message content"
-        return _malformed(what, body, status, rate_limit, latency_s)
+        what = f"no message content (refusal: {_clip(str(refusal), 200, secrets)})" if refusal else "no message content"
+        return _malformed(what, body, status, rate_limit, latency_s, secrets)
     finish = choice.get("finish_reason")
     return ChatResponse(
         text=content,
@@ -240,29 +247,37 @@ def classify_chat_response(
 
 
 def classify_embedding_response(
-    status: int, headers: Mapping[str, str], body: bytes, latency_s: float, *, expected: int | None = None
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    latency_s: float,
+    *,
+    expected: int | None = None,
+    secrets: Sequence[str] = (),
 ) -> EmbeddingResponse | ProviderError:
     """Turn one embeddings reply into an `EmbeddingResponse` (vectors in input order) or its `ProviderError`.
 
     `expected` is the number of inputs; a reply with another count is malformed.
     """
     rate_limit = parse_rate_limit(headers)
-    error = classify_status(status, headers, body, latency_s, rate_limit=rate_limit)
+    error = classify_status(status, headers, body, latency_s, rate_limit=rate_limit, secrets=secrets)
     if error is not None:
         return error
-    data = _decode_ok_body(status, body, rate_limit, latency_s)
+    data = _decode_ok_body(status, body, rate_limit, latency_s, secrets)
     if isinstance(data, ProviderError):
         return data
     items = data.get("data")
     if not isinstance(items, list):
-        return _malformed("no data", body, status, rate_limit, latency_s)
+        return _malformed("no data", body, status, rate_limit, latency_s, secrets)
     try:
         ordered = sorted(items, key=lambda item: item.get("index", 0))
         vectors = tuple(tuple(float(x) for x in item["embedding"]) for item in ordered)
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        return _malformed(f"bad embedding item ({type(exc).__name__})", body, status, rate_limit, latency_s)
+        what = f"bad embedding item ({type(exc).__name__})"
+        return _malformed(what, body, status, rate_limit, latency_s, secrets)
     if expected is not None and len(vectors) != expected:
-        return _malformed(f"{len(vectors)} embeddings for {expected} inputs", body, status, rate_limit, latency_s)
+        what = f"{len(vectors)} embeddings for {expected} inputs"
+        return _malformed(what, body, status, rate_limit, latency_s, secrets)
     return EmbeddingResponse(vectors=vectors, usage=_usage(data), latency_s=latency_s, rate_limit=rate_limit)
 
 
@@ -303,77 +318,6 @@ def classify_exception(exc: BaseException, latency_s: float) -> ProviderError | 
 # ------------------------------------------------------------------------------------------------------------
 
 
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def provider_api_key(provider: ProviderConfig) -> str | None:
-    """The provider's API key from its environment variable or key file; None when it names neither.
-
-    A relative `api_key_file` is read from the working directory. A missing, unreadable, empty or multi-line
-    key file is a `ConfigError` naming the file, never its content.
-    """
-    if provider.api_key_env:
-        return os.environ.get(provider.api_key_env) or None
-    if not provider.api_key_file:
-        return None
-    path = Path(provider.api_key_file).expanduser()
-    where = f"providers.{provider.name}.api_key_file"
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(
-            ConfigProblem(
-                where,
-                f"cannot read the key file {str(path)!r} ({exc.strerror or type(exc).__name__})",
-                "create it holding only the API key, or fix the path (relative paths start at the working directory)",
-            )
-        ) from None
-    try:
-        key = raw.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        key = None
-    if not key or any(ch.isspace() or not ch.isprintable() for ch in key):
-        what = "is empty" if key == "" else "holds more than the key (several lines, spaces or binary data)"
-        raise ConfigError(ConfigProblem(where, f"the key file {str(path)!r} {what}", "put only the API key in it"))
-    return key
-
-
-def key_advice(provider: ProviderConfig, key: str | None, *, explicit: bool = False) -> str:
-    """What to do when `provider` refuses the key `key` (None: none was sent), naming where the key comes from
-    (its variable or file, never its value). `explicit`: rowloom chose the key (a local server it started)."""
-    if explicit:
-        return "the key rowloom generated for the server it started was refused; report this as a bug"
-    if provider.api_key_env:
-        if key is None:
-            state = "empty" if os.environ.get(provider.api_key_env) is not None else "not set"
-            return f"set {provider.api_key_env} (it is {state}, so no key was sent)"
-        return f"the key in {provider.api_key_env} was refused; set it to a key this endpoint accepts"
-    if provider.api_key_file:
-        return f"the key in the file {provider.api_key_file} (api_key_file) was refused; put a valid key in it"
-    if any(name.lower() in SECRET_HEADERS for name in provider.extra_headers):
-        return "the credential in extra_headers was refused; fix its value"
-    return (
-        f"no key is configured for provider {provider.name!r}; add api_key_env: VARIABLE (the variable holding "
-        "the key) or api_key_file: PATH to it"
-    )
-
-
-def _public_url(url: str) -> str:
-    """`url` without any user:password part, for display."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
-
-
 class OpenAIClient:
     """A `ChatClient` for OpenAI-compatible endpoints (`/chat/completions`, `/embeddings`) over aiohttp.
 
@@ -411,12 +355,11 @@ class OpenAIClient:
         headers.update(provider.extra_headers)
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
-        self._check_transport(provider, headers)
+        check_transport(provider, api_key)
+        check_url_credentials(provider, headers)
         self._headers = headers
         # Credential values, longest first, so a provider that echoes one back never puts it in an error.
-        values = [v for k, v in headers.items() if k.lower() in SECRET_HEADERS]
-        values += [v.split(" ", 1)[1] for v in values if " " in v]
-        self._secrets = tuple(sorted({v for v in values if len(v) >= 4}, key=len, reverse=True))
+        self._secrets = provider_secrets(provider, api_key)
         self._chat_url = f"{provider.base_url}/chat/completions"
         self._embed_url = f"{provider.base_url}/embeddings"
         self._timeout = aiohttp.ClientTimeout(total=provider.timeout_s)
@@ -424,22 +367,8 @@ class OpenAIClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
-    @staticmethod
-    def _check_transport(provider: ProviderConfig, headers: Mapping[str, str]) -> None:
-        if provider.allow_insecure or not any(name.lower() in SECRET_HEADERS for name in headers):
-            return
-        parts = urlsplit(provider.base_url)
-        if parts.scheme == "http" and not _is_loopback(parts.hostname):
-            raise InsecureTransportError(
-                ConfigProblem(
-                    f"providers.{provider.name}.base_url",
-                    f"refusing to send an API key over plain http:// to {parts.hostname!r}, which is not this machine",
-                    "use an https:// base_url, or set allow_insecure: true if the network is trusted",
-                )
-            )
-
     def __repr__(self) -> str:
-        return f"OpenAIClient(base_url={_public_url(self.provider.base_url)!r})"
+        return f"OpenAIClient(base_url={public_url(self.provider.base_url)!r})"
 
     __str__ = __repr__
 
@@ -506,9 +435,7 @@ class OpenAIClient:
             error.advice = self._key_advice
         message = str(error)
         if any(secret in message for secret in self._secrets):
-            for secret in self._secrets:
-                message = message.replace(secret, "<redacted>")
-            error.args = (message,)
+            error.args = (scrub(message, self._secrets),)
         return error
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
@@ -520,7 +447,7 @@ class OpenAIClient:
                 "json_schema": {"name": request.schema_name, "schema": request.json_schema, "strict": True},
             }
         status, headers, body, latency = await self._post(self._chat_url, payload)
-        result = classify_chat_response(status, headers, body, latency)
+        result = classify_chat_response(status, headers, body, latency, secrets=self._secrets)
         if isinstance(result, ProviderError):
             raise self._scrub(result)
         return result
@@ -528,7 +455,9 @@ class OpenAIClient:
     async def embed(self, model: str, inputs: list[str]) -> EmbeddingResponse:
         """Embed `inputs` in one call; vectors in input order, or a classified `ProviderError`."""
         status, headers, body, latency = await self._post(self._embed_url, {"model": model, "input": inputs})
-        result = classify_embedding_response(status, headers, body, latency, expected=len(inputs))
+        result = classify_embedding_response(
+            status, headers, body, latency, expected=len(inputs), secrets=self._secrets
+        )
         if isinstance(result, ProviderError):
             raise self._scrub(result)
         return result
