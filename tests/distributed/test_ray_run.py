@@ -17,7 +17,7 @@ import ray
 from rowloom.bench.sim_process import SimulatorProcess
 from rowloom.bench.simulator import SimulatorConfig
 from rowloom.config import DatasetConfig
-from rowloom.engine.distributed.ray_executor import DistributedRun, run_distributed
+from rowloom.engine.distributed.ray_executor import DistributedRun, run_distributed, start_local_ray
 from rowloom.engine.job import run_job
 from rowloom.engine.storage import WrittenRowGroup
 
@@ -31,7 +31,7 @@ KEY = "sim/sim-small"
 
 @pytest.fixture(scope="module")
 def ray_instance():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_local_ray(ray, num_cpus=2)  # as rowloom starts one without --ray-address
     yield
     ray.shutdown()
 
@@ -273,6 +273,7 @@ def test_drop_reasons_and_progress_reach_the_driver(ray_instance, sim, tmp_path)
 
 
 def test_cli_runs_on_ray_with_a_progress_line(ray_instance, sim, tmp_path):
+    import os
     import subprocess
     import sys
 
@@ -280,12 +281,39 @@ def test_cli_runs_on_ray_with_a_progress_line(ray_instance, sim, tmp_path):
     config.write_text(yaml.safe_dump(_config(sim).to_dict(), sort_keys=False))
     out = tmp_path / "out"
     command = [sys.executable, "-m", "rowloom.interface", "run", str(config), "-n", "40", "-o", str(out)]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}  # a user's shell (Ray sets it in ours)
     result = subprocess.run(
-        [*command, "--executor", "ray", "--workers", "2"], capture_output=True, text=True, timeout=120
+        [*command, "--executor", "ray", "--workers", "2"], capture_output=True, text=True, timeout=120, env=env
     )
     assert result.returncode == 0, result.stderr
     assert "40/40 records" in result.stderr  # the last progress line, fed by the parts workers delivered
+    assert "Token authentication" not in result.stderr and "WARNING" not in result.stderr  # Ray's, every run
     assert f"wrote 40 records to {out}" in " ".join(result.stdout.split())
+
+
+def _listening(port: int) -> set[str]:
+    """The local addresses a TCP socket listens on at `port` (from /proc/net, hex-encoded)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, _, hex_port = local.partition(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                found.add(address)
+    return found
+
+
+LOOPBACK = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").is_file(), reason="reads listening sockets from Linux's /proc/net")
+def test_a_local_instance_binds_its_control_plane_to_loopback(ray_instance):
+    # Ray's control plane is unauthenticated unless a cluster enables token auth: a local instance must not be
+    # reachable from the network (Ray otherwise resolves 127.0.0.1 to the machine's routable address).
+    assert {node["NodeManagerAddress"] for node in ray.nodes()} == {"127.0.0.1"}
+    host, _, port = ray.get_runtime_context().gcs_address.rpartition(":")
+    assert host == "127.0.0.1"
+    assert _listening(int(port)) and _listening(int(port)) <= LOOPBACK  # not 0.0.0.0, not the routable address
 
 
 def test_unknown_executor_is_refused(tmp_path):

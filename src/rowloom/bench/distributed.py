@@ -198,9 +198,10 @@ def run(
     import os
 
     from rowloom.engine.distributed import import_ray
+    from rowloom.engine.distributed.ray_executor import start_local_ray
 
     ray = import_ray()
-    ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+    start_local_ray(ray)  # on loopback only, as a run starts it
     try:
         document = {
             "cpus": os.cpu_count(),

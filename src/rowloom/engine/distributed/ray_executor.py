@@ -166,12 +166,45 @@ class DistributedRun:
     workers_lost: int = 0
 
 
+def start_local_ray(ray: Any, num_cpus: int | None = None) -> None:
+    """Start a local Ray instance of `num_cpus` (default: the machine's), reachable from this machine only.
+
+    Ray's control plane (GCS, raylets, workers) runs whatever code a caller sends it; a local instance has no
+    business on the network, yet Ray resolves `127.0.0.1` to the machine's routable address unless it is told
+    the instance is not a cluster (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`, read once into `ENABLE_RAY_CLUSTER`:
+    what macOS and Windows get by default). Token auth stays on, as Ray enables it for a new local instance;
+    setting its mode explicitly only spares every run Ray's warning that it chose the mode by itself. A mode the
+    user set is kept.
+    """
+    from ray._private import ray_constants
+
+    if "RAY_AUTH_MODE" not in os.environ:
+        from ray._raylet import Config
+
+        os.environ["RAY_AUTH_MODE"] = "token"  # for this process and the instance's; Ray reads it at import,
+        Config.initialize("")  # so its config is re-read, as Ray does when it turns token auth on itself
+    cluster = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(
+            num_cpus=num_cpus or os.cpu_count() or 1,
+            include_dashboard=False,
+            log_to_driver=False,
+            _node_ip_address="127.0.0.1",
+        )
+    finally:
+        if cluster is None:
+            del ray_constants.ENABLE_RAY_CLUSTER
+        else:
+            ray_constants.ENABLE_RAY_CLUSTER = cluster
+
+
 def _init_ray(ray: Any, address: str | None) -> bool:
     """Connect to `address`, or start a local instance sized to the machine; True when we started it."""
     if ray.is_initialized():
         return False
     if address is None:
-        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+        start_local_ray(ray)
     else:
         ray.init(address=address, log_to_driver=False)
     return True
