@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,6 +105,26 @@ def without_installs(script: str, ci: str) -> str:
     return "\n".join(kept) + "\n"
 
 
+def stop_groups(groups: list[int], grace_s: float = 10.0) -> None:
+    """SIGTERM every process group, wait until each is gone (a simulator frees its port only when it has exited,
+    and the next test may want it), and SIGKILL what is left after `grace_s`."""
+    for group in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for group in groups:
+        while True:
+            try:
+                os.killpg(group, 0)  # raises once no process of the group is left
+            except ProcessLookupError:
+                break
+            if time.monotonic() > deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(group, signal.SIGKILL)
+                break
+            time.sleep(0.05)
+
+
 def test_the_test_command_is_the_readmes_and_every_skip_says_why():
     blocks = readme_blocks(README.read_text(encoding="utf-8"))
     assert any(b.skip and b.body.strip() == ci_command().strip() for b in blocks), "README's test command != .ci/run"
@@ -144,9 +165,7 @@ def test_every_shell_and_python_block_of_the_readme_works_in_order(tmp_path):
             assert "Traceback" not in output, f"README.md line {block.line} printed a traceback:\n{output}"
             walked += 1
     finally:
-        for group in groups:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(group, signal.SIGTERM)
+        stop_groups(groups)
     assert walked >= 8
     # What the walk left behind is what the README says it leaves.
     # the quick start's 20 records (here 2), extended to 40 (here 4), less any the 135M judge dropped
