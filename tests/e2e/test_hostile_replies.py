@@ -10,6 +10,7 @@ import re
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from aiohttp import web
 
 from rowloom.config import DatasetConfig
@@ -86,3 +87,39 @@ async def test_unreadable_replies_drop_their_rows_with_reasons_and_the_run_compl
     assert sorted(table["n"]) == [0, 1, 2, 4, 6, 8, 9]
     assert (table["number"] == 42).all() and (table["query"] == "SELECT 1").all()
     assert result.summary["records_written"] == 7
+
+
+@pytest.mark.parametrize("on_error", ["record", "drop"])
+async def test_code_no_validator_can_read_is_a_validator_error_of_a_validation_column(on_error, tmp_path):
+    seed = tmp_path / "seed.parquet"
+    snippets = ["x = 1", "x = " + "-" * 100_000 + "1", "SELECT " + "(" * 100 + "1" + ")" * 100, "x = [1]"]
+    pq.write_table(pa.table({"code": snippets, "lang": ["python", "python", "sql", "python"]}), seed)
+    config = DatasetConfig.from_dict(
+        {
+            "seed": {"path": str(seed)},
+            "columns": [
+                {
+                    "name": "py",
+                    "type": "validation",
+                    "language": "python",
+                    "target": "code",
+                    "on_error": on_error,
+                    "validation": {"ruff_rules": []},
+                },
+                {"name": "sql", "type": "validation", "language": "sql", "target": "code", "on_error": on_error},
+            ],
+            "run": {"row_group_size": 4, "max_error_rate": 1.0},
+        }
+    )
+    await run_job(config, 4, output=tmp_path / "out")
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    table = pq.read_table(tmp_path / "out" / "data").to_pylist()
+    if on_error == "drop":  # the deep Python (MemoryError in compile) and the deep SQL (RecursionError in sqlglot)
+        assert summary["rows_dropped_by_reason"] == {"py:validator_error": 1, "sql:validator_error": 1}
+        assert [row["code"] for row in table] == ["x = 1", "x = [1]"]
+    else:
+        assert summary["rows_dropped"] == 0 and len(table) == 4
+        assert table[1]["py"]["valid"] is False
+        assert table[1]["py"]["errors"] == "validator could not read the code: MemoryError"
+        assert table[2]["sql"]["errors"].startswith("validator could not read the code: RecursionError: maximum")

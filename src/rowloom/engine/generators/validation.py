@@ -231,7 +231,8 @@ class ValidationGenerator(Generator):
                         column.language, None if code is None else str(code), column.validation
                     )
                 except CellFailed as unreadable:  # the code validator's own failure: `on_error` decides
-                    raise ValidatorFailed("validator_error", unreadable.detail) from None
+                    error = unreadable.detail.partition(": ")[2]  # past "the python validator: "
+                    raise ValidatorFailed("validator_error", f"could not read the code: {error}") from None
                 valid, message = not errors, ("; ".join(errors) or None)
             else:
                 valid, message = await self._user(dict(row))
