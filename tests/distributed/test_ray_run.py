@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -98,8 +99,68 @@ def test_killed_worker_loses_and_duplicates_nothing(ray_instance, sim, single_pr
     indices = [g["index"] for g in manifest["row_groups"]]
     assert sorted(indices) == list(range(RECORDS // 10))  # every row group listed exactly once
     assert manifest["complete"] and manifest["records_written"] == RECORDS
-    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [f"part-{i:05d}.parquet" for i in range(20)]
+    _assert_listed_parts_are_the_files(tmp_path)
     _assert_same_rows(tmp_path, single_process)
+
+
+def _assert_listed_parts_are_the_files(out: Path) -> dict:
+    """`data/` holds exactly the parts the manifest lists, each with the rows it says; returns the manifest."""
+    manifest = json.loads((out / "manifest.json").read_text())
+    listed = {g["file"]: g["rows"] for g in manifest["row_groups"]}
+    assert sorted(f"data/{p.name}" for p in (out / "data").iterdir()) == sorted(listed)
+    assert {f: pq.read_metadata(out / f).num_rows for f in listed} == listed
+    assert len({g["index"] for g in manifest["row_groups"]}) == len(listed)  # one part per row group
+    return manifest
+
+
+def _stalls_once(marker: str, stall_s: float):
+    """A custom column whose third call, in the first worker process to get there, blocks that worker's event
+    loop for `stall_s` (so it goes silent: no events, no sign of life), then returns as if nothing happened."""
+    calls = [0]
+
+    async def column(row: dict) -> int:
+        import os
+        import time
+
+        calls[0] += 1
+        if calls[0] == 3:
+            try:
+                os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                pass
+            else:
+                time.sleep(stall_s)
+        return row["n"]
+
+    return column
+
+
+def _samplers(function, records_per_group: int = 10) -> DatasetConfig:
+    return DatasetConfig.from_dict(
+        {
+            "columns": [
+                {"name": "n", "type": "uniform", "low": 0, "high": 1000, "integer": True},
+                {"name": "x", "type": "custom", "function": function, "inputs": ["n"], "dtype": "int"},
+            ],
+            "run": {"row_group_size": records_per_group, "seed": 5},
+        }
+    )
+
+
+def test_a_worker_silent_past_the_liveness_check_is_stopped_and_replaces_no_part(ray_instance, tmp_path):
+    stall_s, liveness_s = 8.0, 3.0
+    marker, out = tmp_path / "stalled", tmp_path / "out"
+    config = _samplers(_stalls_once(str(marker), stall_s))
+    started = time.monotonic()
+    result = run_distributed(config, RECORDS, output=out, workers=2, liveness_s=liveness_s)
+    assert marker.exists() and result.summary["executor"]["workers_lost"] >= 1
+    manifest = _assert_listed_parts_are_the_files(out)
+    assert manifest["complete"] and sorted(g["index"] for g in manifest["row_groups"]) == list(range(20))
+    assert manifest["records_written"] == RECORDS == len(_rows(out))
+    # Whatever the stopped worker would have written when its stall ended: the listed parts stay as they are.
+    files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    time.sleep(max(0.0, started + stall_s + 2.0 - time.monotonic()))
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == files
 
 
 def test_events_of_every_worker_merge_into_one_log(ray_instance, sim, tmp_path):
@@ -227,6 +288,75 @@ def test_a_killed_driver_leaves_a_run_that_resumes_on_ray(ray_instance, sim, sin
     assert sorted(g["index"] for g in final["row_groups"]) == list(range(RECORDS // 10)) and final["complete"]
     assert not list(out.rglob(".tmp-*"))  # a part cut off mid-write was cleared on resume
     _assert_same_rows(out, single_process)
+
+
+def test_sigterm_stops_a_ray_run_keeping_every_delivered_part(sim, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    config = tmp_path / "chain.yaml"
+    config.write_text(yaml.safe_dump(_config(sim).to_dict(), sort_keys=False))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "rowloom.interface", "run", str(config), "-n", str(RECORDS), "-o", str(out)]
+    driver = subprocess.Popen(
+        [*command, "--executor", "ray", "--workers", "2", "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        manifest = out / "manifest.json"
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and driver.poll() is None:
+            time.sleep(0.02)
+            if manifest.is_file() and len(json.loads(manifest.read_text())["row_groups"]) >= 4:
+                break
+        driver.send_signal(signal.SIGTERM)  # as a scheduler or `kill` stops it: to the driver alone
+        _, stderr = driver.communicate(timeout=60)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    assert driver.returncode == 130, stderr  # interrupted, as Ctrl-C: not Ray's own SIGTERM exit
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    summary = json.loads((out / "summary.json").read_text())
+    listed = _assert_listed_parts_are_the_files(out)["row_groups"]
+    assert summary["status"] == "interrupted" and 4 <= len(listed) < RECORDS // 10
+    assert summary["records_written"] == sum(g["rows"] for g in listed)
+
+
+def _fails_at(marker: str, call: int):
+    """A custom column with a bug that shows at its `call`-th call, in the first worker process to get there."""
+    calls = [0]
+
+    def column(row: dict) -> int:
+        import os
+
+        calls[0] += 1
+        if calls[0] == call:
+            try:
+                os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                pass
+            else:
+                return row["missing"]
+        return row["n"]
+
+    return column
+
+
+def test_a_failed_ray_run_lists_every_part_its_workers_delivered(ray_instance, tmp_path):
+    from rowloom.errors import UserCodeError
+
+    out = tmp_path / "out"
+    with pytest.raises(UserCodeError, match="missing"):
+        run_distributed(_samplers(_fails_at(str(tmp_path / "failed"), 60), 5), RECORDS, output=out, workers=2)
+    manifest = _assert_listed_parts_are_the_files(out)  # nothing delivered goes unlisted, nothing unlisted stays
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "failed" and not manifest["complete"]
+    assert summary["records_written"] == manifest["records_written"] == 5 * len(manifest["row_groups"]) > 0
 
 
 def test_generate_with_executor_ray_writes_the_same_rows(ray_instance, sim, single_process, tmp_path):

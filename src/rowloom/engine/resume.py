@@ -52,7 +52,7 @@ class ResumeDecision:
 
 
 TEMP_MANIFEST = f"{TEMP_PREFIX}{MANIFEST}-"  # a manifest being written (local: fsync + rename; HDFS: a move)
-_PART = re.compile(r"part-\d{5}\.parquet")
+_PART = re.compile(r"part-\d{5}(-[0-9a-f]+-w\d+)?\.parquet")  # a Ray worker's parts carry its job and name
 
 
 def folder_name(location: OutputLocation) -> str:

@@ -117,9 +117,13 @@ class OutputStore:
         table = apply_processors(self.processors, pa.Table.from_arrays(arrays, schema=self.raw_schema))
         return table if table.schema == self.schema else table.cast(self.schema)
 
+    def part_name(self, index: int) -> str:
+        """The file a row group is written to (relative to the folder)."""
+        return f"{DATA_DIR}/part-{index:05d}.parquet"
+
     def write_row_group(self, index: int, table: pa.Table, dropped: int) -> WrittenRowGroup:
         """Write one row group's file atomically, then record it in the manifest."""
-        name = f"{DATA_DIR}/part-{index:05d}.parquet"
+        name = self.part_name(index)
         try:
             self.location.write(name, lambda fh: pq.write_table(table, fh, compression="zstd"))
         except OSError as exc:

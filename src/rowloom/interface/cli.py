@@ -195,21 +195,32 @@ def _run_on_ray(config, num_records, output, resume, events, display, metrics, p
     from rowloom.engine.distributed.ray_executor import run_distributed
 
     def on_start(stats) -> None:
+        # Once Ray runs (ray.init makes SIGTERM exit at once): SIGTERM stops the run as Ctrl-C does, so the
+        # parts delivered so far are listed and the summary says 'interrupted', as in a local run.
+        signal.signal(signal.SIGTERM, _interrupt)
         if display is not None:
             display.stats = stats
 
-    result = run_distributed(
-        config,
-        num_records,
-        output=output,
-        resume=resume,
-        sink=_sink(events, metrics),
-        workers=workers,
-        ray_address=ray_address,
-        progress=progress,
-        on_start=on_start,
-    )
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        result = run_distributed(
+            config,
+            num_records,
+            output=output,
+            resume=resume,
+            sink=_sink(events, metrics),
+            workers=workers,
+            ray_address=ray_address,
+            progress=progress,
+            on_start=on_start,
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return result.summary
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 @app.command()

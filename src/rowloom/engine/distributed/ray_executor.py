@@ -12,6 +12,7 @@ import math
 import os
 import time
 import uuid
+import warnings
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from rowloom.config.dataset import DatasetConfig
 from rowloom.engine import run_inputs
 from rowloom.engine.distributed import import_ray
 from rowloom.engine.distributed.authority import CapacityAuthority
+from rowloom.engine.distributed.deliveries import DeliveryBook, DriverStore
 from rowloom.engine.distributed.grants import Grant, Report
 from rowloom.engine.distributed.worker import Delivery, WorkerEngine, endpoints_of
 from rowloom.engine.job import (
@@ -38,9 +40,9 @@ from rowloom.engine.output_lock import holding_writer_lock
 from rowloom.engine.plan import build_plan
 from rowloom.engine.progress import RunProgress
 from rowloom.engine.resume import Action, decide
-from rowloom.engine.storage import OutputStore, ResumeMode, WrittenRowGroup
+from rowloom.engine.storage import ResumeMode, WrittenRowGroup
 from rowloom.engine.terms import CLI_TERMS, Terms
-from rowloom.errors import RowloomError
+from rowloom.errors import RowloomError, RowloomWarning
 from rowloom.models.admission.cooldown import Cooldown
 from rowloom.models.admission.limits import limit_from_config
 from rowloom.observe.context import correlate
@@ -53,18 +55,8 @@ log = logging.getLogger(__name__)
 CHUNKS_PER_WORKER = 4  # a chunk is 1/(4 x workers) of what is left: large early, single row groups at the end
 IN_FLIGHT_CHUNKS = 2  # per worker, so one chunk's tail overlaps the next one's start
 LEASE_TTL_S = 2.0
-
-
-class DriverStore(OutputStore):
-    """The output store as the driver uses it: records the parts workers wrote in the one manifest."""
-
-    def record(self, entry: WrittenRowGroup) -> bool:
-        """List a written part once; False when it was already listed (a re-run of a re-assigned row group)."""
-        if entry.index in self.written:
-            return False
-        self.written[entry.index] = entry
-        self._write_manifest(complete=False)
-        return True
+LIVENESS_S = 60.0  # a busy worker not heard from this long (it says so every 0.5 s) is dropped as unreachable
+SETTLE_TIMEOUT_S = 10.0  # on the way out after a failure: how long the ledger may take to hand over what it holds
 
 
 _END = "end of the ledger"
@@ -223,14 +215,17 @@ def run_distributed(
     progress: RunProgress | None = None,
     on_start: Callable[[RequestStats], None] | None = None,
     on_row_group: Callable[[WrittenRowGroup, DistributedRun], None] | None = None,
+    liveness_s: float = LIVENESS_S,
     terms: Terms = CLI_TERMS,
 ) -> JobResult:
     """Generate `num_records` rows into `output` with worker actors on Ray (blocking; the driver is this thread).
 
     `output` is a local folder or any `pyarrow.fs` URI every worker can reach. `progress` is kept current as
-    parts arrive and `on_start(stats)` hands over the merged request stats (both for a live display). A folder
-    that already holds this complete run is left as it is, before Ray is started; a shorter run is extended, as
-    in a local run (`engine.resume`).
+    parts arrive and `on_start(stats)` hands over the merged request stats (both for a live display); it is
+    called once Ray runs, so a signal handler it sets replaces the one `ray.init` installs. A worker with row
+    groups that has not been heard from for `liveness_s` is stopped and its row groups go to a new one, as
+    after a crash. A folder that already holds this complete run is left as it is, before Ray is started; a
+    shorter run is extended, as in a local run (`engine.resume`).
     """
     started = time.monotonic()
     location = OutputLocation.of(output, terms)
@@ -251,15 +246,17 @@ def run_distributed(
     progress = progress or RunProgress()
     resumed = sum(w.rows for w in store.written.values())
     progress.begin(records_total=num_records, row_groups_total=len(plan.row_groups), records_resumed=resumed)
-    if on_start is not None:
-        on_start(stats)
     run = DistributedRun(job=uuid.uuid4().hex[:12])
+    book = DeliveryBook(store, progress, events, None if on_row_group is None else lambda e: on_row_group(e, run))
     status, message = "completed", ""
     owns_ray = _init_ray(ray, ray_address)
     authorities: dict[str, Any] = {}
     ledger = None
+    pending = None  # the one take on the ledger the driver always has out
     features: dict[str, Any] = {}
     try:
+        if on_start is not None:
+            on_start(stats)
         cpus = float(ray.cluster_resources().get("CPU", 1))
         count = workers or max(1, int(cpus))
         AuthorityActor, WorkerActor, LedgerActor = _actor_classes(ray)
@@ -278,20 +275,6 @@ def run_distributed(
             )
             return worker
 
-        def take(deliveries: list[Delivery]) -> None:
-            for delivery in deliveries:
-                for event in delivery.events:
-                    events.emit(event)
-                entry = delivery.entry
-                if entry is not None and store.record(entry):
-                    progress.rows_done += entry.rows  # the driver learns of a worker's rows only when written
-                    progress.records_written += entry.rows
-                    progress.rows_dropped += entry.dropped
-                    progress.dropped_by_reason.update(delivery.dropped_by_reason)
-                    progress.row_groups_written += 1
-                    if on_row_group is not None:
-                        on_row_group(entry, run)
-
         def assign() -> None:
             for worker, handle in list(run.workers.items()):
                 busy = sum(1 for w, _ in run.outstanding.values() if w == worker)
@@ -301,6 +284,26 @@ def run_distributed(
                     chunk = [todo.popleft() for _ in range(min(size, len(todo)))]
                     run.outstanding[handle.run.remote(chunk)] = (worker, chunk)
                     busy += 1
+
+        def lose(worker: str) -> None:
+            """A worker died or cannot be reached: stop it (unreachable is not dead: it could go on writing), keep
+            the parts it delivered, ignore whatever it delivers later, and hand its other row groups out again."""
+            nonlocal pending
+            ray.kill(run.workers.pop(worker), no_restart=True)
+            pending = _settle(ray, ledger, pending, book.take)
+            book.drop(worker)
+            rest: list[int] = []
+            for ref, (w, chunk) in list(run.outstanding.items()):
+                if w == worker:
+                    run.outstanding.pop(ref)
+                    rest += [i for i in chunk if i not in store.written]
+            run.workers_lost += 1
+            run.reassigned += len(rest)
+            todo.extendleft(sorted(rest, reverse=True))  # first out again, in order
+            spawn()
+
+        def busy() -> set[str]:
+            return {w for w, _ in run.outstanding.values()}
 
         with correlate(job=run.job):
             for _ in range(count):
@@ -315,36 +318,37 @@ def run_distributed(
                 )
             )
             assign()
-            # Wake on whatever comes first: a delivery on the ledger or the end of a chunk. A chunk ends only
-            # after its deliveries reached the ledger, so the pending take is settled before a chunk is judged.
+            # Wake on whatever comes first: a delivery on the ledger, the end of a chunk, or a busy worker's
+            # silence. A chunk ends only after its deliveries reached the ledger, so the pending take is settled
+            # before a chunk is judged.
             pending = ledger.take.remote()
             while run.outstanding:
-                ready, _ = ray.wait([pending, *run.outstanding], num_returns=1)
-                if ready[0] == pending:
-                    take(ray.get(pending))
+                wait_s = book.next_deadline(busy(), liveness_s)
+                ready, _ = ray.wait([pending, *run.outstanding], num_returns=1, timeout=wait_s)
+                if not ready:
+                    for worker in book.silent(busy(), liveness_s):
+                        warnings.warn(
+                            f"Ray worker {worker} sent nothing for {liveness_s:.0f} s while it had row groups to "
+                            "write: it was stopped and its row groups go to a new worker",
+                            RowloomWarning,
+                            stacklevel=1,
+                        )
+                        lose(worker)
+                elif ready[0] == pending:
+                    book.take(ray.get(pending))
                     pending = ledger.take.remote()
                     continue
-                ref = ready[0]
-                worker, chunk = run.outstanding.pop(ref)
-                try:
-                    ray.get(ref)
-                except ray.exceptions.RayActorError:
-                    pending = _settle(ray, ledger, pending, take)  # parts it delivered count; the rest goes out again
-                    rest = [i for i in chunk if i not in store.written]
-                    for other_ref, (w, other) in list(run.outstanding.items()):
-                        if w == worker:  # its other chunk died with it
-                            run.outstanding.pop(other_ref)
-                            rest += [i for i in other if i not in store.written]
-                    run.workers.pop(worker, None)
-                    run.workers_lost += 1
-                    run.reassigned += len(rest)
-                    if rest:
-                        todo.extendleft(sorted(rest, reverse=True))  # first out again, in order
-                    spawn()
-                except ray.exceptions.RayTaskError as exc:
-                    raise exc.as_instanceof_cause() from None
+                else:
+                    ref = ready[0]
+                    try:
+                        ray.get(ref)
+                        run.outstanding.pop(ref)
+                    except ray.exceptions.RayActorError:  # died, or unreachable (ActorUnavailableError)
+                        lose(run.outstanding[ref][0])
+                    except ray.exceptions.RayTaskError as exc:
+                        raise exc.as_instanceof_cause() from None
                 assign()
-            _settle(ray, ledger, pending, take)
+            pending = _settle(ray, ledger, pending, book.take)
             missing = [g.index for g in plan.row_groups if g.index not in store.written]
             if missing:
                 raise RowloomError(f"row groups {missing[:10]} were never written; re-run to resume them")
@@ -357,7 +361,13 @@ def run_distributed(
         status, message = "failed", f"{type(exc).__name__}: {exc}"
         raise
     finally:
-        snapshots = _close_actors(ray, run, authorities, ledger)
+
+        def hand_over() -> None:  # after a failure or an interrupt: what workers delivered is finished work
+            if status != "completed" and pending is not None:
+                _settle(ray, ledger, pending, book.take, timeout_s=SETTLE_TIMEOUT_S)
+
+        snapshots = _close_actors(ray, run, authorities, ledger, hand_over)
+        strays = _remove_strays(store)
         wall = time.monotonic() - started
         summary = build_summary(config, num_records, store, progress, stats, wall, status, message, seed)
         summary.update(features)
@@ -366,6 +376,7 @@ def run_distributed(
             "workers": len(run.workers) + run.workers_lost,
             "workers_lost": run.workers_lost,
             "row_groups_reassigned": run.reassigned,
+            "parts_discarded": len(book.discarded) + len(strays),
             "authorities": snapshots,
         }
         with correlate(job=run.job):
@@ -375,33 +386,54 @@ def run_distributed(
     return JobResult.written(store, summary)
 
 
-def _settle(ray: Any, ledger: Any, pending: Any, take: Callable[[list[Delivery]], None]) -> Any:
+def _settle(
+    ray: Any, ledger: Any, pending: Any, take: Callable[[list[Delivery]], None], timeout_s: float | None = None
+) -> Any:
     """Take everything delivered so far: mark the ledger's end, read up to the mark; returns a new pending take."""
     ledger.put.remote(_END)
     done = False
     while not done:
-        items = ray.get(pending)
+        items = ray.get(pending, timeout=timeout_s)
         done = _END in items
         take([item for item in items if item != _END])
         pending = ledger.take.remote()
     return pending
 
 
-def _close_actors(ray: Any, run: DistributedRun, authorities: dict[str, Any], ledger: Any) -> dict[str, Any]:
-    """Let workers give their grants back, read the authorities' final state, then end every actor."""
+def _close_actors(
+    ray: Any, run: DistributedRun, authorities: dict[str, Any], ledger: Any, hand_over: Callable[[], None]
+) -> dict[str, Any]:
+    """Let workers give their grants back and stop them, `hand_over()` what reached the ledger, read the
+    authorities' final state, then end every other actor. Each step runs whatever the one before it raised."""
     closing = [handle.close.remote() for handle in run.workers.values()]
     snapshots: dict[str, Any] = {}
     try:
         ray.get(closing, timeout=10)
     except Exception as exc:  # a worker that died holds nothing: its grants lapse with their lease
         log.warning("a worker did not close cleanly (%s: %s)", type(exc).__name__, exc)
+    for handle in run.workers.values():  # stopped before the hand-over: nothing is delivered after it
+        ray.kill(handle)
+    if ledger is not None:
+        try:
+            hand_over()
+        except Exception as exc:  # what stays unlisted is generated again by the next run
+            log.warning("parts delivered last could not be listed (%s: %s)", type(exc).__name__, exc)
     try:
         states = ray.get([a.snapshot.remote() for a in authorities.values()], timeout=10)
         snapshots = dict(zip(authorities, states, strict=True))
     except Exception as exc:
         log.warning("an authority did not report its final state (%s: %s)", type(exc).__name__, exc)
-    for handle in [*run.workers.values(), *authorities.values()]:
+    for handle in authorities.values():
         ray.kill(handle)
     if ledger is not None:
         ray.kill(ledger)
     return snapshots
+
+
+def _remove_strays(store: DriverStore) -> list[str]:
+    """Parts no manifest entry names, removed once every worker is stopped (their names, for the summary)."""
+    try:
+        return store.remove_strays()
+    except OSError as exc:  # they are never read: the manifest lists the parts
+        log.warning("unlisted parts in %s could not be removed (%s)", store.location, exc)
+        return []

@@ -59,7 +59,17 @@ def endpoints_of(config: DatasetConfig) -> dict[str, Endpoint]:
 
 
 class PartWriter(OutputStore):
-    """The output store as a worker uses it: writes part files atomically, never the manifest."""
+    """The output store as a worker uses it: writes part files atomically, never the manifest.
+
+    Each writer's parts carry its name (`part-NNNNN-JOB-wK.parquet`): a worker the driver dropped as unreachable
+    may still be writing, and must never replace the part of the worker its row groups went to."""
+
+    def __init__(self, writer: str, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.writer = writer
+
+    def part_name(self, index: int) -> str:
+        return super().part_name(index).removesuffix(".parquet") + f"-{self.writer}.parquet"
 
     def _write_manifest(self, complete: bool) -> None:
         return None  # the driver records every part in the one manifest
@@ -158,7 +168,7 @@ class WorkerEngine:
         self.source = f"{job}:{worker}"  # the job id of this worker's events
         self.config, self.seed, self.clock = config, seed, clock
         self.plan = build_plan(config, num_records, extended_from)  # the driver's row groups, cut alike
-        self.store = PartWriter(output, config, self.plan, num_records, seed)
+        self.store = PartWriter(f"{job}-{worker}", output, config, self.plan, num_records, seed)
         self.sink = ForwardingSink()
         # What the scheduler, request admission and the executor emit into: a sink failing under them would
         # break the run (a lease issued but never handed over), so it is guarded like a local run's sinks.
@@ -193,11 +203,11 @@ class WorkerEngine:
             self._forwarding = asyncio.get_running_loop().create_task(self._forward_events())
 
     async def _forward_events(self) -> None:
+        """Events this often, and nothing but a sign of life when there are none: the driver drops a worker
+        it has not heard from for a while (`ray_executor.LIVENESS_S`)."""
         while True:
+            await asyncio.to_thread(self.deliver, Delivery(self.worker, None, self.sink.take()))
             await self.clock.sleep(EVENTS_EVERY_S)
-            events = self.sink.take()
-            if events:
-                await asyncio.to_thread(self.deliver, Delivery(self.worker, None, events))
 
     async def run(self, indices: list[int]) -> list[int]:
         """Generate and write the given row groups; returns their indices once all are delivered."""
