@@ -27,7 +27,7 @@ def rowloom(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
 def test_validate_says_a_good_config_is_valid():
     result = rowloom("validate", str(ROOT / "examples" / "chain.yaml"))
     assert result.returncode == 0, result.stderr
-    assert "is valid" in result.stdout and "5 columns (3 LLM)" in result.stdout
+    assert "is valid" in result.stdout and "5 columns (3 LLM), 1 model, 1 provider." in result.stdout
 
 
 def test_validate_reports_every_problem_with_its_path_and_no_traceback(tmp_path):

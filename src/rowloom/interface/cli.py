@@ -28,7 +28,7 @@ from rowloom.errors import ConfigError, ConfigProblem, RowloomError, RunInterrup
 from rowloom.interface import messages
 from rowloom.interface.bench_cli import bench_app
 from rowloom.interface.export_cli import export_app
-from rowloom.interface.output import CliConsole, print_records
+from rowloom.interface.output import CliConsole, plural, print_records
 from rowloom.interface.progress import ProgressDisplay
 from rowloom.interface.user_code import describe
 from rowloom.interface.with_sim import simulators
@@ -353,8 +353,8 @@ def validate(config_path: ConfigArg, allow_import: AllowImportOption = None) -> 
             )
     llm = sum(1 for c in config.columns if c.model_alias)
     messages.result(
-        f"{config_path} is valid: {len(config.columns)} columns ({llm} LLM), "
-        f"{len(config.models)} models, {len(config.providers)} providers."
+        f"{config_path} is valid: {plural(len(config.columns), 'column')} ({llm} LLM), "
+        f"{plural(len(config.models), 'model')}, {plural(len(config.providers), 'provider')}."
     )
     if check.code:  # trusted code: say which, so a config from elsewhere is read before it runs
         messages.result("code this config runs:")
