@@ -1,12 +1,14 @@
-"""Fixtures shared across test folders: an S3-compatible object store on 127.0.0.1 (moto's server)."""
+"""Fixtures shared across test folders: an S3-compatible object store on 127.0.0.1 (moto's server), and tiny
+HTTP servers on 127.0.0.1 for providers the simulator does not imitate."""
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
+from aiohttp import web
 
 
 @dataclass(frozen=True)
@@ -46,3 +48,26 @@ def object_store() -> Iterator[ObjectStore]:
         yield store
     finally:
         server.stop()
+
+
+Serve = Callable[[web.Application], Awaitable[str]]
+
+
+@pytest.fixture
+async def loopback_http() -> AsyncIterator[Serve]:
+    """`await serve(app)` runs an aiohttp application on 127.0.0.1 (the OS picks the port) and returns its root
+    URL, `http://127.0.0.1:PORT`; every server started this way stops when the test ends."""
+    runners: list[web.AppRunner] = []
+
+    async def serve(app: web.Application) -> str:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.1)
+        await runner.setup()
+        runners.append(runner)
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        return f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+    try:
+        yield serve
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()

@@ -35,47 +35,41 @@ async def _chat(request: web.Request) -> web.Response:
     return web.json_response(reply)
 
 
-async def test_unreadable_replies_drop_their_rows_with_reasons_and_the_run_completes(tmp_path):
+async def test_unreadable_replies_drop_their_rows_with_reasons_and_the_run_completes(tmp_path, loopback_http):
     app = web.Application()
     app.router.add_post("/v1/chat/completions", _chat)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    base_url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+    base_url = f"{await loopback_http(app)}/v1"
     seed = tmp_path / "seed.parquet"
     pq.write_table(pa.table({"n": list(range(10))}), seed)
     out = tmp_path / "out"
-    try:
-        config = DatasetConfig.from_dict(
-            {
-                "providers": [{"name": "p", "base_url": base_url}],
-                "models": [{"alias": "m", "provider": "p", "model": "x"}],
-                "seed": {"path": str(seed)},
-                "columns": [
-                    {
-                        "name": "review",
-                        "type": "llm_structured",
-                        "model": "m",
-                        "prompt": "structured {{ n }}",
-                        "output_schema": {"type": "object", "properties": {"score": {"type": "integer"}}},
-                    },
-                    {
-                        "name": "query",
-                        "type": "llm_code",
-                        "model": "m",
-                        "prompt": "code {{ n }}",
-                        "language": "sql",
-                        "validate": True,
-                    },
-                    {"name": "answer", "type": "llm_text", "model": "m", "prompt": "text {{ n }}"},
-                    {"name": "number", "type": "expression", "expr": "{{ answer }}", "dtype": "int"},
-                ],
-                "run": {"row_group_size": 10, "seed": 1, "max_error_rate": 1.0},
-            }
-        )
-        result = await run_job(config, 10, output=out)
-    finally:
-        await runner.cleanup()
+    config = DatasetConfig.from_dict(
+        {
+            "providers": [{"name": "p", "base_url": base_url}],
+            "models": [{"alias": "m", "provider": "p", "model": "x"}],
+            "seed": {"path": str(seed)},
+            "columns": [
+                {
+                    "name": "review",
+                    "type": "llm_structured",
+                    "model": "m",
+                    "prompt": "structured {{ n }}",
+                    "output_schema": {"type": "object", "properties": {"score": {"type": "integer"}}},
+                },
+                {
+                    "name": "query",
+                    "type": "llm_code",
+                    "model": "m",
+                    "prompt": "code {{ n }}",
+                    "language": "sql",
+                    "validate": True,
+                },
+                {"name": "answer", "type": "llm_text", "model": "m", "prompt": "text {{ n }}"},
+                {"name": "number", "type": "expression", "expr": "{{ answer }}", "dtype": "int"},
+            ],
+            "run": {"row_group_size": 10, "seed": 1, "max_error_rate": 1.0},
+        }
+    )
+    result = await run_job(config, 10, output=out)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "completed"
     assert summary["rows_dropped_by_reason"] == {

@@ -18,7 +18,7 @@ RUBRICS = [
 REPLY = {"realistic": {"score": 3, "reason": "Plain words."}, "polite": {"score": 1, "reason": "Says thanks."}}
 
 
-async def _recording_server(bodies: list[dict[str, Any]]) -> web.AppRunner:
+def _recording_app(bodies: list[dict[str, Any]]) -> web.Application:
     async def chat(request: web.Request) -> web.Response:
         bodies.append(await request.json())
         return web.json_response(
@@ -39,37 +39,24 @@ async def _recording_server(bodies: list[dict[str, Any]]) -> web.AppRunner:
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    return runner
+    return app
 
 
-async def test_the_judge_is_told_each_rubric_its_scores_and_the_reply_keys(tmp_path):
+async def test_the_judge_is_told_each_rubric_its_scores_and_the_reply_keys(tmp_path, loopback_http):
     bodies: list[dict[str, Any]] = []
-    runner = await _recording_server(bodies)
-    try:
-        port = runner.addresses[0][1]
-        config = DatasetConfig.from_dict(
-            {
-                "providers": [{"name": "p", "base_url": f"http://127.0.0.1:{port}/v1"}],
-                "models": [{"alias": "j", "provider": "p", "model": "m"}],
-                "columns": [
-                    {"name": "text", "type": "category", "values": ["{{ not a template }}"]},
-                    {
-                        "name": "grade",
-                        "type": "llm_judge",
-                        "model": "j",
-                        "prompt": "Rate: {{ text }}",
-                        "rubrics": RUBRICS,
-                    },
-                ],
-                "run": {"row_group_size": 2},
-            }
-        )
-        await run_job(config, 2, output=tmp_path / "out")
-    finally:
-        await runner.cleanup()
+    base_url = f"{await loopback_http(_recording_app(bodies))}/v1"
+    config = DatasetConfig.from_dict(
+        {
+            "providers": [{"name": "p", "base_url": base_url}],
+            "models": [{"alias": "j", "provider": "p", "model": "m"}],
+            "columns": [
+                {"name": "text", "type": "category", "values": ["{{ not a template }}"]},
+                {"name": "grade", "type": "llm_judge", "model": "j", "prompt": "Rate: {{ text }}", "rubrics": RUBRICS},
+            ],
+            "run": {"row_group_size": 2},
+        }
+    )
+    await run_job(config, 2, output=tmp_path / "out")
 
     prompt = bodies[0]["messages"][-1]["content"]
     assert prompt.startswith("Rate: {{ not a template }}\n\nScore each criterion below")  # values are data

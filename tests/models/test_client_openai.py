@@ -153,21 +153,13 @@ class FakeProvider:
 
 
 @pytest.fixture
-async def fake_provider() -> AsyncIterator[FakeProvider]:
+async def fake_provider(loopback_http) -> FakeProvider:
     provider = FakeProvider()
     app = web.Application()
     app.router.add_post("/{case}/v1/chat/completions", provider.handle)
     app.router.add_post("/{case}/v1/embeddings", provider.handle)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    provider.base = f"http://127.0.0.1:{port}"
-    try:
-        yield provider
-    finally:
-        await runner.cleanup()
+    provider.base = await loopback_http(app)
+    return provider
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -84,16 +83,10 @@ async def _echo(request: web.Request) -> web.Response:
 
 
 @pytest.fixture
-async def echo_server() -> AsyncIterator[int]:
+async def echo_server(loopback_http) -> int:
     app = web.Application()
     app.router.add_post("/{pad}/v1/chat/completions", _echo)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.1)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield runner.addresses[0][1]
-    finally:
-        await runner.cleanup()
+    return int((await loopback_http(app)).rsplit(":", 1)[1])
 
 
 # The cut falls inside the x-goog-api-key value (pad 420) and inside the Basic value of the URL's user:password

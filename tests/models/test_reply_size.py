@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import AsyncIterator
 
 import orjson
 import psutil
@@ -57,16 +56,10 @@ async def _handle(request: web.Request) -> web.StreamResponse:
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[str]:
+async def server(loopback_http) -> str:
     app = web.Application()
     app.router.add_post("/v1/chat/completions", _handle)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.1)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
-    finally:
-        await runner.cleanup()
+    return f"{await loopback_http(app)}/v1"
 
 
 def ask(prompt: str) -> ChatRequest:
