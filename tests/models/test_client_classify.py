@@ -217,6 +217,38 @@ def test_ok_chat_reply_parses_text_usage_and_finish_reason() -> None:
     assert reply.rate_limit.remaining_tokens == 9
 
 
+def _reply_with_usage(usage: object) -> dict:
+    body = orjson.loads(OK_BODY)
+    if usage is None:
+        del body["usage"]
+    else:
+        body["usage"] = usage
+    reply = classify_chat_response(200, {}, orjson.dumps(body), 0.1)
+    assert isinstance(reply, ChatResponse)
+    u = reply.usage
+    return {"p": u.prompt_tokens, "c": u.completion_tokens, "cached": u.cached_tokens, "r": u.reasoning_tokens}
+
+
+def test_usage_details_parse_cached_and_reasoning_tokens() -> None:
+    usage = {
+        "prompt_tokens": 100,
+        "completion_tokens": 40,
+        "prompt_tokens_details": {"cached_tokens": 64},
+        "completion_tokens_details": {"reasoning_tokens": 30},
+    }
+    assert _reply_with_usage(usage) == {"p": 100, "c": 40, "cached": 64, "r": 30}
+    details_null = {"prompt_tokens": 5, "completion_tokens": 2, "prompt_tokens_details": None}
+    assert _reply_with_usage(details_null) == {"p": 5, "c": 2, "cached": 0, "r": 0}
+
+
+def test_a_reply_without_usage_has_unknown_usage_not_zero_tokens() -> None:
+    missing = classify_chat_response(200, {}, orjson.dumps({"choices": orjson.loads(OK_BODY)["choices"]}), 0.1)
+    assert isinstance(missing, ChatResponse) and missing.usage.known is False
+    assert _reply_with_usage(None) == {"p": 0, "c": 0, "cached": 0, "r": 0}
+    reported = classify_chat_response(200, {}, OK_BODY, 0.1)
+    assert isinstance(reported, ChatResponse) and reported.usage.known is True
+
+
 @pytest.mark.parametrize(
     ("body", "what"),
     [

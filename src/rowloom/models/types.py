@@ -65,10 +65,19 @@ class RateLimitInfo:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token counts reported by the provider (zero when it reported none)."""
+    """Token counts reported by the provider. `known` is False when the reply carried no `usage` block: its counts
+    are then zero but mean "not reported", never "free" (the ledger counts such a reply as unknown).
+
+    `cached_tokens` (of the prompt, `prompt_tokens_details.cached_tokens`) and `reasoning_tokens` (of the
+    completion, `completion_tokens_details.reasoning_tokens`) are parts of the prompt and completion counts, as
+    OpenAI reports them; zero when the provider does not say.
+    """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    known: bool = True
 
     @property
     def total_tokens(self) -> int:

@@ -62,7 +62,7 @@ MESSAGE_LIMIT = 500
 #: How much of a reply body is read at a time (decompressed), so the size cap is checked as it grows.
 _READ_CHUNK = 64 * 1024
 
-_NO_USAGE = Usage()
+_NO_USAGE = Usage(known=False)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -181,12 +181,18 @@ def _usage(data: dict[str, Any]) -> Usage:
     usage = data.get("usage")
     if not isinstance(usage, dict):
         return _NO_USAGE
-    prompt = usage.get("prompt_tokens")
-    completion = usage.get("completion_tokens")
     return Usage(
-        prompt_tokens=prompt if isinstance(prompt, int) else 0,
-        completion_tokens=completion if isinstance(completion, int) else 0,
+        prompt_tokens=_count(usage, "prompt_tokens"),
+        completion_tokens=_count(usage, "completion_tokens"),
+        cached_tokens=_count(usage.get("prompt_tokens_details"), "cached_tokens"),
+        reasoning_tokens=_count(usage.get("completion_tokens_details"), "reasoning_tokens"),
     )
+
+
+def _count(block: Any, name: str) -> int:
+    """A token count of a usage block; 0 when the block or the count is missing or not an integer (bools too)."""
+    value = block.get(name) if isinstance(block, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _decode_ok_body(
