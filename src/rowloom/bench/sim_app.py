@@ -53,6 +53,8 @@ class _Work:
     completion_tokens: int
     structured: bool
     render: Callable[[bool], dict[str, Any]]  # argument: violate the schema
+    cached_tokens: int = 0  # reported only with `usage_details`
+    reasoning_tokens: int = 0
 
 
 class SimulatorApp:
@@ -248,13 +250,19 @@ class SimulatorApp:
                         waiter.set_result(None)
                 self._drain_waiters.clear()
 
-        payload = orjson.dumps(work.render(violate))
+        reply = work.render(violate)
+        omit = fault is None and self._draws.omits_usage()
+        if omit:
+            del reply["usage"]
+        payload = orjson.dumps(reply)
         if fault is Fault.MALFORMED:
             payload = _MALFORMED_BODY
         elif fault is Fault.TRUNCATED:
             payload = payload[: len(payload) // 2]
+        elif omit:
+            self.stats.usage_omitted()
         else:
-            self.stats.add_tokens(work.prompt_tokens, work.completion_tokens)
+            self.stats.add_tokens(work.prompt_tokens, work.completion_tokens, work.cached_tokens, work.reasoning_tokens)
             if fault is None:
                 self.stats.served(service_s)
         return self._reply(path, 200, payload, decision.headers)
@@ -274,6 +282,16 @@ class SimulatorApp:
         words = (self.config.reply_words_min, self.config.reply_words_max)
         reply = chat_reply(body, default_max, words=words)
         model = str(body.get("model", ""))
+        usage: dict[str, Any] = {
+            "prompt_tokens": reply.prompt_tokens,
+            "completion_tokens": reply.completion_tokens,
+            "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+        }
+        cached = reasoning = 0
+        if self.config.usage_details:
+            cached, reasoning = reply.prompt_tokens // 2, reply.completion_tokens // 3
+            usage["prompt_tokens_details"] = {"cached_tokens": cached}
+            usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
 
         def render(violate: bool) -> dict[str, Any]:
             final = chat_reply(body, default_max, violate_schema=True, words=words) if violate else reply
@@ -290,14 +308,10 @@ class SimulatorApp:
                         "logprobs": None,
                     }
                 ],
-                "usage": {
-                    "prompt_tokens": reply.prompt_tokens,
-                    "completion_tokens": reply.completion_tokens,
-                    "total_tokens": reply.prompt_tokens + reply.completion_tokens,
-                },
+                "usage": usage,
             }
 
-        return _Work(reply.prompt_tokens, reply.completion_tokens, reply.structured, render)
+        return _Work(reply.prompt_tokens, reply.completion_tokens, reply.structured, render, cached, reasoning)
 
     def _prepare_embeddings(self, body: dict[str, Any]) -> _Work:
         raw = body.get("input")

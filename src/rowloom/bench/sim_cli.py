@@ -86,6 +86,10 @@ def sim(
     schema_invalid_rate: Annotated[
         float, typer.Option(help="Fraction of structured replies that break their schema.")
     ] = 0.0,
+    usage_details: Annotated[
+        bool, typer.Option(help="Report cached prompt tokens and reasoning tokens in the usage block.")
+    ] = False,
+    omit_usage_rate: Annotated[float, typer.Option(help="Fraction of replies sent without a usage block.")] = 0.0,
     api_key: Annotated[
         str | None, typer.Option(help="Require 'Authorization: Bearer <key>'.", envvar="ROWLOOM_SIM_API_KEY")
     ] = None,
@@ -133,6 +137,8 @@ def sim(
                 malformed_rate=malformed_rate,
                 truncated_rate=truncated_rate,
                 schema_invalid_rate=schema_invalid_rate,
+                usage_details=usage_details,
+                omit_usage_rate=omit_usage_rate,
                 api_key=api_key,
                 seed=seed,
                 embedding_dim=embedding_dim,

@@ -109,6 +109,14 @@ class SimulatorConfig(BaseModel):
         le=1,
         description="Fraction of structured-output replies that violate the requested schema.",
     )
+    usage_details: bool = Field(
+        False,
+        description="Report cached prompt tokens (half the prompt) and reasoning tokens (a third of the completion) "
+        "in `prompt_tokens_details` / `completion_tokens_details`, as OpenAI's reasoning and caching models do.",
+    )
+    omit_usage_rate: float = Field(
+        0.0, ge=0, le=1, description="Fraction of successful replies sent without a `usage` block."
+    )
     api_key: str | None = Field(None, description="When set, requests need 'Authorization: Bearer <key>'.")
     seed: int = Field(0, description="Seeds latency jitter and fault draws; replies depend only on the prompt.")
     embedding_dim: int = Field(16, ge=1, le=65536, description="Length of every embedding vector.")

@@ -62,6 +62,11 @@ class ServiceDraws:
         rate = self._config.schema_invalid_rate
         return rate > 0 and (rate >= 1.0 or self._rng.random() < rate)
 
+    def omits_usage(self) -> bool:
+        """Whether the next successful reply should leave out its `usage` block."""
+        rate = self._config.omit_usage_rate
+        return rate > 0 and (rate >= 1.0 or self._rng.random() < rate)
+
     def service_s(self, completion_tokens: int) -> float:
         """No-load service time: mean latency with jitter, plus the per-token cost of the completion."""
         config = self._config

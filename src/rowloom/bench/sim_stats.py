@@ -30,6 +30,9 @@ class SimStats:
         self._changed = now
         self._prompt_tokens = 0
         self._completion_tokens = 0
+        self._cached_tokens = 0
+        self._reasoning_tokens = 0
+        self._usage_omitted = 0
         self._service: list[float] = []  # no-load service times of requests served normally
         self._outages = 0
         self._connections_cut = 0
@@ -40,10 +43,16 @@ class SimStats:
         self._by_status[status] += 1
         self._by_path[path] += 1
 
-    def add_tokens(self, prompt: int, completion: int) -> None:
-        """Count the tokens of one served request."""
+    def add_tokens(self, prompt: int, completion: int, cached: int = 0, reasoning: int = 0) -> None:
+        """Count the tokens a served reply reported (cached is part of prompt, reasoning part of completion)."""
         self._prompt_tokens += prompt
         self._completion_tokens += completion
+        self._cached_tokens += cached
+        self._reasoning_tokens += reasoning
+
+    def usage_omitted(self) -> None:
+        """A served reply left out its `usage` block (its tokens are not counted above)."""
+        self._usage_omitted += 1
 
     def served(self, no_load_s: float) -> None:
         """A request was served normally; `no_load_s` is the time it would have taken alone."""
@@ -87,6 +96,9 @@ class SimStats:
             "mean_in_flight": area / wall if wall > 0 else 0.0,
             "prompt_tokens": self._prompt_tokens,
             "completion_tokens": self._completion_tokens,
+            "cached_tokens": self._cached_tokens,
+            "reasoning_tokens": self._reasoning_tokens,
+            "usage_omitted": self._usage_omitted,
             "cpu_s": cpu,
             "cpu_ms_per_request": 1000.0 * cpu / total if total else 0.0,
             "wall_s": wall,
