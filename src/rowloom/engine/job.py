@@ -53,6 +53,7 @@ class ParquetCheckpointer:
 
     def write(self, state: RowGroupState) -> str:
         self.skipped.update(state.skipped_counts())
+        self.store.ledger.settle(state.index, state.dropped)  # before the manifest that lists the group
         table = self.store.table(state.values, state.live_rows)
         return self.store.write_row_group(state.index, table, len(state.dropped)).file
 
@@ -220,7 +221,7 @@ async def _run(
     else:
         checkpointer = MemoryCheckpointer(store)
     stats = RequestStats()
-    events = FanoutSink([stats, *([sink] if sink is not None else [])])
+    events = FanoutSink([stats, store.ledger, *([sink] if sink is not None else [])])
     progress = progress or RunProgress()
     resumed = sum(w.rows for w in store.written.values())
     progress.begin(records_total=num_records, row_groups_total=len(plan.row_groups), records_resumed=resumed)
@@ -389,7 +390,7 @@ def build_summary(
     seed: int,
 ) -> dict[str, Any]:
     """The content of `summary.json`: records, drops by reason, requests by outcome, tokens, outages per endpoint,
-    wall time."""
+    the token ledger (this run's, and with the earlier runs into the folder), wall time."""
     return {
         "status": status,
         "message": message,
@@ -402,6 +403,8 @@ def build_summary(
         "row_groups_written": progress.row_groups_written,
         "requests": stats.summary(),
         "endpoints": stats.endpoints(),
+        "ledger": store.ledger.to_dict(),
+        "ledger_all_runs": store.ledger_all_runs(),
         "wall_s": round(wall_s, 3),
         "seed": seed,
         "config_fingerprint": config.fingerprint(),

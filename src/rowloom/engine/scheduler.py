@@ -398,12 +398,12 @@ class Scheduler:
                 where = await asyncio.to_thread(self.checkpointer.write, state)
         finally:
             self._unwritten_rows -= state.spec.count
-        rows = len(state.live_rows)
+        rows, dropped = len(state.live_rows), sorted(state.dropped)
         self.progress.records_written += rows
         self.progress.row_groups_written += 1
         self._note_rows(written=rows)
         with correlate(row_group=state.index):
-            self.sink.emit(ev.RowGroupCheckpointed(rows=rows, dropped=len(state.dropped), file=where))
+            self.sink.emit(ev.RowGroupCheckpointed(rows=rows, dropped=len(dropped), file=where, dropped_rows=dropped))
 
     def _on_checkpoint_done(self, checkpoint: asyncio.Task[None]) -> None:
         self._checkpoints.discard(checkpoint)

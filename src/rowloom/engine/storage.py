@@ -24,6 +24,7 @@ from rowloom.engine.plan import Plan
 from rowloom.engine.processors import apply_processors, build_processors, processed_schema
 from rowloom.engine.terms import CLI_TERMS, Terms
 from rowloom.errors import OutputError
+from rowloom.models.ledger import TokenLedger, merge_ledgers
 
 DATA_DIR = "data"  # Parquet parts live apart from the JSON files so `read_parquet(out / "data")` just works
 MANIFEST = "manifest.json"
@@ -58,6 +59,9 @@ class OutputStore:
         self.written: dict[int, WrittenRowGroup] = {}
         self.extended_from: tuple[int, ...] = ()  # earlier record counts of an extended run (set by `open`)
         self.inputs: dict[str, Any] = {}  # the seed file, model files and function sources read (`run_inputs`)
+        # Tokens of this run (fed the run's events) and of the earlier runs the manifest recorded (set by `open`).
+        self.ledger = TokenLedger()
+        self.ledger_before: dict[str, Any] | None = None
         columns = plan.output_columns
         # The values of complete row groups, then what the processors make of them (the written schema).
         self.raw_schema = pa.schema([pa.field(n, t) for c in columns for n, t in output_types(c.column)])
@@ -80,6 +84,7 @@ class OutputStore:
             raise OutputError(f"output folder {where} is not writable; choose another {terms.name('output')}")
         self.extended_from = extended_from
         if manifest is not None:
+            self.ledger_before = manifest.get("ledger")
             present = where.names(DATA_DIR)  # one listing, not one lookup per part (a round trip each on S3)
             for entry in manifest.get("row_groups", []):
                 if entry["file"] in present:
@@ -136,6 +141,10 @@ class OutputStore:
         self._write_manifest(complete=False)
         return entry
 
+    def ledger_all_runs(self) -> dict[str, Any]:
+        """The tokens of every run into this folder: the manifest's earlier runs plus this one so far."""
+        return merge_ledgers(self.ledger_before, self.ledger.to_dict())
+
     def _write_manifest(self, complete: bool) -> None:
         data: dict[str, Any] = {
             "format_version": EXTENDED_FORMAT_VERSION if self.extended_from else FORMAT_VERSION,
@@ -154,6 +163,8 @@ class OutputStore:
                 {"index": w.index, "file": w.file, "rows": w.rows, "dropped": w.dropped}
                 for w in sorted(self.written.values(), key=lambda w: w.index)
             ],
+            # Written with every row group listed, so a kill between checkpoints loses no written group's spend.
+            "ledger": self.ledger_all_runs(),
             "updated_at": time.time(),
         }
         try:

@@ -171,6 +171,7 @@ class ModelRequestExecutor:
                         rate_limit=result.rate_limit,
                         tokens_used=usage.total_tokens or None,
                         completion_tokens=usage.completion_tokens or None,
+                        usage=usage,
                     )
                     return result
                 if error.outcome is Outcome.SUCCESS:  # e.g. InvalidReply: the endpoint did its job

@@ -242,7 +242,7 @@ def run_distributed(
     store.inputs = run_inputs.settle(config, decision.manifest, location, terms)
     store.open(decision.manifest, decision.extended_from, terms)
     stats = RequestStats()
-    events = FanoutSink([stats, *([sink] if sink is not None else [])])
+    events = FanoutSink([stats, store.ledger, *([sink] if sink is not None else [])])
     progress = progress or RunProgress()
     resumed = sum(w.rows for w in store.written.values())
     progress.begin(records_total=num_records, row_groups_total=len(plan.row_groups), records_resumed=resumed)

@@ -20,7 +20,8 @@ from rowloom.models.admission.leases import LeaseLedger, ReleaseStatus, RequestL
 from rowloom.models.admission.limits import Limit, limit_from_config
 from rowloom.models.admission.registry import EndpointRegistry, LimitBounds, LimitFactory
 from rowloom.models.admission.threads import LoopBinding
-from rowloom.models.types import Outcome, RateLimitInfo
+from rowloom.models.ledger import usage_fields
+from rowloom.models.types import Outcome, RateLimitInfo, Usage
 from rowloom.observe.clock import SYSTEM_CLOCK, Clock
 from rowloom.observe.context import Correlation
 from rowloom.observe.events.base import Event
@@ -204,11 +205,13 @@ class RequestAdmissionController:
         tokens_used: int | None = None,
         completion_tokens: int | None = None,
         error: str | None = None,
+        usage: Usage | None = None,
     ) -> ReleaseStatus:
         """Return a lease with how its attempt ended; the health, limit, cooldown and budget learn from it.
 
         `tokens_used` (prompt + completion) settles a tpm budget; `completion_tokens` tells a latency signal how
         long the reply was, so a long reply is not mistaken for queueing. `error` says how a failure failed.
+        `usage` (a reply's, as reported) goes on `RequestCompleted` for the token ledger.
 
         Only the first release of a live lease of this generation changes anything; every other call is
         reported (DUPLICATE, UNKNOWN, STALE) and emits `ReleaseRejected`.
@@ -224,6 +227,7 @@ class RequestAdmissionController:
                 tokens_used=tokens_used,
                 completion_tokens=completion_tokens,
                 error=error,
+                usage=usage,
             )
         in_flight = self._ledger.in_flight(lease.key)
         now = self._clock.now()
@@ -263,6 +267,7 @@ class RequestAdmissionController:
             latency_s=rtt_s,
             tokens=tokens_used,
             completion_tokens=completion_tokens,
+            **usage_fields(usage),
         )
         self._dispatch(state)
         if state.peers:

@@ -66,6 +66,12 @@ class RequestCompleted(Event):
     latency_s: float
     tokens: int | None
     completion_tokens: int | None = None  # of a success, when the provider reported usage
+    # The reply's usage, for the token ledger (`rowloom.models.ledger`): None on a failed attempt (no reply, no
+    # tokens); `usage_known` False for a reply without a `usage` block (its counts are unknown, not zero).
+    usage_known: bool | None = None
+    prompt_tokens: int | None = None
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
 
 
 @register_event

@@ -102,6 +102,7 @@ class RowGroupCheckpointed(Event):
     rows: int = 0
     dropped: int = 0
     file: str = ""
+    dropped_rows: list[int] = field(default_factory=list)  # local indices of the dropped rows (for the ledger)
 
 
 @register_event
