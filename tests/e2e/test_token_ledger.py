@@ -185,3 +185,25 @@ def test_an_interrupted_and_resumed_run_keeps_counting_in_the_manifest(slow_sim,
     summary = json.loads((out / "summary.json").read_text())
     assert ledger_tokens(summary["ledger"]["totals"]) == {k: stats[k] - at_interrupt[k] for k in TOKENS}
     assert summary["ledger"]["totals"]["abandoned"] == 0
+
+
+def test_a_killed_run_keeps_the_ledger_of_every_written_row_group_and_the_rerun_adds_to_it(slow_sim, tmp_path):
+    path = tmp_path / "chain.yaml"
+    path.write_text(yaml.safe_dump(chain_dict(slow_sim.base_url, row_group_size=25, seed=12)))
+    out = tmp_path / "out"
+    command = rowloom("run", str(path), "-n", "300", "-o", str(out), "--quiet")
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_row_groups(out, 2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    killed = json.loads((out / "manifest.json").read_text())
+    # Each written row had its three requests (question, answer, review) recorded with the row group's listing.
+    assert killed["ledger"]["totals"]["requests"] >= 3 * killed["records_written"] > 0
+    assert killed["ledger"]["totals"]["prompt_tokens"] > 0
+
+    rerun = subprocess.run(command, capture_output=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr.decode()
+    manifest = json.loads((out / "manifest.json").read_text())
+    this_run = json.loads((out / "summary.json").read_text())["ledger"]["totals"]
+    for name in (*TOKENS, "requests"):  # the rerun added to what the killed run left, never restarted from zero
+        assert manifest["ledger"]["totals"][name] == killed["ledger"]["totals"][name] + this_run[name]
