@@ -12,8 +12,10 @@ import urllib.request
 from pathlib import Path
 
 import yaml
+from prometheus_client import generate_latest
 from typer.testing import CliRunner
 
+from rowloom.bench.simulator import SimulatorConfig, SimulatorServer
 from rowloom.engine.job import run_job
 from rowloom.observe.events import Event
 from rowloom.observe.prometheus import MetricsServer, PrometheusSink
@@ -80,6 +82,25 @@ async def test_metrics_endpoint_scrapes_over_http_on_loopback_during_a_run(sim, 
     assert sample(after, "rowloom_rows_written_total") == result.summary["records_written"] == 200
     assert sample(after, "rowloom_rows_dropped_total") == 0
     assert sample(after, "rowloom_request_tokens_total", **endpoint) == result.summary["requests"]["tokens"]
+
+
+async def test_token_counters_follow_the_ledger_per_column_and_count_replies_without_usage(tmp_path):
+    sim_config = SimulatorConfig(
+        latency_s=0.002, capacity=16, usage_details=True, omit_usage_rate=0.3, models=("sim-small",)
+    )
+    metrics = PrometheusSink()
+    async with SimulatorServer(sim_config) as sim:
+        result = await run_job(chain_config(sim.base_url), 30, output=tmp_path, sink=metrics)
+    text = generate_latest(metrics.registry).decode()
+    ledger = result.summary["ledger"]
+    for column, counts in ledger["by_column"].items():
+        where = {"column": column, "endpoint": "sim/sim-small"}  # labels in the order the text format sorts them
+        for kind in ("prompt", "completion", "cached", "reasoning"):
+            found = sample(text, "rowloom_tokens_total", **where, kind=kind, model="writer")
+            assert (found or 0) == counts[f"{kind}_tokens"]
+        found = sample(text, "rowloom_requests_unknown_usage_total", **where, model="writer")
+        assert (found or 0) == counts["unknown_usage"]
+    assert ledger["totals"]["unknown_usage"] > 0 and ledger["totals"]["cached_tokens"] > 0
 
 
 def test_each_sink_has_its_own_registry():

@@ -17,6 +17,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
 from rowloom.observe.events.base import Event
 from rowloom.observe.sources import SourceSums
 
+_TOKEN_KINDS = ("prompt", "completion", "cached", "reasoning")
+
 
 class PrometheusSink:
     """Turns events into request, limit, queue and row metrics in a per-run registry."""
@@ -29,6 +31,16 @@ class PrometheusSink:
             "rowloom_requests", "Request attempts that ended, by endpoint and outcome.", [*ep, "outcome"], registry=r
         )
         self.tokens = Counter("rowloom_request_tokens", "Tokens reported by the provider.", ep, registry=r)
+        # The token ledger's counts (docs/observability.md#the-token-ledger), by what they are and whose.
+        ledger = [*ep, "model", "column"]
+        self.ledger_tokens = Counter(
+            "rowloom_tokens",
+            "Tokens the provider reported, by kind: prompt, completion, cached (of prompt), reasoning (of completion).",
+            [*ledger, "kind"],
+            registry=r,
+        )
+        unknown = "Replies without a usage block: their tokens are unknown."
+        self.unknown_usage = Counter("rowloom_requests_unknown_usage", unknown, ledger, registry=r)
         self.limit = Gauge("rowloom_request_limit", "Current adaptive concurrency limit.", ep, registry=r)
         self.in_flight = Gauge("rowloom_requests_in_flight", "Request attempts holding a lease.", ep, registry=r)
         self.queued = Gauge("rowloom_requests_queued", "Request attempts waiting for a lease.", ep, registry=r)
@@ -75,6 +87,12 @@ class PrometheusSink:
         self.in_flight.labels(e.key).dec()
         if e.tokens:
             self.tokens.labels(e.key).inc(e.tokens)
+        if e.usage_known is False:
+            self.unknown_usage.labels(e.key, e.alias or "", e.group).inc()
+        elif e.usage_known:
+            for kind in _TOKEN_KINDS:
+                if count := getattr(e, f"{kind}_tokens"):
+                    self.ledger_tokens.labels(e.key, e.alias or "", e.group, kind).inc(count)
 
     def _on_limit_changed(self, e: Any) -> None:
         self._gauge(self.limit, ("limit", e.key), e, value=e.new)
