@@ -128,6 +128,21 @@ def test_each_endpoint_shows_in_flight_against_its_limit_and_requests_per_second
     assert "sim 14/20" in line and "2.0 req/s" in line
 
 
+def test_tokens_per_second_show_while_running_and_the_tokens_at_the_end():
+    progress, clock = started(20)
+    stats = RequestStats()
+    assert "tok/s" not in render_line(progress, stats).plain  # no usage reported yet: nothing to show
+    for _ in range(30):
+        stats.emit(admitted("sim/sim-small", 16))
+        stats.emit(completed("sim/sim-small"))  # 10 tokens each
+    clock.advance(2.0)
+    assert "150 tok/s" in render_line(progress, stats).plain
+    for _ in range(2000):
+        stats.emit(completed("sim/sim-small"))
+    progress.records_written = 20
+    assert "20,300 tokens" in render_line(progress, stats, final=True).plain
+
+
 def test_two_models_of_one_provider_are_told_apart():
     stats = RequestStats()
     stats.emit(admitted("sim/a", 8))

@@ -67,22 +67,29 @@ class RateMeter:
 
 @dataclass
 class Rates:
-    """The smoothed row and request rates of one run, and the ETA they give, advanced each time the line is drawn."""
+    """The smoothed row, request and token rates of one run, and the ETA they give, advanced each time the line is
+    drawn."""
 
     rows: RateMeter | None = None
     requests: RateMeter | None = None
+    tokens: RateMeter | None = None  # prompt + completion tokens the provider reported
 
     def sample(self, progress: RunProgress, stats: RequestStats | None) -> tuple[float | None, float | None]:
         """(rows/s, requests/s) now; the meters restart when the run (re)begins."""
         start = progress.started_at or 0.0
         if self.rows is None or self.rows.start != start:
-            self.rows, self.requests = RateMeter(start), RateMeter(start)
-        assert self.requests is not None
+            self.rows, self.requests, self.tokens = RateMeter(start), RateMeter(start), RateMeter(start)
+        assert self.requests is not None and self.tokens is not None
         now = progress.clock.now()
         self.rows.update(now, progress.rows_finished)
         if stats is not None:
             self.requests.update(now, stats.total)
+            self.tokens.update(now, stats.tokens)
         return self.rows.rate(now), self.requests.rate(now) if stats is not None else None
+
+    def tokens_per_s(self, progress: RunProgress) -> float | None:
+        """Tokens/s as of the last `sample`."""
+        return self.tokens.rate(progress.clock.now()) if self.tokens is not None else None
 
     def eta_s(self, progress: RunProgress) -> float | None:
         """Seconds to go: the rows to go at the row rate, counted down since the last row finished (so the ETA
@@ -108,6 +115,13 @@ def _fmt_rate(rate: float | None, unit: str) -> str:
     return f"{rate:.2f} {unit}/s" if rate < 1 else f"{rate:.1f} {unit}/s"  # a local model makes a row in seconds
 
 
+def _fmt_count(count: float) -> str:
+    """`812`, `9,400`, `52.3k`, `1.2M`: a token count or rate that fits a narrow line."""
+    if count < 10_000:
+        return f"{count:,.0f}"
+    return f"{count / 1000:.1f}k" if count < 1_000_000 else f"{count / 1_000_000:.1f}M"
+
+
 def _running_parts(progress: RunProgress, stats: RequestStats | None, rates: Rates) -> list[tuple[int, str]]:
     """(priority, text) of a run still going; the lower the priority, the longer a narrow line keeps it."""
     rows_rate, requests_rate = rates.sample(progress, stats)
@@ -117,6 +131,8 @@ def _running_parts(progress: RunProgress, stats: RequestStats | None, rates: Rat
     parts.append((3, _fmt_rate(rows_rate, "rows")))
     if stats is not None:
         parts.append((4, _fmt_rate(requests_rate, "req")))
+        if stats.tokens:
+            parts.append((5, f"{_fmt_count(rates.tokens_per_s(progress) or 0.0)} tok/s"))
         parts += [(5, f"{name} {in_flight}/{limit}") for name, in_flight, limit in stats.loads()]
         if stats.rate_limited:
             parts.append((6, f"429s {stats.rate_limited}"))
@@ -138,6 +154,8 @@ def _final_parts(progress: RunProgress, stats: RequestStats | None) -> list[tupl
     parts.append((3, _fmt_rate(progress.rows_finished / elapsed, "rows")))
     if stats is not None:
         parts.append((4, _fmt_rate(stats.total / elapsed, "req")))
+        if stats.tokens:
+            parts.append((5, f"{stats.tokens:,} tokens"))  # exact: the figure summary.json's ledger holds
         if stats.rate_limited:
             parts.append((6, f"429s {stats.rate_limited}"))
     parts.append((1, f"in {elapsed:.1f} s" if elapsed < 60 else f"in {_fmt_clock(elapsed)}"))
