@@ -27,6 +27,13 @@ async def test_report_renders_from_a_real_run_with_summary_and_every_plot(sim, t
     assert "200 of 200" in page and "success: 600" in page
     assert "ideal bound" in page and "rate-limited" in page and "frontier-limited" in page
     assert "sim/sim-small" in page and "no-events" not in page
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    ledger = re.search(r"<table id='ledger'.*?</table>", page).group(0)
+    prompt = summary["ledger"]["totals"]["prompt_tokens"]
+    assert prompt > 0 and f"<tr><th>this run</th><td>600</td><td>{prompt:,}</td>" in ledger
+    for column in ("question", "answer", "review"):
+        assert f"<th>column {column}</th><td>200</td>" in ledger
+    assert "<th>spent on dropped rows</th><td>0</td>" in ledger
 
 
 async def test_report_without_events_shows_the_summary_and_says_events_were_not_recorded(sim, tmp_path):

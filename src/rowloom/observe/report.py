@@ -76,7 +76,7 @@ def report_html(
 
 def render_html(summary: Mapping[str, Any], timeline: Timeline | None, *, title: str = "rowloom run report") -> str:
     """The report as one HTML document: summary tables, and the plots when a timeline is given."""
-    parts = [f"<h1>{html.escape(title)}</h1>", _summary_table(summary, timeline)]
+    parts = [f"<h1>{html.escape(title)}</h1>", _summary_table(summary, timeline), _ledger_table(summary)]
     if timeline is None:
         parts.append(
             '<p class="note" id="no-events">Events were not recorded for this run, so there are no plots. '
@@ -165,6 +165,43 @@ def _summary_table(summary: Mapping[str, Any], timeline: Timeline | None) -> str
         )
         rows.append(("idle request capacity", f"{total_idle:.1f} slot-s" + (f" ({split})" if split else "")))
     return "<h2>Summary</h2>" + _kv_table(rows, "summary")
+
+
+_LEDGER_FIELDS = (
+    ("requests", "requests"),
+    ("prompt", "prompt_tokens"),
+    ("cached", "cached_tokens"),
+    ("completion", "completion_tokens"),
+    ("reasoning", "reasoning_tokens"),
+    ("unknown usage", "unknown_usage"),
+    ("abandoned", "abandoned"),
+)
+
+
+def _ledger_table(summary: Mapping[str, Any]) -> str:
+    """The token ledger (docs/observability.md): this run in total, per column, model and endpoint, what dropped
+    rows cost, and every run into the folder; a note when the summary predates the ledger."""
+    ledger = summary.get("ledger")
+    if not isinstance(ledger, Mapping):
+        return "<h2>Tokens</h2><p class='note' id='ledger'>This summary has no token ledger.</p>"
+    rows: list[tuple[str, Any]] = [("this run", ledger.get("totals"))]
+    for section, label in (("by_column", "column"), ("by_model", "model"), ("by_endpoint", "endpoint")):
+        rows += [(f"{label} {name}", counts) for name, counts in (ledger.get(section) or {}).items()]
+    rows.append(("spent on dropped rows", ledger.get("dropped_rows")))
+    if summary.get("ledger_all_runs") not in (None, ledger):
+        rows.append(("all runs into the folder", summary["ledger_all_runs"].get("totals")))
+    head = "<tr><th></th>" + "".join(f"<th>{label}</th>" for label, _ in _LEDGER_FIELDS) + "</tr>"
+    body = []
+    for label, counts in rows:
+        counts = counts if isinstance(counts, Mapping) else {}
+        cells = [f"{int(counts.get(key) or 0):,}" for _, key in _LEDGER_FIELDS]
+        body.append(f"<tr><th>{html.escape(label)}</th>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    note = (
+        "<p class='note'>Cached tokens are part of the prompt, reasoning tokens part of the completion. Unknown "
+        "usage: replies without a usage block; abandoned: attempts cancelled in flight. Their tokens are unknown, "
+        "not zero.</p>"
+    )
+    return f"<h2>Tokens</h2><table id='ledger' class='grid'>{head}{''.join(body)}</table>{note}"
 
 
 def _endpoint_table(timeline: Timeline) -> str:
