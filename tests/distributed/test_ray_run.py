@@ -21,6 +21,7 @@ from rowloom.config import DatasetConfig
 from rowloom.engine.distributed.ray_executor import DistributedRun, run_distributed, start_local_ray
 from rowloom.engine.job import run_job
 from rowloom.engine.storage import WrittenRowGroup
+from rowloom.errors import RowloomWarning
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -152,7 +153,8 @@ def test_a_worker_silent_past_the_liveness_check_is_stopped_and_replaces_no_part
     marker, out = tmp_path / "stalled", tmp_path / "out"
     config = _samplers(_stalls_once(str(marker), stall_s))
     started = time.monotonic()
-    result = run_distributed(config, RECORDS, output=out, workers=2, liveness_s=liveness_s)
+    with pytest.warns(RowloomWarning, match=r"sent nothing for 3 s while it had row groups to write: it was stopped"):
+        result = run_distributed(config, RECORDS, output=out, workers=2, liveness_s=liveness_s)
     assert marker.exists() and result.summary["executor"]["workers_lost"] >= 1
     manifest = _assert_listed_parts_are_the_files(out)
     assert manifest["complete"] and sorted(g["index"] for g in manifest["row_groups"]) == list(range(20))
@@ -282,7 +284,8 @@ def test_a_killed_driver_leaves_a_run_that_resumes_on_ray(ray_instance, sim, sin
     listed = len(json.loads(manifest.read_text())["row_groups"])
     assert 4 <= listed < RECORDS // 10, "the driver must die mid-run"
 
-    result = run_distributed(_config(sim), RECORDS, output=out, workers=2)
+    with pytest.warns(RowloomWarning, match=r"took over .*rowloom\.lock of a run that ended without releasing it"):
+        result = run_distributed(_config(sim), RECORDS, output=out, workers=2)  # the SIGKILLed driver's lock
     assert result.summary["records_resumed"] == listed * 10
     final = json.loads(manifest.read_text())
     assert sorted(g["index"] for g in final["row_groups"]) == list(range(RECORDS // 10)) and final["complete"]
