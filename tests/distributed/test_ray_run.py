@@ -83,6 +83,13 @@ def test_two_workers_stay_within_one_endpoint_capacity(ray_instance, sim, single
     assert authority["peak_granted"] <= 16 + 4  # what the two workers together were lent
     assert authority["samples"] == requests  # every worker's every attempt fed the one limit
     _assert_same_rows(tmp_path, single_process)
+    # The token ledger is built from the workers' events on the driver, as a single process builds it.
+    totals = result.summary["ledger"]["totals"]
+    for name in ("prompt_tokens", "completion_tokens"):
+        assert totals[name] == stats[name]
+    assert totals["requests"] == requests
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["ledger"]["totals"] == totals
 
 
 def test_killed_worker_loses_and_duplicates_nothing(ray_instance, sim, single_process, tmp_path):
