@@ -392,3 +392,27 @@ async def test_stats_count_statuses_paths_tokens_and_peak_in_flight_then_reset()
 async def test_non_loopback_host_is_refused():
     with pytest.raises(ValueError, match="loopback"):
         SimulatorServer(SimulatorConfig(), host="0.0.0.0")
+
+
+# --- usage -------------------------------------------------------------------------------------------------
+
+
+async def test_usage_details_report_cached_and_reasoning_tokens_and_stats_count_them():
+    async with running(latency_s=0, usage_details=True) as (sim, http):
+        status, _, raw, _ = await chat(http, sim)
+        stats = await sim.stats()
+    usage = orjson.loads(raw)["usage"]
+    assert status == 200
+    cached = usage["prompt_tokens_details"]["cached_tokens"]
+    reasoning = usage["completion_tokens_details"]["reasoning_tokens"]
+    assert 0 < cached <= usage["prompt_tokens"] and 0 < reasoning <= usage["completion_tokens"]
+    assert (stats["cached_tokens"], stats["reasoning_tokens"]) == (cached, reasoning)
+    assert stats["prompt_tokens"] == usage["prompt_tokens"] and stats["usage_omitted"] == 0
+
+
+async def test_omitted_usage_is_left_out_of_the_reply_and_out_of_the_token_counts():
+    async with running(latency_s=0, omit_usage_rate=1.0) as (sim, http):
+        status, _, raw, _ = await chat(http, sim)
+        stats = await sim.stats()
+    assert status == 200 and "usage" not in orjson.loads(raw)
+    assert stats["usage_omitted"] == 1 and stats["prompt_tokens"] == stats["completion_tokens"] == 0

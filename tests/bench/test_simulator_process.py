@@ -167,6 +167,7 @@ def _cli() -> typer.Typer:
         (["--error-status", "503"], "error_status"),
         (["--max-queued", "2"], "max_queued applies to mode='vllm' only"),
         (["--reply-words-min", "70"], "reply_words_min (70) exceeds reply_words_max (60)"),
+        (["--omit-usage-rate", "1.5"], "omit_usage_rate"),
     ],
 )
 def test_cli_refuses_bad_settings_before_serving(args: list[str], fragment: str):
