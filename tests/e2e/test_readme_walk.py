@@ -16,12 +16,14 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pyarrow.parquet as pq
 import pytest
 
@@ -105,6 +107,28 @@ def without_installs(script: str, ci: str) -> str:
     return "\n".join(kept) + "\n"
 
 
+README_PORT = 18080  # examples/chain.yaml's base_url, where the README starts its simulators
+
+
+def wait_until_free(port: int, timeout_s: float = 60.0) -> None:
+    """Wait until nothing listens on 127.0.0.1:`port` (a Ray worker of an earlier test may hold a port of its
+    10002-19999 range for a while after its instance stopped), or fail naming what holds it."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the simulator binds: TIME_WAIT is fine
+            try:
+                probe.bind(("127.0.0.1", port))
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    holders = [
+                        f"pid {c.pid}" for c in psutil.net_connections("tcp") if c.laddr and c.laddr.port == port
+                    ]
+                    raise AssertionError(f"port {port} stayed taken for {timeout_s:.0f} s ({holders})") from None
+        time.sleep(0.5)
+
+
 def stop_groups(groups: list[int], grace_s: float = 10.0) -> None:
     """SIGTERM every process group, wait until each is gone (a simulator frees its port only when it has exited,
     and the next test may want it), and SIGKILL what is left after `grace_s`."""
@@ -139,6 +163,7 @@ def test_the_test_command_is_the_readmes_and_every_skip_says_why():
 @needs_everything
 def test_every_shell_and_python_block_of_the_readme_works_in_order(tmp_path):
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    wait_until_free(README_PORT)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROWLOOM_")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     groups: list[int] = []  # process groups of shell blocks: their background jobs are stopped at the end
