@@ -303,7 +303,7 @@ def run(
         _fail(exc, _kept(progress, output))
     dropped = summary["rows_dropped"]
     requests = summary["requests"]
-    this_run = summary.get("records_written_this_run", summary["records_written"])
+    this_run = summary["records_written_this_run"]
     in_all = f" ({summary['records_written']} in all)" if this_run != summary["records_written"] else ""
     messages.result(
         f"wrote {this_run} records to {redact(output)}{in_all} in {summary['wall_s']:.1f}s "
