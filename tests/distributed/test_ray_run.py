@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -262,30 +263,37 @@ def test_a_shorter_run_is_extended_on_ray_to_the_rows_of_a_single_process(ray_in
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == files
 
 
-def test_a_killed_driver_leaves_a_run_that_resumes_on_ray(ray_instance, sim, single_process, tmp_path):
-    import os
-    import signal
+def _start_ray_driver(sim, tmp_path: Path, **popen: Any):
+    """`rowloom run … --executor ray --workers 2` of `_config(sim)` in its own session; (process, output folder)."""
     import subprocess
     import sys
-    import time
 
     config = tmp_path / "chain.yaml"
     config.write_text(yaml.safe_dump(_config(sim).to_dict(), sort_keys=False))
     out = tmp_path / "out"
     command = [sys.executable, "-m", "rowloom.interface", "run", str(config), "-n", str(RECORDS), "-o", str(out)]
-    driver = subprocess.Popen(
-        [*command, "--executor", "ray", "--workers", "2", "-q"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own Ray instance goes down with it, as with a crashed driver machine
-    )
-    manifest = out / "manifest.json"
-    deadline = time.monotonic() + 90
-    listed = 0
-    while time.monotonic() < deadline and driver.poll() is None and listed < 4:
+    driver = subprocess.Popen([*command, "--executor", "ray", "--workers", "2", "-q"], start_new_session=True, **popen)
+    return driver, out
+
+
+def _wait_until_listed(manifest: Path, driver, row_groups: int, timeout_s: float = 90) -> None:
+    """Until the manifest lists `row_groups` row groups, the driver ends, or `timeout_s` passes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and driver.poll() is None:
+        if manifest.is_file() and len(json.loads(manifest.read_text())["row_groups"]) >= row_groups:
+            return
         time.sleep(0.02)
-        if manifest.is_file():
-            listed = len(json.loads(manifest.read_text())["row_groups"])
+
+
+def test_a_killed_driver_leaves_a_run_that_resumes_on_ray(ray_instance, sim, single_process, tmp_path):
+    import os
+    import signal
+    import subprocess
+
+    # In its own session: its own Ray instance goes down with it, as with a crashed driver machine.
+    driver, out = _start_ray_driver(sim, tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    manifest = out / "manifest.json"
+    _wait_until_listed(manifest, driver, 4)
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait(timeout=30)
     listed = len(json.loads(manifest.read_text())["row_groups"])
@@ -304,26 +312,10 @@ def test_sigterm_stops_a_ray_run_keeping_every_delivered_part(sim, tmp_path):
     import os
     import signal
     import subprocess
-    import sys
 
-    config = tmp_path / "chain.yaml"
-    config.write_text(yaml.safe_dump(_config(sim).to_dict(), sort_keys=False))
-    out = tmp_path / "out"
-    command = [sys.executable, "-m", "rowloom.interface", "run", str(config), "-n", str(RECORDS), "-o", str(out)]
-    driver = subprocess.Popen(
-        [*command, "--executor", "ray", "--workers", "2", "-q"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    driver, out = _start_ray_driver(sim, tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        manifest = out / "manifest.json"
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and driver.poll() is None:
-            time.sleep(0.02)
-            if manifest.is_file() and len(json.loads(manifest.read_text())["row_groups"]) >= 4:
-                break
+        _wait_until_listed(out / "manifest.json", driver, 4)
         driver.send_signal(signal.SIGTERM)  # as a scheduler or `kill` stops it: to the driver alone
         _, stderr = driver.communicate(timeout=60)
     finally:
