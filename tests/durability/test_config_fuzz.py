@@ -11,6 +11,7 @@ import asyncio
 import copy
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -213,6 +214,21 @@ def test_yaml_text_through_the_file_loader(tmp_path_factory, data, how, at, junk
     path = tmp_path_factory.mktemp("fuzz") / "config.yaml"
     path.write_text(text, encoding="utf-8")
     check_loads_or_config_error(lambda: DatasetConfig.from_yaml(path))
+
+
+@pytest.mark.parametrize("key", ["\r", " ", "", "a\tb", " run"])
+@pytest.mark.parametrize("where", ["top", "column"])
+def test_blank_or_unprintable_keys_are_named_visibly(key, where):
+    # Found by the fuzz above: a key of "\r" made a problem whose path printed as nothing.
+    data = {
+        "providers": [{"name": "p", "base_url": "http://127.0.0.1:9/v1"}],
+        "columns": [{"name": "c0", "type": "category", "values": ["a", "b"]}],
+    }
+    (data if where == "top" else data["columns"][0])[key] = None
+    with pytest.raises(ConfigError) as caught:
+        DatasetConfig.from_dict(data)
+    assert any(repr(key) in problem.path for problem in caught.value.problems), caught.value.problems
+    check_loads_or_config_error(lambda: DatasetConfig.from_dict(data))
 
 
 @settings(FUZZ, max_examples=100)

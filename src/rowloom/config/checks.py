@@ -23,7 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 from rowloom.config.columns import COLUMN_TYPES, ColumnConfig
 from rowloom.config.dag import dependency_problems
 from rowloom.config.imports import UserFunction, user_functions
-from rowloom.config.problems import did_you_mean, problems_from_errors, union_members
+from rowloom.config.problems import did_you_mean, problems_from_errors, show_key, union_members
 from rowloom.config.processors import processor_problems
 from rowloom.config.request_admission import reject_legacy_throttle
 from rowloom.config.seed import SEED_TASK
@@ -131,9 +131,10 @@ def parse_sections(root: type[DatasetConfig], data: Mapping[str, Any]) -> tuple[
             problems += exc.problems
     for key in data:
         if key not in fields and key != "throttle":
+            shown = show_key(key)
             guess = did_you_mean(str(key), fields, quote="`")
-            fix = f"{guess}(or remove `{key}`)" if guess else f"remove `{key}` or check its spelling"
-            problems.append(ConfigProblem(str(key), "unknown section", fix))
+            fix = f"{guess}(or remove `{shown}`)" if guess else f"remove `{shown}` or check its spelling"
+            problems.append(ConfigProblem(shown, "unknown section", fix))
     parsed: dict[str, Any] = {}
     for name, info in fields.items():
         if name not in data:

@@ -19,6 +19,12 @@ from rowloom.config.processors import PROCESSOR_TYPES
 from rowloom.errors import ConfigProblem
 
 
+def show_key(key: Any) -> str:
+    """A config key as a user can read it in a path: as is when printable, quoted when blank or unprintable."""
+    text = str(key)
+    return text if text.strip() == text and text.isprintable() and text else repr(text)
+
+
 def _path(loc: tuple[Any, ...], data: Any) -> str:
     """`('columns', 2, 'llm_text', 'prompt')` -> `columns[2].prompt` (union tags dropped, names added)."""
     parts: list[str] = []
@@ -37,7 +43,7 @@ def _path(loc: tuple[Any, ...], data: Any) -> str:
             continue
         if isinstance(node, dict) and item not in node and (item in COLUMN_TYPES or item in PROCESSOR_TYPES):
             continue  # a discriminated-union tag, not a field
-        parts.append(("." if parts else "") + str(item))
+        parts.append(("." if parts else "") + show_key(item))
         node = node.get(item) if isinstance(node, dict) else None
     return "".join(parts)
 
