@@ -14,6 +14,7 @@ _EXPORTS = {
     "ConfigError": "rowloom.errors",
     "RowloomError": "rowloom.errors",
     "RunAborted": "rowloom.errors",
+    "BudgetReached": "rowloom.errors",
     "UserCodeError": "rowloom.errors",
     "DatasetConfig": "rowloom.config",
     "DatasetBuilder": "rowloom.config.builder",
@@ -32,6 +33,7 @@ __all__ = [  # noqa: RUF022 - grouped like _EXPORTS
     "ConfigError",
     "RowloomError",
     "RunAborted",
+    "BudgetReached",
     "UserCodeError",
     "DatasetConfig",
     "DatasetBuilder",
@@ -52,7 +54,7 @@ if TYPE_CHECKING:
     from rowloom.config.builder import DatasetBuilder
     from rowloom.engine.generators.base import DropRow
     from rowloom.engine.job import JobResult
-    from rowloom.errors import ConfigError, RowloomError, RunAborted, UserCodeError
+    from rowloom.errors import BudgetReached, ConfigError, RowloomError, RunAborted, UserCodeError
     from rowloom.interface.api import agenerate, apreview, generate, preview
 
 

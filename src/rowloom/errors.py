@@ -82,6 +82,18 @@ class OutputError(RowloomError):
     """The output folder cannot be written, or holds a run that cannot be resumed."""
 
 
+class BudgetReached(RunAborted):
+    """The next request does not fit the run's budget. The run stops admitting work, lets the requests in flight
+    finish and writes every complete row group; raising the limit and running again resumes it.
+
+    `limit` names the `run.budget` field that was reached; the message is completed with what the run wrote
+    once it has stopped (`SpendBudget.reached`)."""
+
+    def __init__(self, limit: str, message: str):
+        self.limit = limit
+        super().__init__(message)
+
+
 class RunInterrupted(RunAborted):
     """The user stopped the run (Ctrl-C / SIGTERM); finished row groups are on disk and a rerun resumes."""
 

@@ -10,9 +10,12 @@ import re
 
 import pytest
 
+from rowloom.config.pricing import BudgetConfig, Pricing
 from rowloom.engine.progress import RunProgress
 from rowloom.interface.output import CliConsole
 from rowloom.interface.progress import ProgressDisplay, RateMeter, Rates, render_line
+from rowloom.models.budget import Spend, SpendBudget
+from rowloom.models.types import Usage
 from rowloom.observe.clock import ManualClock
 from rowloom.observe.events.request import EndpointDown, LimitChanged, RequestAdmitted, RequestCompleted
 from rowloom.observe.events.snapshots import CapacitySnapshot
@@ -141,6 +144,23 @@ def test_tokens_per_second_show_while_running_and_the_tokens_at_the_end():
         stats.emit(completed("sim/sim-small"))
     progress.records_written = 20
     assert "20,300 tokens" in render_line(progress, stats, final=True).plain
+
+
+def test_money_spent_shows_with_prices_and_against_a_budget():
+    progress, _ = started(20)
+    stats = RequestStats()
+    stats.emit(admitted("sim/sim-small", 16))
+    prices = {"m": Pricing(input_per_mtok=1e6, output_per_mtok=2e6)}
+    progress.spend = SpendBudget(None, {"m": None})
+    assert "USD" not in render_line(progress, stats).plain  # no prices: tokens only
+    progress.spend = SpendBudget(None, prices, before=Spend(cost=0.5))
+    progress.spend.settle(progress.spend.reserve("m", 1, 0), usage=Usage(prompt_tokens=1, completion_tokens=1))
+    assert "3.50 USD" in render_line(progress, stats).plain  # with the earlier runs' spend
+    progress.spend = SpendBudget(BudgetConfig(max_cost=12), prices, before=Spend(cost=3.5))
+    assert "3.50 of 12.00 USD" in render_line(progress, stats, width=80).plain  # kept on a narrow line
+    assert "3.50 of 12.00 USD" in render_line(progress, stats, final=True).plain
+    progress.spend = SpendBudget(BudgetConfig(max_tokens=20_000), {"m": None}, before=Spend(tokens=9100))
+    assert "9,100 of 20,000 tokens" in render_line(progress, stats).plain
 
 
 def test_two_models_of_one_provider_are_told_apart():

@@ -428,3 +428,23 @@ def test_a_python_module_run_of_the_cli_sees_the_same_one_line_per_problem_at_an
             "or correct the name (known: q)",  # no 'did you mean' a column's own name: it cannot read itself
             f"found 2 problems in {config}",
         ]
+
+
+def test_validate_warns_that_a_budget_is_no_hard_limit_for_a_model_without_max_tokens(tmp_path):
+    columns = [{"name": "a", "type": "llm_text", "model": "writer", "prompt": "hi"}]
+    path = write(tmp_path / "c.yaml", columns, run={"budget": {"max_tokens": 1000}})
+    code, output = invoke("validate", str(path))
+    assert code == 0
+    assert (
+        "warning: models[0] (writer).inference.max_tokens is not set, so run.budget is not a hard limit: when it "
+        "stops the run, up to 64 replies of writer still in flight can pass it by their length; set max_tokens to "
+        "bound them"
+    ) in " ".join(output.split())
+    models = [{**MODELS[0], "inference": {"max_tokens": 50}}]
+    path.write_text(
+        yaml.safe_dump(
+            {"providers": PROVIDERS, "models": models, "columns": columns, **{"run": {"budget": {"max_requests": 9}}}}
+        )
+    )
+    code, output = invoke("validate", str(path))
+    assert code == 0 and "warning" not in output

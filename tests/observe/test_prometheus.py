@@ -11,11 +11,13 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 import yaml
 from prometheus_client import generate_latest
 from typer.testing import CliRunner
 
 from rowloom.bench.simulator import SimulatorConfig, SimulatorServer
+from rowloom.config import DatasetConfig
 from rowloom.engine.job import run_job
 from rowloom.observe.events import Event
 from rowloom.observe.prometheus import MetricsServer, PrometheusSink
@@ -88,11 +90,19 @@ async def test_token_counters_follow_the_ledger_per_column_and_count_replies_wit
     sim_config = SimulatorConfig(
         latency_s=0.002, capacity=16, usage_details=True, omit_usage_rate=0.3, models=("sim-small",)
     )
-    metrics = PrometheusSink()
     async with SimulatorServer(sim_config) as sim:
-        result = await run_job(chain_config(sim.base_url), 30, output=tmp_path, sink=metrics)
+        data = chain_dict(sim.base_url)
+        data["models"][0]["pricing"] = {"input_per_mtok": 3.0, "output_per_mtok": 15.0, "cached_input_per_mtok": 0.3}
+        config = DatasetConfig.from_dict(data)
+        metrics = PrometheusSink(prices={m.alias: m.prices for m in config.models})
+        result = await run_job(config, 30, output=tmp_path, sink=metrics)
     text = generate_latest(metrics.registry).decode()
     ledger = result.summary["ledger"]
+    for column, counts in ledger["by_column"].items():
+        found = sample(
+            text, "rowloom_cost_total", column=column, currency="USD", endpoint="sim/sim-small", model="writer"
+        )
+        assert found == pytest.approx(counts["cost"]) and found > 0
     for column, counts in ledger["by_column"].items():
         where = {"column": column, "endpoint": "sim/sim-small"}  # labels in the order the text format sorts them
         for kind in ("prompt", "completion", "cached", "reasoning"):

@@ -23,6 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 from rowloom.config.columns import COLUMN_TYPES, ColumnConfig
 from rowloom.config.dag import dependency_problems
 from rowloom.config.imports import UserFunction, user_functions
+from rowloom.config.pricing import pricing_problems
 from rowloom.config.problems import did_you_mean, problems_from_errors, show_key, union_members
 from rowloom.config.processors import processor_problems
 from rowloom.config.request_admission import reject_legacy_throttle
@@ -190,6 +191,7 @@ def collect_problems(root: type[DatasetConfig], data: Mapping[str, Any]) -> list
         columns=parsed.get("columns", []),
         processors=processors,
         export=parsed.get("export"),
+        run=parsed.get("run"),
     )
     return sorted(problems, key=position)
 
@@ -202,6 +204,7 @@ def cross_problems(
     columns: Sequence[Any],
     processors: Sequence[Any] | None,
     export: Any,
+    run: Any = None,
     seed_known: bool = True,
 ) -> list[ConfigProblem]:
     """Problems that involve more than one field. Entries may be `Unparsed`; with `seed_known` False (the seed
@@ -221,6 +224,7 @@ def cross_problems(
                     f"{', '.join(provider_names) or '(none)'}",
                 )
             )
+    problems += pricing_problems(models, columns, getattr(run, "budget", None))
     aliases = sorted({m.alias for m in models if m.alias})
     for i, column in enumerate(columns):
         alias = column.model_alias

@@ -65,6 +65,7 @@ class DatasetConfig(ConfigModel):
             columns=self.columns,
             processors=self.processors,
             export=self.export,
+            run=self.run,
         )
 
     def with_seed(self, source: str | Path | Any, **settings: Any) -> DatasetConfig:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from rowloom.config.base import ConfigModel
+from rowloom.config.pricing import Pricing, read_pricing_file
 
 
 class ProviderConfig(ConfigModel):
@@ -157,3 +158,29 @@ class ModelConfig(ConfigModel):
     )
     rpm: int | None = Field(None, ge=1, description="Optional requests-per-minute budget enforced before sending.")
     tpm: int | None = Field(None, ge=1, description="Optional tokens-per-minute budget enforced before sending.")
+    pricing: Pricing | str | None = Field(
+        None,
+        description=(
+            "Prices per million tokens ({input_per_mtok, output_per_mtok, cached_input_per_mtok, currency}), or "
+            "the path of a pricing file several configs share that lists prices by model id. Unset = tokens only."
+        ),
+    )
+    _prices: Pricing | None = PrivateAttr(None)
+
+    @field_validator("pricing")
+    @classmethod
+    def _pricing_file(cls, value: Pricing | str | None, info: ValidationInfo) -> Pricing | str | None:
+        # Read when the config loads, so a wrong path or a missing model id is a problem at this field.
+        if isinstance(value, str) and isinstance(info.data.get("model"), str):
+            read_pricing_file(value, info.data["model"])
+        return value
+
+    @model_validator(mode="after")
+    def _read_prices(self) -> ModelConfig:
+        self._prices = read_pricing_file(self.pricing, self.model) if isinstance(self.pricing, str) else self.pricing
+        return self
+
+    @property
+    def prices(self) -> Pricing | None:
+        """This model's prices (from the config or its pricing file), or None when it has none."""
+        return self._prices

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from rowloom.config.base import ConfigModel
+from rowloom.config.pricing import BudgetConfig
 from rowloom.config.request_admission import RequestAdmissionConfig, reject_legacy_throttle
 
 
@@ -36,6 +37,13 @@ class RunConfig(ConfigModel):
         description=(
             "How columns sharing a resource pool divide it while several have work waiting: strict_fair keeps each "
             "within its weighted share; bounded_borrow lets a column borrow idle share up to a bound, repaid first."
+        ),
+    )
+    budget: BudgetConfig | None = Field(
+        None,
+        description=(
+            "Most this run (with the runs it resumes) may spend: max_cost (needs every model's pricing), "
+            "max_tokens, max_requests. Changing it never blocks a resume."
         ),
     )
     request_admission: RequestAdmissionConfig = Field(

@@ -20,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 
 from rowloom.config.dataset import DatasetConfig
+from rowloom.config.pricing import budget_warnings
 from rowloom.engine import run_inputs
 from rowloom.engine.completion import RowGroupState
 from rowloom.engine.generators import build_generators
@@ -35,7 +36,15 @@ from rowloom.engine.scheduler import Scheduler
 from rowloom.engine.seed_reader import SeedReader
 from rowloom.engine.storage import MANIFEST, SUMMARY, OutputStore, ResumeMode
 from rowloom.engine.terms import CLI_TERMS, Terms
-from rowloom.errors import ConfigError, ConfigProblem, OutputError, RowloomWarning, RunAborted, RunInterrupted
+from rowloom.errors import (
+    BudgetReached,
+    ConfigError,
+    ConfigProblem,
+    OutputError,
+    RowloomWarning,
+    RunAborted,
+    RunInterrupted,
+)
 from rowloom.observe.clock import SYSTEM_CLOCK, Clock
 from rowloom.observe.context import correlate
 from rowloom.observe.events import scheduler as ev
@@ -194,6 +203,8 @@ async def _run(
             return JobResult.already_complete(location, decision)
     plan = build_plan(config, num_records, decision.extended_from)
     seed = choose_seed(config, decision)
+    for warning in budget_warnings(config):
+        warnings.warn(warning, RowloomWarning, stacklevel=2)
     seed_reader = None
     if config.seed is not None:  # indexing a CSV/JSONL seed reads it once: off the event loop
         seed_reader = await asyncio.to_thread(SeedReader, config.seed, seed)
@@ -212,7 +223,7 @@ async def _run(
     store.inputs = inputs
     if location is not None:
         try:
-            store.open(decision.manifest, decision.extended_from, terms)
+            store.open(decision.manifest, decision.extended_from, terms, decision.accounts)
         except BaseException:
             if seed_reader is not None:
                 seed_reader.close()
@@ -223,11 +234,12 @@ async def _run(
     stats = RequestStats()
     events = FanoutSink([stats, store.ledger, *([sink] if sink is not None else [])])
     progress = progress or RunProgress()
+    progress.spend = store.spend
     resumed = sum(w.rows for w in store.written.values())
     progress.begin(records_total=num_records, row_groups_total=len(plan.row_groups), records_resumed=resumed)
     job_id = uuid.uuid4().hex[:12]
     status, message = "completed", ""
-    runtime = RequestRuntime(config, sink=events, clock=clock)
+    runtime = RequestRuntime(config, sink=events, clock=clock, budget=store.spend)
     generators: dict[str, Any] = {}
     features: dict[str, Any] = {}
     with correlate(job=job_id):
@@ -245,6 +257,7 @@ async def _run(
                     progress=progress,
                     sink=events,
                     clock=clock,
+                    budget=store.spend,
                 )
                 if on_start is not None:
                     on_start(scheduler, stats)
@@ -264,6 +277,10 @@ async def _run(
                     features["export"] = await asyncio.to_thread(export_output, config, location)
         except (RunInterrupted, asyncio.CancelledError, KeyboardInterrupt):
             status, message = "interrupted", "interrupted by the user"
+            raise
+        except BudgetReached as exc:
+            written = sum(w.rows for w in store.written.values()) or progress.records_written  # with earlier runs
+            status, message = "budget_reached", str(store.spend.reached(exc, written, num_records))
             raise
         except RunAborted as exc:
             status, message = "aborted", str(exc)
@@ -405,6 +422,7 @@ def build_summary(
         "endpoints": stats.endpoints(),
         "ledger": store.ledger.to_dict(),
         "ledger_all_runs": store.ledger_all_runs(),
+        "spend": store.spend_summary(),
         "wall_s": round(wall_s, 3),
         "seed": seed,
         "config_fingerprint": config.fingerprint(),

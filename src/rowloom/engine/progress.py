@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from rowloom.models.budget import SpendBudget
 from rowloom.observe.clock import SYSTEM_CLOCK, Clock
 
 
@@ -31,6 +32,8 @@ class RunProgress:
     started_at: float | None = None
     active_tasks: int = 0
     row_groups_in_flight: int = 0
+    # What the runs into the output were charged, and against which budget (a local run sets it when it starts).
+    spend: SpendBudget | None = None
 
     def __post_init__(self) -> None:
         if self.started_at is None:

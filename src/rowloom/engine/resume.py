@@ -42,6 +42,9 @@ class ResumeDecision:
     message: str = ""  # DONE: what to tell the user
     present: frozenset[str] = field(default_factory=frozenset)  # files in data/ (names relative to the folder)
     recovered_from: str = ""  # the temp manifest `manifest` was read from, when manifest.json was missing
+    # START over an earlier run of the same config that wrote no row group (a budget stopped it, say): its token
+    # ledger and spend, which the new run adds to (that money is spent).
+    accounts: dict[str, Any] | None = None
 
     @property
     def seed(self) -> int | None:
@@ -149,7 +152,9 @@ def _with_manifest(
         )
     same_config = manifest.get("config_fingerprint") == config.fingerprint()
     if not manifest.get("row_groups") and (same_config or mode != "always"):
-        return ResumeDecision(Action.START, present=present)  # an earlier start that wrote nothing: nothing to keep
+        # An earlier start that wrote nothing: no rows to keep, but what it spent stays counted.
+        accounts = {k: manifest[k] for k in ("ledger", "spend") if k in manifest} if same_config else None
+        return ResumeDecision(Action.START, present=present, accounts=accounts or None)
     if not same_config:
         change = describe(manifest.get("fingerprint_fields"), config.fingerprint_fields())
         raise OutputError(

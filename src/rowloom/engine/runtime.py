@@ -11,6 +11,7 @@ from typing import Any
 from rowloom.config.dataset import DatasetConfig
 from rowloom.config.models import ModelConfig, ProviderConfig
 from rowloom.models.admission import LimitFactory, RequestAdmissionController
+from rowloom.models.budget import SpendBudget
 from rowloom.models.clients.openai import OpenAIClient
 from rowloom.models.executor import ModelRequestExecutor
 from rowloom.models.local import LocalModelServer
@@ -34,10 +35,18 @@ class RequestRuntime:
     """
 
     def __init__(
-        self, config: DatasetConfig, *, sink: EventSink, clock: Clock, limit_factory: LimitFactory | None = None
+        self,
+        config: DatasetConfig,
+        *,
+        sink: EventSink,
+        clock: Clock,
+        limit_factory: LimitFactory | None = None,
+        budget: SpendBudget | None = None,
     ):
-        """`limit_factory` replaces the configured adaptive limit of every key (a Ray worker's grants)."""
+        """`limit_factory` replaces the configured adaptive limit of every key (a Ray worker's grants); `budget`
+        charges every attempt and refuses one that would pass the run's budget."""
         self.config = config
+        self.budget = budget
         self.sink = sink
         self.clock = clock
         settings = config.run.request_admission
@@ -70,6 +79,7 @@ class RequestRuntime:
             config=self.config.run.request_admission,
             clock=self.clock,
             sink=self.sink,
+            budget=self.budget,
         )
         return self
 

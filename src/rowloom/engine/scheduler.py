@@ -22,8 +22,9 @@ from rowloom.engine.progress import RunProgress
 from rowloom.engine.scheduling.frontier import Frontier, FrontierSignals
 from rowloom.engine.scheduling.ready_queue import QueuedTask, ReadyQueue, TaskGroup
 from rowloom.engine.scheduling.task_admission import Policy, TaskAdmissionController, TaskLease
-from rowloom.errors import RowloomError, RunAborted, RunInterrupted
+from rowloom.errors import BudgetReached, RowloomError, RunAborted, RunInterrupted
 from rowloom.models.admission import Selection
+from rowloom.models.budget import SpendBudget
 from rowloom.observe.clock import SYSTEM_CLOCK, Clock
 from rowloom.observe.context import correlate
 from rowloom.observe.events import scheduler as ev
@@ -96,6 +97,7 @@ class Scheduler:
         policy: Policy | None = None,
         health_interval_s: float = 5.0,
         max_advisory_skips: int = 8,
+        budget: SpendBudget | None = None,
     ):
         self.config = config
         self.plan = plan
@@ -108,6 +110,7 @@ class Scheduler:
         self.progress = progress or RunProgress()
         self.health_interval_s = health_interval_s
         self.max_advisory_skips = max_advisory_skips
+        self.budget = budget
         run = config.run
 
         self.pending: deque[RowGroupSpec] = deque(g for g in plan.row_groups if g.index not in skip_row_groups)
@@ -141,6 +144,10 @@ class Scheduler:
         self._write_lock = asyncio.Lock()
         self._stop_reason: str | None = None
         self._fatal: BaseException | None = None
+        # The budget refused a request: no row group is admitted any more, row groups with a refused cell are
+        # left unfinished, the others run on as far as the budget lets them, and the run then stops with this.
+        self._budget_reached: BudgetReached | None = None
+        self._unfinished: set[int] = set()
         self._writer_failed = False  # the output itself failed: nothing more is written
         self._skips: Counter[str] = Counter()
         self._recent: deque[bool] = deque(maxlen=run.error_window)  # True = dropped
@@ -164,6 +171,8 @@ class Scheduler:
                     break
                 self._admit_row_groups()
                 self._dispatch()
+                if self._budget_reached is not None and not self._running and not self._completions:
+                    break  # what the budget let run has finished: the complete row groups are being written
                 self._adapt_frontier()
                 if self._health_due:
                     self._health_due = False
@@ -179,6 +188,8 @@ class Scheduler:
             await self._shutdown()
         if self._fatal is not None:
             raise self._fatal
+        if self._budget_reached is not None:
+            raise self._budget_reached
         # What is on disk (if anything: a preview writes nothing) is for the caller to say, who knows the output.
         raise RunInterrupted(f"run {self._stop_reason}: {self.progress.records_written} records written in this run")
 
@@ -201,12 +212,12 @@ class Scheduler:
         return unwritten > 0 and unwritten + self._admitted_rows() + next_rows > self.config.run.max_admitted_rows
 
     def _admit_row_groups(self) -> None:
-        while self.pending:
+        while self.pending and self._budget_reached is None:
             spec = self.pending[0]
             if self._writer_lags(spec.count):
                 return  # woken again when a checkpoint finishes
             ok, _ = self.frontier.may_admit(len(self.active), self._admitted_rows(), spec.count)
-            if not ok:
+            if not ok or not self._budget_room(spec.count):
                 return
             self.pending.popleft()
             state = RowGroupState(self.plan, spec, on_row_done=self.progress.row_done)
@@ -215,6 +226,15 @@ class Scheduler:
             with correlate(row_group=spec.index):
                 self.sink.emit(ev.RowGroupAdmitted(rows=spec.count, in_flight=len(self.active)))
             self._enqueue(state.initial_tasks())
+
+    def _budget_room(self, rows: int) -> bool:
+        """Near its budget a run finishes the row groups it started before it starts more: a row group cut short
+        by the budget is paid for and not written. With none in flight one is always started (the budget's
+        reservations then decide)."""
+        if self.budget is None or not self.active:
+            return True
+        unfinished = sum(s.spec.count - s.rows_done - len(s.dropped) for s in self.active.values())
+        return self.budget.room_for(rows, unfinished, self.progress.rows_finished)
 
     def _enqueue(self, tasks: list[Task]) -> None:
         now = self.clock.now()
@@ -259,9 +279,9 @@ class Scheduler:
             item = selection.item
             task, group = item.task, item.group
             state = self.active.get(task.row_group)
-            if state is None or state.is_dropped(task.row):
+            if state is None or state.is_dropped(task.row) or task.row_group in self._unfinished:
                 self.ready.commit(selection)
-                continue  # its row was dropped while it waited
+                continue  # its row was dropped while it waited, or its row group cannot finish in this run
             # The lease is judged on the view eligibility saw: the task is still queued, so its group counts as
             # waiting with its own weight (taken first, its last task would be judged at the default weight).
             waiting = self.ready.waiting(group.pool)
@@ -323,6 +343,10 @@ class Scheduler:
                         self._enqueue(state.mark_batch_done(task.column, values))
                     else:
                         self._enqueue(state.mark_cell_done(task.column, task.row, atask.result()))
+            elif isinstance(exc, BudgetReached):
+                outcome, reason = "stopped", "budget_reached"
+                self._budget_reached = self._budget_reached or exc
+                self._unfinished.add(task.row_group)  # a cell of it was refused: written by a later run
             elif isinstance(exc, CellFailed) and task.row is not None:
                 outcome, reason = "dropped", exc.reason
                 if state is not None and not state.is_dropped(task.row):

@@ -24,6 +24,7 @@ from rowloom.engine.plan import Plan
 from rowloom.engine.processors import apply_processors, build_processors, processed_schema
 from rowloom.engine.terms import CLI_TERMS, Terms
 from rowloom.errors import OutputError
+from rowloom.models.budget import Spend, SpendBudget, spend_from_manifest
 from rowloom.models.ledger import TokenLedger, merge_ledgers
 
 DATA_DIR = "data"  # Parquet parts live apart from the JSON files so `read_parquet(out / "data")` just works
@@ -60,8 +61,11 @@ class OutputStore:
         self.extended_from: tuple[int, ...] = ()  # earlier record counts of an extended run (set by `open`)
         self.inputs: dict[str, Any] = {}  # the seed file, model files and function sources read (`run_inputs`)
         # Tokens of this run (fed the run's events) and of the earlier runs the manifest recorded (set by `open`).
-        self.ledger = TokenLedger()
+        prices = {m.alias: m.prices for m in config.models}
+        self.ledger = TokenLedger(prices)
         self.ledger_before: dict[str, Any] | None = None
+        # What every run into this folder was charged, and the budget that stops this one (`open` reads the rest).
+        self.spend = SpendBudget(config.run.budget, prices)
         columns = plan.output_columns
         # The values of complete row groups, then what the processors make of them (the written schema).
         self.raw_schema = pa.schema([pa.field(n, t) for c in columns for n, t in output_types(c.column)])
@@ -71,10 +75,15 @@ class OutputStore:
     # ------------------------------------------------------------ opening
 
     def open(
-        self, manifest: dict[str, Any] | None = None, extended_from: tuple[int, ...] = (), terms: Terms = CLI_TERMS
+        self,
+        manifest: dict[str, Any] | None = None,
+        extended_from: tuple[int, ...] = (),
+        terms: Terms = CLI_TERMS,
+        accounts: dict[str, Any] | None = None,
     ) -> None:
         """Create the folder, or continue the run of `manifest` in it (`resume.decide` chose which and checked
-        that the manifest fits); clear leftovers of interrupted writes. `extended_from`: see `plan.row_groups`."""
+        that the manifest fits); clear leftovers of interrupted writes. `extended_from`: see `plan.row_groups`;
+        `accounts`: the ledger and spend of an earlier start of a new run (`ResumeDecision.accounts`)."""
         where = self.location
         try:
             where.make_dirs(DATA_DIR)
@@ -83,8 +92,11 @@ class OutputStore:
         if not where.writable():
             raise OutputError(f"output folder {where} is not writable; choose another {terms.name('output')}")
         self.extended_from = extended_from
+        earlier = manifest if manifest is not None else accounts
+        if earlier is not None:
+            self.ledger_before = earlier.get("ledger")
+            self.spend.before = spend_from_manifest(earlier)
         if manifest is not None:
-            self.ledger_before = manifest.get("ledger")
             present = where.names(DATA_DIR)  # one listing, not one lookup per part (a round trip each on S3)
             for entry in manifest.get("row_groups", []):
                 if entry["file"] in present:
@@ -145,6 +157,23 @@ class OutputStore:
         """The tokens of every run into this folder: the manifest's earlier runs plus this one so far."""
         return merge_ledgers(self.ledger_before, self.ledger.to_dict())
 
+    def spent(self) -> Spend:
+        """What every run into this folder was charged: the manifest's earlier runs plus this one so far."""
+        return self.spend.spent
+
+    def spend_summary(self) -> dict[str, Any]:
+        """The `spend` section of summary.json: this run's charge, every run's, the currency and the limits."""
+        spent = self.spent()
+        this_run = Spend()
+        this_run.add(spent)
+        this_run.add(self.spend.before, -1)
+        return {
+            "currency": self.spend.currency or None,
+            "this_run": this_run.to_dict(),
+            "all_runs": spent.to_dict(),
+            "limits": None if self.spend.limits is None else self.spend.limits.model_dump(exclude_none=True),
+        }
+
     def _write_manifest(self, complete: bool) -> None:
         data: dict[str, Any] = {
             "format_version": EXTENDED_FORMAT_VERSION if self.extended_from else FORMAT_VERSION,
@@ -165,6 +194,7 @@ class OutputStore:
             ],
             # Written with every row group listed, so a kill between checkpoints loses no written group's spend.
             "ledger": self.ledger_all_runs(),
+            "spend": self.spent().to_dict(),
             "updated_at": time.time(),
         }
         try:

@@ -20,11 +20,12 @@ import typer
 from rowloom.bench.sim_cli import sim
 from rowloom.config.checks import ConfigCheck, check_config
 from rowloom.config.dataset import DatasetConfig, load_yaml_file
+from rowloom.config.pricing import budget_warnings
 from rowloom.engine.job import restore_manifest, run_job
 from rowloom.engine.output_location import redact
 from rowloom.engine.progress import RunProgress
 from rowloom.engine.resume import Action, check_output
-from rowloom.errors import ConfigError, ConfigProblem, RowloomError, RunInterrupted, UserCodeError
+from rowloom.errors import BudgetReached, ConfigError, ConfigProblem, RowloomError, RunInterrupted, UserCodeError
 from rowloom.interface import messages
 from rowloom.interface.bench_cli import bench_app
 from rowloom.interface.export_cli import export_app
@@ -46,6 +47,7 @@ console = CliConsole(stderr=True)
 out = CliConsole()
 
 EXIT_ERROR = 1
+EXIT_BUDGET = 3  # the run's budget stopped it: finished work is written, a raised budget resumes it
 EXIT_INTERRUPTED = 130
 
 
@@ -133,14 +135,15 @@ def _kept(progress: RunProgress, output: str) -> str:
 
 
 @contextlib.contextmanager
-def _metrics_endpoint(port: int | None, host: str) -> Iterator[EventSink | None]:
-    """With a port: a Prometheus sink for the run, served over HTTP until the run ends."""
+def _metrics_endpoint(port: int | None, host: str, config: DatasetConfig) -> Iterator[EventSink | None]:
+    """With a port: a Prometheus sink for the run (pricing usage at the config's prices), served over HTTP until
+    the run ends."""
     if port is None:
         yield None
         return
     from rowloom.observe.prometheus import MetricsServer, PrometheusSink
 
-    sink = PrometheusSink()
+    sink = PrometheusSink(prices={m.alias: m.prices for m in config.models})
     server = MetricsServer(sink.registry, port, host)
     try:
         server.start()
@@ -282,7 +285,7 @@ def run(
         with (
             messages.engine_warnings(),
             simulators(config, with_sim),
-            _metrics_endpoint(metrics_port, metrics_host) as metrics,
+            _metrics_endpoint(metrics_port, metrics_host, config) as metrics,
             display if display is not None else contextlib.nullcontext(),
         ):
             if executor is ExecutorChoice.ray:
@@ -299,6 +302,9 @@ def run(
     except KeyboardInterrupt:
         messages.status(f"interrupted{_kept(progress, output)}")
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    except BudgetReached as exc:  # says what was spent and written, and how to go on
+        messages.status(str(exc))
+        raise typer.Exit(EXIT_BUDGET) from None
     except RowloomError as exc:  # RunAborted included: an endpoint that refuses the key, too many rows dropped
         _fail(exc, _kept(progress, output))
     dropped = summary["rows_dropped"]
@@ -351,6 +357,8 @@ def validate(config_path: ConfigArg, allow_import: AllowImportOption = None) -> 
                 f"providers.{provider.name}.api_key_env: {provider.api_key_env} is not set, so requests to "
                 f"{provider.name} carry no API key; set it if the endpoint needs one"
             )
+    for warning in budget_warnings(config):
+        messages.warning(warning)
     llm = sum(1 for c in config.columns if c.model_alias)
     messages.result(
         f"{config_path} is valid: {plural(len(config.columns), 'column')} ({llm} LLM), "

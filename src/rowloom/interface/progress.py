@@ -122,6 +122,11 @@ def _fmt_count(count: float) -> str:
     return f"{count / 1000:.1f}k" if count < 1_000_000 else f"{count / 1_000_000:.1f}M"
 
 
+def _spent(progress: RunProgress) -> str | None:
+    """The money (or budgeted tokens, requests) spent so far, with every earlier run into the output."""
+    return progress.spend.brief() if progress.spend is not None else None
+
+
 def _running_parts(progress: RunProgress, stats: RequestStats | None, rates: Rates) -> list[tuple[int, str]]:
     """(priority, text) of a run still going; the lower the priority, the longer a narrow line keeps it."""
     rows_rate, requests_rate = rates.sample(progress, stats)
@@ -133,6 +138,8 @@ def _running_parts(progress: RunProgress, stats: RequestStats | None, rates: Rat
         parts.append((4, _fmt_rate(requests_rate, "req")))
         if stats.tokens:
             parts.append((5, f"{_fmt_count(rates.tokens_per_s(progress) or 0.0)} tok/s"))
+        if (spent := _spent(progress)) is not None:
+            parts.append((2, spent))
         parts += [(5, f"{name} {in_flight}/{limit}") for name, in_flight, limit in stats.loads()]
         if stats.rate_limited:
             parts.append((6, f"429s {stats.rate_limited}"))
@@ -156,6 +163,8 @@ def _final_parts(progress: RunProgress, stats: RequestStats | None) -> list[tupl
         parts.append((4, _fmt_rate(stats.total / elapsed, "req")))
         if stats.tokens:
             parts.append((5, f"{stats.tokens:,} tokens"))  # exact: the figure summary.json's ledger holds
+        if (spent := _spent(progress)) is not None:
+            parts.append((2, spent))
         if stats.rate_limited:
             parts.append((6, f"429s {stats.rate_limited}"))
     parts.append((1, f"in {elapsed:.1f} s" if elapsed < 60 else f"in {_fmt_clock(elapsed)}"))

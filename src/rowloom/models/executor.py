@@ -19,6 +19,7 @@ from rowloom.config.request_admission import RequestAdmissionConfig
 from rowloom.errors import RowloomError
 from rowloom.models.admission import RequestAdmissionController, ResourceKey
 from rowloom.models.admission.health import EndpointRejected, EndpointUnavailable, EndpointUnreachable, public_url
+from rowloom.models.budget import Reservation, SpendBudget
 from rowloom.models.types import (
     ChatClient,
     ChatRequest,
@@ -27,6 +28,8 @@ from rowloom.models.types import (
     KeyRejected,
     Outcome,
     ProviderError,
+    Usage,
+    prompt_token_bound,
 )
 from rowloom.observe.clock import SYSTEM_CLOCK, Clock
 from rowloom.observe.context import correlate
@@ -38,6 +41,9 @@ R = TypeVar("R", ChatResponse, EmbeddingResponse)
 __all__ = ["EndpointRejected", "EndpointUnavailable", "EndpointUnreachable", "ModelRequestExecutor", "RequestFailed"]
 
 _CANCELLATIONS = (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit)
+# Attempts the provider turned away before doing the work: not billed. Any other failure (a timeout, a reset
+# mid-reply, a truncated body, a reply past the size cap) may have been, so the budget charges its worst case.
+_REFUSED = frozenset({Outcome.RATE_LIMITED, Outcome.OVERLOADED, Outcome.CLIENT_ERROR})
 
 
 class RequestFailed(RowloomError):
@@ -87,8 +93,10 @@ class ModelRequestExecutor:
         clock: Clock = SYSTEM_CLOCK,
         sink: EventSink | None = None,
         rng: random.Random | None = None,
+        budget: SpendBudget | None = None,
     ):
         self.admission = admission
+        self.budget = budget
         self.config = config or admission.config
         self._clients = clients
         self._models = dict(models)
@@ -107,7 +115,13 @@ class ModelRequestExecutor:
         """Send one chat request (retried as the policy says) and return the reply."""
         client = self._client(alias)
         return await self._run(
-            alias, "chat", lambda: client.chat(request), tokens=request.estimated_tokens(), group=group, weight=weight
+            alias,
+            "chat",
+            lambda: client.chat(request),
+            tokens=request.estimated_tokens(),
+            bounds=request.token_bounds(),
+            group=group,
+            weight=weight,
         )
 
     async def embed(
@@ -120,7 +134,13 @@ class ModelRequestExecutor:
         batch = list(inputs)
         tokens = sum(len(text) for text in batch) // 4 + 1
         return await self._run(
-            alias, "embeddings", lambda: client.embed(model, batch), tokens=tokens, group=group, weight=weight
+            alias,
+            "embeddings",
+            lambda: client.embed(model, batch),
+            tokens=tokens,
+            bounds=(prompt_token_bound(batch, len(batch)), 0),
+            group=group,
+            weight=weight,
         )
 
     # ------------------------------------------------------------ the attempt loop
@@ -132,6 +152,7 @@ class ModelRequestExecutor:
         call: Callable[[], Awaitable[R]],
         *,
         tokens: int,
+        bounds: tuple[int, int],
         group: str,
         weight: float,
     ) -> R:
@@ -140,13 +161,21 @@ class ModelRequestExecutor:
         counted = 0  # failures that spend the retry budget (429s do not)
         for attempt in itertools.count(1):
             with correlate(attempt=f"{request_id}.{attempt}"):
-                lease = await self.admission.acquire(
-                    alias, domain=domain, group=group, weight=weight, tokens=tokens, retry=attempt > 1
-                )
+                # The attempt's worst case is held from before it queues (BudgetReached when it cannot fit)
+                # until it ends: the budget can never be passed by requests already admitted.
+                reservation = None if self.budget is None else self.budget.reserve(alias, *bounds)
+                try:
+                    lease = await self.admission.acquire(
+                        alias, domain=domain, group=group, weight=weight, tokens=tokens, retry=attempt > 1
+                    )
+                except BaseException:
+                    self._settle(reservation, billed=False)  # never sent
+                    raise
                 started = self._clock.now()
                 try:
                     result = await call()
                 except ProviderError as exc:
+                    self._settle(reservation, billed=exc.outcome not in _REFUSED)
                     self.admission.release(
                         lease,
                         exc.outcome,
@@ -157,13 +186,16 @@ class ModelRequestExecutor:
                     )
                     error = exc
                 except _CANCELLATIONS:
+                    self._settle(reservation, billed=True)  # the provider may have served it
                     self.admission.release(lease, Outcome.CANCELLED, rtt_s=self._clock.now() - started)
                     raise
                 except BaseException:
+                    self._settle(reservation, billed=True)
                     self.admission.release(lease, Outcome.UNEXPECTED, rtt_s=self._clock.now() - started)
                     raise
                 else:
                     usage = result.usage
+                    self._settle(reservation, usage=usage)
                     self.admission.release(
                         lease,
                         Outcome.SUCCESS,
@@ -197,6 +229,10 @@ class ModelRequestExecutor:
             finally:
                 self._backing_off[alias] -= 1
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _settle(self, reservation: Reservation | None, *, usage: Usage | None = None, billed: bool = True) -> None:
+        if reservation is not None and self.budget is not None:
+            self.budget.settle(reservation, usage=usage, billed=billed)
 
     def backing_off(self, alias: str) -> int:
         """Requests of `alias` sleeping before a retry: they hold a task but no request slot."""

@@ -1,5 +1,5 @@
-"""The token ledger: every request attempt's reported usage, per column, model alias and endpoint, and what rows
-that were dropped cost. Prices, budgets and estimates build on these counts; none of them lives here.
+"""The token ledger: every request attempt's reported usage and its price, per column, model alias and endpoint,
+and what rows that were dropped cost. Budgets and estimates build on these counts; neither lives here.
 
 Built from `RequestCompleted` and `RowGroupCheckpointed` events only, so it reads the same whether it watched a
 run live or replays its event log. Knows columns and rows only as the ids the events carry.
@@ -8,9 +8,11 @@ run live or replays its event log. Knows columns and rows only as the ids the ev
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from rowloom.config.pricing import Pricing
 from rowloom.models.types import Usage
 from rowloom.observe.events.base import Event
 
@@ -37,7 +39,8 @@ class TokenCounts:
     5xx is a request, not tokens); `unknown_usage` counts replies that carried no usage, whose tokens are unknown,
     not zero; `abandoned` counts attempts cancelled in flight (Ctrl-C, a run that stopped), which the provider may
     have served and billed though no reply was read. `cached_tokens` is part of `prompt_tokens` and
-    `reasoning_tokens` part of `completion_tokens`."""
+    `reasoning_tokens` part of `completion_tokens`. `cost` is the price of the reported usage of models with
+    prices; `unpriced` counts replies with usage of models without prices (their cost is not in `cost`)."""
 
     requests: int = 0
     unknown_usage: int = 0
@@ -46,6 +49,8 @@ class TokenCounts:
     completion_tokens: int = 0
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    cost: float = 0.0
+    unpriced: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -57,9 +62,9 @@ class TokenCounts:
         for name in _COUNT_FIELDS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, Any]:
         """The JSON form (summary.json, manifest.json), with `total_tokens`."""
-        out = {name: getattr(self, name) for name in _COUNT_FIELDS}
+        out: dict[str, Any] = {name: getattr(self, name) for name in _COUNT_FIELDS}
         out["total_tokens"] = self.total_tokens
         return out
 
@@ -67,23 +72,31 @@ class TokenCounts:
     def from_dict(cls, data: Any) -> TokenCounts:
         """Read `to_dict` output back; missing or malformed counts read as zero."""
         data = data if isinstance(data, dict) else {}
-        return cls(**{name: _int(data.get(name)) for name in _COUNT_FIELDS})
+        counts = cls(**{name: _int(data.get(name)) for name in _COUNT_FIELDS if name != "cost"})
+        cost = data.get("cost")
+        counts.cost = float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else 0.0
+        return counts
 
     @classmethod
-    def of_event(cls, event: Any) -> TokenCounts:
-        """One attempt's counts from its `RequestCompleted` event."""
+    def of_event(cls, event: Any, prices: Pricing | None = None) -> TokenCounts:
+        """One attempt's counts from its `RequestCompleted` event, priced with `prices` when given."""
         known = getattr(event, "usage_known", None)
         if known is None:  # no reply: a failed attempt (or an event from before the ledger) spent no tokens
             return cls(requests=1, abandoned=int(event.outcome == "cancelled"))
         if not known:
             return cls(requests=1, unknown_usage=1)
-        return cls(
+        counts = cls(
             requests=1,
             prompt_tokens=_int(event.prompt_tokens),
             completion_tokens=_int(event.completion_tokens),
             cached_tokens=_int(event.cached_tokens),
             reasoning_tokens=_int(event.reasoning_tokens),
         )
+        if prices is None:
+            counts.unpriced = 1
+        else:
+            counts.cost = prices.cost(counts.prompt_tokens, counts.completion_tokens, counts.cached_tokens)
+        return counts
 
 
 _COUNT_FIELDS = tuple(f.name for f in fields(TokenCounts))
@@ -103,7 +116,8 @@ class TokenLedger:
     column task (a batch) belongs to no single row and is not split.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, prices: Mapping[str, Pricing | None] | None = None) -> None:
+        self.prices = dict(prices or {})  # by model alias
         self.total = TokenCounts()
         self.by_column: dict[str, TokenCounts] = defaultdict(TokenCounts)
         self.by_model: dict[str, TokenCounts] = defaultdict(TokenCounts)
@@ -127,7 +141,7 @@ class TokenLedger:
         return None
 
     def _record(self, event: Any) -> None:
-        counts = TokenCounts.of_event(event)
+        counts = TokenCounts.of_event(event, self.prices.get(event.alias or ""))
         self.total.add(counts)
         self.by_column[event.group].add(counts)
         self.by_model[event.alias or "?"].add(counts)
@@ -152,6 +166,11 @@ class TokenLedger:
             if row in rows:
                 self.dropped_rows.add(rows[row])
 
+    @property
+    def currency(self) -> str | None:
+        """The prices' currency (one per config), or None without prices."""
+        return next((p.currency for p in self.prices.values() if p is not None), None)
+
     def to_dict(self) -> dict[str, Any]:
         """The `ledger` section of summary.json and manifest.json."""
 
@@ -160,6 +179,8 @@ class TokenLedger:
             return {name: c.to_dict() for name, c in sorted(dict(counts).items())}
 
         return {
+            "currency": self.currency,
+            "prices": {alias: p.model_dump() for alias, p in sorted(self.prices.items()) if p is not None},
             "totals": self.total.to_dict(),
             "by_column": table(self.by_column),
             "by_model": table(self.by_model),
@@ -173,9 +194,15 @@ def merge_ledgers(*ledgers: Any) -> dict[str, Any]:
     that is not such a document counts as empty."""
     total, dropped = TokenCounts(), TokenCounts()
     tables: dict[str, dict[str, TokenCounts]] = {"by_column": {}, "by_model": {}, "by_endpoint": {}}
+    currency, prices = None, {}
     for ledger in ledgers:
         if not isinstance(ledger, dict):
             continue
+        prices = ledger.get("prices") or prices  # the latest run's: what the report prices events with
+        named = ledger.get("currency")
+        if named and currency and named != currency:
+            named = "mixed"  # prices changed currency between runs: the sums are not in either one
+        currency = named or currency
         total.add(TokenCounts.from_dict(ledger.get("totals")))
         dropped.add(TokenCounts.from_dict(ledger.get("dropped_rows")))
         for section, merged in tables.items():
@@ -183,6 +210,8 @@ def merge_ledgers(*ledgers: Any) -> dict[str, Any]:
             for name, counts in (entries if isinstance(entries, dict) else {}).items():
                 merged.setdefault(name, TokenCounts()).add(TokenCounts.from_dict(counts))
     return {
+        "currency": currency,
+        "prices": prices,
         "totals": total.to_dict(),
         **{section: {n: c.to_dict() for n, c in sorted(m.items())} for section, m in tables.items()},
         "dropped_rows": dropped.to_dict(),

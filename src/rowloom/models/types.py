@@ -6,6 +6,8 @@ No knowledge of columns or rows lives here; the engine builds a `ChatRequest`, t
 from __future__ import annotations
 
 import enum
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -84,6 +86,19 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
+# Tokens a chat template may add around each message (role markers, separators) and around the whole prompt;
+# generous for every template we know of (OpenAI's adds 3-4 per message, Llama 3's 5, ChatML's 4).
+MESSAGE_OVERHEAD_TOKENS = 8
+PROMPT_OVERHEAD_TOKENS = 16
+
+
+def prompt_token_bound(texts: Iterable[str], messages: int = 1) -> int:
+    """An upper bound on the prompt tokens of `texts`: byte-level tokenizers (BPE, SentencePiece with byte
+    fallback) never make more tokens than UTF-8 bytes; plus the chat template's overhead per message."""
+    size = sum(len(t.encode("utf-8", "surrogatepass")) for t in texts)
+    return size + MESSAGE_OVERHEAD_TOKENS * messages + PROMPT_OVERHEAD_TOKENS
+
+
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
     """One chat-completions call: messages plus inference parameters and an optional JSON Schema."""
@@ -98,6 +113,16 @@ class ChatRequest:
         """A cheap upper estimate of the tokens this request uses (prompt chars / 4 + max_tokens)."""
         chars = sum(len(m.get("content", "")) for m in self.messages)
         return chars // 4 + int(self.params.get("max_tokens") or 256)
+
+    def token_bounds(self) -> tuple[int, int]:
+        """Upper bounds on this request's (prompt, completion) tokens: the prompt's `prompt_token_bound` (its
+        messages and any JSON Schema, which providers put in the prompt) and `max_tokens` (0 when unset: the
+        reply's length has no bound then)."""
+        texts = [str(m.get("content", "")) for m in self.messages]
+        if self.json_schema is not None:
+            texts.append(json.dumps(self.json_schema, separators=(",", ":")))
+        cap = self.params.get("max_completion_tokens") or self.params.get("max_tokens") or 0
+        return prompt_token_bound(texts, len(self.messages)), int(cap) if isinstance(cap, int) else 0
 
 
 @dataclass(frozen=True, slots=True)

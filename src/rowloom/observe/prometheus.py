@@ -7,6 +7,7 @@ Imports `prometheus_client`, so import this module only when `--metrics-port` is
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from socketserver import ThreadingMixIn
 from types import TracebackType
 from typing import Any
@@ -14,6 +15,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
 
+from rowloom.config.pricing import Pricing
 from rowloom.observe.events.base import Event
 from rowloom.observe.sources import SourceSums
 
@@ -23,8 +25,10 @@ _TOKEN_KINDS = ("prompt", "completion", "cached", "reasoning")
 class PrometheusSink:
     """Turns events into request, limit, queue and row metrics in a per-run registry."""
 
-    def __init__(self, registry: CollectorRegistry | None = None):
+    def __init__(self, registry: CollectorRegistry | None = None, prices: Mapping[str, Pricing | None] | None = None):
+        """`prices` (by model alias) price the reported usage into `rowloom_cost`; without, it stays empty."""
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.prices = {alias: p for alias, p in (prices or {}).items() if p is not None}
         r = self.registry
         ep, pool = ["endpoint"], ["pool"]
         self.requests = Counter(
@@ -37,6 +41,12 @@ class PrometheusSink:
             "rowloom_tokens",
             "Tokens the provider reported, by kind: prompt, completion, cached (of prompt), reasoning (of completion).",
             [*ledger, "kind"],
+            registry=r,
+        )
+        self.cost = Counter(
+            "rowloom_cost",
+            "Cost of the reported usage at the config's prices, by currency (models without prices: absent).",
+            [*ledger, "currency"],
             registry=r,
         )
         unknown = "Replies without a usage block: their tokens are unknown."
@@ -93,6 +103,9 @@ class PrometheusSink:
             for kind in _TOKEN_KINDS:
                 if count := getattr(e, f"{kind}_tokens"):
                     self.ledger_tokens.labels(e.key, e.alias or "", e.group, kind).inc(count)
+            if (price := self.prices.get(e.alias or "")) is not None:
+                cost = price.cost(e.prompt_tokens or 0, e.completion_tokens or 0, e.cached_tokens or 0)
+                self.cost.labels(e.key, e.alias or "", e.group, price.currency).inc(cost)
 
     def _on_limit_changed(self, e: Any) -> None:
         self._gauge(self.limit, ("limit", e.key), e, value=e.new)

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from rowloom.observe.report_ledger import LEDGER_PLOT_ID, ledger_table, spend_figure, spend_series
 from rowloom.observe.sinks import read_jsonl
 from rowloom.observe.timeline import IDLE_CAUSES, Series, Timeline, build_timeline, select_job
 
@@ -70,13 +71,25 @@ def report_html(
     summary: Mapping[str, Any], events: Sequence[Mapping[str, Any]] | None, *, job: str | None, name: str
 ) -> str:
     """The report of a run from its summary and events (None: not recorded), titled with its folder's name."""
-    timeline = build_timeline(select_job(events, job)) if events is not None else None
-    return render_html(summary, timeline, title=f"rowloom run report — {name}")
+    if events is None:
+        return render_html(summary, None, title=f"rowloom run report — {name}")
+    selected = select_job(events, job)
+    timeline = build_timeline(selected)
+    ledger = summary.get("ledger") if isinstance(summary.get("ledger"), Mapping) else {}
+    spend = spend_series(selected, timeline.origin, ledger.get("prices"))
+    return render_html(summary, timeline, title=f"rowloom run report — {name}", spend=spend)
 
 
-def render_html(summary: Mapping[str, Any], timeline: Timeline | None, *, title: str = "rowloom run report") -> str:
-    """The report as one HTML document: summary tables, and the plots when a timeline is given."""
-    parts = [f"<h1>{html.escape(title)}</h1>", _summary_table(summary, timeline), _ledger_table(summary)]
+def render_html(
+    summary: Mapping[str, Any],
+    timeline: Timeline | None,
+    *,
+    title: str = "rowloom run report",
+    spend: Mapping[str, Any] | None = None,
+) -> str:
+    """The report as one HTML document: summary tables, and the plots when a timeline is given (with `spend`,
+    the `report_ledger.spend_series` of its events: tokens and cost per column over time)."""
+    parts = [f"<h1>{html.escape(title)}</h1>", _summary_table(summary, timeline), ledger_table(summary)]
     if timeline is None:
         parts.append(
             '<p class="note" id="no-events">Events were not recorded for this run, so there are no plots. '
@@ -91,6 +104,10 @@ def render_html(summary: Mapping[str, Any], timeline: Timeline | None, *, title:
         parts.append(_endpoint_table(timeline))
         parts.append(_outage_table(timeline))
         parts.extend(_plots(timeline))
+        if spend:
+            ledger = summary.get("ledger") if isinstance(summary.get("ledger"), Mapping) else {}
+            figure = spend_figure(spend, ledger.get("currency"))
+            parts.append(_plot_section(LEDGER_PLOT_ID, "Tokens and cost per column over time", figure))
         parts.append(_idle_rule())
     return html_page(title, parts, head_js)
 
@@ -165,43 +182,6 @@ def _summary_table(summary: Mapping[str, Any], timeline: Timeline | None) -> str
         )
         rows.append(("idle request capacity", f"{total_idle:.1f} slot-s" + (f" ({split})" if split else "")))
     return "<h2>Summary</h2>" + _kv_table(rows, "summary")
-
-
-_LEDGER_FIELDS = (
-    ("requests", "requests"),
-    ("prompt", "prompt_tokens"),
-    ("cached", "cached_tokens"),
-    ("completion", "completion_tokens"),
-    ("reasoning", "reasoning_tokens"),
-    ("unknown usage", "unknown_usage"),
-    ("abandoned", "abandoned"),
-)
-
-
-def _ledger_table(summary: Mapping[str, Any]) -> str:
-    """The token ledger (docs/observability.md): this run in total, per column, model and endpoint, what dropped
-    rows cost, and every run into the folder; a note when the summary predates the ledger."""
-    ledger = summary.get("ledger")
-    if not isinstance(ledger, Mapping):
-        return "<h2>Tokens</h2><p class='note' id='ledger'>This summary has no token ledger.</p>"
-    rows: list[tuple[str, Any]] = [("this run", ledger.get("totals"))]
-    for section, label in (("by_column", "column"), ("by_model", "model"), ("by_endpoint", "endpoint")):
-        rows += [(f"{label} {name}", counts) for name, counts in (ledger.get(section) or {}).items()]
-    rows.append(("spent on dropped rows", ledger.get("dropped_rows")))
-    if summary.get("ledger_all_runs") not in (None, ledger):
-        rows.append(("all runs into the folder", summary["ledger_all_runs"].get("totals")))
-    head = "<tr><th></th>" + "".join(f"<th>{label}</th>" for label, _ in _LEDGER_FIELDS) + "</tr>"
-    body = []
-    for label, counts in rows:
-        counts = counts if isinstance(counts, Mapping) else {}
-        cells = [f"{int(counts.get(key) or 0):,}" for _, key in _LEDGER_FIELDS]
-        body.append(f"<tr><th>{html.escape(label)}</th>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    note = (
-        "<p class='note'>Cached tokens are part of the prompt, reasoning tokens part of the completion. Unknown "
-        "usage: replies without a usage block; abandoned: attempts cancelled in flight. Their tokens are unknown, "
-        "not zero.</p>"
-    )
-    return f"<h2>Tokens</h2><table id='ledger' class='grid'>{head}{''.join(body)}</table>{note}"
 
 
 def _endpoint_table(timeline: Timeline) -> str:
@@ -407,12 +387,13 @@ def _plots(timeline: Timeline) -> list[str]:
     fig.update_xaxes(title_text="seconds since job start", row=1, col=2)
     figures.append(("plot-idle", "Idle breakdown: where unused request capacity went", fig))
 
-    out = []
-    for div_id, heading, figure in figures:
-        figure.update_layout(margin={"l": 60, "r": 20, "t": 40, "b": 50}, template="plotly_white")
-        snippet = figure.to_html(full_html=False, include_plotlyjs=False, div_id=div_id, config={"responsive": True})
-        out.append(f"<section class='plot'><h2>{html.escape(heading)}</h2>{snippet}</section>")
-    return out
+    return [_plot_section(div_id, heading, figure) for div_id, heading, figure in figures]
+
+
+def _plot_section(div_id: str, heading: str, figure: Any) -> str:
+    figure.update_layout(margin={"l": 60, "r": 20, "t": 40, "b": 50}, template="plotly_white")
+    snippet = figure.to_html(full_html=False, include_plotlyjs=False, div_id=div_id, config={"responsive": True})
+    return f"<section class='plot'><h2>{html.escape(heading)}</h2>{snippet}</section>"
 
 
 _CSS = """

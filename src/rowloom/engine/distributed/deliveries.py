@@ -14,6 +14,7 @@ from rowloom.engine.distributed.worker import Delivery
 from rowloom.engine.output_location import TEMP_PREFIX
 from rowloom.engine.progress import RunProgress
 from rowloom.engine.storage import DATA_DIR, OutputStore, WrittenRowGroup
+from rowloom.models.budget import Spend
 from rowloom.observe.sinks import EventSink
 
 PART_PREFIX = f"{DATA_DIR}/part-"
@@ -30,6 +31,14 @@ class DriverStore(OutputStore):
         self.written[entry.index] = entry
         self._write_manifest(complete=False)
         return True
+
+    def spent(self) -> Spend:
+        # Workers charge no budget of the driver's (a run under Ray has none): this run is charged what its
+        # ledger reported.
+        total, this_run = Spend(), self.ledger.total
+        total.add(self.spend.before)
+        total.add(Spend(cost=this_run.cost, tokens=this_run.total_tokens, requests=this_run.requests))
+        return total
 
     def discard(self, entry: WrittenRowGroup) -> None:
         """Remove a delivered part that is not listed (a dropped worker's, or a second copy of a row group)."""

@@ -42,7 +42,7 @@ from rowloom.engine.progress import RunProgress
 from rowloom.engine.resume import Action, decide
 from rowloom.engine.storage import ResumeMode, WrittenRowGroup
 from rowloom.engine.terms import CLI_TERMS, Terms
-from rowloom.errors import RowloomError, RowloomWarning
+from rowloom.errors import ConfigError, ConfigProblem, RowloomError, RowloomWarning
 from rowloom.models.admission.cooldown import Cooldown
 from rowloom.models.admission.limits import limit_from_config
 from rowloom.observe.context import correlate
@@ -228,6 +228,15 @@ def run_distributed(
     shorter run is extended, as in a local run (`engine.resume`).
     """
     started = time.monotonic()
+    if config.run.budget is not None:
+        # Each worker has its own request path: a budget would be enforced once per worker, not once per run.
+        raise ConfigError(
+            ConfigProblem(
+                "run.budget",
+                "is enforced by the local executor only; under Ray each worker would spend it again",
+                "remove run.budget for this run, or run without --executor ray",
+            )
+        )
     location = OutputLocation.of(output, terms)
     check_export_target(config, location, terms)
     decision = decide(location, config, num_records, resume, terms)
@@ -240,7 +249,7 @@ def run_distributed(
     seed = choose_seed(config, decision)
     store = DriverStore(location, config, plan, num_records, seed)
     store.inputs = run_inputs.settle(config, decision.manifest, location, terms)
-    store.open(decision.manifest, decision.extended_from, terms)
+    store.open(decision.manifest, decision.extended_from, terms, decision.accounts)
     stats = RequestStats()
     events = FanoutSink([stats, store.ledger, *([sink] if sink is not None else [])])
     progress = progress or RunProgress()
