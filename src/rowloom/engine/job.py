@@ -31,7 +31,7 @@ from rowloom.engine.output_lock import WriterLock
 from rowloom.engine.plan import build_plan
 from rowloom.engine.progress import RunProgress
 from rowloom.engine.resume import Action, ResumeDecision, decide, folder_name
-from rowloom.engine.runtime import RequestRuntime
+from rowloom.engine.runtime import ClientFactory, RequestRuntime
 from rowloom.engine.scheduler import Scheduler
 from rowloom.engine.seed_reader import SeedReader
 from rowloom.engine.storage import MANIFEST, SUMMARY, OutputStore, ResumeMode
@@ -165,15 +165,17 @@ async def run_job(
     clock: Clock = SYSTEM_CLOCK,
     on_start: Callable[[Scheduler, RequestStats], None] | None = None,
     terms: Terms = CLI_TERMS,
+    client_factory: ClientFactory | None = None,
 ) -> JobResult:
     """Generate `num_records` rows; with `output=None` keep them in memory (preview) instead of writing.
 
     A folder that already holds this complete run is left as it is (`JobResult.generated` is False); a run of
     the same config with fewer records is extended. Messages name the caller's arguments as `terms` spell them.
+    `client_factory` replaces every provider's HTTP client (`RequestRuntime`).
     """
     location = OutputLocation.of(output, terms) if output is not None else None
     check_export_target(config, location, terms)
-    args = (config, num_records, location, resume, sink, progress, clock, on_start, terms)
+    args = (config, num_records, location, resume, sink, progress, clock, on_start, terms, client_factory)
     if location is None:
         return await _run(*args)
     # Taken before the folder is read (no other run changes it until this one ends); off the loop: an object
@@ -192,6 +194,7 @@ async def _run(
     clock: Clock,
     on_start: Callable[[Scheduler, RequestStats], None] | None,
     terms: Terms,
+    client_factory: ClientFactory | None = None,
 ) -> JobResult:
     started = time.monotonic()
     decision = ResumeDecision(Action.START)  # a preview writes nothing
@@ -239,7 +242,7 @@ async def _run(
     progress.begin(records_total=num_records, row_groups_total=len(plan.row_groups), records_resumed=resumed)
     job_id = uuid.uuid4().hex[:12]
     status, message = "completed", ""
-    runtime = RequestRuntime(config, sink=events, clock=clock, budget=store.spend)
+    runtime = RequestRuntime(config, sink=events, clock=clock, budget=store.spend, client_factory=client_factory)
     generators: dict[str, Any] = {}
     features: dict[str, Any] = {}
     with correlate(job=job_id):

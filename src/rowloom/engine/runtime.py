@@ -6,6 +6,7 @@ provider's llama.cpp server is started on entry (before its client exists) and s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from rowloom.config.dataset import DatasetConfig
@@ -18,6 +19,10 @@ from rowloom.models.local import LocalModelServer
 from rowloom.models.types import ChatClient
 from rowloom.observe.clock import Clock
 from rowloom.observe.sinks import EventSink
+
+#: Builds the client of one provider instead of `OpenAIClient`: called with the provider as requests see it (a
+#: local one started, its `base_url` set) and the API key that provider's server requires (None for others).
+ClientFactory = Callable[[ProviderConfig, str | None], ChatClient]
 
 
 def effective_model(model: ModelConfig, provider: ProviderConfig) -> ModelConfig:
@@ -42,10 +47,13 @@ class RequestRuntime:
         clock: Clock,
         limit_factory: LimitFactory | None = None,
         budget: SpendBudget | None = None,
+        client_factory: ClientFactory | None = None,
     ):
         """`limit_factory` replaces the configured adaptive limit of every key (a Ray worker's grants); `budget`
-        charges every attempt and refuses one that would pass the run's budget."""
+        charges every attempt and refuses one that would pass the run's budget; `client_factory` replaces the HTTP
+        client of every provider (the dry client of `rowloom estimate`)."""
         self.config = config
+        self.client_factory = client_factory
         self.budget = budget
         self.sink = sink
         self.clock = clock
@@ -94,7 +102,11 @@ class RequestRuntime:
             server = self.local_servers[name] = LocalModelServer(provider)
             await server.start()
             provider, api_key = server.provider, server.api_key
-        self.clients[name] = OpenAIClient(provider, pool_size=max(8, self._pool_sizes[name] + 4), api_key=api_key)
+        if self.client_factory is not None:
+            self.clients[name] = self.client_factory(provider, api_key)
+        else:
+            pool_size = max(8, self._pool_sizes[name] + 4)
+            self.clients[name] = OpenAIClient(provider, pool_size=pool_size, api_key=api_key)
         return provider
 
     async def _close(self) -> None:
