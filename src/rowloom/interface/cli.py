@@ -28,6 +28,7 @@ from rowloom.engine.resume import Action, check_output
 from rowloom.errors import BudgetReached, ConfigError, ConfigProblem, RowloomError, RunInterrupted, UserCodeError
 from rowloom.interface import messages
 from rowloom.interface.bench_cli import bench_app
+from rowloom.interface.estimate_cli import estimate
 from rowloom.interface.export_cli import export_app
 from rowloom.interface.output import CliConsole, plural, print_records
 from rowloom.interface.progress import ProgressDisplay
@@ -447,6 +448,7 @@ def _read_events(path: Path) -> list[dict]:
 
 
 app.command("sim", help="Run the OpenAI-compatible provider simulator on 127.0.0.1.")(sim)
+app.command("estimate")(estimate)
 app.add_typer(bench_app, name="bench")
 app.add_typer(export_app)
 
