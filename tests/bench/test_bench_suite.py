@@ -23,14 +23,26 @@ END_TO_END = ["matched_cap", "two_models", "mixed_lengths", "outage_short"]
 def test_scenarios_run_end_to_end_and_report_metrics(tmp_path):
     args = [arg for name in END_TO_END for arg in ("-s", name)]
     result = subprocess.run(
-        [sys.executable, "-m", "rowloom.interface", "bench", "--quick", *args, "--out", str(tmp_path)],
+        # A smoke run: every path at 100 records (the scenarios' own sizes are the benchmark's business).
+        [
+            sys.executable,
+            "-m",
+            "rowloom.interface",
+            "bench",
+            "--quick",
+            *args,
+            "--records",
+            "100",
+            "--out",
+            str(tmp_path),
+        ],
         capture_output=True,
         text=True,
         timeout=580,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     document = json.loads((tmp_path / "bench.json").read_text())
-    assert sorted(document["scenarios"]) == sorted(END_TO_END)
+    assert sorted(document["scenarios"]) == sorted(END_TO_END) and document["records"] == 100
     for name, r in document["scenarios"].items():
         assert r["status"] == "completed", (name, r["status"])
         assert r["requests"] > 0 and r["rows_written"] > 0 and r["rows_short"] == 0
@@ -75,3 +87,13 @@ def test_compare_reports_relative_change():
 def test_every_guardrail_names_a_known_scenario():
     rails = suite.load_guardrails(suite.DEFAULT_GUARDRAILS)
     assert set(rails) - {"*"} <= set(SCENARIOS)
+
+
+def test_a_smoke_run_is_never_judged_by_the_guardrails(tmp_path):
+    from typer.testing import CliRunner
+
+    from rowloom.interface.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "--check", "--records", "50", "-s", "matched_cap", "-o", str(tmp_path)])
+    assert result.exit_code == 2 and "drop --records to check guardrails" in " ".join(result.output.split())
+    assert not (tmp_path / "bench.json").exists()

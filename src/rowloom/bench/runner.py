@@ -75,8 +75,11 @@ def _run_job(
         return _Run(status, wall, client_cpu, reset_at, {name: p.stats() for name, p in procs.items()})
 
 
-def run_scenario(scenario: Scenario, *, quick: bool, out_dir: Path, keep_output: bool = False) -> dict[str, Any]:
-    """Run `scenario` once and return its metrics (also writing its event log into `out_dir`).
+def run_scenario(
+    scenario: Scenario, *, quick: bool, out_dir: Path, keep_output: bool = False, records: int | None = None
+) -> dict[str, Any]:
+    """Run `scenario` once and return its metrics (also writing its event log into `out_dir`); `records`
+    overrides the scenario's size (a smoke run: its figures are not the scenario's).
 
     A scenario with outage windows first runs the same job against endpoints without them (`baseline_wall_s`),
     so what the outages cost beyond their own length is measured (`outage_overhead_s`).
@@ -84,7 +87,7 @@ def run_scenario(scenario: Scenario, *, quick: bool, out_dir: Path, keep_output:
     out_dir.mkdir(parents=True, exist_ok=True)
     events_path = out_dir / f"{scenario.name}.events.jsonl"
     events_path.unlink(missing_ok=True)
-    num_records = scenario.records(quick)
+    num_records = records or scenario.records(quick)
     outage_free = {ep.provider: ep.sim.model_copy(update={"outages": ()}) for ep in scenario.endpoints}
     baseline: _Run | None = None
     if any(ep.sim.outages for ep in scenario.endpoints):
@@ -203,8 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("scenario", choices=sorted(SCENARIOS))
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, required=True, help="Folder for NAME.json and NAME.events.jsonl")
+    parser.add_argument("--records", type=int, default=None, help="Override the scenario's number of records")
     args = parser.parse_args(argv)
-    result = run_scenario(SCENARIOS[args.scenario], quick=args.quick, out_dir=args.out)
+    result = run_scenario(SCENARIOS[args.scenario], quick=args.quick, out_dir=args.out, records=args.records)
     (args.out / f"{args.scenario}.json").write_text(json.dumps(result, indent=1))
     return 0 if result["status"] == "completed" else 1
 

@@ -44,8 +44,9 @@ def select(names: Iterable[str] | None, quick: bool) -> list[str]:
     return [name for name, s in SCENARIOS.items() if s.in_quick or not quick]
 
 
-def run_suite(names: list[str], *, quick: bool, out_dir: Path, log=print) -> dict[str, Any]:
-    """Run each scenario in a fresh Python process and collect the results into one document."""
+def run_suite(names: list[str], *, quick: bool, out_dir: Path, log=print, records: int | None = None) -> dict[str, Any]:
+    """Run each scenario in a fresh Python process and collect the results into one document (`records`: every
+    scenario at that size instead of its own, a smoke run whose figures the guardrails do not judge)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
     started = time.time()
@@ -54,6 +55,8 @@ def run_suite(names: list[str], *, quick: bool, out_dir: Path, log=print) -> dic
         cmd = [sys.executable, "-m", "rowloom.bench.runner", name, "--out", str(out_dir)]
         if quick:
             cmd.append("--quick")
+        if records is not None:
+            cmd += ["--records", str(records)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         result_file = out_dir / f"{name}.json"
         if result_file.is_file():
@@ -61,7 +64,13 @@ def run_suite(names: list[str], *, quick: bool, out_dir: Path, log=print) -> dic
         else:
             results[name] = {"scenario": name, "status": f"crashed: {proc.stderr.strip()[-2000:]}"}
         log(f"  {name}: {summary_line(results[name])}")
-    return {"quick": quick, "started_at": started, "duration_s": round(time.time() - started, 1), "scenarios": results}
+    return {
+        "quick": quick,
+        **({"records": records} if records is not None else {}),
+        "started_at": started,
+        "duration_s": round(time.time() - started, 1),
+        "scenarios": results,
+    }
 
 
 def summary_line(r: dict[str, Any]) -> str:

@@ -52,6 +52,14 @@ def bench(
         "bench-results"
     ),
     guardrails: Annotated[Path, typer.Option(help="Guardrail thresholds (YAML).")] = suite.DEFAULT_GUARDRAILS,
+    records: Annotated[
+        int | None,
+        typer.Option(
+            min=10,
+            help="Run every scenario at this many records instead of its own size: a smoke run of the mechanics, "
+            "whose figures are not the scenario's (--check refuses it).",
+        ),
+    ] = None,
 ) -> None:
     """Run the scenarios, write bench.json + bench.md (+ report.html), and optionally check guardrails."""
     if ctx.invoked_subcommand is not None:
@@ -61,7 +69,10 @@ def bench(
     except ValueError as exc:
         messages.error(f"--scenario: {exc}")
         raise typer.Exit(2) from None
-    document = suite.run_suite(names, quick=quick, out_dir=out, log=_log)
+    if check and records is not None:
+        messages.error("--check judges each scenario at its own size; drop --records to check guardrails")
+        raise typer.Exit(2)
+    document = suite.run_suite(names, quick=quick, out_dir=out, log=_log, records=records)
     (out / "bench.json").write_text(json.dumps(document, indent=1))
     (out / "bench.md").write_text(suite.markdown_table(document))
     _write_report(document, out)

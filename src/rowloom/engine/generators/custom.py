@@ -11,8 +11,6 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import pandas as pd
-
 from rowloom.config.columns import CustomColumn
 from rowloom.config.imports import import_function
 from rowloom.engine.generators.base import BatchContext, CellFailed, DropRow, Generator
@@ -83,6 +81,8 @@ class CustomGenerator(Generator):
         return coerce(value, self.column.dtype, self.name)
 
     async def batch(self, ctx: BatchContext) -> list[Any]:
+        import pandas as pd  # only batch columns need it: a run without one starts half a second sooner
+
         frame = pd.DataFrame(
             {name: [values[r] for r in ctx.live_rows] for name, values in ctx.inputs.items()},
             index=ctx.live_rows,
