@@ -3,8 +3,8 @@
 Every attempt reserves its worst case before it is sent — a bound on its prompt tokens plus its `max_tokens` —
 and settles when it ends: with the tokens the reply reported, with the worst case when the provider may have
 billed without saying (a reply without usage, a timeout, a reply cut off, an attempt abandoned in flight), or with
-the request alone when the provider turned it away (a 429, a 503 or 529, another 4xx). With `max_tokens` set the charged spend therefore
-never passes a limit; without it the replies in flight can pass it by their length.
+the request alone when the provider turned it away (a 429, a 503 or 529, another 4xx). With `max_tokens` set the
+charged spend therefore never passes a limit; without it the replies in flight can pass it by their length.
 
 The spend is cumulative across the runs of one output folder: the manifest records it with every row group, so
 a resumed run — perhaps with a raised budget — starts from what the earlier runs were charged.
