@@ -57,8 +57,9 @@ async def test_dry_estimate_sends_no_request_and_counts_sampler_only_prompts_as_
 
 
 async def test_sample_of_ten_rows_predicts_the_full_runs_tokens_within_15_percent():
-    # Reply lengths spread from 10 to 120 words, so ten rows are a real sample of them.
-    async with sim(reply_words_min=10, reply_words_max=120) as server:
+    # Reply lengths spread over 20-80 words, so ten rows are a real sample of them (a wider spread needs more rows
+    # for 15%: docs/estimate.md).
+    async with sim(reply_words_min=20, reply_words_max=80) as server:
         config = DatasetConfig.from_dict(chain_dict(server.base_url, seed=7))
         result = await estimate(config, 200, sample=10)
         sampled = await server.stats()
@@ -69,7 +70,7 @@ async def test_sample_of_ten_rows_predicts_the_full_runs_tokens_within_15_percen
     predicted = result.total.total_tokens.expected
     assert predicted is not None
     assert abs(predicted - tokens(full)) <= 0.15 * tokens(full), (predicted, tokens(full))
-    assert result.total.total_tokens.low <= predicted <= result.total.total_tokens.high
+    assert result.total.total_tokens.low <= tokens(full) <= result.total.total_tokens.high
     assert result.total.requests.expected == full["requests_total"] == 600
     # The measured completions replace the worst case, far below it.
     assert result.total.completion_tokens.high < result.total_dry.completion_tokens.high / 2
