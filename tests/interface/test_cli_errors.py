@@ -272,7 +272,7 @@ def test_a_with_sim_typo_names_the_nearest_setting_and_lists_them_all(tmp_path):
     code, output = invoke("run", str(config), "-n", "5", "-o", str(tmp_path / "out"), "--with-sim", "latncy_s=0.2")
     assert code == 2 and output.count("\n") == 1
     assert output.startswith("error: --with-sim: unknown setting 'latncy_s' (did you mean 'latency_s'?); ")
-    assert "valid settings: mode, latency_s, jitter" in output and "pydantic" not in output
+    assert "valid settings: mode, api, latency_s, jitter" in output and "pydantic" not in output
     code, output = invoke("run", str(config), "-n", "5", "-o", str(tmp_path / "out"), "--with-sim", "capacity=lots")
     assert code == 2 and output.startswith("error: --with-sim: capacity='lots': ") and "pydantic" not in output
 

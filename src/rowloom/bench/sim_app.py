@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +21,7 @@ from rowloom.bench.sim_config import SimulatorConfig
 from rowloom.bench.sim_limits import RateLimits
 from rowloom.bench.sim_replies import ReplyRequestError, chat_reply, embedding_vector, estimate_tokens
 from rowloom.bench.sim_service import Fault, ServiceDraws
+from rowloom.bench.sim_shapes import SHAPES
 from rowloom.bench.sim_sharing import ProcessorSharing
 from rowloom.bench.sim_stats import SimStats
 
@@ -38,11 +38,6 @@ _GATEWAY_BODIES = {
     b"Time-out</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n",
 }
 _HTML_HEADERS = {"Content-Type": "text/html"}
-
-
-def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> bytes:
-    """An OpenAI-style error document."""
-    return orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
 
 
 @dataclass(slots=True)
@@ -71,7 +66,7 @@ class SimulatorApp:
         self._draws = ServiceDraws(config)
         self._sharing = ProcessorSharing(self.capacity_now) if config.mode == "vllm" else None
         self._ids = itertools.count(1)
-        self._auth = f"Bearer {config.api_key}" if config.api_key else None
+        self.shape = SHAPES[config.api]
         self._epoch = now
         self._on_reset = on_reset
         self._step_timers: list[asyncio.TimerHandle] = []
@@ -86,9 +81,12 @@ class SimulatorApp:
     def web_app(self) -> web.Application:
         """The aiohttp application serving every endpoint."""
         app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_post("/v1/chat/completions", self._chat)
-        app.router.add_post("/v1/embeddings", self._embeddings)
-        app.router.add_get("/v1/models", self._models)
+        shape = self.shape
+        app.router.add_post(shape.chat_path, self._chat)
+        if shape.embeddings_path is not None:
+            app.router.add_post(shape.embeddings_path, self._embeddings)
+        if shape.models_path is not None:
+            app.router.add_get(shape.models_path, self._models)
         app.router.add_get("/stats", self._stats)
         app.router.add_post("/stats/reset", self._reset)
         app.router.add_get("/health", self._health)
@@ -175,21 +173,25 @@ class SimulatorApp:
 
     # --- one model request -----------------------------------------------------------------------------
 
-    async def _model_call(self, request: web.Request, prepare: Callable[[dict[str, Any]], _Work]) -> web.Response:
+    async def _model_call(
+        self, request: web.Request, prepare: Callable[[web.Request, dict[str, Any]], _Work]
+    ) -> web.Response:
         """Auth -> parse -> capacity (hosted) -> rate limits -> fault -> service -> reply."""
         path = request.path
         denied = self._denied(request)
         if denied is not None:
             return denied
+        error = self.shape.error
         try:
+            self.shape.check(request)
             body = orjson.loads(await request.read())
             if not isinstance(body, dict):
                 raise ReplyRequestError("the request body must be a JSON object")
-            work = prepare(body)
+            work = prepare(request, body)
         except orjson.JSONDecodeError:
-            return self._reply(path, 400, error_body("the request body is not valid JSON", "invalid_request_error"))
+            return self._reply(path, 400, error(400, "the request body is not valid JSON", "invalid_request_error"))
         except ReplyRequestError as exc:
-            return self._reply(path, 400, error_body(str(exc), "invalid_request_error", param=exc.param))
+            return self._reply(path, 400, error(400, str(exc), "invalid_request_error", param=exc.param))
 
         now = self._loop.time()
         config = self.config
@@ -198,21 +200,21 @@ class SimulatorApp:
             if self.stats.in_flight >= capacity:
                 message = f"The server is at capacity ({capacity} requests in service). Please retry shortly."
                 headers = {**self._limits.headers(now), **self._retry_headers(config.retry_after_s)}
-                body_bytes = error_body(message, "capacity", "rate_limit_exceeded")
+                body_bytes = error(429, message, "capacity", "rate_limit_exceeded")
                 return self._reply(path, 429, body_bytes, headers)
         elif config.max_queued is not None:
             # vLLM's queue limit: a full waiting queue refuses at once, with no hint of when to come back.
             limit = self.capacity_now() + config.max_queued
             if self.stats.in_flight >= limit:
                 message = f"The server's queue is full ({limit} requests running or waiting). Please retry later."
-                return self._reply(path, 503, error_body(message, "server_error", "queue_full"))
+                return self._reply(path, 503, error(503, message, "server_error", "queue_full"))
         decision = self._limits.admit(work.prompt_tokens + work.completion_tokens, now)
         if not decision.allowed:
             message = (
                 f"Rate limit reached on {decision.limited_by} per min. Please try again in {decision.wait_s:.3f}s."
             )
             headers = {**decision.headers, **self._retry_headers(decision.wait_s)}
-            body_bytes = error_body(message, decision.limited_by or "requests", "rate_limit_exceeded")
+            body_bytes = error(429, message, decision.limited_by or "requests", "rate_limit_exceeded")
             return self._reply(path, 429, body_bytes, headers)
 
         fault = self._draws.fault()
@@ -222,13 +224,13 @@ class SimulatorApp:
                 return self._reply(path, status, _GATEWAY_BODIES[status], {**decision.headers, **_HTML_HEADERS})
             if status == 400:
                 message = "This model's maximum context length is exceeded; please reduce the length of the messages."
-                body_bytes = error_body(message, "invalid_request_error", "context_length_exceeded")
+                body_bytes = error(400, message, "invalid_request_error", "context_length_exceeded")
                 return self._reply(path, status, body_bytes, decision.headers)
             message = "The server had an error while processing your request. Sorry about that!"
-            return self._reply(path, status, error_body(message, "server_error"), decision.headers)
+            return self._reply(path, status, error(status, message, "server_error"), decision.headers)
         if fault is Fault.OVERLOAD:
             message = "The engine is currently overloaded, please try again later."
-            body_bytes = error_body(message, "server_error", "overloaded")
+            body_bytes = error(config.overload_status, message, "server_error", "overloaded")
             return self._reply(path, config.overload_status, body_bytes, decision.headers)
         violate = work.structured and self._draws.violates_schema()
         service_s = config.hang_s if fault is Fault.TIMEOUT else self._draws.service_s(work.completion_tokens)
@@ -275,45 +277,26 @@ class SimulatorApp:
         elif service_s > 0:
             await asyncio.sleep(service_s)
 
-    def _prepare_chat(self, body: dict[str, Any]) -> _Work:
+    def _prepare_chat(self, request: web.Request, body: dict[str, Any]) -> _Work:
         if body.get("stream"):
             raise ReplyRequestError("streaming is not supported by the simulator", "stream")
+        body = self.shape.chat_body(request, body)
         default_max = self.config.default_max_tokens
         words = (self.config.reply_words_min, self.config.reply_words_max)
         reply = chat_reply(body, default_max, words=words)
-        model = str(body.get("model", ""))
-        usage: dict[str, Any] = {
-            "prompt_tokens": reply.prompt_tokens,
-            "completion_tokens": reply.completion_tokens,
-            "total_tokens": reply.prompt_tokens + reply.completion_tokens,
-        }
+        usage = {"prompt": reply.prompt_tokens, "completion": reply.completion_tokens}
         cached = reasoning = 0
         if self.config.usage_details:
             cached, reasoning = reply.prompt_tokens // 2, reply.completion_tokens // 3
-            usage["prompt_tokens_details"] = {"cached_tokens": cached}
-            usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
+            usage.update(cached=cached, reasoning=reasoning)
 
         def render(violate: bool) -> dict[str, Any]:
             final = chat_reply(body, default_max, violate_schema=True, words=words) if violate else reply
-            return {
-                "id": f"chatcmpl-sim{next(self._ids):x}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": final.content},
-                        "finish_reason": final.finish_reason,
-                        "logprobs": None,
-                    }
-                ],
-                "usage": usage,
-            }
+            return self.shape.chat_reply(final, body, usage, next(self._ids))
 
         return _Work(reply.prompt_tokens, reply.completion_tokens, reply.structured, render, cached, reasoning)
 
-    def _prepare_embeddings(self, body: dict[str, Any]) -> _Work:
+    def _prepare_embeddings(self, request: web.Request, body: dict[str, Any]) -> _Work:
         raw = body.get("input")
         if isinstance(raw, str):
             texts = [raw]
@@ -325,7 +308,7 @@ class SimulatorApp:
         dim = body.get("dimensions") or self.config.embedding_dim
         if not isinstance(dim, int) or dim < 1:
             raise ReplyRequestError("'dimensions' must be a positive integer", "dimensions")
-        model = str(body.get("model", ""))
+        model = str(body.get("model") or request.match_info.get("deployment", ""))
         tokens = sum(estimate_tokens(len(text)) for text in texts)
 
         def render(_violate: bool) -> dict[str, Any]:
@@ -341,10 +324,10 @@ class SimulatorApp:
     # --- helpers -------------------------------------------------------------------------------------
 
     def _denied(self, request: web.Request) -> web.Response | None:
-        if self._auth is None or request.headers.get("Authorization") == self._auth:
+        if self.shape.authorized(request, self.config.api_key):
             return None
-        message = "Incorrect API key provided. Send 'Authorization: Bearer <key>' with the simulator's key."
-        body = error_body(message, "invalid_request_error", "invalid_api_key")
+        message = f"Incorrect API key provided. {self.shape.key_hint()}"
+        body = self.shape.error(401, message, "invalid_request_error", "invalid_api_key")
         return self._reply(request.path, 401, body)
 
     def _retry_headers(self, wait_s: float) -> dict[str, str]:
@@ -357,5 +340,6 @@ class SimulatorApp:
 
     def _reply(self, path: str, status: int, body: bytes, headers: dict[str, str] | None = None) -> web.Response:
         self.stats.record(path, status)
+        headers = self.shape.limit_headers(headers) if headers else headers
         all_headers = {**_JSON_HEADERS, **headers} if headers else _JSON_HEADERS
         return web.Response(status=status, body=body, headers=all_headers)

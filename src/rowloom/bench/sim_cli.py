@@ -36,6 +36,14 @@ class ModeChoice(enum.StrEnum):
     vllm = "vllm"
 
 
+class ApiChoice(enum.StrEnum):
+    """The wire formats the simulator can speak."""
+
+    openai = "openai"
+    anthropic = "anthropic"
+    azure = "azure"
+
+
 class JitterChoice(enum.StrEnum):
     """How latency spreads around its mean."""
 
@@ -49,6 +57,10 @@ def sim(
     mode: Annotated[ModeChoice, typer.Option(help="hosted: 429 beyond capacity; vllm: slower under load.")] = (
         ModeChoice.hosted
     ),
+    api: Annotated[
+        ApiChoice,
+        typer.Option(help="Wire format: openai, anthropic (/v1/messages) or azure (deployment URLs)."),
+    ] = ApiChoice.openai,
     latency: Annotated[float, typer.Option(help="Mean no-load latency per request, seconds.")] = 0.05,
     jitter: Annotated[float, typer.Option(help="Relative latency spread (0.2 = about ±20%).")] = 0.0,
     jitter_kind: Annotated[JitterChoice, typer.Option(help="Shape of the spread.")] = JitterChoice.uniform,
@@ -116,6 +128,7 @@ def sim(
         else:
             config = SimulatorConfig(
                 mode=mode.value,
+                api=api.value,
                 latency_s=latency,
                 jitter=jitter,
                 jitter_kind=jitter_kind.value,
@@ -177,7 +190,8 @@ async def serve(config: SimulatorConfig, host: str, port: int, exit_with_parent:
         limits += f", tpm={config.tpm}" if config.tpm else ""
         limits += f", outages={len(config.outages)}" if config.outages else ""
         print(
-            f"rowloom sim listening on {server.base_url} (mode={config.mode}, capacity={config.capacity}, "
+            f"rowloom sim listening on {server.base_url} (api={config.api}, mode={config.mode}, "
+            f"capacity={config.capacity}, "
             f"latency={config.latency_s}s{limits})",
             flush=True,
         )

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_valid
 from rowloom.bench.sim_outages import Window, check_outages, format_outages, parse_outages
 
 SimMode = Literal["hosted", "vllm"]
+SimApi = Literal["openai", "anthropic", "azure"]
 JitterKind = Literal["uniform", "lognormal"]
 OverloadStatus = Literal[503, 529]
 ErrorStatus = Literal[400, 500, 502, 504]
@@ -69,6 +70,11 @@ class SimulatorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     mode: SimMode = Field("hosted", description="'hosted': 429 beyond capacity; 'vllm': processor sharing.")
+    api: SimApi = Field(
+        "openai",
+        description="Wire format: 'openai' (/v1/chat/completions), 'anthropic' (/v1/messages), 'azure' "
+        "(/openai/deployments/{deployment}/chat/completions?api-version=...).",
+    )
     latency_s: float = Field(0.05, ge=0, description="Mean no-load service time of one request, seconds.")
     jitter: float = Field(0.0, ge=0, description="Relative spread of the latency (0.2 = about ±20%).")
     jitter_kind: JitterKind = Field("uniform", description="'uniform' ±jitter, or 'lognormal' with sigma=jitter.")
@@ -117,7 +123,9 @@ class SimulatorConfig(BaseModel):
     omit_usage_rate: float = Field(
         0.0, ge=0, le=1, description="Fraction of successful replies sent without a `usage` block."
     )
-    api_key: str | None = Field(None, description="When set, requests need 'Authorization: Bearer <key>'.")
+    api_key: str | None = Field(
+        None, description="When set, requests need the key as the API sends it (Bearer, x-api-key or api-key)."
+    )
     seed: int = Field(0, description="Seeds latency jitter and fault draws; replies depend only on the prompt.")
     embedding_dim: int = Field(16, ge=1, le=65536, description="Length of every embedding vector.")
     default_max_tokens: int = Field(60, ge=1, description="Reply length cap when a request sets none.")

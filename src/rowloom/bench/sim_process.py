@@ -23,7 +23,7 @@ from rowloom.bench.sim_cli import EXIT_PORT_IN_USE
 from rowloom.bench.sim_config import SimulatorConfig, require_loopback
 
 _KEY_ENV = "ROWLOOM_SIM_API_KEY"
-_LISTENING = re.compile(rb"listening on (http://\S+?:(\d+))/v1[^\n]*\n")
+_LISTENING = re.compile(rb"listening on (http://[^\s/]+?:(\d+))(?:/v1)? [^\n]*\n")
 _CONTROL_TIMEOUT_S = 10.0
 
 
@@ -80,8 +80,9 @@ class SimulatorProcess:
 
     @property
     def base_url(self) -> str:
-        """The OpenAI base URL, `http://127.0.0.1:PORT/v1`."""
-        return f"{self.root_url}/v1"
+        """The base URL a provider of the simulated API names: `http://127.0.0.1:PORT/v1` (OpenAI, Anthropic), or
+        the resource endpoint `http://127.0.0.1:PORT` (Azure)."""
+        return self.root_url if self.config.api == "azure" else f"{self.root_url}/v1"
 
     @property
     def pid(self) -> int | None:

@@ -78,8 +78,9 @@ class SimulatorServer:
 
     @property
     def base_url(self) -> str:
-        """The OpenAI base URL, `http://127.0.0.1:PORT/v1`."""
-        return f"{self.root_url}/v1"
+        """The base URL a provider of the simulated API names: `http://127.0.0.1:PORT/v1` (OpenAI, Anthropic), or
+        the resource endpoint `http://127.0.0.1:PORT` (Azure)."""
+        return self.root_url if self.config.api == "azure" else f"{self.root_url}/v1"
 
     @property
     def elapsed_s(self) -> float:

@@ -23,6 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 from rowloom.config.columns import COLUMN_TYPES, ColumnConfig
 from rowloom.config.dag import dependency_problems
 from rowloom.config.imports import UserFunction, user_functions
+from rowloom.config.models import api_problems
 from rowloom.config.pricing import pricing_problems
 from rowloom.config.problems import did_you_mean, problems_from_errors, show_key, union_members
 from rowloom.config.processors import processor_problems
@@ -225,6 +226,7 @@ def cross_problems(
                 )
             )
     problems += pricing_problems(models, columns, getattr(run, "budget", None))
+    problems += api_problems(providers, models, columns)
     aliases = sorted({m.alias for m in models if m.alias})
     for i, column in enumerate(columns):
         alias = column.model_alias

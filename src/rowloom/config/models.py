@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -9,18 +10,45 @@ from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_
 
 from rowloom.config.base import ConfigModel
 from rowloom.config.pricing import Pricing, read_pricing_file
+from rowloom.errors import ConfigProblem
+
+ANTHROPIC_BASE_URL = "https://api.anthropic.com/v1"
+#: The version each API is spoken in when `api_version` is unset.
+DEFAULT_API_VERSIONS = {"anthropic": "2023-06-01", "azure_openai": "2024-10-21"}
 
 
 class ProviderConfig(ConfigModel):
-    """An OpenAI-compatible endpoint. The API key is read from the environment or a key file, never the config.
+    """A model endpoint. The API key is read from the environment or a key file, never the config.
 
-    `type: openai` (the default) talks to `base_url`. `type: local` makes rowloom start llama.cpp's server on
-    127.0.0.1 itself for the run (needs `pip install 'rowloom[local]'`); its URL is chosen when the run starts.
+    `type: openai` (the default) talks to any OpenAI-compatible `base_url` (hosted APIs, vLLM, NIM, llama.cpp,
+    Gemini's compatible endpoint…). `anthropic` speaks Anthropic's Messages API, `azure_openai` Azure OpenAI's
+    deployment URLs. `type: local` makes rowloom start llama.cpp's server on 127.0.0.1 itself for the run (needs
+    `pip install 'rowloom[local]'`); its URL is chosen when the run starts.
     """
 
     name: str = Field(min_length=1, description="Name that models refer to.")
-    type: Literal["openai", "local"] = Field(
-        "openai", description="`openai`: an endpoint at `base_url`; `local`: a llama.cpp server rowloom runs itself."
+    type: Literal["openai", "anthropic", "azure_openai", "local"] = Field(
+        "openai",
+        description=(
+            "`openai`: an OpenAI-compatible endpoint at `base_url`; `anthropic`: Anthropic's Messages API; "
+            "`azure_openai`: an Azure OpenAI resource (models name deployments); `local`: a llama.cpp server "
+            "rowloom runs itself."
+        ),
+    )
+    api_version: str | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "`anthropic`: the `anthropic-version` header (default 2023-06-01); `azure_openai`: the `api-version` "
+            "query parameter (default 2024-10-21). Not for other types."
+        ),
+    )
+    azure_auth: Literal["api-key", "bearer"] = Field(
+        "api-key",
+        description=(
+            "`azure_openai` only: send the key as the `api-key` header, or as `Authorization: Bearer` (a "
+            "Microsoft Entra ID token in the key's variable or file)."
+        ),
     )
     base_url: str | None = Field(
         None,
@@ -88,9 +116,16 @@ class ProviderConfig(ConfigModel):
                     "a local provider gets its URL when the run starts (a free port on 127.0.0.1); remove base_url"
                 )
             return None
+        if value is None and kind == "anthropic":
+            return ANTHROPIC_BASE_URL
         if value is None:
             if kind is None:  # `type` itself is invalid and already reported
                 return None
+            if kind == "azure_openai":
+                raise ValueError(
+                    "base_url is required for a provider of type azure_openai: the resource's endpoint, e.g. "
+                    "https://RESOURCE.openai.azure.com"
+                )
             raise ValueError(
                 "base_url is required for a provider of type openai (e.g. http://127.0.0.1:8000/v1); "
                 "or set `type: local` to run a model on this machine"
@@ -110,7 +145,16 @@ class ProviderConfig(ConfigModel):
     def _one_key_source(self) -> ProviderConfig:
         if self.api_key_env is not None and self.api_key_file is not None:
             raise ValueError("set api_key_env or api_key_file, not both; remove one of them")
+        if self.api_version is not None and self.type not in DEFAULT_API_VERSIONS:
+            raise ValueError(f"api_version applies to types anthropic and azure_openai, not {self.type}; remove it")
+        if "azure_auth" in self.model_fields_set and self.type != "azure_openai":
+            raise ValueError("azure_auth applies only to `type: azure_openai`; remove it")
         return self
+
+    @property
+    def version(self) -> str | None:
+        """The API version requests carry (`api_version`, or the type's default), or None for OpenAI's shape."""
+        return self.api_version or DEFAULT_API_VERSIONS.get(self.type)
 
     @field_validator("model_path", "parallel_slots", "context_size", "threads", "startup_timeout_s", "port")
     @classmethod
@@ -184,3 +228,37 @@ class ModelConfig(ConfigModel):
     def prices(self) -> Pricing | None:
         """This model's prices (from the config or its pricing file), or None when it has none."""
         return self._prices
+
+
+def api_problems(providers: Sequence[Any], models: Sequence[Any], columns: Sequence[Any]) -> list[ConfigProblem]:
+    """What a provider's API cannot serve: an Anthropic model without `max_tokens` (the Messages API requires
+    it) or with `seed` (it has none), an embedding column on Anthropic (no embeddings). Entries may be unparsed."""
+    kinds = {getattr(p, "name", None): getattr(p, "type", None) for p in providers}
+    problems: list[ConfigProblem] = []
+    anthropic = set()
+    for i, model in enumerate(models):
+        params = getattr(model, "inference", None)
+        if kinds.get(getattr(model, "provider", None)) != "anthropic" or params is None:
+            continue
+        anthropic.add(model.alias)
+        where = f"models[{i}] ({model.alias}).inference"
+        if params.max_tokens is None:
+            problems.append(
+                ConfigProblem(
+                    f"{where}.max_tokens",
+                    "is required by Anthropic's Messages API",
+                    "set the longest reply you want, e.g. `max_tokens: 1024`",
+                )
+            )
+        if params.seed is not None:
+            problems.append(ConfigProblem(f"{where}.seed", "Anthropic's Messages API takes no seed", "remove it"))
+    for i, column in enumerate(columns):
+        if getattr(column, "type", None) == "embedding" and getattr(column, "model_alias", None) in anthropic:
+            problems.append(
+                ConfigProblem(
+                    f"columns[{i}] ({column.name}).model",
+                    "is on an Anthropic provider, whose API has no embeddings",
+                    "use a model of an OpenAI-compatible provider",
+                )
+            )
+    return problems

@@ -13,7 +13,7 @@ from rowloom.config.dataset import DatasetConfig
 from rowloom.config.models import ModelConfig, ProviderConfig
 from rowloom.models.admission import LimitFactory, RequestAdmissionController
 from rowloom.models.budget import SpendBudget
-from rowloom.models.clients.openai import OpenAIClient
+from rowloom.models.clients import client_for
 from rowloom.models.executor import ModelRequestExecutor
 from rowloom.models.local import LocalModelServer
 from rowloom.models.types import ChatClient
@@ -106,7 +106,7 @@ class RequestRuntime:
             self.clients[name] = self.client_factory(provider, api_key)
         else:
             pool_size = max(8, self._pool_sizes[name] + 4)
-            self.clients[name] = OpenAIClient(provider, pool_size=pool_size, api_key=api_key)
+            self.clients[name] = client_for(provider, pool_size=pool_size, api_key=api_key)
         return provider
 
     async def _close(self) -> None:

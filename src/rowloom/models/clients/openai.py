@@ -1,46 +1,32 @@
-"""The OpenAI-compatible chat/embeddings client over aiohttp, and the classification of every reply it gets.
+"""The OpenAI-compatible chat/embeddings client, and the classification of every reply it gets.
 
-Owns the HTTP session, the request body and turning status/headers/body (or a transport failure) into a
-`ChatResponse` or a classified `ProviderError`. Admission, retries and events belong to the callers.
+Owns the request body and turning status/headers/body (or a transport failure) into a `ChatResponse` or a
+classified `ProviderError`; the HTTP session is `transport.HttpTransport`'s. Admission, retries and events belong
+to the callers. Other API styles (`anthropic`, `azure`) reuse the status and transport classification here.
 """
 
 from __future__ import annotations
 
-import asyncio
 import http
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import aiohttp
 import orjson
-from multidict import CIMultiDict
 
 from rowloom.config.models import ProviderConfig
-from rowloom.errors import RowloomError
-from rowloom.models.clients.credentials import (
-    InsecureTransportError,
-    check_transport,
-    check_url_credentials,
-    key_advice,
-    provider_api_key,
-    provider_secrets,
-    public_url,
-    scrub,
-)
+from rowloom.models.clients.credentials import InsecureTransportError, key_advice, provider_api_key, scrub
 from rowloom.models.clients.headers import ci_headers, parse_rate_limit, parse_retry_after_s
+from rowloom.models.clients.transport import HttpTransport, classify_exception
 from rowloom.models.types import (
     ChatRequest,
     ChatResponse,
     ClientRequestError,
-    ConnectionFailed,
     EmbeddingResponse,
     KeyRejected,
     Overloaded,
     ProviderError,
     RateLimited,
     RateLimitInfo,
-    ReplyTooLarge,
     RequestTimeout,
     ServerError,
     Usage,
@@ -59,8 +45,6 @@ __all__ = [
 
 #: How much of a provider's error message (or of an unparseable body) an error keeps.
 MESSAGE_LIMIT = 500
-#: How much of a reply body is read at a time (decompressed), so the size cap is checked as it grows.
-_READ_CHUNK = 64 * 1024
 
 _NO_USAGE = Usage(known=False)
 
@@ -70,7 +54,7 @@ _NO_USAGE = Usage(known=False)
 # ------------------------------------------------------------------------------------------------------------
 
 
-def _clip(text: str, limit: int = MESSAGE_LIMIT, secrets: Sequence[str] = ()) -> str:
+def clip(text: str, limit: int = MESSAGE_LIMIT, secrets: Sequence[str] = ()) -> str:
     # Scrubbed before it is cut: a cut first could leave the head of an echoed key that no longer matches.
     text = scrub(text, secrets).strip()
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -98,11 +82,11 @@ def _error_fields(body: bytes) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _provider_message(body: bytes, secrets: Sequence[str]) -> str:
+def provider_message(body: bytes, secrets: Sequence[str]) -> str:
     message, _ = _error_fields(body)
     if message is None:
         message = body.decode("utf-8", errors="replace") if body else "(empty body)"
-    return _clip(message, secrets=secrets)
+    return clip(message, secrets=secrets)
 
 
 def classify_status(
@@ -130,7 +114,7 @@ def classify_status(
     message, kind = _error_fields(body)
     if message is None:
         message = body.decode("utf-8", errors="replace") if body else "(empty body)"
-    detail = _clip(message, secrets=secrets)
+    detail = clip(message, secrets=secrets)
     fields: dict[str, Any] = {
         "status": status,
         "retry_after_s": retry_after,
@@ -160,15 +144,15 @@ def classify_status(
     if 300 <= status < 400:
         location = headers.get("location", "?")
         return ClientRequestError(
-            f"HTTP {status} redirect to {_clip(location, 200, secrets)}: set base_url to the final URL", **fields
+            f"HTTP {status} redirect to {clip(location, 200, secrets)}: set base_url to the final URL", **fields
         )
     return ClientRequestError(f"HTTP {status}: {detail}", **fields)
 
 
-def _malformed(
+def malformed(
     what: str, body: bytes, status: int, rate_limit: RateLimitInfo, latency_s: float, secrets: Sequence[str]
 ) -> ServerError:
-    preview = _clip(body.decode("utf-8", errors="replace"), 200, secrets) if body else "(empty body)"
+    preview = clip(body.decode("utf-8", errors="replace"), 200, secrets) if body else "(empty body)"
     return ServerError(
         f"malformed reply: {what}; body starts: {preview}",
         status=status,
@@ -195,15 +179,15 @@ def _count(block: Any, name: str) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def _decode_ok_body(
+def decode_ok_body(
     status: int, body: bytes, rate_limit: RateLimitInfo, latency_s: float, secrets: Sequence[str]
 ) -> dict[str, Any] | ProviderError:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        return _malformed(f"body is not JSON ({exc})", body, status, rate_limit, latency_s, secrets)
+        return malformed(f"body is not JSON ({exc})", body, status, rate_limit, latency_s, secrets)
     if not isinstance(data, dict):
-        return _malformed("body is not a JSON object", body, status, rate_limit, latency_s, secrets)
+        return malformed("body is not a JSON object", body, status, rate_limit, latency_s, secrets)
     return data
 
 
@@ -218,30 +202,30 @@ def classify_chat_response(
     error = classify_status(status, headers, body, latency_s, rate_limit=rate_limit, secrets=secrets)
     if error is not None:
         return error
-    data = _decode_ok_body(status, body, rate_limit, latency_s, secrets)
+    data = decode_ok_body(status, body, rate_limit, latency_s, secrets)
     if isinstance(data, ProviderError):
         return data
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         if "error" in data:  # some gateways wrap upstream failures in a 200
             return ServerError(
-                f"provider returned an error with HTTP {status}: {_provider_message(body, secrets)}",
+                f"provider returned an error with HTTP {status}: {provider_message(body, secrets)}",
                 status=status,
                 rate_limit=rate_limit,
                 latency_s=latency_s,
             )
-        return _malformed("no choices", body, status, rate_limit, latency_s, secrets)
+        return malformed("no choices", body, status, rate_limit, latency_s, secrets)
     choice = choices[0]
     message = choice.get("message")
     if not isinstance(message, dict):
-        return _malformed("choices[0] has no message", body, status, rate_limit, latency_s, secrets)
+        return malformed("choices[0] has no message", body, status, rate_limit, latency_s, secrets)
     content = message.get("content")
     if isinstance(content, list):  # content parts: keep the text ones
         content = "".join(t for p in content if isinstance(p, dict) and isinstance(t := p.get("text"), str))
     if not isinstance(content, str):
         refusal = message.get("refusal")
-        what = f"no message content (refusal: {_clip(str(refusal), 200, secrets)})" if refusal else "no message content"
-        return _malformed(what, body, status, rate_limit, latency_s, secrets)
+        what = f"no message content (refusal: {clip(str(refusal), 200, secrets)})" if refusal else "no message content"
+        return malformed(what, body, status, rate_limit, latency_s, secrets)
     finish = choice.get("finish_reason")
     return ChatResponse(
         text=content,
@@ -269,54 +253,22 @@ def classify_embedding_response(
     error = classify_status(status, headers, body, latency_s, rate_limit=rate_limit, secrets=secrets)
     if error is not None:
         return error
-    data = _decode_ok_body(status, body, rate_limit, latency_s, secrets)
+    data = decode_ok_body(status, body, rate_limit, latency_s, secrets)
     if isinstance(data, ProviderError):
         return data
     items = data.get("data")
     if not isinstance(items, list):
-        return _malformed("no data", body, status, rate_limit, latency_s, secrets)
+        return malformed("no data", body, status, rate_limit, latency_s, secrets)
     try:
         ordered = sorted(items, key=lambda item: item.get("index", 0))
         vectors = tuple(tuple(float(x) for x in item["embedding"]) for item in ordered)
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         what = f"bad embedding item ({type(exc).__name__})"
-        return _malformed(what, body, status, rate_limit, latency_s, secrets)
+        return malformed(what, body, status, rate_limit, latency_s, secrets)
     if expected is not None and len(vectors) != expected:
         what = f"{len(vectors)} embeddings for {expected} inputs"
-        return _malformed(what, body, status, rate_limit, latency_s, secrets)
+        return malformed(what, body, status, rate_limit, latency_s, secrets)
     return EmbeddingResponse(vectors=vectors, usage=_usage(data), latency_s=latency_s, rate_limit=rate_limit)
-
-
-def classify_exception(exc: BaseException, latency_s: float) -> ProviderError | None:
-    """The `ProviderError` a transport failure means, or None when it is not a provider failure (a bug,
-    a cancellation) and must propagate unchanged."""
-    name = type(exc).__name__
-    if isinstance(exc, TimeoutError):  # asyncio.TimeoutError, aiohttp.ServerTimeoutError and subclasses
-        return RequestTimeout(f"timed out after {latency_s:.3f}s ({name})", latency_s=latency_s)
-    if not isinstance(exc, aiohttp.ClientError):
-        return None
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return ClientRequestError(
-            f"TLS certificate rejected: {exc}; check base_url or the CA bundle", latency_s=latency_s
-        )
-    if isinstance(exc, aiohttp.InvalidURL):
-        return ClientRequestError(f"invalid URL {exc}: fix the provider's base_url", latency_s=latency_s)
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return ConnectionFailed(f"DNS lookup failed: {exc}", latency_s=latency_s)
-    if isinstance(exc, aiohttp.ClientConnectorSSLError):
-        return ConnectionFailed(f"TLS handshake failed: {exc}", latency_s=latency_s)
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        refused = isinstance(exc.os_error, ConnectionRefusedError)
-        return ConnectionFailed(f"{'connection refused' if refused else 'cannot connect'}: {exc}", latency_s=latency_s)
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return ConnectionFailed("connection reset: server disconnected before the reply", latency_s=latency_s)
-    if isinstance(exc, aiohttp.ClientPayloadError):  # the server answered, but its body was cut short
-        return ServerError(f"connection reset mid-body, reply truncated: {exc}", latency_s=latency_s)
-    if isinstance(exc, aiohttp.ClientOSError):
-        return ConnectionFailed(f"connection reset: {exc}", latency_s=latency_s)
-    if isinstance(exc, aiohttp.ClientResponseError):  # unparseable status line / headers
-        return ServerError(f"malformed reply: {exc.message}", status=exc.status or None, latency_s=latency_s)
-    return ConnectionFailed(f"connection failed: {name}: {exc}", latency_s=latency_s)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -324,135 +276,49 @@ def classify_exception(exc: BaseException, latency_s: float) -> ProviderError | 
 # ------------------------------------------------------------------------------------------------------------
 
 
-class OpenAIClient:
+def response_format(request: ChatRequest) -> dict[str, Any] | None:
+    """The `response_format` that asks for a reply valid against the request's JSON Schema (None without one)."""
+    if request.json_schema is None:
+        return None
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": request.schema_name, "schema": request.json_schema, "strict": True},
+    }
+
+
+class OpenAIClient(HttpTransport):
     """A `ChatClient` for OpenAI-compatible endpoints (`/chat/completions`, `/embeddings`) over aiohttp.
 
-    One connection pool per client, sized to the concurrency the caller will use (`pool_size`), created lazily
-    on the running loop. Raises a classified `ProviderError` for every provider failure; never logs.
     The API key comes from `api_key`, else the environment variable `provider.api_key_env` or the file
-    `provider.api_key_file`; with none, no Authorization header is sent.
+    `provider.api_key_file`, and goes in `Authorization: Bearer`; with none, no Authorization header is sent.
     """
 
-    __slots__ = (
-        "_chat_url",
-        "_closed",
-        "_embed_url",
-        "_headers",
-        "_key_advice",
-        "_loop",
-        "_pool_size",
-        "_secrets",
-        "_session",
-        "_timeout",
-        "provider",
-    )
-
     def __init__(self, provider: ProviderConfig, *, pool_size: int = 64, api_key: str | None = None):
-        if pool_size < 1:
-            raise ValueError(f"pool_size must be at least 1, got {pool_size}")
-        self.provider = provider
-        self._pool_size = pool_size
-        explicit = api_key is not None
-        if api_key is None:
-            api_key = provider_api_key(provider)
-        self._key_advice = key_advice(provider, api_key, explicit=explicit)
-        # Case-insensitive, so an explicit key replaces an `authorization` extra header instead of doubling it.
-        headers = CIMultiDict({"Content-Type": "application/json", "Accept": "application/json"})
-        headers.update(provider.extra_headers)
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        check_transport(provider, api_key)
-        check_url_credentials(provider, headers)
-        self._headers = headers
-        # Credential values, longest first, so a provider that echoes one back never puts it in an error.
-        self._secrets = provider_secrets(provider, api_key)
+        super().__init__(provider, pool_size=pool_size, api_key=api_key)
         self._chat_url = f"{provider.base_url}/chat/completions"
         self._embed_url = f"{provider.base_url}/embeddings"
-        self._timeout = aiohttp.ClientTimeout(total=provider.timeout_s)
-        self._session: aiohttp.ClientSession | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._closed = False
 
-    def __repr__(self) -> str:
-        return f"OpenAIClient(base_url={public_url(self.provider.base_url)!r})"
+    def key_headers(self, api_key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {api_key}"}
 
-    __str__ = __repr__
+    def chat_url(self, request: ChatRequest) -> str:
+        """Where a chat completion goes."""
+        return self._chat_url
 
-    def _http(self) -> aiohttp.ClientSession:
-        session = self._session
-        if session is not None and self._loop is asyncio.get_running_loop():
-            return session
-        if self._closed:
-            raise RowloomError(f"{self!r} is closed; create a new client")
-        if session is not None:
-            raise RowloomError(f"{self!r} was first used on another event loop; create one client per loop")
-        connector = aiohttp.TCPConnector(limit=self._pool_size, limit_per_host=self._pool_size)
-        self._session = session = aiohttp.ClientSession(
-            connector=connector,
-            headers=self._headers,
-            timeout=self._timeout,
-            raise_for_status=False,
-            auto_decompress=True,
-        )
-        self._loop = asyncio.get_running_loop()
-        return session
+    def embed_url(self, model: str) -> str:
+        """Where an embeddings request goes."""
+        return self._embed_url
 
-    async def _post(self, url: str, payload: dict[str, Any]) -> tuple[int, Any, bytes, float]:
-        """POST `payload`; (status, headers, body, latency) or a classified transport `ProviderError`."""
-        data = orjson.dumps(payload)
-        session = self._http()
-        start = time.monotonic()
-        try:
-            async with session.post(url, data=data, allow_redirects=False) as resp:
-                body = await self._read_capped(resp, start)
-                return resp.status, resp.headers, body, time.monotonic() - start
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            error = classify_exception(exc, time.monotonic() - start)
-            if error is None:  # pragma: no cover - classify_exception covers both caught families
-                raise
-            # aiohttp response errors carry the request headers (the key); do not chain those.
-            cause = None if isinstance(exc, aiohttp.ClientResponseError) else exc
-            raise self._scrub(error) from cause
-
-    async def _read_capped(self, resp: aiohttp.ClientResponse, start: float) -> bytes:
-        """The body, decompressed, read a chunk at a time; `ReplyTooLarge` as soon as it passes `max_reply_bytes`
-        (leaving the rest unread and the connection closed, so a gzip bomb stops at the cap)."""
-        limit = self.provider.max_reply_bytes
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in resp.content.iter_chunked(_READ_CHUNK):
-            size += len(chunk)
-            if size > limit:
-                encoded = resp.headers.get("Content-Encoding")
-                raise ReplyTooLarge(
-                    f"reply body larger than max_reply_bytes ({limit:,} bytes"
-                    f"{f', after {encoded} decompression' if encoded else ''}); reading stopped there. Raise the "
-                    f"provider's max_reply_bytes if this endpoint really sends replies that large",
-                    status=resp.status,
-                    latency_s=time.monotonic() - start,
-                )
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def _scrub(self, error: ProviderError) -> ProviderError:
-        """The error with any credential the provider echoed back (some do, in 401 bodies) redacted, and a refused
-        key's advice saying where the key came from (only the client knows)."""
-        if isinstance(error, KeyRejected) and not error.advice:
-            error.advice = self._key_advice
-        message = str(error)
-        if any(secret in message for secret in self._secrets):
-            error.args = (scrub(message, self._secrets),)
-        return error
+    def chat_payload(self, request: ChatRequest) -> dict[str, Any]:
+        """The body of one chat completion."""
+        payload = {**request.params, "model": request.model, "messages": request.messages}
+        if (fmt := response_format(request)) is not None:
+            payload["response_format"] = fmt
+        return payload
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
         """Send one chat completion; the reply, or a classified `ProviderError`."""
-        payload = {**request.params, "model": request.model, "messages": request.messages}
-        if request.json_schema is not None:
-            payload["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": request.schema_name, "schema": request.json_schema, "strict": True},
-            }
-        status, headers, body, latency = await self._post(self._chat_url, payload)
+        status, headers, body, latency = await self._post(self.chat_url(request), self.chat_payload(request))
         result = classify_chat_response(status, headers, body, latency, secrets=self._secrets)
         if isinstance(result, ProviderError):
             raise self._scrub(result)
@@ -460,23 +326,10 @@ class OpenAIClient:
 
     async def embed(self, model: str, inputs: list[str]) -> EmbeddingResponse:
         """Embed `inputs` in one call; vectors in input order, or a classified `ProviderError`."""
-        status, headers, body, latency = await self._post(self._embed_url, {"model": model, "input": inputs})
+        status, headers, body, latency = await self._post(self.embed_url(model), {"model": model, "input": inputs})
         result = classify_embedding_response(
             status, headers, body, latency, expected=len(inputs), secrets=self._secrets
         )
         if isinstance(result, ProviderError):
             raise self._scrub(result)
         return result
-
-    async def aclose(self) -> None:
-        """Close the connection pool; the client cannot be used afterwards. Idempotent."""
-        self._closed = True
-        session, self._session = self._session, None
-        if session is not None and not session.closed:
-            await session.close()
-
-    async def __aenter__(self) -> OpenAIClient:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
