@@ -1,14 +1,24 @@
 """Fixtures shared across test folders: an S3-compatible object store on 127.0.0.1 (moto's server), and tiny
-HTTP servers on 127.0.0.1 for providers the simulator does not imitate."""
+HTTP servers on 127.0.0.1 for providers the simulator does not imitate.
+
+Runs in tests keep no reply cache unless a test asks for one (`run.cache.mode`/`path`, in its tmp_path): the
+environment below is set before any test, subprocess or Ray worker starts, and nothing is written to the user's
+cache folder.
+"""
 
 from __future__ import annotations
 
+import os
 import socket
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
 from aiohttp import web
+
+os.environ["ROWLOOM_CACHE"] = "off"
+os.environ["ROWLOOM_CACHE_DIR"] = tempfile.mkdtemp(prefix="rowloom-test-cache-")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from rowloom.config.base import ConfigModel
+from rowloom.config.cache import CacheConfig
 from rowloom.config.pricing import BudgetConfig
 from rowloom.config.request_admission import RequestAdmissionConfig, reject_legacy_throttle
 
@@ -45,6 +46,10 @@ class RunConfig(ConfigModel):
             "Most this run (with the runs it resumes) may spend: max_cost (needs every model's pricing), "
             "max_tokens, max_requests. Changing it never blocks a resume."
         ),
+    )
+    cache: CacheConfig = Field(
+        default_factory=CacheConfig,
+        description="The reply cache across runs: mode (readwrite, read, write, off), path, namespace, size bound.",
     )
     request_admission: RequestAdmissionConfig = Field(
         default_factory=RequestAdmissionConfig,

@@ -409,8 +409,9 @@ def build_summary(
     message: str,
     seed: int,
 ) -> dict[str, Any]:
-    """The content of `summary.json`: records, drops by reason, requests by outcome, tokens, outages per endpoint,
-    the token ledger (this run's, and with the earlier runs into the folder), wall time."""
+    """The content of `summary.json`: records, drops by reason, requests by outcome, reply-cache hits and what they
+    saved, tokens, outages per endpoint, the token ledger (this run's, and with the earlier runs into the folder),
+    wall time."""
     return {
         "status": status,
         "message": message,
@@ -422,6 +423,7 @@ def build_summary(
         "rows_dropped_by_reason": dict(progress.dropped_by_reason),
         "row_groups_written": progress.row_groups_written,
         "requests": stats.summary(),
+        "cache": stats.cache(store.ledger.prices),
         "endpoints": stats.endpoints(),
         "ledger": store.ledger.to_dict(),
         "ledger_all_runs": store.ledger_all_runs(),

@@ -1,18 +1,23 @@
-"""The request path of one run: a client per provider, request admission per model, the executor.
+"""The request path of one run: a client per provider, request admission per model, the reply cache, the executor.
 
 Opened as an async context manager so every client connection is closed on every exit path; a `type: local`
-provider's llama.cpp server is started on entry (before its client exists) and stopped on every exit path.
+provider's llama.cpp server is started on entry (before its client exists) and stopped on every exit path; the
+reply cache is opened on entry and its queued writes committed on every exit path.
 """
 
 from __future__ import annotations
 
+import asyncio
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 from rowloom.config.dataset import DatasetConfig
 from rowloom.config.models import ModelConfig, ProviderConfig
+from rowloom.errors import RowloomWarning
 from rowloom.models.admission import LimitFactory, RequestAdmissionController
 from rowloom.models.budget import SpendBudget
+from rowloom.models.cache import CacheUnavailable, ReplyCache, open_cache
 from rowloom.models.clients import client_for
 from rowloom.models.executor import ModelRequestExecutor
 from rowloom.models.local import LocalModelServer
@@ -51,7 +56,8 @@ class RequestRuntime:
     ):
         """`limit_factory` replaces the configured adaptive limit of every key (a Ray worker's grants); `budget`
         charges every attempt and refuses one that would pass the run's budget; `client_factory` replaces the HTTP
-        client of every provider (the dry client of `rowloom estimate`)."""
+        client of every provider (the dry client of `rowloom estimate`), whose replies are not the provider's: the
+        reply cache is then not used."""
         self.config = config
         self.client_factory = client_factory
         self.budget = budget
@@ -72,11 +78,17 @@ class RequestRuntime:
             self._pool_sizes[model.provider] = self._pool_sizes.get(model.provider, 0) + ceiling
         self.clients: dict[str, ChatClient] = {}
         self.local_servers: dict[str, LocalModelServer] = {}  # by provider name, while entered
+        self.cache: ReplyCache | None = None  # while entered, unless off or unusable
         self.executor: ModelRequestExecutor
 
     async def __aenter__(self) -> RequestRuntime:
         try:
             providers = {name: await self._open(name) for name in self._pool_sizes}
+            if self.client_factory is None and self._pool_sizes:
+                try:
+                    self.cache = await asyncio.to_thread(open_cache, self.config.run.cache)
+                except CacheUnavailable as exc:  # a cache that cannot be opened costs its savings, not the run
+                    warnings.warn(str(exc), RowloomWarning, stacklevel=2)
         except BaseException:
             await self._close()
             raise
@@ -88,6 +100,7 @@ class RequestRuntime:
             clock=self.clock,
             sink=self.sink,
             budget=self.budget,
+            cache=self.cache,
         )
         return self
 
@@ -114,6 +127,9 @@ class RequestRuntime:
             for client in self.clients.values():
                 await client.aclose()
         finally:
+            cache, self.cache = self.cache, None
+            if cache is not None:
+                await asyncio.to_thread(cache.close)
             servers, self.local_servers = list(self.local_servers.values()), {}
             for server in servers:
                 server.terminate()  # all signalled first: a cancellation while waiting below leaves none running

@@ -34,6 +34,7 @@ from rowloom.interface.output import CliConsole, plural, print_records
 from rowloom.interface.progress import ProgressDisplay
 from rowloom.interface.user_code import describe
 from rowloom.interface.with_sim import simulators
+from rowloom.models.cache import with_cache
 from rowloom.observe.sinks import EventSink, FanoutSink, JsonlSink
 
 app = typer.Typer(
@@ -269,6 +270,15 @@ def run(
         str | None, typer.Option("--ray-address", help="Ray cluster to join ('auto' or ADDRESS); default: start one.")
     ] = None,
     workers: Annotated[int | None, typer.Option("--workers", min=1, help="Ray worker actors (default: CPUs).")] = None,
+    cache: Annotated[
+        str | None,
+        typer.Option(
+            "--cache", help="Reply cache folder (default: run.cache.path, $ROWLOOM_CACHE_DIR, else ~/.cache/rowloom)."
+        ),
+    ] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Neither read nor write the reply cache: every request is sent.")
+    ] = False,
     allow_import: AllowImportOption = None,
 ) -> None:
     """Generate a dataset: one Parquet file per row group, plus manifest.json and summary.json."""
@@ -276,6 +286,7 @@ def run(
     progress = RunProgress()  # also when quiet: what a stopped run wrote is told from it
     display = ProgressDisplay(console, progress) if not quiet else None
     try:
+        config = with_cache(config, mode="off" if no_cache else None, path=cache)  # Ray workers get it resolved
         decision = check_output(output, config, num_records, resume.value)  # before any server or display starts
         if decision.action is Action.DONE:  # a folder holding this complete run is left as it is
             if decision.recovered_from:  # its manifest.json was lost in a move: put back
@@ -312,10 +323,12 @@ def run(
     requests = summary["requests"]
     this_run = summary["records_written_this_run"]
     in_all = f" ({summary['records_written']} in all)" if this_run != summary["records_written"] else ""
+    hits = summary.get("cache", {}).get("hits", 0)
     messages.result(
         f"wrote {this_run} records to {redact(output)}{in_all} in {summary['wall_s']:.1f}s "
         f"({dropped} rows dropped, {requests.get('total', 0)} requests, "
-        f"{requests.get('by_outcome', {}).get('rate_limited', 0)} rate-limited)"
+        f"{requests.get('by_outcome', {}).get('rate_limited', 0)} rate-limited"
+        + (f", {hits} replies from the cache)" if hits else ")")
     )
 
 

@@ -1,8 +1,8 @@
-"""`ModelRequestExecutor`: acquire a lease → call the provider → classify → release with the outcome → retry.
+"""`ModelRequestExecutor`: reply cache → acquire a lease → call the provider → classify → release → retry.
 
 Owns the retry policy; admission decisions (endpoint health and its circuit breaker among them) belong to the
-controller and HTTP to the clients. Every attempt is re-admitted with a new lease, and every path releases what
-it holds.
+controller, HTTP to the clients and keys and storage to the reply cache. A cache hit ends the request before any
+lease or budget; every attempt is re-admitted with a new lease, and every path releases what it holds.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from rowloom.errors import RowloomError
 from rowloom.models.admission import RequestAdmissionController, ResourceKey
 from rowloom.models.admission.health import EndpointRejected, EndpointUnavailable, EndpointUnreachable, public_url
 from rowloom.models.budget import Reservation, SpendBudget
+from rowloom.models.cache import ReplyCache
 from rowloom.models.types import (
     ChatClient,
     ChatRequest,
@@ -33,7 +34,7 @@ from rowloom.models.types import (
 )
 from rowloom.observe.clock import SYSTEM_CLOCK, Clock
 from rowloom.observe.context import correlate
-from rowloom.observe.events.request import RequestRetried
+from rowloom.observe.events.request import CacheHit, CacheMissed, RequestRetried
 from rowloom.observe.sinks import EventSink, NullSink
 
 R = TypeVar("R", ChatResponse, EmbeddingResponse)
@@ -94,9 +95,12 @@ class ModelRequestExecutor:
         sink: EventSink | None = None,
         rng: random.Random | None = None,
         budget: SpendBudget | None = None,
+        cache: ReplyCache | None = None,
     ):
+        """`cache` answers chat requests it holds (and stores the others' replies) before any admission."""
         self.admission = admission
         self.budget = budget
+        self.cache = cache
         self.config = config or admission.config
         self._clients = clients
         self._models = dict(models)
@@ -106,23 +110,39 @@ class ModelRequestExecutor:
         self._requests = itertools.count(1)
         self._registered: set[tuple[str, str]] = set()
         self._backing_off: Counter[str] = Counter()
+        self._labels: dict[str, str] = {}  # chat resource key label per alias, for cache events
         for alias in self._models:
             self._register(alias, "chat")
 
     async def chat(
         self, alias: str, request: ChatRequest, *, group: str = "default", weight: float = 1.0
     ) -> ChatResponse:
-        """Send one chat request (retried as the policy says) and return the reply."""
+        """The reply to one chat request: from the reply cache when it holds it, else sent (retried as the policy
+        says; once for identical requests in flight at the same time)."""
         client = self._client(alias)
-        return await self._run(
-            alias,
-            "chat",
-            lambda: client.chat(request),
-            tokens=request.estimated_tokens(),
-            bounds=request.token_bounds(),
-            group=group,
-            weight=weight,
-        )
+
+        def send() -> Awaitable[ChatResponse]:
+            return self._run(
+                alias,
+                "chat",
+                lambda: client.chat(request),
+                tokens=request.estimated_tokens(),
+                bounds=request.token_bounds(),
+                group=group,
+                weight=weight,
+            )
+
+        if self.cache is None:
+            return await send()
+        key = self.cache.key(request, self._models[alias][1].name)
+        reply = self.cache.get(key)
+        if reply is not None:
+            self._emit_hit(alias, group, reply, "store")
+            return reply
+        reply, shared = await self.cache.fetch(key, send, lambda: self._emit_miss(alias, group))
+        if shared:
+            self._emit_hit(alias, group, reply, "flight")
+        return reply
 
     async def embed(
         self, alias: str, inputs: Sequence[str], *, group: str = "default", weight: float = 1.0
@@ -290,6 +310,33 @@ class ModelRequestExecutor:
             model, provider = self._models[alias]
             self.admission.register_model(alias, model, provider, domain=domain)
             self._registered.add((alias, domain))
+
+    def _label(self, alias: str) -> str:
+        label = self._labels.get(alias)
+        if label is None:
+            label = self._labels[alias] = self.admission.key_for(alias, domain="chat").label
+        return label
+
+    def _emit_hit(self, alias: str, group: str, reply: ChatResponse, source: str) -> None:
+        if self._sink is not None:
+            usage = reply.usage
+            self._sink.emit(
+                CacheHit(
+                    ts=self._clock.now(),
+                    key=self._label(alias),
+                    alias=alias,
+                    group=group,
+                    source=source,
+                    usage_known=usage.known,
+                    prompt_tokens=usage.prompt_tokens,
+                    completion_tokens=usage.completion_tokens,
+                    cached_tokens=usage.cached_tokens,
+                )
+            )
+
+    def _emit_miss(self, alias: str, group: str) -> None:
+        if self._sink is not None:
+            self._sink.emit(CacheMissed(ts=self._clock.now(), key=self._label(alias), alias=alias, group=group))
 
     def _emit_retry(
         self, key: ResourceKey, alias: str, outcome: Outcome, attempt: int, delay: float, *, counted: bool

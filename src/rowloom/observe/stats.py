@@ -1,5 +1,5 @@
 """Request counters built from request events: outcomes, 429s, in-flight and limit per endpoint, tokens, latency,
-endpoint outages.
+endpoint outages, reply-cache hits and misses.
 
 A sink like any other, so the summary, the progress line and benchmarks read one source of truth.
 """
@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
+from rowloom.config.pricing import Pricing
 from rowloom.observe.events.base import Event
 
 
@@ -35,6 +37,10 @@ class RequestStats:
         # Endpoints down now: provider name and when the event arrived (this process's monotonic clock, so a
         # display can count the seconds whichever process or clock emitted it).
         self.down: dict[str, tuple[str, float]] = {}
+        self.cache_hits = 0
+        self.cache_misses = 0
+        # What the hits would have cost, per model alias: [prompt, completion, cached] tokens of replies with usage.
+        self.cache_saved: dict[str, list[int]] = {}
 
     def emit(self, event: Event) -> None:
         kind = event.kind
@@ -54,6 +60,15 @@ class RequestStats:
             self.tokens += int(getattr(event, "tokens", 0) or 0)
             self.latency_sum_s += float(getattr(event, "latency_s", 0.0) or 0.0)
             self.keys.add(event.key)  # type: ignore[attr-defined]
+        elif kind == "cache_hit":
+            self.cache_hits += 1
+            if event.usage_known:  # type: ignore[attr-defined]
+                saved = self.cache_saved.setdefault(event.alias, [0, 0, 0])  # type: ignore[attr-defined]
+                saved[0] += event.prompt_tokens  # type: ignore[attr-defined]
+                saved[1] += event.completion_tokens  # type: ignore[attr-defined]
+                saved[2] += event.cached_tokens  # type: ignore[attr-defined]
+        elif kind == "cache_miss":
+            self.cache_misses += 1
         elif kind == "limit_changed":
             self.limits[event.key] = int(event.new)  # type: ignore[attr-defined]
         elif kind == "capacity_snapshot":  # the limits before any request (job start) and between changes
@@ -117,4 +132,28 @@ class RequestStats:
             "peak_in_flight": self.peak_in_flight,
             "tokens": self.tokens,
             "mean_latency_s": round(self.latency_sum_s / total, 4) if total else 0.0,
+        }
+
+    def cache(self, prices: Mapping[str, Pricing | None] | None = None) -> dict[str, Any]:
+        """The `cache` section of summary.json: hits (requests saved), misses, the tokens the hits did not spend
+        and, priced with `prices` (by model alias), the money; `cost_saved` is None when a hit's model has no
+        prices."""
+        prices = prices or {}
+        tokens = cost = 0.0
+        priced = True
+        for alias, (prompt, completion, cached) in dict(self.cache_saved).items():
+            tokens += prompt + completion
+            price = prices.get(alias)
+            if price is None:
+                priced = False
+            else:
+                cost += price.cost(prompt, completion, cached)
+        currency = next((p.currency for p in prices.values() if p is not None), None)
+        return {
+            "hits": self.cache_hits,
+            "misses": self.cache_misses,
+            "requests_saved": self.cache_hits,
+            "tokens_saved": int(tokens),
+            "cost_saved": round(cost, 6) if priced and currency is not None else None,
+            "currency": currency,
         }

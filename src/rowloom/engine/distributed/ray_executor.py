@@ -45,6 +45,7 @@ from rowloom.engine.terms import CLI_TERMS, Terms
 from rowloom.errors import ConfigError, ConfigProblem, RowloomError, RowloomWarning
 from rowloom.models.admission.cooldown import Cooldown
 from rowloom.models.admission.limits import limit_from_config
+from rowloom.models.cache import with_cache
 from rowloom.observe.context import correlate
 from rowloom.observe.events import scheduler as ev
 from rowloom.observe.sinks import EventSink, FanoutSink
@@ -225,9 +226,12 @@ def run_distributed(
     called once Ray runs, so a signal handler it sets replaces the one `ray.init` installs. A worker with row
     groups that has not been heard from for `liveness_s` is stopped and its row groups go to a new one, as
     after a crash. A folder that already holds this complete run is left as it is, before Ray is started; a
-    shorter run is extended, as in a local run (`engine.resume`).
+    shorter run is extended, as in a local run (`engine.resume`). The reply cache is resolved here (`run.cache`,
+    else this process's environment): every worker uses that folder, shared when the path is on a shared
+    filesystem.
     """
     started = time.monotonic()
+    config = with_cache(config)
     if config.run.budget is not None:
         # Each worker has its own request path: a budget would be enforced once per worker, not once per run.
         raise ConfigError(

@@ -155,3 +155,32 @@ class EndpointUp(Event):
     key: str
     down_for_s: float
     probes: int
+
+
+@register_event
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CacheHit(Event):
+    """A chat request answered by the reply cache (`source` "store"), or by an identical request in flight at the
+    same time ("flight"): no request was sent. The usage is the reply's when it was fetched (what was saved)."""
+
+    kind: ClassVar[str] = "cache_hit"
+    key: str
+    alias: str
+    group: str
+    source: str
+    usage_known: bool
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+
+
+@register_event
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CacheMissed(Event):
+    """A chat request the reply cache could not answer: it goes on to the provider (the attempts that follow are
+    `request_*` events)."""
+
+    kind: ClassVar[str] = "cache_miss"
+    key: str
+    alias: str
+    group: str

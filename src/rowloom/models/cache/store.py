@@ -1,0 +1,283 @@
+"""`ReplyStore`: chat replies in one SQLite file (WAL mode), looked up on the event loop, written by a thread.
+
+Each row holds a reply with a CRC-32 of its key and bytes: a damaged or truncated row is a miss (refetched and
+overwritten), never a reply. The total size is kept by triggers in the file itself, so several processes sharing
+the folder agree on it; beyond `max_bytes` the least recently used rows go. Knows replies as bytes and keys, not
+what asked for them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import sqlite3
+import threading
+import time
+import warnings
+import zlib
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from rowloom.errors import RowloomWarning
+from rowloom.models.types import ChatResponse, Usage
+
+FILE_NAME = "replies.sqlite3"
+#: A hit moves its row up the LRU order at most this often (seconds): a touch is a write.
+TOUCH_EVERY_S = 60.0
+_BATCH = 512  # writes per transaction at most
+_DAMAGED = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
+_ROW_OVERHEAD = 48  # bytes a row costs beyond its key and payload, roughly (times, checksum, index entry)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS replies (
+    key BLOB PRIMARY KEY, payload BLOB NOT NULL, checksum INTEGER NOT NULL, size INTEGER NOT NULL,
+    created REAL NOT NULL, used REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS replies_used ON replies(used);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta VALUES ('bytes', 0);
+CREATE TRIGGER IF NOT EXISTS replies_added AFTER INSERT ON replies
+    BEGIN UPDATE meta SET value = value + NEW.size WHERE name = 'bytes'; END;
+CREATE TRIGGER IF NOT EXISTS replies_removed AFTER DELETE ON replies
+    BEGIN UPDATE meta SET value = value - OLD.size WHERE name = 'bytes'; END;
+CREATE TRIGGER IF NOT EXISTS replies_resized AFTER UPDATE OF size ON replies
+    BEGIN UPDATE meta SET value = value + NEW.size - OLD.size WHERE name = 'bytes'; END;
+"""
+_UPSERT = (
+    "INSERT INTO replies VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET payload = excluded.payload, "
+    "checksum = excluded.checksum, size = excluded.size, created = excluded.created, used = excluded.used"
+)
+
+
+class CacheUnavailable(Exception):
+    """The cache file cannot be opened or created; the message says why, for the warning."""
+
+
+def encode(key: bytes, reply: ChatResponse) -> tuple[bytes, int]:
+    """The stored form of a reply and its checksum (over the key too: a row moved to another key fails it)."""
+    u = reply.usage
+    fields = (u.prompt_tokens, u.completion_tokens, u.cached_tokens, u.reasoning_tokens, u.known)
+    payload = orjson.dumps([reply.text, *fields, reply.finish_reason])
+    return payload, zlib.crc32(payload, zlib.crc32(key))
+
+
+def decode(payload: bytes) -> ChatResponse:
+    """The reply of a payload whose checksum matched."""
+    text, prompt, completion, cached, reasoning, known, finish = orjson.loads(payload)
+    return ChatResponse(text=text, usage=Usage(prompt, completion, cached, reasoning, known), finish_reason=finish)
+
+
+def connect(path: Path, *, busy_s: float) -> sqlite3.Connection:
+    """A connection in autocommit mode (no read transaction left open to hold back WAL checkpoints)."""
+    conn = sqlite3.connect(path, timeout=busy_s, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+    except sqlite3.Error:
+        conn.close()
+        raise
+    return conn
+
+
+@dataclass
+class _Put:
+    key: bytes
+    reply: ChatResponse
+
+
+class ReplyStore:
+    """Lookups (`get`) run on the caller's thread; `put` and LRU touches queue for the writer thread."""
+
+    def __init__(self, folder: Path, *, max_bytes: int, writable: bool = True):
+        """Open (creating) `folder/replies.sqlite3`; raises `CacheUnavailable` when it cannot."""
+        self.path = Path(folder) / FILE_NAME
+        self.max_bytes = max_bytes
+        self.writable = writable
+        self._problems: deque[str] = deque()
+        self._told: set[str] = set()
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            try:
+                self._open()
+            except sqlite3.DatabaseError as exc:
+                if getattr(exc, "sqlite_errorname", "") not in _DAMAGED:
+                    raise
+                aside = self._set_aside()  # a damaged file (a truncated tail, a bad header): start a new one
+                self._open()
+                kept = self._salvage(aside)
+                self._problem("damaged", f"was damaged ({exc}): {kept} replies kept, the others are fetched again")
+        except (OSError, sqlite3.Error) as exc:
+            raise CacheUnavailable(str(exc)) from None
+        self._pending: dict[bytes, ChatResponse] = {}  # queued, not yet committed: still answers lookups
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._write_loop, name="rowloom-cache-writer", daemon=True)
+        self._thread.start()
+
+    def _open(self) -> None:
+        self._writer = connect(self.path, busy_s=30.0)
+        try:  # one transaction: processes opening the folder at once wait for each other (busy timeout)
+            self._writer.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
+            self._writer.execute("SELECT count(*) FROM meta").fetchall()
+        except sqlite3.Error:
+            with contextlib.suppress(sqlite3.Error):
+                self._writer.execute("ROLLBACK")
+            self._writer.close()
+            raise
+        self._reader = connect(self.path, busy_s=1.0)
+
+    def _set_aside(self) -> Path:
+        """Rename the damaged file (and its WAL and shared-memory files) out of the way; its new name."""
+        aside = self.path.with_name(f"{self.path.name}.damaged-{int(time.time())}")
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                self.path.with_name(self.path.name + suffix).rename(aside.with_name(aside.name + suffix))
+        return aside
+
+    def _salvage(self, aside: Path) -> int:
+        """Copy the readable rows of the damaged file set aside (a scan stops at the first bad page) into the new
+        one, then delete it; the rows kept."""
+        rows: list[tuple] = []
+        try:
+            with contextlib.closing(sqlite3.connect(f"{aside.as_uri()}?mode=ro", uri=True)) as damaged:
+                for row in damaged.execute("SELECT key, payload, checksum, size, created, used FROM replies"):
+                    rows.append(row)
+        except sqlite3.Error:
+            pass  # what was read before the damage is kept
+        with _transaction(self._writer):
+            self._writer.executemany(_UPSERT, rows)
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                aside.with_name(aside.name + suffix).unlink()
+        return len(rows)
+
+    # ------------------------------------------------------------ the event loop's side
+
+    def get(self, key: bytes) -> ChatResponse | None:
+        """The stored reply of `key`, or None (absent, damaged, or the file unreadable: each a miss)."""
+        if self._problems:
+            self._tell()
+        pending = self._pending.get(key)
+        if pending is not None:
+            return pending
+        try:
+            rows = self._reader.execute("SELECT payload, checksum, used FROM replies WHERE key = ?", (key,)).fetchall()
+        except sqlite3.Error as exc:
+            self._problem("unreadable", f"cannot be read ({exc}); its replies are fetched again")
+            self._tell()
+            return None
+        if not rows:
+            return None
+        payload, checksum, used = rows[0]
+        if not isinstance(payload, bytes) or zlib.crc32(payload, zlib.crc32(key)) != checksum:
+            self._problem("damaged", "holds damaged entries (checksum mismatch); they are fetched again")
+            self._tell()
+            return None
+        try:
+            reply = decode(payload)
+        except (ValueError, TypeError):
+            return None
+        now = time.time()
+        if self.writable and now - used > TOUCH_EVERY_S:
+            self._queue.put((key, now))
+        return reply
+
+    def put(self, key: bytes, reply: ChatResponse) -> None:
+        """Store a reply (queued: the writer thread commits it; lookups see it at once)."""
+        if self.writable:
+            self._pending[key] = reply
+            self._queue.put(_Put(key, reply))
+
+    def close(self) -> None:
+        """Commit what is queued and stop the writer (blocks: call it off the event loop)."""
+        self._queue.put(None)
+        self._thread.join()
+        with contextlib.suppress(sqlite3.Error):
+            self._reader.close()
+        self._tell()
+
+    # ------------------------------------------------------------ the writer thread
+
+    def _write_loop(self) -> None:
+        try:
+            while True:
+                batch = [self._queue.get()]
+                while len(batch) < _BATCH:
+                    try:
+                        batch.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                stop = batch[-1] is None or None in batch
+                self._write([item for item in batch if item is not None])
+                if stop:
+                    return
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                self._writer.close()
+
+    def _write(self, batch: list[Any]) -> None:
+        if not batch:
+            return
+        now = time.time()
+        puts, touches = [], []
+        for item in batch:
+            if isinstance(item, _Put):
+                payload, checksum = encode(item.key, item.reply)
+                puts.append((item.key, payload, checksum, len(item.key) + len(payload) + _ROW_OVERHEAD, now, now))
+            else:
+                touches.append((item[1], item[0]))
+        try:
+            with _transaction(self._writer):
+                if puts:
+                    self._writer.executemany(_UPSERT, puts)
+                if touches:
+                    self._writer.executemany("UPDATE replies SET used = ? WHERE key = ?", touches)
+                self._evict()
+        except sqlite3.Error as exc:
+            self._problem("unwritable", f"cannot be written ({exc}); replies of this run may not be kept")
+        finally:
+            for item in batch:
+                if isinstance(item, _Put) and self._pending.get(item.key) is item.reply:
+                    del self._pending[item.key]
+
+    def _evict(self) -> None:
+        """Drop the least recently used rows while the stored bytes pass the bound, down to 90% of it."""
+        (total,) = self._writer.execute("SELECT value FROM meta WHERE name = 'bytes'").fetchone()
+        if total <= self.max_bytes:
+            return
+        target = int(self.max_bytes * 0.9)
+        while total > target:
+            count, size = self._writer.execute("SELECT count(*), coalesce(sum(size), 0) FROM replies").fetchone()
+            if not count:
+                return
+            self._writer.execute(
+                "DELETE FROM replies WHERE key IN (SELECT key FROM replies ORDER BY used LIMIT ?)",
+                ((total - target) // max(1, size // count) + 1,),
+            )
+            (total,) = self._writer.execute("SELECT value FROM meta WHERE name = 'bytes'").fetchone()
+
+    # ------------------------------------------------------------ warnings, told once each
+
+    def _problem(self, kind: str, message: str) -> None:
+        if kind not in self._told:
+            self._told.add(kind)
+            self._problems.append(f"the reply cache {self.path} {message}")
+
+    def _tell(self) -> None:
+        while self._problems:
+            warnings.warn(self._problems.popleft(), RowloomWarning, stacklevel=3)
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection):
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

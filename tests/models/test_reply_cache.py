@@ -1,0 +1,174 @@
+"""The reply cache's parts without a network: what the key depends on, the store's checksums, damage handling,
+LRU bound and queued writes, and single flight's handling of a cancelled leader."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+
+import pytest
+
+from rowloom.config.cache import CacheConfig
+from rowloom.errors import ConfigError, RowloomWarning
+from rowloom.models.cache import ReplyStore, resolve
+from rowloom.models.cache.flight import SingleFlight
+from rowloom.models.cache.keys import request_key
+from rowloom.models.cache.store import FILE_NAME
+from rowloom.models.types import ChatRequest, ChatResponse, Usage
+
+BASE = ChatRequest(
+    model="m",
+    messages=({"role": "user", "content": "hi"},),
+    params={"temperature": 0.7, "max_tokens": 64},
+    json_schema={"type": "object"},
+    schema_name="review",
+)
+
+
+def keys(count: int) -> list[bytes]:
+    return [i.to_bytes(16, "big") for i in range(count)]
+
+
+def fill(folder, count: int, text: str = "x" * 100, **store) -> list[bytes]:
+    store = ReplyStore(folder, max_bytes=store.get("max_bytes", 2**30))
+    for key in keys(count):
+        store.put(key, ChatResponse(text, Usage(3, 4)))
+    store.close()
+    return keys(count)
+
+
+def test_key_changes_with_everything_that_decides_the_reply_and_nothing_else():
+    base = request_key(BASE)
+    variants = [
+        ChatRequest(**{**_fields(BASE), "model": "other"}),
+        ChatRequest(**{**_fields(BASE), "messages": (*BASE.messages, {"role": "user", "content": "fix it"})}),
+        ChatRequest(**{**_fields(BASE), "params": {"temperature": 0.8, "max_tokens": 64}}),
+        ChatRequest(**{**_fields(BASE), "params": {**BASE.params, "seed": 1}}),
+        ChatRequest(**{**_fields(BASE), "json_schema": {"type": "array"}}),
+        ChatRequest(**{**_fields(BASE), "schema_name": "other"}),
+    ]
+    found = {request_key(v) for v in variants}
+    found |= {request_key(BASE, namespace="fresh"), request_key(BASE, provider="b"), request_key(BASE, sample="0:c:1")}
+    assert base not in found and len(found) == len(variants) + 3
+    reordered = ChatRequest(**{**_fields(BASE), "params": {"max_tokens": 64, "temperature": 0.7}})
+    assert request_key(reordered) == base
+
+
+def _fields(request: ChatRequest) -> dict:
+    return {name: getattr(request, name) for name in ("model", "messages", "params", "json_schema", "schema_name")}
+
+
+def test_a_stored_reply_reads_back_whole_and_queued_writes_answer_at_once(tmp_path):
+    store = ReplyStore(tmp_path, max_bytes=2**20)
+    reply = ChatResponse("text", Usage(10, 5, cached_tokens=2, reasoning_tokens=1), finish_reason="stop")
+    store.put(b"k" * 16, reply)
+    assert store.get(b"k" * 16) == reply  # before the writer committed it
+    store.close()
+    again = ReplyStore(tmp_path, max_bytes=2**20)
+    assert again.get(b"k" * 16) == reply and again.get(b"z" * 16) is None
+    again.close()
+
+
+def test_damaged_rows_are_misses_and_a_warning_names_the_file(tmp_path):
+    stored = fill(tmp_path, 50)
+    with sqlite3.connect(tmp_path / FILE_NAME) as db:
+        db.execute("UPDATE replies SET payload = substr(payload, 1, 7) WHERE key < ?", (stored[5],))
+    store = ReplyStore(tmp_path, max_bytes=2**20)
+    with pytest.warns(RowloomWarning, match=f"{tmp_path / FILE_NAME}.*damaged entries"):
+        found = [store.get(key) is not None for key in stored]
+    assert found == [False] * 5 + [True] * 45
+    store.put(stored[0], ChatResponse("fetched again"))  # the refetched reply replaces the damaged row
+    store.close()
+    store = ReplyStore(tmp_path, max_bytes=2**20)
+    assert store.get(stored[0]).text == "fetched again"
+    store.close()
+
+
+def test_a_truncated_file_is_replaced_with_a_warning_naming_it(tmp_path):
+    stored = fill(tmp_path, 2000)
+    path = tmp_path / FILE_NAME
+    with open(path, "r+b") as file:
+        file.truncate(os.path.getsize(path) * 2 // 3)
+    with pytest.warns(RowloomWarning, match=f"{path} was damaged"):
+        store = ReplyStore(tmp_path, max_bytes=2**20)
+        assert store.get(stored[-1]) is None
+        store.put(stored[-1], ChatResponse("again"))
+        store.close()
+    store = ReplyStore(tmp_path, max_bytes=2**20)
+    assert store.get(stored[-1]).text == "again"
+    store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_the_least_recently_used_replies_go_beyond_the_size_bound(tmp_path):
+    store = ReplyStore(tmp_path, max_bytes=100_000)
+    for key in keys(2000):  # ~170 bytes a row: far past the bound
+        store.put(key, ChatResponse("x" * 100))
+    store.close()
+    with sqlite3.connect(tmp_path / FILE_NAME) as db:
+        (count,) = db.execute("SELECT count(*) FROM replies").fetchone()
+        (total,) = db.execute("SELECT value FROM meta WHERE name = 'bytes'").fetchone()
+        (summed,) = db.execute("SELECT sum(size) FROM replies").fetchone()
+    assert 0 < count < 2000 and total == summed <= 100_000
+    store = ReplyStore(tmp_path, max_bytes=100_000)
+    assert store.get(keys(2000)[-1]) is not None and store.get(keys(2000)[0]) is None  # the newest stay
+    store.close()
+
+
+def test_mode_and_folder_come_from_the_environment_when_the_config_leaves_them(monkeypatch, tmp_path):
+    monkeypatch.setenv("ROWLOOM_CACHE", "read")
+    monkeypatch.setenv("ROWLOOM_CACHE_DIR", str(tmp_path))
+    assert resolve(CacheConfig()).mode == "read" and resolve(CacheConfig()).path == str(tmp_path)
+    assert resolve(CacheConfig(mode="off", path="/elsewhere")).model_dump(include={"mode", "path"}) == {
+        "mode": "off",
+        "path": "/elsewhere",
+    }
+    monkeypatch.delenv("ROWLOOM_CACHE")
+    monkeypatch.delenv("ROWLOOM_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert resolve(CacheConfig()).mode == "readwrite"
+    if os.name == "posix" and os.uname().sysname == "Linux":
+        assert resolve(CacheConfig()).path == str(tmp_path / "xdg" / "rowloom")
+    monkeypatch.setenv("ROWLOOM_CACHE", "sometimes")
+    with pytest.raises(ConfigError, match="ROWLOOM_CACHE"):
+        resolve(CacheConfig())
+
+
+async def test_followers_of_a_cancelled_leader_ask_again_themselves():
+    flight: SingleFlight[str] = SingleFlight()
+    calls = 0
+    release = asyncio.Event()
+
+    async def call() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.sleep(10)  # the leader: cancelled below
+        await release.wait()
+        return "reply"
+
+    leader = asyncio.create_task(flight.run(b"k", call))
+    await asyncio.sleep(0)
+    followers = [asyncio.create_task(flight.run(b"k", call)) for _ in range(3)]
+    await asyncio.sleep(0)
+    leader.cancel()
+    await asyncio.sleep(0.01)
+    release.set()
+    results = await asyncio.gather(*followers)
+    assert calls == 2 and sorted(shared for _, shared in results) == [False, True, True]
+    assert len(flight) == 0
+    with pytest.raises(asyncio.CancelledError):
+        await leader
+
+
+async def test_followers_get_the_leaders_error():
+    flight: SingleFlight[str] = SingleFlight()
+
+    async def fail() -> str:
+        await asyncio.sleep(0.01)
+        raise ValueError("no")
+
+    results = await asyncio.gather(*(flight.run(b"k", fail) for _ in range(3)), return_exceptions=True)
+    assert [type(r) for r in results] == [ValueError] * 3
