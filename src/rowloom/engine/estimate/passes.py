@@ -11,6 +11,7 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from rowloom.config.dag import producers, topological_order
 from rowloom.config.dataset import DatasetConfig
 from rowloom.config.pricing import Pricing
 from rowloom.engine.estimate.counting import APPROXIMATION
@@ -84,7 +85,8 @@ class _SampleRecorder:
         self.prices = prices
         self.rows: dict[tuple[int, int], dict[str, TokenCounts]] = defaultdict(lambda: defaultdict(TokenCounts))
         self.shared: dict[str, TokenCounts] = defaultdict(TokenCounts)
-        self.latencies: dict[str, list[float]] = defaultdict(list)
+        self.latencies: dict[str, list[float]] = defaultdict(list)  # by endpoint
+        self.column_latency: Counter[str] = Counter()  # seconds of every attempt, by column
         self.requests: Counter[str] = Counter()
 
     def emit(self, event: Event) -> None:
@@ -92,6 +94,7 @@ class _SampleRecorder:
             return
         counts = TokenCounts.of_event(event, self.prices.get(event.alias or ""))
         self.latencies[event.key].append(float(event.latency_s))
+        self.column_latency[event.group] += float(event.latency_s)
         self.requests[event.key] += 1
         row = _row_of(event.task)
         if event.row_group is None or row is None:
@@ -256,7 +259,7 @@ async def _with_sample(
         notes.append(
             f"{unknown} replies of the sample reported no usage: their tokens are missing from the measured figures"
         )
-    endpoints, wall, bottleneck = _wall_time(recorder, capacities, records, sample)
+    endpoints, wall, bottleneck = _wall_time(recorder, capacities, records, sample, _chain_s(config, recorder, sample))
     return Estimate(
         records=records,
         rows_rendered=dry.rows_rendered,
@@ -274,12 +277,24 @@ async def _with_sample(
     )
 
 
+def _chain_s(config: DatasetConfig, recorder: _SampleRecorder, sample: int) -> float:
+    """Seconds one row spends on its longest chain of dependent LLM columns (each column's attempts, re-asks and
+    retries included, per row of the sample): the part of the run no concurrency can overlap (its last row)."""
+    made_by = producers(config.columns)
+    longest: dict[str, float] = {}
+    for name in topological_order(config.columns):
+        column = next(c for c in config.columns if c.name == name)
+        upstream = [longest.get(made_by[r], 0.0) for r in column.dependencies() if made_by.get(r, name) != name]
+        longest[name] = recorder.column_latency.get(name, 0.0) / sample + max(upstream, default=0.0)
+    return max(longest.values(), default=0.0)
+
+
 def _wall_time(
-    recorder: _SampleRecorder, capacities: _Capacities, records: int, sample: int
+    recorder: _SampleRecorder, capacities: _Capacities, records: int, sample: int, chain_s: float
 ) -> tuple[list[EndpointEstimate], Span | None, str | None]:
-    """Per endpoint: its requests scaled to `records` × its mean latency ÷ its concurrency (the configured ceiling
-    for the short end, the limit learned by the sample's end for the long end); the run takes as long as its
-    slowest endpoint."""
+    """Per endpoint: its requests scaled to `records` × its mean latency ÷ its concurrency, plus the row chain
+    `chain_s` (the run's last row); the expected figure and the short end at the configured ceiling, the long end
+    at the limit learned by the sample's end. The run takes as long as its slowest endpoint."""
     endpoints = []
     for label in sorted(recorder.requests):
         latencies = recorder.latencies[label]
@@ -290,7 +305,8 @@ def _wall_time(
         wall = None
         if configured:
             slowest = min(learned or configured, configured)
-            wall = Span(requests * mean / configured, requests * mean / slowest, requests * mean / slowest)
+            fastest = requests * mean / configured + chain_s
+            wall = Span(fastest, requests * mean / slowest + chain_s, fastest)
         endpoints.append(EndpointEstimate(label, Span.exact(requests), configured, learned, mean, wall))
     timed = [e for e in endpoints if e.wall_s is not None]
     if not timed:
