@@ -51,13 +51,22 @@ class _Run:
     sim_stats: dict[str, dict[str, Any]]
 
 
+#: The provider type of each API shape the simulator speaks.
+PROVIDER_TYPES = {"openai": "openai", "anthropic": "anthropic", "azure": "azure_openai"}
+
+
 def _run_job(
     scenario: Scenario, sims: dict[str, SimulatorConfig], num_records: int, data_dir: Path, events: Path | None
 ) -> _Run:
-    """Start the simulators, warm up, reset their schedules and run the job once, measuring it."""
+    """Start the simulators, warm up, reset their schedules and run the job once, measuring it. The providers
+    speak the API shape their simulator speaks."""
     with contextlib.ExitStack() as stack:
         procs = {name: stack.enter_context(SimulatorProcess(sim)) for name, sim in sims.items()}
-        config = DatasetConfig.from_dict(scenario.build({name: p.base_url for name, p in procs.items()}))
+        data = scenario.build({name: p.base_url for name, p in procs.items()})
+        for provider in data.get("providers", []):
+            if provider.get("name") in sims:
+                provider["type"] = PROVIDER_TYPES[sims[provider["name"]].api]
+        config = DatasetConfig.from_dict(data)
         # Warm up: imports and one-time set-up (TLS context, schema compilation) are not per-request costs.
         asyncio.run(run_job(config, min(num_records, 4), output=None))
         for proc in procs.values():
@@ -76,10 +85,17 @@ def _run_job(
 
 
 def run_scenario(
-    scenario: Scenario, *, quick: bool, out_dir: Path, keep_output: bool = False, records: int | None = None
+    scenario: Scenario,
+    *,
+    quick: bool,
+    out_dir: Path,
+    keep_output: bool = False,
+    records: int | None = None,
+    api: str = "openai",
 ) -> dict[str, Any]:
     """Run `scenario` once and return its metrics (also writing its event log into `out_dir`); `records`
-    overrides the scenario's size (a smoke run: its figures are not the scenario's).
+    overrides the scenario's size (a smoke run: its figures are not the scenario's); `api` is the wire format
+    every simulator and provider speaks (`openai`, `anthropic`, `azure`).
 
     A scenario with outage windows first runs the same job against endpoints without them (`baseline_wall_s`),
     so what the outages cost beyond their own length is measured (`outage_overhead_s`).
@@ -88,13 +104,14 @@ def run_scenario(
     events_path = out_dir / f"{scenario.name}.events.jsonl"
     events_path.unlink(missing_ok=True)
     num_records = records or scenario.records(quick)
-    outage_free = {ep.provider: ep.sim.model_copy(update={"outages": ()}) for ep in scenario.endpoints}
+    sims = {ep.provider: ep.sim.model_copy(update={"api": api}) for ep in scenario.endpoints}
+    outage_free = {name: sim.model_copy(update={"outages": ()}) for name, sim in sims.items()}
     baseline: _Run | None = None
     if any(ep.sim.outages for ep in scenario.endpoints):
         with tempfile.TemporaryDirectory(prefix=f"rowloom-bench-{scenario.name}-base-") as base_dir:
             baseline = _run_job(scenario, outage_free, num_records, Path(base_dir), None)
     data_dir = Path(tempfile.mkdtemp(prefix=f"rowloom-bench-{scenario.name}-"))
-    run = _run_job(scenario, {ep.provider: ep.sim for ep in scenario.endpoints}, num_records, data_dir, events_path)
+    run = _run_job(scenario, sims, num_records, data_dir, events_path)
     status, wall, reset_at, sim_stats = run.status, run.wall_s, run.reset_at, run.sim_stats
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if not keep_output:
@@ -149,6 +166,7 @@ def run_scenario(
             status = f"baseline {baseline.status}"
     return {
         "scenario": scenario.name,
+        "api": api,
         "description": scenario.description,
         "quick": quick,
         "num_records": num_records,
@@ -207,8 +225,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, required=True, help="Folder for NAME.json and NAME.events.jsonl")
     parser.add_argument("--records", type=int, default=None, help="Override the scenario's number of records")
+    parser.add_argument("--api", choices=sorted(PROVIDER_TYPES), default="openai", help="The wire format spoken")
     args = parser.parse_args(argv)
-    result = run_scenario(SCENARIOS[args.scenario], quick=args.quick, out_dir=args.out, records=args.records)
+    result = run_scenario(
+        SCENARIOS[args.scenario], quick=args.quick, out_dir=args.out, records=args.records, api=args.api
+    )
     (args.out / f"{args.scenario}.json").write_text(json.dumps(result, indent=1))
     return 0 if result["status"] == "completed" else 1
 

@@ -44,9 +44,12 @@ def select(names: Iterable[str] | None, quick: bool) -> list[str]:
     return [name for name, s in SCENARIOS.items() if s.in_quick or not quick]
 
 
-def run_suite(names: list[str], *, quick: bool, out_dir: Path, log=print, records: int | None = None) -> dict[str, Any]:
+def run_suite(
+    names: list[str], *, quick: bool, out_dir: Path, log=print, records: int | None = None, api: str = "openai"
+) -> dict[str, Any]:
     """Run each scenario in a fresh Python process and collect the results into one document (`records`: every
-    scenario at that size instead of its own, a smoke run whose figures the guardrails do not judge)."""
+    scenario at that size instead of its own, a smoke run whose figures the guardrails do not judge; `api`: the
+    wire format every simulator and provider speaks)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
     started = time.time()
@@ -57,6 +60,8 @@ def run_suite(names: list[str], *, quick: bool, out_dir: Path, log=print, record
             cmd.append("--quick")
         if records is not None:
             cmd += ["--records", str(records)]
+        if api != "openai":
+            cmd += ["--api", api]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         result_file = out_dir / f"{name}.json"
         if result_file.is_file():
@@ -67,6 +72,7 @@ def run_suite(names: list[str], *, quick: bool, out_dir: Path, log=print, record
     return {
         "quick": quick,
         **({"records": records} if records is not None else {}),
+        **({"api": api} if api != "openai" else {}),
         "started_at": started,
         "duration_s": round(time.time() - started, 1),
         "scenarios": results,

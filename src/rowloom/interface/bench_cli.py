@@ -30,6 +30,7 @@ def _log(message: str) -> None:
 def _print_table(document: dict) -> None:
     """The results: a table where it fits, else one block per scenario (`metric: value`), Markdown into a file."""
     title = "rowloom bench" + (" (quick)" if document.get("quick") else "")
+    title += f", {document['api']} API" if document.get("api") else ""
     print_grid(console, Grid(title, [header for header, _ in suite.TABLE_COLUMNS], suite.table_rows(document)))
 
 
@@ -52,6 +53,13 @@ def bench(
         "bench-results"
     ),
     guardrails: Annotated[Path, typer.Option(help="Guardrail thresholds (YAML).")] = suite.DEFAULT_GUARDRAILS,
+    api: Annotated[
+        str,
+        typer.Option(
+            help="The wire format the simulators and providers speak: openai, anthropic or azure "
+            "(the same scenarios and guardrails in each).",
+        ),
+    ] = "openai",
     records: Annotated[
         int | None,
         typer.Option(
@@ -69,10 +77,13 @@ def bench(
     except ValueError as exc:
         messages.error(f"--scenario: {exc}")
         raise typer.Exit(2) from None
+    if api not in ("openai", "anthropic", "azure"):
+        messages.error(f"--api: unknown API {api!r}; choose openai, anthropic or azure")
+        raise typer.Exit(2)
     if check and records is not None:
         messages.error("--check judges each scenario at its own size; drop --records to check guardrails")
         raise typer.Exit(2)
-    document = suite.run_suite(names, quick=quick, out_dir=out, log=_log, records=records)
+    document = suite.run_suite(names, quick=quick, out_dir=out, log=_log, records=records, api=api)
     (out / "bench.json").write_text(json.dumps(document, indent=1))
     (out / "bench.md").write_text(suite.markdown_table(document))
     _write_report(document, out)
