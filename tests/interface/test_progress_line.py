@@ -14,7 +14,7 @@ from rowloom.config.pricing import BudgetConfig, Pricing
 from rowloom.engine.progress import RunProgress
 from rowloom.interface.output import CliConsole
 from rowloom.interface.progress import ProgressDisplay, RateMeter, Rates, render_line
-from rowloom.models.budget import Spend, SpendBudget
+from rowloom.models.budget import Reservation, Spend, SpendBudget
 from rowloom.models.types import Usage
 from rowloom.observe.clock import ManualClock
 from rowloom.observe.events.request import EndpointDown, LimitChanged, RequestAdmitted, RequestCompleted
@@ -154,7 +154,7 @@ def test_money_spent_shows_with_prices_and_against_a_budget():
     progress.spend = SpendBudget(None, {"m": None})
     assert "USD" not in render_line(progress, stats).plain  # no prices: tokens only
     progress.spend = SpendBudget(None, prices, before=Spend(cost=0.5))
-    progress.spend.settle(progress.spend.reserve("m", 1, 0), usage=Usage(prompt_tokens=1, completion_tokens=1))
+    progress.spend.settle(Reservation("m", None, lambda: (1, 0)), usage=Usage(prompt_tokens=1, completion_tokens=1))
     assert "3.50 USD" in render_line(progress, stats).plain  # with the earlier runs' spend
     progress.spend = SpendBudget(BudgetConfig(max_cost=12), prices, before=Spend(cost=3.5))
     assert "3.50 of 12.00 USD" in render_line(progress, stats, width=80).plain  # kept on a narrow line

@@ -3,6 +3,8 @@ manifest carries over."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from rowloom.config import DatasetConfig
@@ -24,18 +26,24 @@ def test_pricing_charges_cached_prompt_tokens_at_their_own_price():
     assert PRICES.cost(3, 0, cached_tokens=99) == 1.5  # never more cached than prompt
 
 
-def test_a_reservation_holds_the_worst_case_until_it_is_settled_with_the_reported_usage():
+async def test_an_attempt_without_room_beside_the_worst_cases_in_flight_waits_for_them_to_settle():
     spend = budget(max_cost=100.0)
-    held = spend.reserve("m", prompt_tokens=10, completion_tokens=20)  # 10 + 40 = 50
+    held = await spend.reserve("m", lambda: (10, 20))  # 10 + 40 = 50
     assert spend.reserved.cost == 50.0 and spend.spent.cost == 0.0
-    with pytest.raises(BudgetReached) as caught:
-        spend.reserve("m", 10, 21)  # 10 + 42 = 52 does not fit beside the 50 held
-    assert caught.value.limit == "max_cost"
-    spend.settle(held, usage=Usage(prompt_tokens=10, completion_tokens=5))
-    assert spend.reserved == Spend() and spend.spent == Spend(cost=20.0, tokens=15, requests=1)
+    waiting = asyncio.create_task(spend.reserve("m", lambda: (10, 21)))  # 10 + 42 = 52: no room beside the 50
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    spend.settle(held, usage=Usage(prompt_tokens=10, completion_tokens=5))  # cost 20, nothing held any more
+    second = await asyncio.wait_for(waiting, 1.0)
+    assert spend.reserved.cost == 52.0 and spend.spent == Spend(cost=20.0, tokens=15, requests=1)
     spend.settle(held, usage=Usage(prompt_tokens=10, completion_tokens=5))  # twice: charged once
     assert spend.spent.requests == 1
-    spend.reserve("m", 10, 21)  # fits now: 20 spent + 52
+    # What is spent leaves no room for this one, whatever settles: refused at once.
+    with pytest.raises(BudgetReached) as caught:
+        await spend.reserve("m", lambda: (41, 20))  # 20 + 81 > 100
+    assert caught.value.limit == "max_cost"
+    spend.settle(second, billed=False)
+    assert spend.reserved == Spend()
 
 
 @pytest.mark.parametrize(
@@ -46,36 +54,38 @@ def test_a_reservation_holds_the_worst_case_until_it_is_settled_with_the_reporte
         (None, False, Spend(requests=1)),  # a 429 or a 503: turned away, only the request counts
     ],
 )
-def test_an_attempt_without_reported_usage_is_charged_its_worst_case_unless_it_was_turned_away(usage, billed, charged):
+async def test_an_attempt_without_reported_usage_is_charged_its_worst_case_unless_it_was_turned_away(
+    usage, billed, charged
+):
     spend = budget(max_requests=5)
-    spend.settle(spend.reserve("m", 10, 20), usage=usage, billed=billed)
+    spend.settle(await spend.reserve("m", lambda: (10, 20)), usage=usage, billed=billed)
     assert spend.spent == charged
 
 
-def test_every_limit_is_checked_and_a_model_without_prices_costs_nothing():
+async def test_every_limit_is_checked_and_a_model_without_prices_costs_nothing():
     spend = SpendBudget(BudgetConfig(max_tokens=100, max_requests=2), {"m": None})
-    spend.settle(spend.reserve("m", 40, 0), usage=Usage(prompt_tokens=40))
+    spend.settle(await spend.reserve("m", lambda: (40, 0)), usage=Usage(prompt_tokens=40))
     with pytest.raises(BudgetReached, match=r"40 of 100 tokens spent") as caught:
-        spend.reserve("m", 30, 31)
+        await spend.reserve("m", lambda: (30, 31))
     assert caught.value.limit == "max_tokens"
-    spend.settle(spend.reserve("m", 1, 0), billed=False)
+    spend.settle(await spend.reserve("m", lambda: (1, 0)), billed=False)
     with pytest.raises(BudgetReached, match="2 of 2 requests"):
-        spend.reserve("m", 1, 0)
+        await spend.reserve("m", lambda: (1, 0))
     assert spend.spent.cost == 0.0
 
 
-def test_without_limits_every_attempt_is_charged_and_none_refused():
+async def test_without_limits_every_attempt_is_charged_and_none_refused():
     spend = SpendBudget(None, {"m": PRICES}, before=Spend(cost=7.0, tokens=3, requests=1))
     for _ in range(3):
-        spend.settle(spend.reserve("m", 10**9, 10**9), usage=Usage(prompt_tokens=1))
+        spend.settle(await spend.reserve("m", lambda: (10**9, 10**9)), usage=Usage(prompt_tokens=1))
     assert spend.spent == Spend(cost=10.0, tokens=6, requests=4)
 
 
-def test_the_stop_message_says_what_was_spent_written_and_what_to_do():
+async def test_the_stop_message_says_what_was_spent_written_and_what_to_do():
     spend = SpendBudget(BudgetConfig(max_cost=12.0), {"m": Pricing(input_per_mtok=1e6, output_per_mtok=1e6)})
-    spend.settle(spend.reserve("m", 11, 0), usage=Usage(prompt_tokens=11, completion_tokens=1))
+    spend.settle(await spend.reserve("m", lambda: (11, 0)), usage=Usage(prompt_tokens=11, completion_tokens=1))
     with pytest.raises(BudgetReached) as caught:
-        spend.reserve("m", 1, 0)
+        await spend.reserve("m", lambda: (1, 0))
     assert str(spend.reached(caught.value, 8412, 20000)) == (
         "budget reached: 12.00 of 12.00 USD spent; 8,412 of 20,000 records written; "
         "raise run.budget.max_cost and run the same command to resume"
@@ -160,10 +170,27 @@ def test_a_cost_budget_needs_prices_and_a_budget_needs_a_limit(tmp_path):
     assert config_with(tmp_path, budget={"max_tokens": 10}).run.budget.max_tokens == 10
 
 
-def test_the_forecast_lets_a_run_near_its_budget_finish_what_it_started_before_starting_more():
+async def test_the_forecast_lets_a_run_near_its_budget_finish_what_it_started_before_starting_more():
     spend = budget(max_tokens=1000)
     assert spend.room_for(100, 0, 0)  # nothing finished yet: no forecast
-    spend.settle(spend.reserve("m", 1, 0), usage=Usage(prompt_tokens=200))  # 10 finished rows cost 200: 20 a row
+    spend.settle(
+        await spend.reserve("m", lambda: (1, 0)), usage=Usage(prompt_tokens=200)
+    )  # 10 finished rows cost 200: 20 a row
     assert spend.room_for(new_rows=20, unfinished_rows=10, finished_rows=10)  # 200 + 20 × 30 = 800
     assert not spend.room_for(new_rows=20, unfinished_rows=30, finished_rows=10)  # 200 + 20 × 50 = 1200
     assert SpendBudget(None, {}).room_for(10**9, 10**9, 1)  # no limits: always room
+
+
+async def test_without_limits_an_attempt_works_out_its_worst_case_only_when_it_is_charged_it():
+    calls = []
+
+    def bounds() -> tuple[int, int]:
+        calls.append(1)
+        return 10, 20
+
+    spend = SpendBudget(None, {"m": PRICES})
+    spend.settle(await spend.reserve("m", bounds), usage=Usage(prompt_tokens=3, completion_tokens=4))
+    spend.settle(await spend.reserve("m", bounds), billed=False)
+    assert not calls and spend.reserved == Spend()
+    spend.settle(await spend.reserve("m", bounds), usage=Usage(known=False))  # no usage reported: its worst case
+    assert calls == [1] and spend.spent == Spend(cost=3 + 8 + 10 + 40, tokens=7 + 30, requests=3)

@@ -1,7 +1,9 @@
-"""The run's spend: what its request attempts were charged, and the budget that refuses a request that may not fit.
+"""The run's spend: what its request attempts were charged, and the budget that holds back or refuses an attempt
+that may not fit.
 
-Every attempt reserves its worst case before it is sent — a bound on its prompt tokens plus its `max_tokens` —
-and settles when it ends: with the tokens the reply reported, with the worst case when the provider may have
+Every attempt reserves its worst case before it is sent — a bound on its prompt tokens plus its `max_tokens`,
+waiting while the worst cases of the attempts in flight leave no room for it, refused once what is spent leaves
+none — and settles when it ends: with the tokens the reply reported, with the worst case when the provider may have
 billed without saying (a reply without usage, a timeout, a reply cut off, an attempt abandoned in flight), or with
 the request alone when the provider turned it away (a 429, a 503 or 529, another 4xx). With `max_tokens` set the
 charged spend therefore never passes a limit; without it the replies in flight can pass it by their length.
@@ -12,7 +14,8 @@ a resumed run — perhaps with a raised budget — starts from what the earlier 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,10 +57,12 @@ class Spend:
 
 @dataclass(slots=True)
 class Reservation:
-    """An attempt's worst case, held from before it is sent until it is settled."""
+    """An attempt, from before it is sent until it is settled: the worst case it holds against the limits (None
+    without limits: then it is worked out, from `bounds`, only for an attempt that must be charged it)."""
 
     alias: str
-    worst: Spend
+    worst: Spend | None
+    bounds: Callable[[], tuple[int, int]]
     settled: bool = field(default=False)
 
 
@@ -65,7 +70,8 @@ _UNITS = {"max_cost": "cost", "max_tokens": "tokens", "max_requests": "requests"
 
 
 class SpendBudget:
-    """Charges every attempt of a run and, with limits, refuses an attempt whose worst case would pass one.
+    """Charges every attempt of a run and, with limits, holds back an attempt whose worst case would pass one
+    until the attempts in flight settle, and refuses one that can no longer fit.
 
     `before` is what the earlier runs into the same output were charged. Belongs to the run's event loop.
     """
@@ -79,8 +85,19 @@ class SpendBudget:
     ):
         self.limits = limits
         self.prices = dict(prices)
+        # Per-token prices (input, cached input, output) by alias: an attempt is priced without a method call.
+        self._rates = {
+            alias: (
+                p.input_per_mtok / 1e6,
+                (p.input_per_mtok if p.cached_input_per_mtok is None else p.cached_input_per_mtok) / 1e6,
+                p.output_per_mtok / 1e6,
+            )
+            for alias, p in self.prices.items()
+            if p is not None
+        }
         self.before = before or Spend()
         self.this_run = Spend()  # charged by this run's settled attempts
+        self._freed: asyncio.Event | None = None  # set when a held worst case is given back
         self.reserved = Spend()  # worst cases of the attempts not settled yet
         self.currency = next((p.currency for p in self.prices.values() if p is not None), "")
 
@@ -92,17 +109,22 @@ class SpendBudget:
         total.add(self.this_run)
         return total
 
-    def reserve(self, alias: str, prompt_tokens: int, completion_tokens: int) -> Reservation:
-        """Hold an attempt's worst case; raise `BudgetReached` when it may not fit beside what is spent and held."""
-        worst = Spend(
-            cost=self._cost(alias, prompt_tokens, completion_tokens),
-            tokens=prompt_tokens + completion_tokens,
-            requests=1,
-        )
-        if self.limits is not None:
-            self._check(worst)
+    async def reserve(self, alias: str, bounds: Callable[[], tuple[int, int]]) -> Reservation:
+        """Hold an attempt's worst case, from `bounds()` = upper bounds on its (prompt, completion) tokens.
+
+        An attempt that does not fit beside the worst cases held by attempts in flight waits for them to settle
+        (they mostly cost less than their worst case); one that does not fit beside what is already spent never
+        will: `BudgetReached`. Without limits nothing is held (and `bounds` is called only if the attempt is
+        charged its worst case)."""
+        if self.limits is None:
+            return Reservation(alias, None, bounds)
+        worst = self._worst(alias, bounds)
+        while not self._fits(worst):
+            if self._freed is None:
+                self._freed = asyncio.Event()
+            await self._freed.wait()  # set by the next settlement
         self.reserved.add(worst)
-        return Reservation(alias, worst)
+        return Reservation(alias, worst, bounds)
 
     def settle(self, reservation: Reservation, *, usage: Usage | None = None, billed: bool = True) -> None:
         """Charge a finished attempt and give its reservation back.
@@ -112,30 +134,46 @@ class SpendBudget:
         if reservation.settled:
             return
         reservation.settled = True
-        self.reserved.add(reservation.worst, -1)
+        if reservation.worst is not None:
+            self.reserved.add(reservation.worst, -1)
+            if self._freed is not None:  # attempts wait for room: wake them to look again
+                self._freed.set()
+                self._freed = None
+        run = self.this_run
         if usage is not None and usage.known:
-            charge = Spend(
-                cost=self._cost(reservation.alias, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens),
-                tokens=usage.total_tokens,
-                requests=1,
-            )
+            run.requests += 1
+            run.tokens += usage.prompt_tokens + usage.completion_tokens
+            run.cost += self._cost(reservation.alias, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
         elif billed:
-            charge = reservation.worst
+            run.add(reservation.worst or self._worst(reservation.alias, reservation.bounds))
         else:
-            charge = Spend(requests=1)
-        self.this_run.add(charge)
+            run.requests += 1
+
+    def _worst(self, alias: str, bounds: Callable[[], tuple[int, int]]) -> Spend:
+        prompt, completion = bounds()
+        return Spend(cost=self._cost(alias, prompt, completion), tokens=prompt + completion, requests=1)
 
     def _cost(self, alias: str, prompt: int, completion: int, cached: int = 0) -> float:
-        prices = self.prices.get(alias)
-        return 0.0 if prices is None else prices.cost(prompt, completion, cached)
+        rates = self._rates.get(alias)
+        if rates is None:
+            return 0.0
+        cached = min(max(cached, 0), prompt)
+        return (prompt - cached) * rates[0] + cached * rates[1] + completion * rates[2]
 
-    def _check(self, worst: Spend) -> None:
+    def _fits(self, worst: Spend) -> bool:
+        """Whether `worst` fits beside what is spent and held now; `BudgetReached` when it does not fit beside
+        what is spent alone (what is held only ever turns into spend)."""
         assert self.limits is not None
         spent, held = self.spent, self.reserved
+        fits = True
         for limit, unit in _UNITS.items():
             allowed = getattr(self.limits, limit)
-            if allowed is not None and getattr(spent, unit) + getattr(held, unit) + getattr(worst, unit) > allowed:
+            if allowed is None:
+                continue
+            if getattr(spent, unit) + getattr(worst, unit) > allowed:
                 raise BudgetReached(limit, f"budget reached: {self.spent_of(limit)} spent")
+            fits = fits and getattr(spent, unit) + getattr(held, unit) + getattr(worst, unit) <= allowed
+        return fits
 
     def room_for(self, new_rows: int, unfinished_rows: int, finished_rows: int) -> bool:
         """Whether `new_rows` more rows are expected to fit beside the `unfinished_rows` already started, at what

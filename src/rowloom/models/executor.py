@@ -127,7 +127,7 @@ class ModelRequestExecutor:
                 "chat",
                 lambda: client.chat(request),
                 tokens=request.estimated_tokens(),
-                bounds=request.token_bounds(),
+                bounds=request.token_bounds,
                 group=group,
                 weight=weight,
             )
@@ -158,7 +158,7 @@ class ModelRequestExecutor:
             "embeddings",
             lambda: client.embed(model, batch),
             tokens=tokens,
-            bounds=(prompt_token_bound(batch, len(batch)), 0),
+            bounds=lambda: (prompt_token_bound(batch, len(batch)), 0),
             group=group,
             weight=weight,
         )
@@ -172,7 +172,7 @@ class ModelRequestExecutor:
         call: Callable[[], Awaitable[R]],
         *,
         tokens: int,
-        bounds: tuple[int, int],
+        bounds: Callable[[], tuple[int, int]],
         group: str,
         weight: float,
     ) -> R:
@@ -183,7 +183,7 @@ class ModelRequestExecutor:
             with correlate(attempt=f"{request_id}.{attempt}"):
                 # The attempt's worst case is held from before it queues (BudgetReached when it cannot fit)
                 # until it ends: the budget can never be passed by requests already admitted.
-                reservation = None if self.budget is None else self.budget.reserve(alias, *bounds)
+                reservation = None if self.budget is None else await self.budget.reserve(alias, bounds)
                 try:
                     lease = await self.admission.acquire(
                         alias, domain=domain, group=group, weight=weight, tokens=tokens, retry=attempt > 1
