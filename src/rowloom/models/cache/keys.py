@@ -33,5 +33,5 @@ def request_key(
         request.json_schema,
         request.schema_name if request.json_schema is not None else None,
     )
-    encoded = orjson.dumps(document, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    encoded = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
     return hashlib.blake2b(encoded, digest_size=KEY_BYTES).digest()
