@@ -143,6 +143,8 @@ def _running_parts(progress: RunProgress, stats: RequestStats | None, rates: Rat
         parts += [(5, f"{name} {in_flight}/{limit}") for name, in_flight, limit in stats.loads()]
         if stats.rate_limited:
             parts.append((6, f"429s {stats.rate_limited}"))
+        if stats.cache_hits:
+            parts.append((6, f"cache hits {stats.cache_hits}"))
         parts += [(1, f"endpoint {name} down {seconds:.0f} s — probing") for name, seconds in stats.down_now()]
     parts.append((2, f"ETA {_fmt_clock(rates.eta_s(progress))}"))
     return parts
@@ -167,6 +169,8 @@ def _final_parts(progress: RunProgress, stats: RequestStats | None) -> list[tupl
             parts.append((2, spent))
         if stats.rate_limited:
             parts.append((6, f"429s {stats.rate_limited}"))
+        if stats.cache_hits:
+            parts.append((6, f"{stats.cache_hits} from the cache"))
     parts.append((1, f"in {elapsed:.1f} s" if elapsed < 60 else f"in {_fmt_clock(elapsed)}"))
     return parts
 

@@ -51,6 +51,22 @@ class PrometheusSink:
         )
         unknown = "Replies without a usage block: their tokens are unknown."
         self.unknown_usage = Counter("rowloom_requests_unknown_usage", unknown, ledger, registry=r)
+        cache = [*ledger, "result"]
+        self.cache = Counter(
+            "rowloom_cache_requests",
+            "Chat requests the reply cache answered (hit) or sent on (miss).",
+            cache,
+            registry=r,
+        )
+        self.cache_saved_tokens = Counter(
+            "rowloom_cache_saved_tokens", "Tokens the reply cache's hits did not spend.", ledger, registry=r
+        )
+        self.cache_saved_cost = Counter(
+            "rowloom_cache_saved_cost",
+            "What the hits would have cost at the config's prices.",
+            [*ledger, "currency"],
+            registry=r,
+        )
         self.limit = Gauge("rowloom_request_limit", "Current adaptive concurrency limit.", ep, registry=r)
         self.in_flight = Gauge("rowloom_requests_in_flight", "Request attempts holding a lease.", ep, registry=r)
         self.queued = Gauge("rowloom_requests_queued", "Request attempts waiting for a lease.", ep, registry=r)
@@ -106,6 +122,17 @@ class PrometheusSink:
             if (price := self.prices.get(e.alias or "")) is not None:
                 cost = price.cost(e.prompt_tokens or 0, e.completion_tokens or 0, e.cached_tokens or 0)
                 self.cost.labels(e.key, e.alias or "", e.group, price.currency).inc(cost)
+
+    def _on_cache_hit(self, e: Any) -> None:
+        self.cache.labels(e.key, e.alias, e.group, "hit").inc()
+        if e.usage_known:
+            self.cache_saved_tokens.labels(e.key, e.alias, e.group).inc(e.prompt_tokens + e.completion_tokens)
+            if (price := self.prices.get(e.alias)) is not None:
+                cost = price.cost(e.prompt_tokens, e.completion_tokens, e.cached_tokens)
+                self.cache_saved_cost.labels(e.key, e.alias, e.group, price.currency).inc(cost)
+
+    def _on_cache_miss(self, e: Any) -> None:
+        self.cache.labels(e.key, e.alias, e.group, "miss").inc()
 
     def _on_limit_changed(self, e: Any) -> None:
         self._gauge(self.limit, ("limit", e.key), e, value=e.new)

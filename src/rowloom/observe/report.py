@@ -168,6 +168,7 @@ def _summary_table(summary: Mapping[str, Any], timeline: Timeline | None) -> str
         ("requests by outcome", _counts(requests.get("by_outcome"))),
         ("rate-limited share", f"{float(requests.get('rate_limited_share', 0.0)):.1%}"),
         ("endpoint outages", _outage_counts(summary.get("endpoints"))),
+        ("reply cache", _cache_line(summary.get("cache"))),
         ("tokens", f"{int(requests.get('tokens', 0)):,}"),
         ("mean request latency", _fmt_s(requests.get("mean_latency_s"))),
         ("peak requests in flight", str(requests.get("peak_in_flight", 0))),
@@ -182,6 +183,17 @@ def _summary_table(summary: Mapping[str, Any], timeline: Timeline | None) -> str
         )
         rows.append(("idle request capacity", f"{total_idle:.1f} slot-s" + (f" ({split})" if split else "")))
     return "<h2>Summary</h2>" + _kv_table(rows, "summary")
+
+
+def _cache_line(cache: Any) -> str:
+    """Hits (requests saved, and what they would have cost) and misses of the reply cache; '—' without one."""
+    if not isinstance(cache, Mapping) or not (cache.get("hits") or cache.get("misses")):
+        return "—"
+    line = f"{int(cache.get('hits') or 0):,} hits (requests saved), {int(cache.get('misses') or 0):,} misses"
+    line += f"; {int(cache.get('tokens_saved') or 0):,} tokens saved"
+    if cache.get("cost_saved") is not None and cache.get("currency"):
+        line += f", {float(cache['cost_saved']):,.4f} {cache['currency']} saved"
+    return line
 
 
 def _endpoint_table(timeline: Timeline) -> str:
