@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from rowloom.engine.estimate import Estimate, EstimateArgumentError, Span, Usage
+from rowloom.engine.estimate import DEFAULT_ROWS, Estimate, EstimateArgumentError, Span, Usage
 from rowloom.engine.estimate import estimate as run_estimate
 from rowloom.engine.estimate.passes import check_arguments
 from rowloom.errors import RowloomError
@@ -76,7 +76,7 @@ def estimate(
         messages.error(str(exc))
         raise typer.Exit(EXIT_ERROR) from None
     config = _load(config_path, allow_import)
-    dry_rows = rows or min(num_records, 50)
+    dry_rows = rows or min(num_records, DEFAULT_ROWS)
     messages.status(
         f"rendering {plural(dry_rows, 'row')} dry"
         + (f", then running {plural(sample, 'real row')} (written nowhere)" if sample else "")
