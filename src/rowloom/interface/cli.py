@@ -28,6 +28,7 @@ from rowloom.engine.resume import Action, check_output
 from rowloom.errors import BudgetReached, ConfigError, ConfigProblem, RowloomError, RunInterrupted, UserCodeError
 from rowloom.interface import messages
 from rowloom.interface.bench_cli import bench_app
+from rowloom.interface.cache_cli import cache_app
 from rowloom.interface.estimate_cli import estimate
 from rowloom.interface.export_cli import export_app
 from rowloom.interface.output import CliConsole, plural, print_records
@@ -464,6 +465,7 @@ app.command("sim", help="Run the OpenAI-compatible provider simulator on 127.0.0
 app.command("estimate")(estimate)
 app.add_typer(bench_app, name="bench")
 app.add_typer(export_app)
+app.add_typer(cache_app, name="cache")
 
 
 def main() -> None:
