@@ -94,6 +94,20 @@ async def test_retries_and_reasks_in_the_sample_raise_the_estimated_requests():
     assert review.best.requests.expected > question.best.requests.expected  # re-asks come on top of retries
 
 
+async def test_a_sample_asks_the_provider_even_when_the_reply_cache_holds_its_rows(tmp_path):
+    data = chain_dict("http://127.0.0.1:1/v1", seed=4)
+    data["run"]["cache"] = {"mode": "readwrite", "path": str(tmp_path / "cache")}
+    async with sim() as server:
+        data["providers"][0]["base_url"] = server.base_url
+        config = DatasetConfig.from_dict(data)
+        await run_job(config, 5, output=None)  # fills the cache with the five rows the sample will ask for
+        server.reset()
+        result = await estimate(config, 50, sample=5)
+        stats = await server.stats()
+    assert stats["requests_total"] == 15  # every request of the sample went to the provider
+    assert result.total.total_tokens.expected == pytest.approx(tokens(stats) * 50 / 5)
+
+
 async def test_costs_are_a_range_in_the_pricing_currency_when_every_model_has_prices():
     data = chain_dict("http://127.0.0.1:1/v1", seed=1)
     data["models"][0]["pricing"] = {"input_per_mtok": 1.0, "output_per_mtok": 4.0, "currency": "EUR"}

@@ -26,6 +26,7 @@ from rowloom.engine.estimate.figures import (
 )
 from rowloom.engine.job import run_job
 from rowloom.errors import RowloomError
+from rowloom.models.cache import resolve, with_cache
 from rowloom.models.ledger import TokenCounts, TokenLedger
 from rowloom.observe.events.base import Event
 from rowloom.observe.sinks import EventSink, FanoutSink
@@ -34,6 +35,9 @@ from rowloom.observe.sinks import EventSink, FanoutSink
 DEFAULT_ROWS = 50
 #: The dry passes' seed when the config sets none: both passes must render the same rows.
 DRY_SEED = 0
+#: The reply cache mode of a sample run, by the run's own: never read (a cached reply would measure nothing the
+#: provider bills), still written when the run would write (the real run then reuses what the sample paid for).
+SAMPLE_CACHE_MODE = {"readwrite": "write", "write": "write", "read": "off", "off": "off"}
 
 
 class EstimateArgumentError(RowloomError):
@@ -211,7 +215,8 @@ async def _with_sample(
     """`dry` with the measured figures of `sample` real rows scaled to its records, and the wall time."""
     recorder, capacities = _SampleRecorder(prices), _Capacities()
     sinks: list[EventSink] = [recorder, capacities, *([sink] if sink is not None else [])]
-    outcome = await run_job(config, sample, output=None, sink=FanoutSink(sinks))
+    mode = SAMPLE_CACHE_MODE[str(resolve(config.run.cache).mode)]
+    outcome = await run_job(with_cache(config, mode=mode), sample, output=None, sink=FanoutSink(sinks))
     records = dry.records
     row_ids = list(recorder.rows)
     missing = sample - len(row_ids)  # rows that never sent a request (dropped before their first LLM cell)
