@@ -1,10 +1,12 @@
-"""What the token ledger costs per request, against the client's whole CPU per request, on the large scenario.
+"""What the token ledger and the spend accounting cost per request, against the client's whole CPU per request,
+on the large scenario.
 
 The large benchmark scenario (one LLM column, zero-latency simulator in its own process, so this process's CPU is
 the client's alone) runs once plain, for the client CPU per request, and once with its events kept. The ledger's
-own work is then timed by replaying those events through a fresh `TokenLedger` (what it does live, event by
-event), plus one manifest ledger (`to_dict` and the merge with earlier runs) per row group written. Issue 15 asks
-for at most 3% of the client CPU per request.
+own work is then timed by replaying those events through a fresh, priced `TokenLedger` (what it does live, event
+by event) and charging each attempt to a `SpendBudget` with a cost limit (its reservation, worked out from the
+request's token bounds, and its settlement), plus one manifest ledger (`to_dict` and the merge with earlier runs)
+per row group written. Issue 15 asks for at most 3% of the client CPU per request.
 
     python benchmarks/ledger_overhead.py [--records 10000] [--output benchmarks/results/ledger_overhead.json]
 """
@@ -23,8 +25,11 @@ from pathlib import Path
 from rowloom.bench.scenarios import SCENARIOS
 from rowloom.bench.sim_process import SimulatorProcess
 from rowloom.config import DatasetConfig
+from rowloom.config.pricing import BudgetConfig, Pricing
 from rowloom.engine.job import run_job
+from rowloom.models.budget import SpendBudget
 from rowloom.models.ledger import TokenLedger, merge_ledgers
+from rowloom.models.types import ChatRequest, Usage
 from rowloom.observe.sinks import MemorySink
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,13 +45,32 @@ def run(config: DatasetConfig, records: int, sink: MemorySink | None) -> tuple[f
         return time.process_time() - cpu, result.summary
 
 
+PRICES = Pricing(input_per_mtok=0.15, output_per_mtok=0.60, cached_input_per_mtok=0.075)
+REQUEST = ChatRequest(
+    model="sim-small",
+    messages=({"role": "user", "content": "Write one sentence about the topic number 1234 of the set."},),
+    params={"max_tokens": 64},
+)
+
+
+async def charge(budget: SpendBudget, events: list) -> None:
+    """Reserve and settle one attempt per request event, as the executor does around each request."""
+    for event in events:
+        if event.kind == "request_completed":
+            usage = Usage(event.prompt_tokens or 0, event.completion_tokens or 0, event.cached_tokens or 0)
+            budget.settle(await budget.reserve(event.alias, REQUEST.token_bounds), usage=usage)
+
+
 def ledger_cpu_s(events: list, row_groups: int, repeats: int = 5) -> float:
-    """The least CPU seconds, over `repeats`, of building the ledger from `events` and writing its manifest part
-    once per row group."""
+    """The least CPU seconds, over `repeats`, of building the priced ledger from `events`, charging each attempt
+    to a budget and writing the manifest part once per row group."""
+    aliases = {e.alias for e in events if e.kind == "request_completed"}
     best = float("inf")
     for _ in range(repeats):
+        budget = SpendBudget(BudgetConfig(max_cost=1e9), dict.fromkeys(aliases, PRICES))
         started = time.process_time()
-        ledger = TokenLedger()
+        asyncio.run(charge(budget, events))
+        ledger = TokenLedger(dict.fromkeys(aliases, PRICES))
         for event in events:
             ledger.emit(event)
         before = ledger.to_dict()
@@ -87,8 +111,9 @@ def main() -> None:
         "within_bound": share <= 0.03,
         "python": sys.version.split()[0],
         "machine": platform.machine(),
-        "note": "ledger CPU is the replay of the run's ledger events through a fresh TokenLedger (best of 5) plus "
-        "one manifest ledger per row group; the usage fields RequestCompleted now carries are inside the client CPU",
+        "note": "ledger CPU is the replay of the run's ledger events through a fresh priced TokenLedger plus a "
+        "reservation and settlement per attempt against a cost limit (best of 5) and one manifest ledger per row "
+        "group; the usage fields RequestCompleted carries are inside the client CPU",
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=1) + "\n")
