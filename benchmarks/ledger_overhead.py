@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from rowloom.bench.runner import uncached
 from rowloom.bench.scenarios import SCENARIOS
 from rowloom.bench.sim_process import SimulatorProcess
 from rowloom.config import DatasetConfig
@@ -85,6 +86,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=10_000)
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "ledger_overhead.json")
     args = parser.parse_args()
+    uncached()
     endpoint = SCENARIO.endpoints[0]
     with SimulatorProcess(endpoint.sim) as sim:
         config = DatasetConfig.from_dict(SCENARIO.build({endpoint.provider: sim.base_url}))

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import resource
 import shutil
 import sys
@@ -27,6 +28,7 @@ from rowloom.bench.sim_config import SimulatorConfig
 from rowloom.bench.sim_process import SimulatorProcess
 from rowloom.config.dataset import DatasetConfig
 from rowloom.engine.job import run_job
+from rowloom.models.cache.settings import MODE_ENV
 from rowloom.observe.sinks import JsonlSink
 
 
@@ -49,6 +51,13 @@ class _Run:
     client_cpu_s: float
     reset_at: float
     sim_stats: dict[str, dict[str, Any]]
+
+
+def uncached() -> None:
+    """Make every run of this process and the processes it starts ask the provider: a benchmark measures the
+    providers and admission, and the reply cache (on by default, kept across runs) would answer its repeated
+    prompts instead. A config that sets `run.cache.mode` itself (the cache's own benchmark) still decides."""
+    os.environ[MODE_ENV] = "off"
 
 
 #: The provider type of each API shape the simulator speaks.
@@ -227,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=None, help="Override the scenario's number of records")
     parser.add_argument("--api", choices=sorted(PROVIDER_TYPES), default="openai", help="The wire format spoken")
     args = parser.parse_args(argv)
+    uncached()
     result = run_scenario(
         SCENARIOS[args.scenario], quick=args.quick, out_dir=args.out, records=args.records, api=args.api
     )

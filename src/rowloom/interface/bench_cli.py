@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from rowloom.bench import suite
+from rowloom.bench.runner import uncached
 from rowloom.errors import RowloomError
 from rowloom.interface import messages
 from rowloom.interface.output import CliConsole, Grid, print_grid, terminal_text
@@ -70,6 +71,7 @@ def bench(
     ] = None,
 ) -> None:
     """Run the scenarios, write bench.json + bench.md (+ report.html), and optionally check guardrails."""
+    uncached()
     if ctx.invoked_subcommand is not None:
         return
     try:
