@@ -54,10 +54,11 @@ CREATE TRIGGER IF NOT EXISTS replies_resized AFTER UPDATE OF size ON replies
 """
 _COLUMNS = "key, payload, checksum, size, created, used"
 _UPSERT = (
-    f"INSERT INTO replies ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+    f"INSERT INTO replies ({_COLUMNS}) VALUES {{rows}} ON CONFLICT(key) DO UPDATE SET "
     "payload = excluded.payload, checksum = excluded.checksum, size = excluded.size, created = excluded.created, "
     "used = excluded.used"
 )
+_ROWS_PER_STATEMENT = 500  # 3,000 parameters: within SQLite's bound (32,766)
 _TOUCH = "UPDATE replies SET id = (SELECT max(id) FROM replies) + 1, used = ? WHERE key = ?"
 
 
@@ -161,7 +162,7 @@ class ReplyStore:
         except sqlite3.Error:
             pass  # what was read before the damage is kept
         with _transaction(self._writer):
-            self._writer.executemany(_UPSERT, rows)
+            _upsert(self._writer, rows)
         for suffix in ("", "-wal", "-shm"):
             with contextlib.suppress(OSError):
                 aside.with_name(aside.name + suffix).unlink()
@@ -249,8 +250,7 @@ class ReplyStore:
                 touches.append((item[1], item[0]))
         try:
             with _transaction(self._writer):
-                if puts:
-                    self._writer.executemany(_UPSERT, puts)
+                _upsert(self._writer, puts)
                 if touches:
                     self._writer.executemany(_TOUCH, touches)
                 self._evict()
@@ -287,6 +287,15 @@ class ReplyStore:
     def _tell(self) -> None:
         while self._problems:
             warnings.warn(self._problems.popleft(), RowloomWarning, stacklevel=3)
+
+
+def _upsert(conn: sqlite3.Connection, rows: list[tuple]) -> None:
+    """Insert or replace `rows`, hundreds per statement: the sqlite3 module releases the GIL around each statement
+    step, and per-row steps from this thread would hand the GIL back and forth with the event loop's."""
+    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+        chunk = rows[start : start + _ROWS_PER_STATEMENT]
+        sql = _UPSERT.format(rows=",".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk)))
+        conn.execute(sql, [value for row in chunk for value in row])
 
 
 @contextlib.contextmanager
