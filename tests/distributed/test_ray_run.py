@@ -454,3 +454,25 @@ def test_unknown_executor_is_refused(tmp_path):
 
     with pytest.raises(RowloomError, match="executor must be"):
         rowloom.generate("examples/chain.yaml", 1, tmp_path, executor="dask")  # type: ignore[arg-type]
+
+
+def test_two_workers_share_one_reply_cache_folder(ray_instance, sim, tmp_path):
+    import sqlite3
+    import zlib
+
+    from rowloom.models.cache.store import FILE_NAME
+    from rowloom.observe.sinks import MemorySink
+
+    cache = tmp_path / "cache"
+    config = _config(sim)
+    config.run.cache.mode, config.run.cache.path = "readwrite", str(cache)  # travels to the workers with the config
+    sink = MemorySink()
+    sim.reset()
+    result = run_distributed(config, 40, output=tmp_path / "out", workers=2, sink=sink)
+    sent = sim.stats()["requests_total"]
+    assert len({e.job for e in sink.events if e.kind == "cache_miss"}) == 2  # both workers used the cache
+    assert result.summary["cache"]["misses"] == sent == 3 * 40
+    with sqlite3.connect(cache / FILE_NAME) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        rows = db.execute("SELECT key, payload, checksum FROM replies").fetchall()
+    assert len(rows) == sent and all(zlib.crc32(p, zlib.crc32(k)) == c for k, p, c in rows)
