@@ -165,6 +165,7 @@ def test_every_shell_and_python_block_of_the_readme_works_in_order(tmp_path):
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
     wait_until_free(README_PORT)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROWLOOM_")}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "user-cache")  # a new user's empty reply cache, not this machine's
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     groups: list[int] = []  # process groups of shell blocks: their background jobs are stopped at the end
     walked = 0
