@@ -34,7 +34,7 @@ from rowloom.interface.export_cli import export_app
 from rowloom.interface.output import CliConsole, plural, print_records
 from rowloom.interface.progress import ProgressDisplay
 from rowloom.interface.user_code import describe
-from rowloom.interface.with_sim import simulators
+from rowloom.interface.with_sim import WithSimOption, simulators
 from rowloom.models.cache import with_cache
 from rowloom.observe.sinks import EventSink, FanoutSink, JsonlSink
 
@@ -247,13 +247,7 @@ def run(
         ),
     ] = ResumeChoice.auto,
     events: Annotated[Path | None, typer.Option(help="Write every scheduling event to this JSONL file.")] = None,
-    with_sim: Annotated[
-        str | None,
-        typer.Option(
-            "--with-sim",
-            help="Start the provider simulator on each loopback provider's port, e.g. 'latency_s=0.2,capacity=16'.",
-        ),
-    ] = None,
+    with_sim: WithSimOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     metrics_port: Annotated[
         int | None,

@@ -19,6 +19,7 @@ from rowloom.engine.estimate.passes import check_arguments
 from rowloom.errors import RowloomError
 from rowloom.interface import messages
 from rowloom.interface.output import Grid, plural, print_grid
+from rowloom.interface.with_sim import WithSimOption, simulators
 
 EXIT_ERROR = 1
 #: The approximation's measured error, as docs/estimate.md reports it (benchmarks/estimate_accuracy.py).
@@ -45,13 +46,7 @@ def estimate(
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Also write the estimate as JSON to this file.", show_default=False)
     ] = None,
-    with_sim: Annotated[
-        str | None,
-        typer.Option(
-            "--with-sim",
-            help="Start the provider simulator on each loopback provider's port, e.g. 'latency_s=0.2,capacity=16'.",
-        ),
-    ] = None,
+    with_sim: WithSimOption = None,
     allow_import: Annotated[
         list[str] | None,
         typer.Option(
@@ -68,7 +63,6 @@ def estimate(
     worst case (max_tokens). With --sample K, K real rows replace the worst case by measured figures.
     """
     from rowloom.interface.cli import _load  # the main CLI imports this module: loaded when the command runs
-    from rowloom.interface.with_sim import simulators
 
     try:
         check_arguments(num_records, rows, sample)

@@ -9,12 +9,22 @@ from __future__ import annotations
 import contextlib
 import difflib
 from collections.abc import Iterator
+from typing import Annotated
 from urllib.parse import urlparse
 
 import typer
 
 from rowloom.config.dataset import DatasetConfig
 from rowloom.interface import messages
+
+#: The `--with-sim SPEC` option of every command that runs a config (run, estimate).
+WithSimOption = Annotated[
+    str | None,
+    typer.Option(
+        "--with-sim",
+        help="Start the provider simulator on each loopback provider's port, e.g. 'latency_s=0.2,capacity=16'.",
+    ),
+]
 
 EXIT_USAGE = 2  # a mistake in the command line, as click reports its own
 EXIT_ERROR = 1
