@@ -70,7 +70,9 @@ def test_out_of_range_local_fields_name_the_field(field, value):
 
 def test_unknown_provider_type_lists_the_known_ones():
     msgs = problems({"name": "p", "type": "vllm"})
-    assert any(m.startswith("providers[0] (p).type:") and "'openai' or 'local'" in m for m in msgs)
+    assert any(
+        m.startswith("providers[0] (p).type:") and "'openai', 'anthropic', 'azure_openai' or 'local'" in m for m in msgs
+    )
 
 
 def test_local_provider_round_trips_through_yaml_without_defaults():
