@@ -38,7 +38,7 @@ def test_a_ray_run_on_a_folder_another_run_writes_is_refused(tmp_path):
         run_distributed(_seeded(seed), 20, output=tmp_path / "out", workers=1)
 
 
-def test_a_ray_run_records_its_seed_and_refuses_a_changed_one(tmp_path):
+def test_a_ray_run_records_its_seed_and_refuses_a_changed_one(ray_instance, tmp_path):
     seed = tmp_path / "seed.parquet"
     pq.write_table(pa.table({"city": [f"c{i}" for i in range(30)]}), seed)
     out = tmp_path / "out"
