@@ -11,7 +11,7 @@ import os
 from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from rowloom.config.dataset import DatasetConfig
 from rowloom.config.scheduling import ResourceClass
@@ -20,6 +20,7 @@ from rowloom.engine.generators.base import BatchContext, CellFailed, FailedCell,
 from rowloom.engine.plan import Plan, RowGroupSpec
 from rowloom.engine.progress import RunProgress
 from rowloom.engine.scheduling.frontier import Frontier, FrontierSignals
+from rowloom.engine.scheduling.ports import Checkpointer, EndpointView, model_pool, model_slots
 from rowloom.engine.scheduling.ready_queue import QueuedTask, ReadyQueue, TaskGroup
 from rowloom.engine.scheduling.task_admission import Policy, TaskAdmissionController, TaskLease
 from rowloom.errors import BudgetReached, RowloomError, RunAborted, RunInterrupted
@@ -30,44 +31,6 @@ from rowloom.observe.context import correlate
 from rowloom.observe.events import scheduler as ev
 from rowloom.observe.events.snapshots import CapacitySnapshot
 from rowloom.observe.sinks import EventSink, NullSink
-
-
-class Checkpointer(Protocol):
-    """Receives complete row groups (Parquet writer for runs, in-memory collector for previews)."""
-
-    def write(self, state: RowGroupState) -> str:
-        """Persist a complete row group; return where it went (file name or a label)."""
-        ...
-
-
-class EndpointView(Protocol):
-    """What task admission needs to know about request admission: each model's current limit, whether its
-    endpoint is pressured, cooling down or down (probed while its requests wait), and how many of its requests
-    sleep before a retry."""
-
-    def capacity(self, alias: str) -> int: ...
-
-    def pressure(self, alias: str) -> bool: ...
-
-    def cooling(self, alias: str) -> bool: ...
-
-    def down(self, alias: str) -> bool: ...
-
-    def backing_off(self, alias: str) -> int: ...
-
-
-def model_pool(alias: str) -> str:
-    """The task pool of model-wait slots for one model alias."""
-    return f"model:{alias}"
-
-
-def model_slots(limit: int) -> int:
-    """Task slots for a model: twice its request limit (plus two).
-
-    The surplus waits in request admission, so a freed request slot never waits for a task, and the adaptive
-    limit sees the demand it needs to grow (slow start doubles the limit each round trip only if that many
-    requests are waiting)."""
-    return 2 * limit + 2
 
 
 @dataclass(slots=True)

@@ -1,0 +1,48 @@
+"""What the scheduler drives and what it asks: the checkpointer that takes complete row groups, its view of request
+admission, and the task pools that stand for each model's request slots."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from rowloom.engine.completion import RowGroupState
+
+__all__ = ["Checkpointer", "EndpointView", "model_pool", "model_slots"]
+
+
+class Checkpointer(Protocol):
+    """Receives complete row groups (Parquet writer for runs, in-memory collector for previews)."""
+
+    def write(self, state: RowGroupState) -> str:
+        """Persist a complete row group; return where it went (file name or a label)."""
+        ...
+
+
+class EndpointView(Protocol):
+    """What task admission needs to know about request admission: each model's current limit, whether its
+    endpoint is pressured, cooling down or down (probed while its requests wait), and how many of its requests
+    sleep before a retry."""
+
+    def capacity(self, alias: str) -> int: ...
+
+    def pressure(self, alias: str) -> bool: ...
+
+    def cooling(self, alias: str) -> bool: ...
+
+    def down(self, alias: str) -> bool: ...
+
+    def backing_off(self, alias: str) -> int: ...
+
+
+def model_pool(alias: str) -> str:
+    """The task pool of model-wait slots for one model alias."""
+    return f"model:{alias}"
+
+
+def model_slots(limit: int) -> int:
+    """Task slots for a model: twice its request limit (plus two).
+
+    The surplus waits in request admission, so a freed request slot never waits for a task, and the adaptive
+    limit sees the demand it needs to grow (slow start doubles the limit each round trip only if that many
+    requests are waiting)."""
+    return 2 * limit + 2
