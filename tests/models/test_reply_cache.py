@@ -1,18 +1,22 @@
 """The reply cache's parts without a network: what the key depends on, the store's checksums, damage handling,
-LRU bound and queued writes, and single flight's handling of a cancelled leader."""
+LRU bound, queued writes and key filter, and single flight's handling of a cancelled leader."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import random
 import sqlite3
+import time
 
 import pytest
 
 from rowloom.config.cache import CacheConfig
 from rowloom.errors import ConfigError, RowloomWarning
 from rowloom.models.cache import ReplyStore, resolve
+from rowloom.models.cache import store as store_module
 from rowloom.models.cache.flight import SingleFlight
+from rowloom.models.cache.key_filter import KeyFilter
 from rowloom.models.cache.keys import request_key
 from rowloom.models.cache.store import FILE_NAME
 from rowloom.models.types import ChatRequest, ChatResponse, Usage
@@ -172,3 +176,59 @@ async def test_followers_get_the_leaders_error():
 
     results = await asyncio.gather(*(flight.run(b"k", fail) for _ in range(3)), return_exceptions=True)
     assert [type(r) for r in results] == [ValueError] * 3
+
+
+def test_the_key_filter_never_loses_a_key_and_lets_few_absent_ones_through():
+    rng = random.Random(7)
+    present = [rng.randbytes(16) for _ in range(20_000)]
+    absent = [rng.randbytes(16) for _ in range(20_000)]
+    one_by_one, in_bulk = KeyFilter(20_000), KeyFilter(20_000)
+    for start in range(0, len(present), 1000):  # below the bulk size: bits or-ed in place
+        one_by_one.add_all(present[start : start + 1000])
+    in_bulk.add_all(present)  # marked in a byte array and packed
+    assert all(key in one_by_one and key in in_bulk for key in present)
+    assert one_by_one._bytes == in_bulk._bytes
+    passed = sum(key in in_bulk for key in absent)
+    assert passed / len(absent) < 0.02
+    assert not in_bulk.full
+    in_bulk.add_all(present * 4)
+    assert in_bulk.full
+
+
+def test_a_miss_is_answered_without_a_read_and_other_processes_replies_are_found(tmp_path, monkeypatch):
+    monkeypatch.setattr(store_module, "_REFRESH_S", 0.05)
+    first = ReplyStore(tmp_path, max_bytes=2**30)
+    reply = ChatResponse("stored elsewhere", Usage(3, 4), finish_reason="stop")
+    try:
+        _wait_for(lambda: first._filter is not None)
+        reads = []
+        reader = first._reader
+        first._reader = _CountingConnection(reader, reads)
+        assert first.get(b"k" * 16) is None
+        assert reads == []  # the filter knew the key is not in the file
+        other = ReplyStore(tmp_path, max_bytes=2**30)  # another process's store, on the same folder
+        other.put(b"k" * 16, reply)
+        other.close()
+        _wait_for(lambda: first.get(b"k" * 16) is not None)
+        assert first.get(b"k" * 16) == reply and reads
+    finally:
+        first.close()
+
+
+class _CountingConnection:
+    def __init__(self, connection, reads):
+        self._connection, self._reads = connection, reads
+
+    def execute(self, *args):
+        self._reads.append(args)
+        return self._connection.execute(*args)
+
+    def close(self):
+        self._connection.close()
+
+
+def _wait_for(condition, timeout_s=10.0):
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)

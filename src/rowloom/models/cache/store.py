@@ -1,9 +1,10 @@
 """`ReplyStore`: chat replies in one SQLite file (WAL mode), looked up on the event loop, written by a thread.
 
 Each row holds a reply with a CRC-32 of its key and bytes: a damaged or truncated row is a miss (refetched and
-overwritten), never a reply. The total size is kept by triggers in the file itself, so several processes sharing
-the folder agree on it; beyond `max_bytes` the least recently used rows go. Knows replies as bytes and keys, not
-what asked for them.
+overwritten), never a reply. A filter of the keys in the file (kept by the writer thread, which reads back what it
+and other processes wrote) answers most misses without a read. The total size is kept by triggers in the file
+itself, so several processes sharing the folder agree on it; beyond `max_bytes` the least recently used rows go.
+Knows replies as bytes and keys, not what asked for them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import orjson
 
 from rowloom.errors import RowloomWarning
+from rowloom.models.cache.key_filter import KeyFilter
 from rowloom.models.types import ChatResponse, Usage
 
 FILE_NAME = "replies.sqlite3"
@@ -32,6 +34,9 @@ _BATCH = 2000  # writes per transaction at most
 #: much in transactions of hundreds as one by one, and the event loop wakes the writer once per interval, not
 #: once per write. Lookups see queued replies meanwhile.
 _GATHER_S = 0.2
+#: An idle writer reads the keys other processes stored this often (seconds), so their replies are found here.
+_REFRESH_S = 2.0
+_SCAN_ROWS = 100_000  # keys read per query while the filter is built
 _MMAP_BYTES = 1 << 30
 _DAMAGED = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
 _ROW_OVERHEAD = 48  # bytes a row costs beyond its key and payload, roughly (times, checksum, index entry)
@@ -124,6 +129,10 @@ class ReplyStore:
         except (OSError, sqlite3.Error) as exc:
             raise CacheUnavailable(str(exc)) from None
         self._pending: dict[bytes, ChatResponse] = {}  # queued, not yet committed: still answers lookups
+        # Keys the file may hold (None until the writer thread has read them, or after a read failed: every lookup
+        # reads then); only the writer thread changes it. `_seen_id` is the largest row id it has read.
+        self._filter: KeyFilter | None = None
+        self._seen_id = 0
         # Writes for the writer thread, which wakes once per gathering interval, not once per write.
         self._writes: deque[Any] = deque()
         self._wake = threading.Event()
@@ -177,6 +186,9 @@ class ReplyStore:
         pending = self._pending.get(key)
         if pending is not None:
             return pending
+        known = self._filter
+        if known is not None and key not in known:
+            return None
         try:
             rows = self._reader.execute("SELECT payload, checksum, used FROM replies WHERE key = ?", (key,)).fetchall()
         except sqlite3.Error as exc:
@@ -223,8 +235,11 @@ class ReplyStore:
 
     def _write_loop(self) -> None:
         try:
+            self._rebuild_filter()
             while True:
-                self._wake.wait()
+                if not self._wake.wait(_REFRESH_S):
+                    self._read_new_keys()  # idle: what other processes stored
+                    continue
                 if not self._closing:
                     time.sleep(_GATHER_S)  # the writes of the interval in one transaction
                 self._wake.clear()  # before draining: a write queued from here on sets it again
@@ -254,12 +269,45 @@ class ReplyStore:
                 if touches:
                     self._writer.executemany(_TOUCH, touches)
                 self._evict()
+            self._read_new_keys()  # before the replies leave `_pending`: a lookup finds each in one or the other
         except sqlite3.Error as exc:
             self._problem("unwritable", f"cannot be written ({exc}); replies of this run may not be kept")
         finally:
             for item in batch:
                 if isinstance(item, _Put) and self._pending.get(item.key) is item.reply:
                     del self._pending[item.key]
+
+    def _rebuild_filter(self) -> None:
+        """A filter of every key in the file, sized for twice as many (read in id order: appends come after)."""
+        try:
+            (count,) = self._writer.execute("SELECT count(*) FROM replies").fetchone()
+            known, seen = KeyFilter(2 * count), 0
+            while rows := self._writer.execute(
+                "SELECT id, key FROM replies WHERE id > ? ORDER BY id LIMIT ?", (seen, _SCAN_ROWS)
+            ).fetchall():
+                known.add_all([key for _, key in rows])
+                seen = rows[-1][0]
+        except sqlite3.Error:
+            self._filter = None  # every lookup reads the file
+            return
+        self._filter, self._seen_id = known, seen
+
+    def _read_new_keys(self) -> None:
+        """Add the keys stored since the last read (this process's commits, other processes', touched rows)."""
+        known = self._filter
+        if known is None:
+            return
+        try:
+            rows = self._writer.execute("SELECT id, key FROM replies WHERE id > ? ORDER BY id", (self._seen_id,))
+            rows = rows.fetchall()
+        except sqlite3.Error:
+            self._filter = None  # a key it missed would read as absent: read the file instead
+            return
+        if rows:
+            known.add_all([key for _, key in rows])
+            self._seen_id = rows[-1][0]
+        if known.full:
+            self._rebuild_filter()
 
     def _evict(self) -> None:
         """Drop the least recently used rows while the stored bytes pass the bound, down to 90% of it."""
