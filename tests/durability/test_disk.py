@@ -63,13 +63,15 @@ class DiskFills:
     """Lets `room` Parquet parts be written, then every write fails with ENOSPC (and, with `manifest=True`,
     every manifest/summary write too), like a disk that fills up mid-run."""
 
-    def __init__(self, monkeypatch, room: int, *, manifest: bool = False):
+    def __init__(self, monkeypatch, room: int, *, manifest: bool = False, once: bool = False):
         self.room = room
         self.full = False
+        self.writes = 0  # parts asked for, failed ones included
         real_parquet, real_atomic = storage.pq.write_table, output_location.atomic_write_bytes
 
         def write_table(*args, **kwargs):
-            if self.room <= 0:
+            self.writes += 1
+            if self.room <= 0 and not (once and self.full):  # `once`: space is freed right after the failure
                 self.full = True
                 # Half a file reaches the disk before it fills up, as it would for real.
                 args[1].write(b"PAR1 partial")
@@ -110,6 +112,18 @@ async def test_disk_full_stops_the_run_keeps_written_groups_and_a_rerun_resumes(
     assert len(frame) == N and frame["row_id"].is_unique
     reference = (await run_job(config, N, output=tmp_path / "reference")).to_pandas()
     assert frame.equals(reference)
+
+
+async def test_no_row_group_is_written_after_the_output_failed_even_when_it_would_take_it(tmp_path, monkeypatch):
+    # Finished work is kept after any fatal error but the output's own: once a part failed, a row group completing
+    # later is not written, even though the disk would now take it (the output is not trusted again in this run).
+    out = tmp_path / "out"
+    disk = DiskFills(monkeypatch, room=2, once=True)
+    with pytest.raises(OutputError, match="No space left on device"):
+        await run_job(DatasetConfig.from_dict(SAMPLERS), N, output=out)
+    assert disk.writes == 3  # two parts, then the failed one: nothing after it
+    assert len(read_manifest(out)["row_groups"]) == 2 and listed_table(out).num_rows == 2 * GROUP
+    assert leftovers(out) == []
 
 
 def test_cli_reports_a_full_disk_in_one_message(tmp_path, monkeypatch):

@@ -382,7 +382,13 @@ class Scheduler:
     async def _checkpoint(self, state: RowGroupState) -> None:
         try:
             async with self._write_lock:  # one writer: files and manifest stay in a consistent order
-                where = await asyncio.to_thread(self.checkpointer.write, state)
+                if self._writer_failed:  # the output failed: nothing more is written, not even queued groups
+                    return
+                try:
+                    where = await asyncio.to_thread(self.checkpointer.write, state)
+                except BaseException:
+                    self._writer_failed = True  # now, not when this task's callback runs: the next may hold the lock
+                    raise
         finally:
             self._unwritten_rows -= state.spec.count
         rows, dropped = len(state.live_rows), sorted(state.dropped)
