@@ -25,6 +25,7 @@ from rowloom.engine.generators.code import extract_code, parse_code, validate_co
 from rowloom.engine.generators.llm import read_structured
 from rowloom.engine.generators.replies import UNREADABLE_REPLY, read_reply, storable
 from rowloom.engine.generators.values import coerce
+from rowloom.models.clients.anthropic import classify_messages_response
 from rowloom.models.clients.openai import (
     classify_chat_response,
     classify_embedding_response,
@@ -138,7 +139,9 @@ def check_generators(text: str) -> None:
         if code is None or not code.strip():
             continue
         if language == "sql":
-            code = code[:SQL_CHARS]  # sqlglot reads ~25 KB/s: size is pinned below, nesting and content here
+            # sqlglot reads ~25 KB/s: nesting and content are fuzzed here, size by the 1 MB test below (whose
+            # SQL is cut the same way: a long SQL reply is bounded by the validator's timeout, not by its size).
+            code = code[:SQL_CHARS]
         # What `validate_code` runs in its worker thread (the event loop around it is pinned below).
         problems = read_or_drop(f"the {language} validator", parse_code, language, code, SETTINGS)
         assert problems is None or all(isinstance(p, str) for p in problems)
@@ -159,6 +162,23 @@ def check_http_classifiers(text: str) -> None:
         embedded = classify_embedding_response(200, {}, body, 0.1, expected=1)
         assert isinstance(embedded, EmbeddingResponse | ProviderError)
         assert isinstance(classify_status(401, {"x-ratelimit-reset-requests": text[:50]}, body, 0.1), ProviderError)
+    anthropic_bodies = [
+        orjson.dumps({"content": [{"type": "text", "text": text}], "usage": {"output_tokens": text[:20]}})
+        if _encodable(text)
+        else b"",
+        text.encode("utf-8", errors="surrogateescape"),
+        b'{"content": [{"type": "tool_use", "input": ' + text.encode("utf-8", errors="surrogateescape") + b"}]}",
+        b'{"type": "error", "error": {"message": "' + text.encode("utf-8", errors="surrogateescape")[:200] + b'"}}',
+    ]
+    limits = {  # every header the adapter reads, holding the reply's text
+        f"anthropic-ratelimit-{kind}-{field}": text[:50]
+        for kind in ("requests", "tokens", "input-tokens", "output-tokens")
+        for field in ("limit", "remaining", "reset")
+    }
+    for status in (200, 429, 529):
+        for body in anthropic_bodies:
+            reply = classify_messages_response(status, {**limits, "retry-after": text[:50]}, body, 0.1, now=0.0)
+            assert isinstance(reply, ChatResponse | ProviderError)
 
 
 def _encodable(text: str) -> bool:
