@@ -136,8 +136,8 @@ def _running_parts(progress: RunProgress, stats: RequestStats | None, rates: Rat
     parts.append((3, _fmt_rate(rows_rate, "rows")))
     if stats is not None:
         parts.append((4, _fmt_rate(requests_rate, "req")))
-        if stats.tokens:
-            parts.append((5, f"{_fmt_count(rates.tokens_per_s(progress) or 0.0)} tok/s"))
+        if stats.tokens:  # the first to go on a narrow line: in flight vs limit says more of a run's health
+            parts.append((7, f"{_fmt_count(rates.tokens_per_s(progress) or 0.0)} tok/s"))
         if (spent := _spent(progress)) is not None:
             parts.append((2, spent))
         parts += [(5, f"{name} {in_flight}/{limit}") for name, in_flight, limit in stats.loads()]
