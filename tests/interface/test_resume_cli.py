@@ -231,8 +231,8 @@ def test_a_different_config_is_named_by_column_name(config, tmp_path, mode):
     assert code == 1
     assert (
         f"{out}/ holds a run of a different config: column 'product' was renamed or removed, column 'item' is new, "
-        "column 'review' changed (prompt); it was written with columns row_id, product, mood, review. "
-        "Use a new --output, or restore the config"
+        "column 'review' changed (prompt); it was written with columns row_id, product, mood, review; "
+        "use a new --output, or restore the config"
     ) in text
     assert "columns[" not in text
     assert snapshot(out) == before

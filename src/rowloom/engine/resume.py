@@ -158,7 +158,7 @@ def _with_manifest(
     if not same_config:
         change = describe(manifest.get("fingerprint_fields"), config.fingerprint_fields())
         raise OutputError(
-            f"{where} holds a run of a different config: {change}. Use a new {output}, or restore the config"
+            f"{where} holds a run of a different config: {change}; use a new {output}, or restore the config"
         )
     return _same_config(location, manifest, present, num_records, mode, terms)
 
