@@ -256,3 +256,56 @@ def test_a_large_reply_is_read_by_every_parser_in_bounded_time():
 def test_nan_and_infinity_are_not_json_so_the_model_is_asked_again():
     value, problem = read_structured('{"x": NaN}', *VALIDATORS[0])
     assert value is None and "NaN is not a JSON value" in problem
+
+
+# ------------------------------------------------------------------ expressions over a reply
+
+
+def _expression(expr: str, answers: list[str]):
+    """The `q` expression column's values over `answer` values (as a model might reply), in one batch."""
+    import numpy as np
+
+    from rowloom.config import DatasetConfig
+    from rowloom.engine.generators.base import BatchContext
+    from rowloom.engine.generators.expression import ExpressionGenerator
+    from rowloom.engine.plan import build_plan
+
+    config = DatasetConfig.from_dict(
+        {
+            "columns": [
+                {"name": "answer", "type": "category", "values": ["0", "4"]},
+                {"name": "q", "type": "expression", "expr": expr, "dtype": "float"},
+            ],
+            "run": {"seed": 1, "max_error_rate": 1.0},  # half the rows drop: the run goes on regardless
+        }
+    )
+    plan = build_plan(config, len(answers))
+    column = next(c for c in plan.columns if c.name == "q")
+    spec = plan.row_groups[0]
+    ctx = BatchContext(spec, np.random.default_rng(0), {"answer": answers}, list(range(len(answers))))
+    return asyncio.run(ExpressionGenerator(column).batch(ctx)), config
+
+
+def test_an_expression_that_raises_on_a_value_drops_its_row_naming_the_column_and_error(tmp_path):
+    from rowloom.engine.generators.base import FailedCell
+    from rowloom.engine.job import run_job
+    from rowloom.errors import ConfigError, TemplateError
+
+    values, config = _expression("{{ 100 / (answer|int) }}", ["0", "4"])
+    assert values == [FailedCell("expression_error", "column 'q': ZeroDivisionError: division by zero"), 25.0]
+    values, _ = _expression("{{ (answer|int) / 2 }}", ["1" + "0" * 400])  # an int no float holds
+    assert values[0].reason == "expression_error" and "OverflowError" in values[0].detail
+    values, _ = _expression("{{ answer + 1 }}", ["0"])  # a str where the expression wants a number
+    assert values[0].reason == "expression_error" and values[0].detail.startswith("column 'q': TypeError:")
+
+    # Through a run: the rows are dropped and counted, the run completes.
+    result = asyncio.run(run_job(config, 20, output=tmp_path))
+    dropped = result.summary["rows_dropped_by_reason"]
+    assert result.summary["status"] == "completed" and set(dropped) == {"q:expression_error"}
+    assert result.summary["records_written"] + dropped["q:expression_error"] == 20
+
+    # The template's own faults stay the config's: an unknown name at validation, internals at the first row.
+    with pytest.raises(ConfigError, match="nosuch"):
+        _expression("{{ 100 / nosuch }}", ["0"])
+    with pytest.raises(TemplateError, match="Python internals"):
+        _expression("{{ '{0.__class__}'.format(answer) }}", ["0"])

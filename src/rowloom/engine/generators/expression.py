@@ -1,7 +1,9 @@
 """Expression columns: a sandboxed Jinja expression rendered per live row and coerced to the column dtype.
 
 What an expression renders is data (often a model's reply): a value that does not coerce to the dtype (`abc`
-or `1.0e999` for an int) drops its row as `not_<dtype>`, read through `read_reply`, never failing the run.
+or `1.0e999` for an int) drops its row as `not_<dtype>`, read through `read_reply`, and a value the expression
+cannot compute with (`{{ 100 / (answer|int) }}` on a reply of `0`) drops it as `expression_error`; neither fails
+the run. The template itself stays the config's: a sandbox escape or an undefined name still fails the run.
 """
 
 from __future__ import annotations
@@ -12,8 +14,12 @@ from rowloom.config.columns import ExpressionColumn
 from rowloom.config.templates import compile_template, expression_source
 from rowloom.engine.generators.base import BatchContext, CellFailed, FailedCell, Generator
 from rowloom.engine.generators.render import render
-from rowloom.engine.generators.replies import read_reply
+from rowloom.engine.generators.replies import describe, read_reply
 from rowloom.engine.generators.values import coerce
+from rowloom.errors import RowloomError
+
+#: Why a row is dropped when its expression raised on the row's values (ZeroDivisionError, TypeError, …).
+EXPRESSION_ERROR = "expression_error"
 
 
 class ExpressionGenerator(Generator):
@@ -27,7 +33,13 @@ class ExpressionGenerator(Generator):
         out: list[Any] = [None] * ctx.spec.count
         for row in ctx.live_rows:
             values = {name: ctx.inputs[name][row] for name in names}
-            text = render(template, values, self.name).strip()
+            try:
+                text = render(template, values, self.name).strip()
+            except RowloomError:  # the template's fault (sandbox, undefined name): the config's bug, fatal
+                raise
+            except Exception as exc:  # the values' fault: 100 / 0, a number too large, "a" + 1
+                out[row] = FailedCell(EXPRESSION_ERROR, f"column {self.name!r}: {describe(exc)}")
+                continue
             try:
                 out[row] = read_reply(
                     "the rendered value", coerce, text, column.dtype, self.name, reason=f"not_{column.dtype}"
