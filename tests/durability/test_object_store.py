@@ -127,3 +127,51 @@ def test_a_part_that_fails_mid_write_leaves_no_object_on_the_store(object_store)
     # Closing an S3 output stream completes its upload even when the block raised: no half object may appear.
     assert location.names("data") == {"data/a.bin"} and location.read_bytes("data/b.bin") is None
     assert location.read_bytes("data/a.bin") == b"whole"
+
+
+class _CutOffStream:
+    """An object's output stream whose upload fails mid-way: half of the write reaches the store, then an error
+    (as a connection reset mid-request would); closing it completes the upload with the half that was sent."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, data) -> int:
+        view = memoryview(data)
+        self.stream.write(view[: len(view) // 2])
+        raise OSError("connection reset by peer")
+
+    def close(self) -> None:
+        self.stream.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _CuttingOff:
+    """A store whose output streams fail mid-upload; everything else is the store's own."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def open_output_stream(self, path, *args, **kwargs):
+        return _CutOffStream(self.store.open_output_stream(path, *args, **kwargs))
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+def test_an_upload_that_fails_mid_way_publishes_no_object(object_store):
+    location = OutputLocation(object_store.uri("cut-off"))
+    location.make_dirs("data")
+    location.write_bytes("data/a.bin", b"whole")
+    location._fs = _CuttingOff(location.filesystem)
+
+    with pytest.raises(OSError, match="connection reset"):
+        location.write("data/b.bin", lambda fh: fh.write(b"part" * 1000))
+    # The half that reached the store before the error was published by closing the stream: it is deleted.
+    location._fs = location._fs.store
+    assert location.names("data") == {"data/a.bin"} and location.read_bytes("data/b.bin") is None

@@ -233,14 +233,28 @@ class OutputLocation:
         if self._fs.type_name in OBJECT_STORES:
             # Closing an object's output stream completes its upload even when the block raised, which would
             # publish a half part under its final name: the content is made whole in memory first, then sent in
-            # one write, so a failing writer never starts an upload and a failed upload completes nothing.
+            # one write, so a failing writer never starts an upload.
             import pyarrow as pa
 
             buffer = pa.BufferOutputStream()
             write(buffer)
             content = buffer.getvalue()
-            with self._fs.open_output_stream(final) as fh:
+            fh = self._fs.open_output_stream(final)
+            try:
                 fh.write(content)
+            except BaseException:
+                # pyarrow offers no abort: the stream completes whatever was sent when it is closed (here, or
+                # when it is collected). A close that fails completed nothing and the old object stays; one
+                # that succeeds published part of the content, which is deleted.
+                try:
+                    fh.close()
+                except Exception:
+                    pass
+                else:
+                    with contextlib.suppress(OSError):
+                        self._fs.delete_file(final)
+                raise
+            fh.close()
             return
         head, _, tail = final.rpartition("/")
         tmp = f"{head}/{TEMP_PREFIX}{tail}-{uuid.uuid4().hex[:8]}"
