@@ -171,3 +171,35 @@ async def test_an_object_store_lock_of_a_process_gone_from_this_host_is_taken_ov
     assert result.summary["records_written"] == 20
     files = object_store.filesystem().get_file_info(fs.FileSelector(f"{object_store.bucket}/stale"))
     assert LOCK not in {info.base_name for info in files}  # released at the end
+
+
+def test_of_two_writers_locking_an_object_store_folder_at_once_exactly_one_wins(object_store):
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from rowloom.engine.output_location import OutputLocation
+    from rowloom.engine.output_lock import WriterLock
+
+    def race(prefix: str) -> list[WriterLock | OutputError]:
+        start = Barrier(2)
+
+        def take() -> WriterLock | OutputError:
+            location = OutputLocation(object_store.uri(prefix))
+            start.wait()  # both read "no lock" within moments of each other, as two runs started together
+            try:
+                return WriterLock.take(location)
+            except OutputError as refused:
+                return refused
+
+        with ThreadPoolExecutor(2) as pool:
+            return list(pool.map(lambda _: take(), range(2)))
+
+    for attempt in range(3):  # ~0.6 s each: both wait SETTLE_S before reading the lock back
+        outcome = race(f"race-{attempt}")
+        won = [o for o in outcome if isinstance(o, WriterLock)]
+        lost = [o for o in outcome if isinstance(o, OutputError)]
+        assert len(won) == 1 and len(lost) == 1, outcome
+        assert "is being written by another rowloom run" in str(lost[0])
+        there = LockHolder.parse(won[0].location.read_bytes(LOCK))
+        assert there is not None and there.token == won[0].holder.token  # the lock names the winner
+        won[0].release()
