@@ -81,6 +81,60 @@ def test_help_into_a_pipe_names_every_option_of_sim_whole():
     assert "<bool>" not in result.stdout and "-to…" not in result.stdout and "╭" not in result.stdout
 
 
+# Every command's help as the `rowloom` script prints it (the same group, formatter and width), in one process.
+ALL_HELP = """
+import sys, typer.main
+from rowloom.interface.cli import app
+
+def walk(cmd, path):
+    yield path
+    for name, sub in getattr(cmd, "commands", {}).items():
+        yield from walk(sub, [*path, name])
+
+for path in walk(typer.main.get_command(app), []):
+    print("=== " + " ".join(path), flush=True)
+    try:
+        app([*path, "--help"], prog_name="rowloom")
+    except SystemExit:
+        pass
+"""
+
+
+def hyphenated(text: str) -> set[str]:
+    return set(re.findall(r"[\w.]+(?:-[\w.]+)+", text))
+
+
+def test_help_into_a_pipe_never_breaks_a_word_at_a_hyphen():
+    env = {**os.environ, "COLUMNS": "80"}
+    env.pop("FORCE_COLOR", None)
+    result = subprocess.run([sys.executable, "-c", ALL_HELP], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    helps = dict(
+        (section.partition("\n")[0].strip(), section.partition("\n")[2]) for section in result.stdout.split("=== ")[1:]
+    )
+    assert helps.keys() == {" ".join(p) for p, _ in commands()}
+    for path, command in commands():
+        text = helps[" ".join(path)]
+        assert all(len(line) <= 80 for line in text.splitlines()), text
+        broken = [line for line in text.splitlines() if re.search(r"\w-$", line)]
+        assert not broken, f"rowloom {' '.join(path)} --help breaks a word at a hyphen:\n" + "\n".join(broken)
+        for param in command.params:
+            if getattr(param, "hidden", False):
+                continue
+            default = param.default if isinstance(param.default, str) else ""
+            names = set(param.opts + param.secondary_opts) if param.param_type_name == "option" else set()
+            for word in hyphenated(f"{param.help or ''} {default}") | names:
+                assert word in text, f"{word!r} is not whole in rowloom {' '.join(path)} --help:\n{text}"
+
+
+def test_usage_lines_name_arguments_in_capitals_without_braces():
+    text = CliRunner().invoke(app, ["report", "--help"]).output
+    assert text.startswith("Usage: rowloom report [OPTIONS] OUT_DIR\n")
+    text = CliRunner().invoke(app, ["bench", "compare", "--help"]).output
+    assert text.startswith("Usage: rowloom bench compare [OPTIONS] BEFORE AFTER\n")
+    assert "{" not in CliRunner().invoke(app, ["run", "--help"]).output.splitlines()[0]
+
+
 def test_a_run_into_a_log_writes_whole_lines_and_ends_on_what_summary_json_says(tmp_path):
     data = yaml.safe_load((ROOT / "examples" / "chain.yaml").read_text())
     data["run"].update(row_group_size=20, max_error_rate=1.0)

@@ -181,7 +181,10 @@ def limits(
 
 
 @bench_app.command("compare")
-def compare(a: Path, b: Path) -> None:
+def compare(
+    a: Annotated[Path, typer.Argument(help="The bench.json to compare from.", show_default=False, metavar="BEFORE")],
+    b: Annotated[Path, typer.Argument(help="The bench.json to compare with it.", show_default=False, metavar="AFTER")],
+) -> None:
     """Compare two bench.json files metric by metric."""
     docs = [_bench_result(p) for p in (a, b)]
     _print_comparison(f"{a} → {b}", suite.compare(*docs))

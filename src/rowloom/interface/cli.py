@@ -33,6 +33,7 @@ from rowloom.interface.estimate_cli import estimate
 from rowloom.interface.export_cli import export_app
 from rowloom.interface.output import CliConsole, plural, print_records
 from rowloom.interface.progress import ProgressDisplay
+from rowloom.interface.usage import RowloomGroup
 from rowloom.interface.user_code import describe
 from rowloom.interface.with_sim import WithSimOption, simulators
 from rowloom.models.cache import with_cache
@@ -45,6 +46,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
     rich_markup_mode=None,  # click's plain help: option names whole at any width, no <bool> on flags
+    cls=RowloomGroup,  # help never broken at a hyphen; a usage mistake is one `error:` line
 )
 console = CliConsole(stderr=True)
 out = CliConsole()
@@ -384,7 +386,9 @@ JobOption = Annotated[str | None, typer.Option(help="Job id, when the log holds 
 
 @app.command()
 def trace(
-    events: Annotated[Path, typer.Argument(help="Events log written by 'rowloom run --events'.", show_default=False)],
+    events: Annotated[
+        Path, typer.Argument(help="Events log written by 'rowloom run --events'.", show_default=False, metavar="EVENTS")
+    ],
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Trace file (default: trace.json beside the events).")
     ] = None,
@@ -409,6 +413,7 @@ def report(
         typer.Argument(
             help="The --output folder of a run: a local path or a pyarrow.fs URI (file://…, s3://…), as run -o takes.",
             show_default=False,
+            metavar="OUT_DIR",
         ),
     ],
     events: Annotated[

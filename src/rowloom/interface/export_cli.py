@@ -30,6 +30,7 @@ def export(
         typer.Argument(
             help="The --output folder of a run: a local path or a pyarrow.fs URI (file://…, s3://…), as run -o takes.",
             show_default=False,
+            metavar="OUT_DIR",
         ),
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="JSONL file to write.", show_default=False)],

@@ -73,12 +73,32 @@ def simulator_config(config: DatasetConfig, spec: str):  # -> SimulatorConfig (i
     try:
         return SimulatorConfig(models=tuple({m.model for m in config.models}) or ("sim-model",), **options)
     except ValidationError as exc:
-        problems = []
-        for e in exc.errors():
-            key = str(e["loc"][0]) if e["loc"] else ""
-            where = f"{key}={options[key]!r}" if key in options else key or "settings"
-            problems.append(f"{where}: {e['msg']}")
-        raise SpecError("; ".join(problems)) from None
+        raise SpecError("; ".join(_problem(e, options, SimulatorConfig) for e in exc.errors())) from None
+
+
+#: pydantic's error types a SPEC's value can hit, said the way the rest of the CLI speaks.
+_NOT_A = {
+    "int_parsing": "is not a valid integer",
+    "int_from_float": "is not a whole number",
+    "float_parsing": "is not a valid number",
+    "bool_parsing": "is not true or false",
+}
+
+
+def _problem(error: dict, options: dict[str, str], model: type) -> str:
+    """`capacity='lots' is not a valid integer; give e.g. capacity=64` for one of pydantic's errors."""
+    key = str(error["loc"][0]) if error["loc"] else ""
+    if key not in options:
+        return f"{key or 'settings'}: {_lower(error['msg'])}"
+    what = _NOT_A.get(error["type"])
+    said = f"{key}={options[key]!r} {what}" if what else f"{key}={options[key]!r}: {_lower(error['msg'])}"
+    default = model.model_fields[key].default if key in model.model_fields else None
+    example = f"; give e.g. {key}={default}" if type(default) in (int, float) else ""
+    return said + example
+
+
+def _lower(message: str) -> str:
+    return message[:1].lower() + message[1:]  # pydantic's "Input should be …"
 
 
 def loopback_ports(config: DatasetConfig) -> dict[int, list[str]]:
