@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -431,6 +432,37 @@ def test_a_local_instance_binds_its_control_plane_to_loopback(ray_instance):
     host, _, port = ray.get_runtime_context().gcs_address.rpartition(":")
     assert host == "127.0.0.1"
     assert _listening(int(port)) and _listening(int(port)) <= LOOPBACK  # not 0.0.0.0, not the routable address
+    # Every socket the instance listens on, whichever process: GCS, raylet (node and object manager), the
+    # dashboard and runtime-env agents, workers, and this driver's own core worker.
+    listening = _ray_listeners()
+    assert {"gcs_server", "raylet"} <= {kind for kind, _ in listening}, listening
+    assert all(_is_loopback(address) for _, address in listening), listening
+
+
+def _ray_listeners() -> set[tuple[str, str]]:
+    """(process, address) of each TCP socket listening in this process or a Ray process it started."""
+    import psutil
+
+    me = psutil.Process()
+    processes = {me.pid: "driver"}
+    for child in me.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            command = " ".join(child.cmdline()) or child.name()
+            if "ray" in command:  # not the simulator or other servers tests started
+                processes[child.pid] = Path(command.split()[0]).name
+    return {
+        (processes[c.pid], c.laddr.ip)
+        for c in psutil.net_connections(kind="tcp")
+        if c.status == psutil.CONN_LISTEN and c.pid in processes
+    }
+
+
+def _is_loopback(address: str) -> bool:
+    import ipaddress
+
+    ip = ipaddress.ip_address(address.partition("%")[0])
+    mapped = getattr(ip, "ipv4_mapped", None)  # ::ffff:127.0.0.1, a dual-stack socket bound to 127.0.0.1
+    return (mapped or ip).is_loopback
 
 
 def test_unknown_executor_is_refused(tmp_path):
