@@ -90,3 +90,29 @@ def test_ray_parts_without_a_manifest_are_known_as_a_rowloom_runs(tmp_path):
     _part(writer, 0, 2)  # a worker wrote it; the manifest that listed it is gone
     with pytest.raises(OutputError, match=r"holds 1 file of a rowloom run \(part-00000-1a2b3c4d5e6f-w0.parquet\)"):
         decide(OutputLocation(tmp_path), CONFIG, RECORDS, "auto")
+
+
+async def test_a_part_the_driver_no_longer_takes_is_removed_by_its_writer(tmp_path):
+    """A dropped worker that wakes after the run ended: its ledger is gone, so it cannot deliver; the part it
+    wrote would stay in `data/` beside the listed ones (no driver is left to remove it)."""
+    import pytest
+
+    from rowloom.engine.distributed.worker import WorkerEngine
+    from rowloom.engine.output_location import OutputLocation
+
+    def deliver(delivery: Delivery) -> None:
+        if delivery.entry is not None:
+            raise ConnectionError("the ledger actor is gone")
+
+    async def renew(label, report):  # no model column: never called
+        raise AssertionError
+
+    (tmp_path / "data").mkdir()  # the driver's, made before any worker starts
+    engine = WorkerEngine("w0", "job", CONFIG, RECORDS, OutputLocation(tmp_path), 1, renew, deliver)
+    await engine.start()
+    try:
+        with pytest.raises(ConnectionError, match="ledger actor is gone"):
+            await engine.run([0])
+    finally:
+        await engine.close()
+    assert not [p.name for p in (tmp_path / "data").iterdir()]  # neither the part nor a temp file

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -150,21 +151,64 @@ def _samplers(function, records_per_group: int = 10) -> DatasetConfig:
     )
 
 
-def test_a_worker_silent_past_the_liveness_check_is_stopped_and_replaces_no_part(ray_instance, tmp_path):
-    stall_s, liveness_s = 8.0, 3.0
+def test_a_worker_silent_past_the_liveness_check_is_stopped_and_its_late_parts_are_not_kept(
+    ray_instance, tmp_path, monkeypatch
+):
+    """The zombie of issue 21, item 3: a worker stalls past the liveness check, is dropped, and — its stop made
+    ineffective, as for a worker Ray cannot reach — wakes and delivers its parts while the run goes on."""
+    from rowloom.observe.sinks import MemorySink
+
+    stall_s, liveness_s = 5.5, 3.0
     marker, out = tmp_path / "stalled", tmp_path / "out"
     config = _samplers(_stalls_once(str(marker), stall_s))
-    started = time.monotonic()
-    with pytest.warns(RowloomWarning, match=r"sent nothing for 3 s while it had row groups to write: it was stopped"):
-        result = run_distributed(config, RECORDS, output=out, workers=2, liveness_s=liveness_s)
+    seen: list[DistributedRun] = []
+    zombie: dict[str, Any] = {}  # the dropped worker: its name, and whether it delivered
+    kill = ray.kill
+
+    def unreachable(handle) -> None:
+        """The driver's `lose()` stops the worker: ineffective. It lives on until its chunks end (it wakes and
+        delivers, while the driver waits for the rest), then stops for real, giving back the CPU its heir needs."""
+        run = seen[0]
+        chunks = [ref for ref, (worker, _) in run.outstanding.items() if worker not in run.workers]
+        zombie["worker"] = run.outstanding[chunks[0]][0]
+
+        def linger() -> None:
+            done, _ = ray.wait(chunks, num_returns=len(chunks), timeout=stall_s + 10)
+            zombie["delivered"] = len(done) == len(chunks)
+            kill(handle, no_restart=True)
+
+        zombie["thread"] = threading.Thread(target=linger, daemon=True)
+        zombie["thread"].start()
+
+    def stop(handle, no_restart: bool = False) -> None:
+        if no_restart and seen and not zombie:  # the first worker the driver drops
+            return unreachable(handle)
+        return kill(handle, no_restart=no_restart)
+
+    monkeypatch.setattr(ray, "kill", stop)
+    sink = MemorySink()
+    with pytest.warns(RowloomWarning, match=r"sent nothing for 3 s while it had row groups to write: it was"):
+        result = run_distributed(
+            config,
+            RECORDS,
+            output=out,
+            workers=2,
+            liveness_s=liveness_s,
+            sink=sink,
+            on_row_group=lambda _, run: seen.append(run),
+        )
+    monkeypatch.undo()
+    zombie["thread"].join(timeout=10)
     assert marker.exists() and result.summary["executor"]["workers_lost"] >= 1
-    manifest = _assert_listed_parts_are_the_files(out)
+    assert zombie["delivered"], "the stalled worker was to wake and deliver while the run went on"
+    late = {
+        e.file for e in sink.events if e.kind == "row_group_checkpointed" and e.job.endswith(f":{zombie['worker']}")
+    }
+    assert late and result.summary["executor"]["parts_discarded"] >= len(late)  # it wrote and delivered parts
+    manifest = _assert_listed_parts_are_the_files(out)  # …neither listed nor left in data/
+    assert not late & {g["file"] for g in manifest["row_groups"]}
     assert manifest["complete"] and sorted(g["index"] for g in manifest["row_groups"]) == list(range(20))
     assert manifest["records_written"] == RECORDS == len(_rows(out))
-    # Whatever the stopped worker would have written when its stall ended: the listed parts stay as they are.
-    files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    time.sleep(max(0.0, started + stall_s + 2.0 - time.monotonic()))
-    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == files
 
 
 def test_events_trace_report_and_metrics_show_the_whole_cluster(ray_instance, sim, tmp_path):

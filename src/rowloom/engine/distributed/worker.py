@@ -256,5 +256,11 @@ class _Delivering:
         table = self.store.table(state.values, state.live_rows)
         entry = self.store.write_row_group(state.index, table, len(state.dropped))
         reasons = dict(Counter(state.dropped.values()))
-        self.deliver(Delivery(self.worker, entry, self.sink.take(), reasons))
+        try:
+            self.deliver(Delivery(self.worker, entry, self.sink.take(), reasons))
+        except BaseException:
+            # Undelivered, never listed: most often a worker the driver dropped that woke after the run ended
+            # (its ledger is gone), whose part would otherwise stay in `data/` beside the listed ones.
+            self.store.location.delete(entry.file)
+            raise
         return entry.file
