@@ -3,7 +3,8 @@ dropped row with its reason (`CellFailed`), never another exception — the kind
 
 Hypothesis throws 1,000 hostile replies per run (deep nesting, huge sizes and numbers, NaN/Infinity, invalid
 UTF-8, control characters, fences) at the reply parsers, the code validators, dtype coercion and the HTTP reply
-classifiers, calling them directly so the run takes seconds.
+classifiers (OpenAI's and Anthropic's), calling them directly so the run takes seconds. Templates that compute
+with such values (expressions, prompts, skip conditions) drop the row too.
 """
 
 from __future__ import annotations
@@ -12,19 +13,29 @@ import asyncio
 import time
 
 import jsonschema
+import numpy as np
 import orjson
 import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from rowloom.config import DatasetConfig
 from rowloom.config.columns import CodeValidation
+from rowloom.config.templates import compile_template
 from rowloom.engine.arrow_schema import schema_type
-from rowloom.engine.generators.base import CellFailed
+from rowloom.engine.generators.base import BatchContext, CellFailed, FailedCell
 from rowloom.engine.generators.code import extract_code, parse_code, validate_code
+from rowloom.engine.generators.expression import ExpressionGenerator
 from rowloom.engine.generators.llm import read_structured
+from rowloom.engine.generators.render import TEMPLATE_ERROR, render
 from rowloom.engine.generators.replies import UNREADABLE_REPLY, read_reply, storable
+from rowloom.engine.generators.skip import SkipAware
 from rowloom.engine.generators.values import coerce
+from rowloom.engine.job import run_job
+from rowloom.engine.plan import build_plan
+from rowloom.engine.skips import SKIPPED
+from rowloom.errors import ConfigError, TemplateError
 from rowloom.models.clients.anthropic import classify_messages_response
 from rowloom.models.clients.openai import (
     classify_chat_response,
@@ -263,12 +274,6 @@ def test_nan_and_infinity_are_not_json_so_the_model_is_asked_again():
 
 def _expression(expr: str, answers: list[str]):
     """The `q` expression column's values over `answer` values (as a model might reply), in one batch."""
-    import numpy as np
-
-    from rowloom.config import DatasetConfig
-    from rowloom.engine.generators.base import BatchContext
-    from rowloom.engine.generators.expression import ExpressionGenerator
-    from rowloom.engine.plan import build_plan
 
     config = DatasetConfig.from_dict(
         {
@@ -287,9 +292,6 @@ def _expression(expr: str, answers: list[str]):
 
 
 def test_an_expression_that_raises_on_a_value_drops_its_row_naming_the_column_and_error(tmp_path):
-    from rowloom.engine.generators.base import FailedCell
-    from rowloom.engine.job import run_job
-    from rowloom.errors import ConfigError, TemplateError
 
     values, config = _expression("{{ 100 / (answer|int) }}", ["0", "4"])
     assert values == [FailedCell("expression_error", "column 'q': ZeroDivisionError: division by zero"), 25.0]
@@ -309,3 +311,27 @@ def test_an_expression_that_raises_on_a_value_drops_its_row_naming_the_column_an
         _expression("{{ 100 / nosuch }}", ["0"])
     with pytest.raises(TemplateError, match="Python internals"):
         _expression("{{ '{0.__class__}'.format(answer) }}", ["0"])
+
+
+async def test_a_prompt_or_skip_condition_that_raises_on_a_value_drops_the_row():
+    # Every template that renders row values (prompt, system prompt, skip_when, embedding text) reads data: a
+    # value it cannot compute with drops that row with the column named, as an expression's does.
+
+    with pytest.raises(CellFailed) as info:
+        render(compile_template("Rate {{ 10 / n }}"), {"n": 0}, "judge")
+    assert info.value.reason == TEMPLATE_ERROR and info.value.detail.startswith("column 'judge': ZeroDivisionError")
+
+    config = DatasetConfig.from_dict(
+        {
+            "columns": [
+                {"name": "n", "type": "category", "values": [0, 5]},
+                {"name": "half", "type": "expression", "expr": "{{ n / 2 }}", "skip_when": "{{ 10 / n > 1 }}"},
+            ]
+        }
+    )
+    plan = build_plan(config, 4)
+    column = next(c for c in plan.columns if c.name == "half")
+    ctx = BatchContext(plan.row_groups[0], np.random.default_rng(0), {"n": [0, 5, 0, 5]}, [0, 1, 2, 3])
+    values = await SkipAware(column, ExpressionGenerator(column)).batch(ctx)
+    failed = FailedCell(TEMPLATE_ERROR, "column 'half': ZeroDivisionError: division by zero")
+    assert values == [failed, SKIPPED, failed, SKIPPED]

@@ -165,6 +165,8 @@ def test_a_bad_request_names_the_field_in_the_providers_words():
         (orjson.dumps({**TOOL_REPLY, "content": [{"type": "tool_use", "name": "review", "input": "x"}]}),
          "without an input object"),
         (_error("overloaded_error", "Overloaded"), "provider returned an error"),
+        (b'{"content": [{"type": "tool_use", "input": ' + b'{"a":' * 300 + b"1" + b"}" * 300 + b"}]}",
+         "nested too deep"),  # found by the hostile-reply fuzz: orjson re-encodes at most 255 levels
     ],
 )  # fmt: skip
 def test_malformed_ok_replies_are_server_errors(body, what):

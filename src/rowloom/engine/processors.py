@@ -18,7 +18,9 @@ from rowloom.config.processors import (
 )
 from rowloom.config.templates import compile_template
 from rowloom.engine.arrow_schema import to_arrow_value
+from rowloom.engine.generators.base import CellFailed
 from rowloom.engine.generators.render import render
+from rowloom.errors import TemplateError
 
 
 class Processor(Protocol):
@@ -111,7 +113,13 @@ class SchemaTransform:
             name = _ONE_NAME.match(node)
             if name and name.group(1) in row and row[name.group(1)] is None:
                 return None  # a null (e.g. skipped) value stays null rather than becoming the text "None"
-            return render(compile_template(node), row, self.label)
+            try:
+                return render(compile_template(node), row, self.label)
+            except CellFailed as failed:  # rows are being written: none can be dropped any more
+                raise TemplateError(
+                    f"{failed.detail} (a processor runs as rows are written and cannot drop one: guard the "
+                    "template against such values, e.g. with `if`)"
+                ) from None
         if isinstance(node, dict):
             return {k: self._render(v, row) for k, v in node.items()}
         if isinstance(node, list):

@@ -13,7 +13,7 @@ from typing import Any
 from rowloom.config.columns import EmbeddingColumn
 from rowloom.config.models import ModelConfig
 from rowloom.config.templates import compile_template
-from rowloom.engine.generators.base import BatchContext, FailedCell, Generator
+from rowloom.engine.generators.base import BatchContext, CellFailed, FailedCell, Generator
 from rowloom.engine.generators.render import render
 from rowloom.models.executor import ModelRequestExecutor, RequestFailed
 
@@ -44,7 +44,11 @@ class EmbeddingGenerator(Generator):
         out: list[Any] = [None] * ctx.spec.count
         rows, texts = [], []
         for row in ctx.live_rows:
-            text = render(self.template, {name: ctx.inputs[name][row] for name in names}, self.name)
+            try:
+                text = render(self.template, {name: ctx.inputs[name][row] for name in names}, self.name)
+            except CellFailed as failed:  # the template raised on this row's values: the row is dropped
+                out[row] = FailedCell(failed.reason, failed.detail)
+                continue
             if text.strip():
                 rows.append(row)
                 texts.append(text)

@@ -14,9 +14,8 @@ from rowloom.config.columns import ExpressionColumn
 from rowloom.config.templates import compile_template, expression_source
 from rowloom.engine.generators.base import BatchContext, CellFailed, FailedCell, Generator
 from rowloom.engine.generators.render import render
-from rowloom.engine.generators.replies import describe, read_reply
+from rowloom.engine.generators.replies import read_reply
 from rowloom.engine.generators.values import coerce
-from rowloom.errors import RowloomError
 
 #: Why a row is dropped when its expression raised on the row's values (ZeroDivisionError, TypeError, …).
 EXPRESSION_ERROR = "expression_error"
@@ -33,14 +32,8 @@ class ExpressionGenerator(Generator):
         out: list[Any] = [None] * ctx.spec.count
         for row in ctx.live_rows:
             values = {name: ctx.inputs[name][row] for name in names}
-            try:
-                text = render(template, values, self.name).strip()
-            except RowloomError:  # the template's fault (sandbox, undefined name): the config's bug, fatal
-                raise
-            except Exception as exc:  # the values' fault: 100 / 0, a number too large, "a" + 1
-                out[row] = FailedCell(EXPRESSION_ERROR, f"column {self.name!r}: {describe(exc)}")
-                continue
-            try:
+            try:  # a value the expression cannot compute with drops the row (the template's own faults are fatal)
+                text = render(template, values, self.name, reason=EXPRESSION_ERROR).strip()
                 out[row] = read_reply(
                     "the rendered value", coerce, text, column.dtype, self.name, reason=f"not_{column.dtype}"
                 )

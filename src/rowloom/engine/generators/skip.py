@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rowloom.config.templates import compile_template, expression_source
-from rowloom.engine.generators.base import BatchContext, Generator
+from rowloom.engine.generators.base import BatchContext, CellFailed, FailedCell, Generator
 from rowloom.engine.generators.render import render
 from rowloom.engine.plan import ColumnPlan, Plan
 from rowloom.engine.skips import SKIPPED, unskip, unskip_row
@@ -63,14 +63,22 @@ class SkipAware(Generator):
 
     async def batch(self, ctx: BatchContext) -> list[Any]:
         names = tuple(ctx.inputs)
-        skipped = {r for r in ctx.live_rows if self.skips({name: ctx.inputs[name][r] for name in names})}
+        skipped, failed = set(), {}
+        for r in ctx.live_rows:
+            try:
+                if self.skips({name: ctx.inputs[name][r] for name in names}):
+                    skipped.add(r)
+            except CellFailed as exc:  # the condition raised on this row's values: the row is dropped
+                failed[r] = FailedCell(exc.reason, exc.detail)
         inner_ctx = BatchContext(
             spec=ctx.spec,
             rng=ctx.rng,
             inputs={name: [unskip(v) for v in ctx.inputs[name]] for name in self.references},
-            live_rows=[r for r in ctx.live_rows if r not in skipped],
+            live_rows=[r for r in ctx.live_rows if r not in skipped and r not in failed],
         )
         values = list(await self.inner.batch(inner_ctx))
         for row in skipped:
             values[row] = SKIPPED
+        for row, cell in failed.items():
+            values[row] = cell
         return values

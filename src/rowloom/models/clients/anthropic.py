@@ -177,7 +177,10 @@ def classify_messages_response(
     if tool is not None:
         if not isinstance(tool.get("input"), dict):
             return malformed("tool_use block without an input object", body, status, rate_limit, latency_s, secrets)
-        text = orjson.dumps(tool["input"]).decode()
+        try:
+            text = orjson.dumps(tool["input"]).decode()
+        except TypeError:  # nested past orjson's depth limit (255): not JSON any parser downstream reads
+            return malformed("tool_use input nested too deep to encode", body, status, rate_limit, latency_s, secrets)
     else:
         texts = [b["text"] for b in blocks if b.get("type") == "text" and isinstance(b.get("text"), str)]
         if not texts:
