@@ -3,9 +3,11 @@
 The large benchmark scenario (one LLM column, zero-latency simulator in its own process, so this process's CPU is
 the client's alone; the cache's writer thread counts in it) runs 10k records with the cache off and with it on
 into an empty cache folder (every request a miss: key, lookup, single flight and a stored reply), alternately,
-best of `--repeats` each; then once more against the now full cache (every request a hit). Issue 17 asks for at
-most 5% more client CPU per request with the cache on. Then a cache of `--entries` generated replies is built
-and `--lookups` random keys (nine in ten stored) are looked up one at a time; issue 17 asks for a p99 of 1 ms.
+`--repeats` pairs; then once more against the now full cache (every request a hit). Issue 17 asks for at most 5%
+more client CPU per request with the cache on: checked on the median, over the pairs, of an on-run's CPU over the
+off-run's just before it (the host's speed drifts between runs minutes apart). Then a cache of `--entries`
+generated replies is built and `--lookups` random keys (nine in ten stored) are looked up one at a time; issue 17
+asks for a p99 of 1 ms.
 
     python benchmarks/cache_overhead.py [--records 10000] [--entries 1000000] [--output ...]
 """
@@ -70,6 +72,10 @@ def run_overhead(records: int, repeats: int) -> dict:
     requests = summary["requests"]["total"]
     assert cold["cache"]["misses"] == requests and warm["cache"]["hits"] == requests, (cold["cache"], warm["cache"])
     off_ms, on_ms = 1000 * min(off_cpu) / requests, 1000 * min(on_cpu) / requests
+    # The host's speed drifts by 10-40% between runs minutes apart: each on-run is compared with the off-run just
+    # before it, and the median of those ratios is the figure checked against the bound.
+    pairs = sorted(on / off for off, on in zip(off_cpu, on_cpu, strict=True))
+    overhead = statistics.median(pairs) - 1
     return {
         "records": records,
         "requests": requests,
@@ -78,9 +84,11 @@ def run_overhead(records: int, repeats: int) -> dict:
         "client_cpu_ms_per_request_cache_on_all_misses": round(on_ms, 4),
         "client_cpu_ms_per_request_cache_on_all_hits": round(1000 * warm_cpu / requests, 4),
         "all_runs_cpu_s": {"off": [round(c, 3) for c in off_cpu], "on": [round(c, 3) for c in on_cpu]},
-        "overhead": round(on_ms / off_ms - 1, 4),
+        "overhead_of_best_runs": round(on_ms / off_ms - 1, 4),
+        "paired_ratios": [round(r, 4) for r in pairs],
+        "overhead": round(overhead, 4),
         "bound": 0.05,
-        "within_bound": on_ms / off_ms - 1 <= 0.05,
+        "within_bound": overhead <= 0.05,
     }
 
 
@@ -202,7 +210,7 @@ def run_lookups(entries: int, lookups: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=10_000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--lookups", type=int, default=20_000)
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "cache_overhead.json")

@@ -184,14 +184,14 @@ def test_the_key_filter_never_loses_a_key_and_lets_few_absent_ones_through():
     absent = [rng.randbytes(16) for _ in range(20_000)]
     one_by_one, in_bulk = KeyFilter(20_000), KeyFilter(20_000)
     for start in range(0, len(present), 1000):  # below the bulk size: bits or-ed in place
-        one_by_one.add_all(present[start : start + 1000])
-    in_bulk.add_all(present)  # marked in a byte array and packed
+        one_by_one.add_packed(b"".join(present[start : start + 1000]))
+    in_bulk.add_packed(b"".join(present))  # marked in a byte array and packed
     assert all(key in one_by_one and key in in_bulk for key in present)
     assert one_by_one._bytes == in_bulk._bytes
     passed = sum(key in in_bulk for key in absent)
     assert passed / len(absent) < 0.02
     assert not in_bulk.full
-    in_bulk.add_all(present * 4)
+    in_bulk.add_packed(b"".join(present * 4))
     assert in_bulk.full
 
 

@@ -36,7 +36,13 @@ _BATCH = 2000  # writes per transaction at most
 _GATHER_S = 0.2
 #: An idle writer reads the keys other processes stored this often (seconds), so their replies are found here.
 _REFRESH_S = 2.0
-_SCAN_ROWS = 100_000  # keys read per query while the filter is built
+_SCAN_ROWS = 100_000  # keys read per query at most
+# The keys stored after a row id, as one hex string: one statement step, where reading them row by row would hand
+# the GIL to the event loop and back once per row (the sqlite3 module releases it around every step).
+_KEYS_AFTER = (
+    "SELECT max(id), group_concat(hex(key), '') FROM "
+    "(SELECT id, key FROM replies WHERE id > ? AND length(key) = 16 ORDER BY id LIMIT ?)"
+)
 _MMAP_BYTES = 1 << 30
 _DAMAGED = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
 _ROW_OVERHEAD = 48  # bytes a row costs beyond its key and payload, roughly (times, checksum, index entry)
@@ -281,12 +287,8 @@ class ReplyStore:
         """A filter of every key in the file, sized for twice as many (read in id order: appends come after)."""
         try:
             (count,) = self._writer.execute("SELECT count(*) FROM replies").fetchone()
-            known, seen = KeyFilter(2 * count), 0
-            while rows := self._writer.execute(
-                "SELECT id, key FROM replies WHERE id > ? ORDER BY id LIMIT ?", (seen, _SCAN_ROWS)
-            ).fetchall():
-                known.add_all([key for _, key in rows])
-                seen = rows[-1][0]
+            known = KeyFilter(2 * count)
+            seen = self._add_keys_after(known, 0)
         except sqlite3.Error:
             self._filter = None  # every lookup reads the file
             return
@@ -298,16 +300,21 @@ class ReplyStore:
         if known is None:
             return
         try:
-            rows = self._writer.execute("SELECT id, key FROM replies WHERE id > ? ORDER BY id", (self._seen_id,))
-            rows = rows.fetchall()
+            self._seen_id = self._add_keys_after(known, self._seen_id)
         except sqlite3.Error:
             self._filter = None  # a key it missed would read as absent: read the file instead
             return
-        if rows:
-            known.add_all([key for _, key in rows])
-            self._seen_id = rows[-1][0]
         if known.full:
             self._rebuild_filter()
+
+    def _add_keys_after(self, known: KeyFilter, seen: int) -> int:
+        """Add every key with a row id above `seen` to `known`; the largest id read."""
+        while True:
+            last, keys = self._writer.execute(_KEYS_AFTER, (seen, _SCAN_ROWS)).fetchone()
+            if last is None:
+                return seen
+            known.add_packed(bytes.fromhex(keys))
+            seen = last
 
     def _evict(self) -> None:
         """Drop the least recently used rows while the stored bytes pass the bound, down to 90% of it."""
