@@ -159,7 +159,9 @@ def sim(
                 reply_words_max=reply_words_max,
             )
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {_said(e['msg'])}" for e in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'config'}: {messages.said(e['msg'])}" for e in exc.errors()
+        )
         messages.error(f"invalid simulator settings: {problems}")
         raise typer.Exit(2) from None
     try:
@@ -263,9 +265,3 @@ def main() -> None:
     app = typer.Typer(add_completion=False, rich_markup_mode=None)  # plain help, as `rowloom sim --help`
     app.command()(sim)
     app()
-
-
-def _said(message: str) -> str:
-    """pydantic's `Value error, …` / `Input should be …` in the CLI's lowercase voice."""
-    message = message.removeprefix("Value error, ")
-    return message[:1].lower() + message[1:]

@@ -33,6 +33,12 @@ def _labelled(label: str, style: str, message: str) -> None:
     stderr.print(Text.assemble((f"{label}:", style), " ", _line(message)))
 
 
+def said(message: str) -> str:
+    """A library's sentence (pydantic's `Value error, …` / `Input should be …`) in the CLI's lowercase voice."""
+    message = message.removeprefix("Value error, ")
+    return message[:1].lower() + message[1:]
+
+
 def error(message: str, *details: str) -> None:
     """`error: MESSAGE` on stderr, then `details` line by line as they are (a traceback's frames)."""
     _labelled("error", "bold red", message)

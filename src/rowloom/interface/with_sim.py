@@ -89,16 +89,12 @@ def _problem(error: dict, options: dict[str, str], model: type) -> str:
     """`capacity='lots' is not a valid integer; give e.g. capacity=64` for one of pydantic's errors."""
     key = str(error["loc"][0]) if error["loc"] else ""
     if key not in options:
-        return f"{key or 'settings'}: {_lower(error['msg'])}"
+        return f"{key or 'settings'}: {messages.said(error['msg'])}"
     what = _NOT_A.get(error["type"])
-    said = f"{key}={options[key]!r} {what}" if what else f"{key}={options[key]!r}: {_lower(error['msg'])}"
+    said = f"{key}={options[key]!r} {what}" if what else f"{key}={options[key]!r}: {messages.said(error['msg'])}"
     default = model.model_fields[key].default if key in model.model_fields else None
     example = f"; give e.g. {key}={default}" if type(default) in (int, float) else ""
     return said + example
-
-
-def _lower(message: str) -> str:
-    return message[:1].lower() + message[1:]  # pydantic's "Input should be …"
 
 
 def loopback_ports(config: DatasetConfig) -> dict[int, list[str]]:
