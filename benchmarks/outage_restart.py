@@ -10,6 +10,7 @@ must resume to every record.
 
     python benchmarks/outage_restart.py [--records 600] [--down-s 20] [--breaker-s 300]
     python benchmarks/outage_restart.py --down-s inf --breaker-s 30
+    python benchmarks/outage_restart.py --down-s 0      # no outage: the wall the others are compared with
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ async def scenario(records: int, down_s: float, breaker_s: float, start_s: float
     marks: dict[str, float] = {}
 
     async def outage() -> None:
+        if down_s <= 0:  # the same run without an outage: the baseline its wall is compared with
+            return
         await asyncio.sleep(start_s)
         await asyncio.to_thread(first.stop)
         marks["stopped_s"] = time.monotonic() - began
@@ -112,7 +115,9 @@ async def scenario(records: int, down_s: float, breaker_s: float, start_s: float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=600)
-    parser.add_argument("--down-s", type=float, default=20.0, help="seconds gone; inf: for good")
+    parser.add_argument(
+        "--down-s", type=float, default=20.0, help="seconds gone; inf: for good; 0: no outage (the baseline)"
+    )
     parser.add_argument("--breaker-s", type=float, default=300.0, help="request_admission.circuit_breaker_s")
     args = parser.parse_args()
     print(json.dumps(asyncio.run(scenario(args.records, args.down_s, args.breaker_s)), indent=1))
