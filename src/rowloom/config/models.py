@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -190,12 +191,53 @@ class InferenceParams(ConfigModel):
         return body
 
 
+class PoolEndpoint(ConfigModel):
+    """One endpoint of a model alias's pool: a provider, the model id it serves, and its tier."""
+
+    provider: str = Field(min_length=1, description="Name of a provider in `providers`.")
+    model: str | None = Field(None, min_length=1, description="Model id on this endpoint; unset = the alias's `model`.")
+    tier: Literal["primary", "fallback"] = Field(
+        "primary",
+        description=(
+            "`primary` endpoints take all the traffic they can bear; `fallback` ones only what waited longer than "
+            "the alias's `spill_after_s` while every primary was at its limit, or while every primary is down."
+        ),
+    )
+    max_parallel_requests: int | None = Field(
+        None, ge=1, description="Ceiling on this endpoint's concurrent requests; unset = the alias's."
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PoolMember:
+    """One endpoint of an alias as request admission sees it: a single-provider model config under its own
+    alias (`ALIAS@PROVIDER` in a pool, the alias itself otherwise) and its tier."""
+
+    alias: str
+    model: ModelConfig
+    tier: Literal["primary", "fallback"]
+
+
 class ModelConfig(ConfigModel):
-    """A model alias used by columns: which provider, which model id, how to sample, how hard to push it."""
+    """A model alias used by columns: which provider (or pool of endpoints), which model id, how to sample, how
+    hard to push it."""
 
     alias: str = Field(min_length=1, description="Name columns use in `model:`.")
-    provider: str = Field(description="Name of a provider in `providers`.")
-    model: str = Field(min_length=1, description="Model id sent to the provider.")
+    provider: str | None = Field(None, description="Name of a provider in `providers` (or set `endpoints`).")
+    endpoints: list[PoolEndpoint] | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "A pool instead of one provider: every request goes to the endpoint with the most headroom under its "
+            "learned limit, e.g. [{provider: vllm-a}, {provider: hosted, tier: fallback}]."
+        ),
+    )
+    spill_after_s: float = Field(
+        5.0,
+        ge=0,
+        description="Pools only: how long a request waits with every primary at its limit before a fallback takes it.",
+    )
+    model: str = Field(min_length=1, description="Model id sent to the provider (a pool's default).")
     inference: InferenceParams = Field(default_factory=InferenceParams)
     max_parallel_requests: int | None = Field(
         None, ge=1, description="Ceiling on concurrent requests; the real capacity is discovered below it."
@@ -224,10 +266,59 @@ class ModelConfig(ConfigModel):
         self._prices = read_pricing_file(self.pricing, self.model) if isinstance(self.pricing, str) else self.pricing
         return self
 
+    @model_validator(mode="after")
+    def _one_provider_or_pool(self) -> ModelConfig:
+        if (self.provider is None) == (self.endpoints is None):
+            raise ValueError(
+                "set `provider` (one endpoint) or `endpoints` (a pool), not both and not neither; e.g. "
+                "`provider: hosted` or `endpoints: [{provider: vllm-a}, {provider: vllm-b}]`"
+            )
+        if self.endpoints is not None:
+            seen = set()
+            for i, endpoint in enumerate(self.endpoints):
+                key = (endpoint.provider, endpoint.model or self.model)
+                if key in seen:
+                    raise ValueError(f"endpoints[{i}] repeats provider {key[0]!r} with model {key[1]!r}; remove it")
+                seen.add(key)
+            if all(e.tier == "fallback" for e in self.endpoints):
+                raise ValueError("every endpoint of the pool is a fallback; make at least one `tier: primary`")
+        elif "spill_after_s" in self.model_fields_set:
+            raise ValueError("spill_after_s applies only to a pool (`endpoints`); remove it")
+        return self
+
     @property
     def prices(self) -> Pricing | None:
         """This model's prices (from the config or its pricing file), or None when it has none."""
         return self._prices
+
+    @property
+    def providers(self) -> list[str]:
+        """The providers this alias sends requests to (one, or every endpoint of its pool)."""
+        return [self.provider] if self.provider is not None else [e.provider for e in self.endpoints or ()]
+
+    @property
+    def is_pool(self) -> bool:
+        return self.endpoints is not None
+
+    def members(self) -> list[PoolMember]:
+        """The endpoints of this alias as single-provider models, in config order."""
+        if self.endpoints is None:
+            return [PoolMember(self.alias, self, "primary")]
+        return [
+            PoolMember(
+                f"{self.alias}@{e.provider}" + ("" if e.model is None else f"/{e.model}"),
+                self.model_copy(
+                    update={
+                        "provider": e.provider,
+                        "model": e.model or self.model,
+                        "endpoints": None,
+                        "max_parallel_requests": e.max_parallel_requests or self.max_parallel_requests,
+                    }
+                ),
+                e.tier,
+            )
+            for e in self.endpoints
+        ]
 
 
 def api_problems(providers: Sequence[Any], models: Sequence[Any], columns: Sequence[Any]) -> list[ConfigProblem]:
