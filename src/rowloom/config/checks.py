@@ -216,15 +216,18 @@ def cross_problems(
     problems += _duplicates("columns", [c.name for c in columns], "name")
     provider_names = sorted({p.name for p in providers if p.name})
     for i, model in enumerate(models):
-        if model.provider is not None and model.provider not in provider_names:
-            problems.append(
-                ConfigProblem(
-                    f"models[{i}] ({model.alias}).provider",
-                    f"provider {model.provider!r} is not defined",
-                    f"{did_you_mean(model.provider, provider_names)}add it under `providers` or use one of: "
-                    f"{', '.join(provider_names) or '(none)'}",
+        endpoints = getattr(model, "endpoints", None) or ()
+        named = [(f"endpoints[{j}].provider", e.provider) for j, e in enumerate(endpoints)]
+        for where, name in [("provider", getattr(model, "provider", None)), *named]:
+            if name is not None and name not in provider_names:
+                problems.append(
+                    ConfigProblem(
+                        f"models[{i}] ({model.alias}).{where}",
+                        f"provider {name!r} is not defined",
+                        f"{did_you_mean(name, provider_names)}add it under `providers` or use one of: "
+                        f"{', '.join(provider_names) or '(none)'}",
+                    )
                 )
-            )
     problems += pricing_problems(models, columns, getattr(run, "budget", None))
     problems += api_problems(providers, models, columns)
     aliases = sorted({m.alias for m in models if m.alias})

@@ -210,10 +210,9 @@ class PoolEndpoint(ConfigModel):
 
 @dataclass(frozen=True, slots=True)
 class PoolMember:
-    """One endpoint of an alias as request admission sees it: a single-provider model config under its own
-    alias (`ALIAS@PROVIDER` in a pool, the alias itself otherwise) and its tier."""
+    """One endpoint of an alias as request admission sees it: the alias as a single-provider model (its
+    provider, model id and ceiling those of the endpoint) and the endpoint's tier."""
 
-    alias: str
     model: ModelConfig
     tier: Literal["primary", "fallback"]
 
@@ -303,10 +302,9 @@ class ModelConfig(ConfigModel):
     def members(self) -> list[PoolMember]:
         """The endpoints of this alias as single-provider models, in config order."""
         if self.endpoints is None:
-            return [PoolMember(self.alias, self, "primary")]
+            return [PoolMember(self, "primary")]
         return [
             PoolMember(
-                f"{self.alias}@{e.provider}" + ("" if e.model is None else f"/{e.model}"),
                 self.model_copy(
                     update={
                         "provider": e.provider,
@@ -329,7 +327,8 @@ def api_problems(providers: Sequence[Any], models: Sequence[Any], columns: Seque
     anthropic = set()
     for i, model in enumerate(models):
         params = getattr(model, "inference", None)
-        if kinds.get(getattr(model, "provider", None)) != "anthropic" or params is None:
+        names = getattr(model, "providers", None) or [getattr(model, "provider", None)]
+        if not any(kinds.get(name) == "anthropic" for name in names) or params is None:
             continue
         anthropic.add(model.alias)
         where = f"models[{i}] ({model.alias}).inference"

@@ -153,10 +153,13 @@ def budget_warnings(config: Any) -> list[str]:
         params = model.inference
         if model.alias not in used or params.max_tokens is not None or "max_completion_tokens" in params.extra:
             continue
-        at_once = model.max_parallel_requests or config.provider(model.provider).default_max_parallel_requests()
+        at_once = 0  # over a pool's endpoints
+        for member in model.members():
+            provider = config.provider(member.model.provider)
+            at_once += member.model.max_parallel_requests or provider.default_max_parallel_requests() or default
         found.append(
             f"models[{i}] ({model.alias}).inference.max_tokens is not set, so run.budget is not a hard limit: when "
-            f"it stops the run, up to {at_once or default} replies of {model.alias} still in flight can pass it by "
+            f"it stops the run, up to {at_once} replies of {model.alias} still in flight can pass it by "
             "their length; set max_tokens to bound them"
         )
     return found

@@ -67,7 +67,7 @@ def model_identities(config: DatasetConfig) -> dict[str, dict[str, Any]]:
     the server's own message when it starts)."""
     from rowloom.models.local import resolve_model_path
 
-    used = {m.provider for m in config.models}
+    used = {name for m in config.models for name in m.providers}
     out: dict[str, dict[str, Any]] = {}
     for provider in config.providers:
         if provider.type != "local" or provider.name not in used:

@@ -19,7 +19,7 @@ from rowloom.models.admission import LimitFactory, RequestAdmissionController
 from rowloom.models.budget import SpendBudget
 from rowloom.models.cache import CacheUnavailable, ReplyCache, open_cache
 from rowloom.models.clients import client_for
-from rowloom.models.executor import ModelRequestExecutor
+from rowloom.models.executor import AliasEndpoints, ModelRequestExecutor, register_alias
 from rowloom.models.local import LocalModelServer
 from rowloom.models.types import ChatClient
 from rowloom.observe.clock import Clock
@@ -66,16 +66,20 @@ class RequestRuntime:
         settings = config.run.request_admission
         self.admission = RequestAdmissionController(settings, clock=clock, sink=sink, limit_factory=limit_factory)
         used = {c.model_alias for c in config.columns if c.model_alias}
-        self._models: dict[str, ModelConfig] = {}
-        self._pool_sizes: dict[str, int] = {}
+        self._models: dict[str, AliasEndpoints] = {}  # by alias: (its config if a pool, its endpoints)
+        self._pool_sizes: dict[str, int] = {}  # connections per provider: the ceilings of the models it serves
         for model in config.models:
             if model.alias not in used:
                 continue
-            provider = config.provider(model.provider)
-            effective = self._models[model.alias] = effective_model(model, provider)
-            self.admission.register_model(model.alias, effective, provider)
-            ceiling = effective.max_parallel_requests or settings.default_max_parallel_requests
-            self._pool_sizes[model.provider] = self._pool_sizes.get(model.provider, 0) + ceiling
+            members = []
+            for member in model.members():
+                provider = config.provider(member.model.provider)
+                effective = effective_model(member.model, provider)
+                members.append((effective, provider, member.tier == "fallback"))
+                ceiling = effective.max_parallel_requests or settings.default_max_parallel_requests
+                self._pool_sizes[provider.name] = self._pool_sizes.get(provider.name, 0) + ceiling
+            self._models[model.alias] = (model if model.is_pool else None, members)
+            register_alias(self.admission, model.alias, self._models[model.alias], "chat")
         self.clients: dict[str, ChatClient] = {}
         self.local_servers: dict[str, LocalModelServer] = {}  # by provider name, while entered
         self.cache: ReplyCache | None = None  # while entered, unless off or unusable
@@ -95,7 +99,12 @@ class RequestRuntime:
         self.executor = ModelRequestExecutor(
             admission=self.admission,
             clients=self.clients,
-            models={alias: (m, providers[m.provider]) for alias, m in self._models.items()},
+            models={},
+            endpoints={
+                # the provider as requests see it (a local one's URL is known only once its server started)
+                alias: (pool, [(m, providers[p.name], fallback) for m, p, fallback in members])
+                for alias, (pool, members) in self._models.items()
+            },
             config=self.config.run.request_admission,
             clock=self.clock,
             sink=self.sink,

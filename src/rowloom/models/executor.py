@@ -12,12 +12,13 @@ import itertools
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import TypeVar
 
 from rowloom.config.models import ModelConfig, ProviderConfig
 from rowloom.config.request_admission import RequestAdmissionConfig
 from rowloom.errors import RowloomError
-from rowloom.models.admission import RequestAdmissionController, ResourceKey
+from rowloom.models.admission import RequestAdmissionController, RequestLease, ResourceKey
 from rowloom.models.admission.health import EndpointRejected, EndpointUnavailable, EndpointUnreachable, public_url
 from rowloom.models.budget import Reservation, SpendBudget
 from rowloom.models.cache import ReplyCache
@@ -38,6 +39,9 @@ from rowloom.observe.events.request import CacheHit, CacheMissed, RequestRetried
 from rowloom.observe.sinks import EventSink, NullSink
 
 R = TypeVar("R", ChatResponse, EmbeddingResponse)
+AliasEndpoints = tuple[ModelConfig | None, Sequence[tuple[ModelConfig, ProviderConfig, bool]]]
+"""Where an alias's requests go: its config if it names a pool (else None), and its endpoints, each as (the model
+on that endpoint, its provider, whether it is a fallback)."""
 
 __all__ = ["EndpointRejected", "EndpointUnavailable", "EndpointUnreachable", "ModelRequestExecutor", "RequestFailed"]
 
@@ -45,6 +49,18 @@ _CANCELLATIONS = (asyncio.CancelledError, KeyboardInterrupt, SystemExit, Generat
 # Attempts the provider turned away before doing the work: not billed. Any other failure (a timeout, a reset
 # mid-reply, a truncated body, a reply past the size cap) may have been, so the budget charges its worst case.
 _REFUSED = frozenset({Outcome.RATE_LIMITED, Outcome.OVERLOADED, Outcome.CLIENT_ERROR})
+
+
+def register_alias(admission: RequestAdmissionController, alias: str, endpoints: AliasEndpoints, domain: str) -> None:
+    """Make `alias` admissible for `domain` on its endpoint, or on each endpoint of its pool and then as the pool.
+    Idempotent."""
+    pool, members = endpoints
+    keys = [
+        (admission.register_model(alias, m, p, domain=domain, pooled=pool is not None), fallback)
+        for m, p, fallback in members
+    ]
+    if pool is not None:
+        admission.register_pool(alias, keys, spill_after_s=pool.spill_after_s, domain=domain)
 
 
 class RequestFailed(RowloomError):
@@ -96,14 +112,19 @@ class ModelRequestExecutor:
         rng: random.Random | None = None,
         budget: SpendBudget | None = None,
         cache: ReplyCache | None = None,
+        endpoints: Mapping[str, AliasEndpoints] | None = None,
     ):
-        """`cache` answers chat requests it holds (and stores the others' replies) before any admission."""
+        """`models` gives single-endpoint aliases as (model, provider); `endpoints` any alias, pooled or not, as
+        `AliasEndpoints`. `cache` answers chat requests it holds (and stores the others' replies) before any
+        admission."""
         self.admission = admission
         self.budget = budget
         self.cache = cache
         self.config = config or admission.config
         self._clients = clients
-        self._models = dict(models)
+        self._endpoints = {alias: (None, [(m, p, False)]) for alias, (m, p) in models.items()}
+        self._endpoints.update(endpoints or {})
+        self._providers = {p.name: p for _, members in self._endpoints.values() for _, p, _ in members}
         self._clock = clock
         self._sink = None if sink is None or isinstance(sink, NullSink) else sink
         self._rng = rng or random.Random()
@@ -111,7 +132,7 @@ class ModelRequestExecutor:
         self._registered: set[tuple[str, str]] = set()
         self._backing_off: Counter[str] = Counter()
         self._labels: dict[str, str] = {}  # chat resource key label per alias, for cache events
-        for alias in self._models:
+        for alias in self._endpoints:
             self._register(alias, "chat")
 
     async def chat(
@@ -119,13 +140,17 @@ class ModelRequestExecutor:
     ) -> ChatResponse:
         """The reply to one chat request: from the reply cache when it holds it, else sent (retried as the policy
         says; once for identical requests in flight at the same time)."""
-        client = self._client(alias)
+        self._known(alias)
+
+        def on(lease: RequestLease) -> Awaitable[ChatResponse]:
+            model = lease.key.model
+            return self._client(lease).chat(request if request.model == model else replace(request, model=model))
 
         def send() -> Awaitable[ChatResponse]:
             return self._run(
                 alias,
                 "chat",
-                lambda: client.chat(request),
+                on,
                 tokens=request.estimated_tokens(),
                 bounds=request.token_bounds,
                 group=group,
@@ -134,7 +159,7 @@ class ModelRequestExecutor:
 
         if self.cache is None:
             return await send()
-        key = self.cache.key(request, self._models[alias][1].name)
+        key = self.cache.key(request, self._endpoints[alias][1][0][1].name)
         reply = self.cache.get(key)
         if reply is not None:
             self._emit_hit(alias, group, reply, "store")
@@ -148,15 +173,14 @@ class ModelRequestExecutor:
         self, alias: str, inputs: Sequence[str], *, group: str = "default", weight: float = 1.0
     ) -> EmbeddingResponse:
         """Embed a batch of inputs (one request; retried as the policy says)."""
-        client = self._client(alias)
+        self._known(alias)
         self._register(alias, "embeddings")
-        model = self._models[alias][0].model
         batch = list(inputs)
         tokens = sum(len(text) for text in batch) // 4 + 1
         return await self._run(
             alias,
             "embeddings",
-            lambda: client.embed(model, batch),
+            lambda lease: self._client(lease).embed(lease.key.model, batch),
             tokens=tokens,
             bounds=lambda: (prompt_token_bound(batch, len(batch)), 0),
             group=group,
@@ -169,14 +193,13 @@ class ModelRequestExecutor:
         self,
         alias: str,
         domain: str,
-        call: Callable[[], Awaitable[R]],
+        call: Callable[[RequestLease], Awaitable[R]],
         *,
         tokens: int,
         bounds: Callable[[], tuple[int, int]],
         group: str,
         weight: float,
     ) -> R:
-        key = self.admission.key_for(alias, domain=domain)
         request_id = next(self._requests)
         counted = 0  # failures that spend the retry budget (429s do not)
         for attempt in itertools.count(1):
@@ -191,9 +214,9 @@ class ModelRequestExecutor:
                 except BaseException:
                     self._settle(reservation, billed=False)  # never sent
                     raise
-                started = self._clock.now()
+                started, key = self._clock.now(), lease.key  # the endpoint this attempt goes to
                 try:
-                    result = await call()
+                    result = await call(lease)
                 except ProviderError as exc:
                     self._settle(reservation, billed=exc.outcome not in _REFUSED)
                     self.admission.release(
@@ -229,12 +252,15 @@ class ModelRequestExecutor:
                 if error.outcome is Outcome.SUCCESS:  # e.g. InvalidReply: the endpoint did its job
                     raise error
                 if error.endpoint_wide and self.admission.failure(key) is None:
-                    self.admission.fail_key(key, self._rejected(alias, error))
-                if (stopped := self.admission.failure(key)) is not None:
-                    raise stopped  # the endpoint's breaker ran out: the run stops
-                if error.outcome.is_unavailable and self.admission.down(key):
+                    self.admission.fail_key(key, self._rejected(key, error))
+                if (stopped := self.admission.failure(alias, domain=domain)) is not None:
+                    raise stopped  # the endpoint's breaker ran out (a pool's: every endpoint's): the run stops
+                if self.admission.failure(key) is not None or (
+                    error.outcome.is_unavailable and self.admission.down(key)
+                ):
                     # The endpoint's outage, not this row's: no attempt spent and no backoff of its own; the
-                    # retry waits in request admission, woken when a probe finds the endpoint back.
+                    # retry waits in request admission, woken when a probe finds the endpoint back (or, in a
+                    # pool, goes to another endpoint).
                     self._emit_retry(key, alias, error.outcome, attempt, 0.0, counted=False)
                     continue
                 if error.outcome is not Outcome.RATE_LIMITED:
@@ -280,25 +306,26 @@ class ModelRequestExecutor:
 
     # ------------------------------------------------------------ plumbing
 
-    def _client(self, alias: str) -> ChatClient:
-        entry = self._models.get(alias)
+    def _known(self, alias: str) -> None:
+        entry = self._endpoints.get(alias)
         if entry is None:
-            known = ", ".join(sorted(self._models)) or "(none)"
+            known = ", ".join(sorted(self._endpoints)) or "(none)"
             raise RowloomError(f"unknown model alias {alias!r}; the executor knows: {known}")
-        provider = entry[1]
-        client = self._clients.get(provider.name)
-        if client is None:
-            raise RowloomError(f"no client for provider {provider.name!r} (model alias {alias!r})")
-        return client
+        for _, provider, _ in entry[1]:
+            if provider.name not in self._clients:
+                raise RowloomError(f"no client for provider {provider.name!r} (model alias {alias!r})")
 
-    def _rejected(self, alias: str, error: ProviderError) -> EndpointRejected:
-        """The setup error that stops the run when an endpoint refuses every request (its key)."""
-        model, provider = self._models[alias]
+    def _client(self, lease: RequestLease) -> ChatClient:
+        return self._clients[lease.key.provider]
+
+    def _rejected(self, key: ResourceKey, error: ProviderError) -> EndpointRejected:
+        """The setup error that stops the endpoint when it refuses every request (its key)."""
+        provider = self._providers[key.provider]
         reason = error.reason if isinstance(error, KeyRejected) else f"HTTP {error.status}"
         advice = error.advice if isinstance(error, KeyRejected) else "check the provider's settings"
         return EndpointRejected(
             provider=provider.name,
-            model=model.model,
+            model=key.model,
             base_url=public_url(provider.base_url),
             reason=reason,
             advice=advice or "check the provider's key settings",
@@ -307,8 +334,7 @@ class ModelRequestExecutor:
 
     def _register(self, alias: str, domain: str) -> None:
         if (alias, domain) not in self._registered:
-            model, provider = self._models[alias]
-            self.admission.register_model(alias, model, provider, domain=domain)
+            register_alias(self.admission, alias, self._endpoints[alias], domain)
             self._registered.add((alias, domain))
 
     def _label(self, alias: str) -> str:

@@ -154,8 +154,9 @@ class _TraceBuilder:
         # correlation ids: the wait is paired later, by lease, from the attempt's own RequestCompleted.
         key, source = e["key"], source_of(e)
         proc = self.endpoint(key)
-        if float(e.get("wait_s") or 0.0) > 0.0 and self.waiting.of(key, source) > 0:
-            self._count(proc, ts, "queued requests", self.waiting.add(key, source, -1))
+        queue = e.get("queue") or key  # a pool's queue, or the endpoint's own
+        if float(e.get("wait_s") or 0.0) > 0.0 and self.waiting.of(queue, source) > 0:
+            self._count(self.endpoint(queue), ts, "queued requests", self.waiting.add(queue, source, -1))
         self.open_leases[(source, key, int(e["lease"]))] = e
         self.in_flight[key] = self.in_flight.get(key, 0) + 1
         self._count(proc, ts, "requests in flight", self.in_flight[key])

@@ -103,8 +103,8 @@ class PrometheusSink:
         self._gauge(self.limit, ("limit", e.key), e, value=e.limit)
 
     def _on_request_admitted(self, e: Any) -> None:
-        if e.wait_s > 0:  # admitted from the queue
-            self._gauge(self.queued, ("queued", e.key), e, delta=-1)
+        if e.wait_s > 0:  # admitted from the queue (a pool's, or its endpoint's own)
+            self._gauge(self.queued, ("queued", e.queue or e.key), e, delta=-1)
         self.in_flight.labels(e.key).inc()
         self._gauge(self.limit, ("limit", e.key), e, value=e.limit)
 

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from rowloom.observe.events.request import POOL_QUEUE_PREFIX
 from rowloom.observe.sources import SourceSums, belongs_to, source_of
 
 IDLE_CAUSES = ("rate_limited", "admission_blocked", "frontier_limited", "no_ready_work")
@@ -322,6 +323,8 @@ class _Sweep:
         if self.waiting.total(key):
             return "admission_blocked"
         aliases = self.endpoints[key].aliases
+        if any(self.waiting.total(POOL_QUEUE_PREFIX + a) > 0 for a in aliases):  # its pool's queue
+            return "admission_blocked"
         if any(self.pool_queued.total(MODEL_POOL_PREFIX + a) > 0 for a in aliases):
             return "admission_blocked"
         if self.pending_row_groups > 0:
@@ -368,6 +371,9 @@ class _Sweep:
             self.alias_key[str(alias)] = ep.key
 
     def _on_request_queued(self, e: Mapping[str, Any], t: float) -> None:
+        if e["key"].startswith(POOL_QUEUE_PREFIX):  # a pool's queue: demand on each of its endpoints, not one
+            self.waiting.add(e["key"], source_of(e), 1)
+            return
         ep = self._endpoint(e["key"])
         self._link_alias(ep, e.get("alias"))
         ep.queued.set(t, self.waiting.add(ep.key, source_of(e), 1))
@@ -378,8 +384,11 @@ class _Sweep:
         # correlation ids): a positive wait is what marks an admission from the queue.
         ep = self._endpoint(e["key"])
         self._link_alias(ep, e.get("alias"))
-        if float(e.get("wait_s") or 0.0) > 0.0 and self.waiting.of(ep.key, source_of(e)) > 0:
-            ep.queued.set(t, self.waiting.add(ep.key, source_of(e), -1))
+        queue = e.get("queue") or ep.key  # a pool's queue, or the endpoint's own
+        if float(e.get("wait_s") or 0.0) > 0.0 and self.waiting.of(queue, source_of(e)) > 0:
+            waiting = self.waiting.add(queue, source_of(e), -1)
+            if queue == ep.key:
+                ep.queued.set(t, waiting)
         self.in_flight[ep.key] += 1
         ep.in_flight.set(t, self.in_flight[ep.key])
         self._set_limit(ep.key, e, t, e.get("limit"))

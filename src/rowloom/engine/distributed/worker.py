@@ -50,11 +50,12 @@ def endpoints_of(config: DatasetConfig) -> dict[str, Endpoint]:
     for model in config.models:
         if model.alias not in used:
             continue
-        effective = effective_model(model, config.provider(model.provider))
-        label = ResourceKey(model.provider, model.model, "chat").label
-        ceiling = effective.max_parallel_requests or settings.default_max_parallel_requests
-        known = out.get(label)
-        out[label] = Endpoint(label, max(ceiling, known.ceiling if known else 0))
+        for member in model.members():  # a pool's endpoints each have their own authority
+            effective = effective_model(member.model, config.provider(member.model.provider))
+            label = ResourceKey(effective.provider, effective.model, "chat").label
+            ceiling = effective.max_parallel_requests or settings.default_max_parallel_requests
+            known = out.get(label)
+            out[label] = Endpoint(label, max(ceiling, known.ceiling if known else 0))
     return out
 
 

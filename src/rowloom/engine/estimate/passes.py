@@ -157,7 +157,7 @@ async def estimate(
     high, low = ledgers[Bound.HIGH], ledgers[Bound.LOW]
 
     models = {m.alias: m for m in config.models}
-    counted_by = {alias: methods.get(models[alias].provider, APPROXIMATION) for alias in sorted(used)}
+    counted_by = {alias: methods.get(models[alias].providers[0], APPROXIMATION) for alias in sorted(used)}
     notes: list[str] = []
     columns: list[ColumnEstimate] = []
     for column in llm_columns:

@@ -7,6 +7,7 @@ budgets are parts it drives. It must not call providers or classify errors (that
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from rowloom.config.models import ModelConfig, ProviderConfig
@@ -18,8 +19,10 @@ from rowloom.models.admission.feedback import learn
 from rowloom.models.admission.keys import ResourceKey
 from rowloom.models.admission.leases import LeaseLedger, ReleaseStatus, RequestLease
 from rowloom.models.admission.limits import Limit, limit_from_config
+from rowloom.models.admission.pool_admission import PooledAdmission
 from rowloom.models.admission.registry import EndpointRegistry, LimitBounds, LimitFactory
 from rowloom.models.admission.threads import LoopBinding
+from rowloom.models.admission.views import AdmissionViews
 from rowloom.models.ledger import usage_fields
 from rowloom.models.types import Outcome, RateLimitInfo, Usage
 from rowloom.observe.clock import SYSTEM_CLOCK, Clock
@@ -42,7 +45,7 @@ def _ids(c: Correlation) -> dict[str, Any]:
     return {"job": c.job, "row_group": c.row_group, "column": c.column, "task": c.task, "attempt": c.attempt}
 
 
-class RequestAdmissionController:
+class RequestAdmissionController(PooledAdmission, AdmissionViews):
     """Adaptive admission per `ResourceKey`: a limit, a weighted fair queue of waiters, cooldowns, caps.
 
     Waiters are woken by the release (or timer) that frees capacity — futures, never polling. Every acquire
@@ -71,10 +74,18 @@ class RequestAdmissionController:
     # ------------------------------------------------------------ registration
 
     def register_model(
-        self, alias: str, model: ModelConfig, provider: ProviderConfig, *, domain: str = "chat"
+        self, alias: str, model: ModelConfig, provider: ProviderConfig, *, domain: str = "chat", pooled: bool = False
     ) -> ResourceKey:
-        """Make `alias` admissible; aliases of the same provider, model and domain share one state."""
-        return self._registry.register(alias, model, provider, domain).key
+        """Make `alias` admissible; aliases of the same provider, model and domain share one state. `pooled`: this
+        is one endpoint of the alias's pool (then `register_pool` it)."""
+        return self._registry.register(alias, model, provider, domain, pooled=pooled).key
+
+    def register_pool(
+        self, alias: str, members: Sequence[tuple[ResourceKey, bool]], *, spill_after_s: float, domain: str = "chat"
+    ) -> None:
+        """Make `alias` a pool of the keys its endpoints were registered on (`pooled`), each with whether it is a
+        fallback: its requests wait in one fair queue and go to the endpoint with the most headroom."""
+        self._registry.register_pool(alias, members, spill_after_s, domain)
 
     def _default_limit(self, key: ResourceKey, bounds: LimitBounds) -> Limit:
         return limit_from_config(
@@ -82,7 +93,9 @@ class RequestAdmissionController:
         )
 
     def key_for(self, alias: str, *, domain: str = "chat") -> ResourceKey:
-        """The resource key an alias is registered on."""
+        """The resource key an alias is registered on (a pool's: its first endpoint's)."""
+        if (pool := self._registry.pool(alias, domain)) is not None:
+            return pool.members[0].state.key
         return self._registry.resolve(alias, domain)[0].key
 
     # ------------------------------------------------------------ acquire
@@ -105,6 +118,8 @@ class RequestAdmissionController:
         an absolute time on the controller's clock; past it, `AdmissionTimeout`. If the
         caller is cancelled after a lease was assigned but before it resumed, the lease is released.
         """
+        if (pool := self._registry.pool(alias_or_key, domain)) is not None:
+            return await self._acquire_pooled(pool, group, weight, tokens, deadline, retry)
         state, alias = self._registry.resolve(alias_or_key, domain)
         loop = self._binding.bind()
         if state.failed is not None:
@@ -128,13 +143,25 @@ class RequestAdmissionController:
             limit=state.limit.limit,
         )
         self._dispatch(state)
+        return await self._wait(
+            waiter, deadline, lambda d: self._expire_at(state, waiter, d), lambda: self._abandon(state, waiter)
+        )
+
+    async def _wait(
+        self,
+        waiter: Waiter,
+        deadline: float | None,
+        expire: Callable[[float], Coroutine[Any, Any, None]],
+        abandon: Callable[[], None],
+    ) -> RequestLease:
+        """Await a queued waiter's lease; `expire(deadline)` fails it then; on cancellation, `abandon()`."""
         if waiter.future.done():
             return waiter.future.result()
-        timer = None if deadline is None else loop.create_task(self._expire_at(state, waiter, deadline))
+        timer = None if deadline is None else asyncio.get_running_loop().create_task(expire(deadline))
         try:
             return await waiter.future
         except asyncio.CancelledError:
-            self._abandon(state, waiter)
+            abandon()
             raise
         finally:
             if timer is not None:
@@ -146,6 +173,8 @@ class RequestAdmissionController:
         """A lease if one is free right now and nobody is queued ahead; else None (never waits)."""
         if self._binding.foreign():
             return self._binding.call(self.try_acquire, alias_or_key, domain=domain, group=group, tokens=tokens)
+        if (pool := self._registry.pool(alias_or_key, domain)) is not None:
+            return self._try_pooled(pool, group, tokens)
         state, alias = self._registry.resolve(alias_or_key, domain)
         if state.failed is not None:
             raise state.failed
@@ -281,59 +310,6 @@ class RequestAdmissionController:
         than at the next release."""
         self._dispatch(self._registry.resolve(alias_or_key, domain)[0])
 
-    # ------------------------------------------------------------ views for the engine and observability
-
-    def capacity(self, alias: str, *, domain: str = "chat") -> int:
-        """Requests the alias may have in flight now (its key's current limit, within its own ceiling)."""
-        state, name = self._registry.resolve(alias, domain)
-        ceiling = state.alias_ceiling(name)
-        return state.limit.limit if ceiling is None else min(ceiling, state.limit.limit)
-
-    def pressure(self, alias: str, *, domain: str = "chat") -> bool:
-        """Whether the alias's endpoint is saturated: waiters are queued or it is cooling down."""
-        state, _ = self._registry.resolve(alias, domain)
-        return bool(state.queue) or state.cooldown.active(self._clock.now())
-
-    def cooling(self, alias_or_key: str | ResourceKey, *, domain: str = "chat") -> bool:
-        """Whether the endpoint is paused by a cooldown (its rate budget is evidently spent)."""
-        state, _ = self._registry.resolve(alias_or_key, domain)
-        return state.cooldown.active(self._clock.now())
-
-    def cooling_for(self, alias_or_key: str | ResourceKey, *, domain: str = "chat") -> float:
-        """Seconds the key behind `alias_or_key` stays paused (0 when it is not)."""
-        until = self._registry.resolve(alias_or_key, domain)[0].cooldown.until
-        return 0.0 if until is None else max(0.0, until - self._clock.now())
-
-    def down(self, alias_or_key: str | ResourceKey, *, domain: str = "chat") -> bool:
-        """Whether the endpoint is judged down: its requests wait while one probe at a time goes out."""
-        return self._registry.resolve(alias_or_key, domain)[0].health.down
-
-    def failure(self, alias_or_key: str | ResourceKey, *, domain: str = "chat") -> BaseException | None:
-        """The error every request on the key raises once it failed for good (its circuit opened), else None."""
-        return self._registry.resolve(alias_or_key, domain)[0].failed
-
-    def in_flight(self, alias_or_key: str | ResourceKey, *, domain: str = "chat") -> int:
-        """Live leases on the key behind `alias_or_key` (all its aliases together)."""
-        return self._ledger.in_flight(self._registry.resolve(alias_or_key, domain)[0].key)
-
-    def waiting(self, alias_or_key: str | ResourceKey, *, domain: str = "chat") -> int:
-        """Acquires queued on the key behind `alias_or_key`."""
-        return len(self._registry.resolve(alias_or_key, domain)[0].queue)
-
-    def snapshot(self) -> dict[str, dict[str, Any]]:
-        """Per key label: limit, bounds, in flight, peak, waiters, cooldown, observed max limit, 429 count."""
-        now = self._clock.now()
-        return {s.label: s.snapshot(self._ledger.in_flight(s.key), now) for s in self._registry}
-
-    @property
-    def generation(self) -> int:
-        """Stamped on every lease; leases of an older generation release as STALE."""
-        return self._ledger.generation
-
-    def recently_released(self) -> list[int]:
-        """Ids of recently released leases (bounded), for diagnostics."""
-        return self._ledger.recently_released()
-
     # ------------------------------------------------------------ lifecycle
 
     def fail_key(self, alias_or_key: str | ResourceKey, error: BaseException, *, domain: str = "chat") -> None:
@@ -341,6 +317,11 @@ class RequestAdmissionController:
         state, _ = self._registry.resolve(alias_or_key, domain)
         state.failed = error
         self._fail_waiters(state, error)
+        for pool in state.pools:  # a pool fails with its last endpoint; until then the others serve its queue
+            if pool.failure() is not None:
+                self._fail_pool(pool, error)
+            else:
+                self._dispatch_pool(pool)
 
     def reset(self) -> None:
         """Start a new generation: forget live leases (their releases become STALE), fail waiters, reopen
@@ -350,12 +331,17 @@ class RequestAdmissionController:
             state.failed = None
             state.peak_in_flight = 0
             self._fail_waiters(state, AdmissionClosed("request admission was reset while this request waited"))
+        for pool in self._registry.pools():
+            self._fail_pool(pool, AdmissionClosed("request admission was reset while this request waited"))
 
     def close(self) -> None:
         """Cancel timers and fail every waiter; the controller should not be used afterwards."""
         for state in self._registry:
             state.cancel_timers()
             self._fail_waiters(state, AdmissionClosed("request admission was closed while this request waited"))
+        for pool in self._registry.pools():
+            pool.spill_timer.cancel()
+            self._fail_pool(pool, AdmissionClosed("request admission was closed while this request waited"))
 
     # ------------------------------------------------------------ internals: admission
 
@@ -396,6 +382,7 @@ class RequestAdmissionController:
         now: float,
         queued_at: float,
         correlation: Correlation | None = None,
+        queue: str | None = None,
     ) -> RequestLease:
         if state.budget is not None:
             state.budget.take(tokens, now)
@@ -412,15 +399,23 @@ class RequestAdmissionController:
             wait_s=now - queued_at,
             in_flight=in_flight,
             limit=state.limit.limit,
+            queue=queue,
             **({} if correlation is None else _ids(correlation)),
         )
         return lease
 
     def _dispatch(self, state: EndpointState) -> None:
-        """Hand free slots to waiters in fair order until the key, every alias or the budget is full."""
+        """Hand free slots to waiters in fair order until the key, every alias or the budget is full: first the
+        key's own queue, then the queues of the pools it serves."""
         queue = state.queue
-        if not queue:
-            return
+        if queue:
+            self._dispatch_own(state)
+        for pool in state.pools:
+            if pool.queue:
+                self._serve(pool, pool.member(state))
+
+    def _dispatch_own(self, state: EndpointState) -> None:
+        queue = state.queue
         now = self._clock.now()
         while queue and self._has_room(state, now):
             selection = queue.select_next(lambda group: self._alias_room(state, group[0]))
@@ -476,14 +471,17 @@ class RequestAdmissionController:
 
     def _watch_health(self, state: EndpointState, now: float) -> None:
         """Stop the key if its breaker (or start-up grace) ran out; while down, time the next probe and the breaker."""
-        if state.failed is None and (error := state.health.stop_error(now)) is not None:
+        spared = self._spared(state)
+        if state.failed is None and not spared and (error := state.health.stop_error(now)) is not None:
             self.fail_key(state.key, error)
         elif state.health.down:
             state.probe_timer.arm(state.health.probe_due, lambda: self._dispatch(state))
-            state.stop_timer.arm(state.health.stop_due, lambda: self._stop_due(state))
+            if not spared:
+                state.stop_timer.arm(state.health.stop_due, lambda: self._stop_due(state))
 
     def _stop_due(self, state: EndpointState) -> None:
-        if state.queue or self._ledger.in_flight(state.key):  # a down key nobody waits for must not end the run
+        waited = state.queue or any(pool.queue for pool in state.pools)
+        if waited or self._ledger.in_flight(state.key):  # a down key nobody waits for must not end the run
             self._watch_health(state, self._clock.now())
 
     # ------------------------------------------------------------ internals: plumbing

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rowloom.models.admission.caps import Cap
 from rowloom.models.admission.cooldown import Cooldown
@@ -21,6 +21,9 @@ from rowloom.models.admission.rate_budget import RateBudget, TokenBucket
 from rowloom.models.admission.wakeup import Wakeup
 from rowloom.observe.clock import Clock
 from rowloom.observe.context import Correlation, current
+
+if TYPE_CHECKING:
+    from rowloom.models.admission.pools import EndpointPool
 
 
 @dataclass(eq=False, slots=True)
@@ -62,6 +65,8 @@ class EndpointState:
         self.budget: RateBudget | None = None
         self.caps: tuple[Cap, ...] = ()
         self.peers: list[EndpointState] = []
+        self.pools: list[EndpointPool] = []  # pooled aliases whose queued requests this endpoint also serves
+        self.latency_s = 0.0  # smoothed round trip of successful requests (0 until the first)
         self.aliases: dict[str, AliasBinding] = {}
         self.failed: BaseException | None = None
         self.cooldown_timer = Wakeup(clock)

@@ -66,6 +66,8 @@ def learn(
     pause: Pause | None = None
     if outcome is Outcome.SUCCESS:
         pause = state.cooldown.on_success(now, rate_limit)
+        # A smoothed round trip: a pool's tie-break between endpoints of equal headroom.
+        state.latency_s = rtt_s if state.latency_s == 0.0 else 0.8 * state.latency_s + 0.2 * rtt_s
         _sample(state, lease, rtt_s, in_flight, load, dropped=False, emit=emit, tokens=completion_tokens)
     elif outcome is Outcome.RATE_LIMITED:
         state.rate_limited += 1

@@ -5,7 +5,7 @@ Owns registration (limits built from the config, budgets, cap membership); makes
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from rowloom.config.models import ModelConfig, ProviderConfig
@@ -17,6 +17,7 @@ from rowloom.models.admission.endpoint import AliasBinding, EndpointState
 from rowloom.models.admission.health import EndpointHealth, public_url
 from rowloom.models.admission.keys import ResourceKey
 from rowloom.models.admission.limits import Limit
+from rowloom.models.admission.pools import EndpointPool, Member
 from rowloom.observe.clock import Clock
 
 
@@ -44,18 +45,25 @@ class EndpointRegistry:
         self._caps = CapTable(config.caps)
         self._states: dict[ResourceKey, EndpointState] = {}
         self._aliases: dict[tuple[str, str], ResourceKey] = {}
+        self._pools: dict[tuple[str, str], EndpointPool] = {}
 
-    def register(self, alias: str, model: ModelConfig, provider: ProviderConfig, domain: str) -> EndpointState:
-        """Bind `alias` (for `domain`) to its key's state, creating the state on first use. Idempotent."""
+    def register(
+        self, alias: str, model: ModelConfig, provider: ProviderConfig, domain: str, *, pooled: bool = False
+    ) -> EndpointState:
+        """Bind `alias` (for `domain`) to its key's state, creating the state on first use. Idempotent.
+
+        `pooled`: the alias is a pool's and this is one of its endpoints — the state learns the alias's ceiling and
+        budgets, but the alias resolves to its pool (`register_pool`), not to this key."""
         if model.provider != provider.name:
             raise RowloomError(
                 f"model alias {alias!r} names provider {model.provider!r} but was registered with {provider.name!r}"
             )
         key = ResourceKey(provider.name, model.model, domain)
-        known = self._aliases.get((alias, domain))
-        if known is not None and known != key:
-            raise RowloomError(f"model alias {alias!r} is already registered for {known.label} ({domain})")
-        self._aliases[(alias, domain)] = key
+        if not pooled:
+            known = self._aliases.get((alias, domain))
+            if known is not None and known != key:
+                raise RowloomError(f"model alias {alias!r} is already registered for {known.label} ({domain})")
+            self._aliases[(alias, domain)] = key
         ceiling = model.max_parallel_requests or self.config.default_max_parallel_requests
         bounds = LimitBounds(ceiling, min(self.config.initial_limit, ceiling), min(self.config.min_limit, ceiling))
         if provider.type == "local":
@@ -93,6 +101,29 @@ class EndpointRegistry:
         for member in {k for cap in state.caps for k in cap.members}:
             self._states[member].peers = [self._states[k] for k in self._caps.peers(member)]
         return state
+
+    def register_pool(
+        self, alias: str, members: Sequence[tuple[ResourceKey, bool]], spill_after_s: float, domain: str
+    ) -> EndpointPool:
+        """Make `alias` (for `domain`) a pool of keys its endpoints were registered on (`pooled`), each with
+        whether it is a fallback. Idempotent."""
+        pool = self._pools.get((alias, domain))
+        if pool is not None:
+            return pool
+        if (alias, domain) in self._aliases:
+            raise RowloomError(f"model alias {alias!r} is already registered for one endpoint ({domain})")
+        parts = [Member(alias, self._states[key], fallback) for key, fallback in members]
+        pool = self._pools[(alias, domain)] = EndpointPool(alias, parts, spill_after_s, self._clock)
+        for member in parts:
+            member.state.pools.append(pool)
+        return pool
+
+    def pool(self, alias_or_key: str | ResourceKey, domain: str) -> EndpointPool | None:
+        """The pool an alias names (for `domain`), or None for a single-endpoint alias or a key."""
+        return None if isinstance(alias_or_key, ResourceKey) else self._pools.get((alias_or_key, domain))
+
+    def pools(self) -> Iterator[EndpointPool]:
+        return iter(list(self._pools.values()))
 
     def resolve(self, alias_or_key: str | ResourceKey, domain: str) -> tuple[EndpointState, str | None]:
         """The state behind an alias (for `domain`) or a key, and the alias (None for a key)."""

@@ -5,12 +5,16 @@ overwritten), never a reply. A filter of the keys in the file (kept by the write
 and other processes wrote) answers most misses without a read. The total size is kept by triggers in the file
 itself, so several processes sharing the folder agree on it; beyond `max_bytes` the least recently used rows go.
 Knows replies as bytes and keys, not what asked for them.
+
+The file's layout is `SCHEMA_VERSION` (SQLite's `user_version`); a file of an older layout is emptied and rebuilt
+when opened (its replies are fetched again, with one warning), one of a newer layout is not used.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sqlite3
+import struct
 import threading
 import time
 import warnings
@@ -27,6 +31,10 @@ from rowloom.models.cache.key_filter import KeyFilter
 from rowloom.models.types import ChatResponse, Usage
 
 FILE_NAME = "replies.sqlite3"
+#: The layout of the file (its `PRAGMA user_version`): bump it when the tables change. 1 (user_version 0): rows
+#: under a unique index of the 16-byte key. 2: under a unique index of an 8-byte integer of the key (a third of
+#: the writer's cost per insert went to the blob index), the key kept whole in the row and compared on read.
+SCHEMA_VERSION = 2
 #: A hit moves its row up the LRU order at most this often (seconds): a touch is a write.
 TOUCH_EVERY_S = 60.0
 _BATCH = 2000  # writes per transaction at most
@@ -48,33 +56,54 @@ _DAMAGED = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
 _ROW_OVERHEAD = 48  # bytes a row costs beyond its key and payload, roughly (times, checksum, index entry)
 
 # Rows sit in write order (a rowid table: appending is cheap, where a table keyed by random hashes splits pages on
-# every insert); a hit's touch moves its row to the end, so the smallest ids are the least recently used.
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS replies (
-    id INTEGER PRIMARY KEY, key BLOB NOT NULL UNIQUE, payload BLOB NOT NULL, checksum INTEGER NOT NULL,
-    size INTEGER NOT NULL, created REAL NOT NULL, used REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-INSERT OR IGNORE INTO meta VALUES ('bytes', 0);
-CREATE TRIGGER IF NOT EXISTS replies_added AFTER INSERT ON replies
-    BEGIN UPDATE meta SET value = value + NEW.size WHERE name = 'bytes'; END;
-CREATE TRIGGER IF NOT EXISTS replies_removed AFTER DELETE ON replies
-    BEGIN UPDATE meta SET value = value - OLD.size WHERE name = 'bytes'; END;
-CREATE TRIGGER IF NOT EXISTS replies_resized AFTER UPDATE OF size ON replies
-    BEGIN UPDATE meta SET value = value + NEW.size - OLD.size WHERE name = 'bytes'; END;
-"""
-_COLUMNS = "key, payload, checksum, size, created, used"
+# every insert); a hit's touch moves its row to the end, so the smallest ids are the least recently used. A row is
+# found by `hash`, the key's last 8 bytes as a signed integer (`key_hash`): an integer index costs the writer less
+# than one of 16-byte blobs. Two keys with the same hash share one row (the later reply replaces the earlier) and
+# a lookup compares the whole key, so a collision is a miss, never another request's reply; among a million stored
+# keys some two share a hash with probability about n²/2⁶⁵ ≈ 3·10⁻⁸. The byte total is kept in `meta` row 1 (a
+# rowid lookup per trigger: keyed by its name, the trigger on every insert cost a fifth of the insert).
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS replies (
+        id INTEGER PRIMARY KEY, hash INTEGER NOT NULL UNIQUE, key BLOB NOT NULL, payload BLOB NOT NULL,
+        checksum INTEGER NOT NULL, size INTEGER NOT NULL, created REAL NOT NULL, used REAL NOT NULL
+    )""",
+    "CREATE TABLE IF NOT EXISTS meta (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, value INTEGER NOT NULL)",
+    "INSERT OR IGNORE INTO meta VALUES (1, 'bytes', 0)",
+    """CREATE TRIGGER IF NOT EXISTS replies_added AFTER INSERT ON replies
+        BEGIN UPDATE meta SET value = value + NEW.size WHERE id = 1; END""",
+    """CREATE TRIGGER IF NOT EXISTS replies_removed AFTER DELETE ON replies
+        BEGIN UPDATE meta SET value = value - OLD.size WHERE id = 1; END""",
+    """CREATE TRIGGER IF NOT EXISTS replies_resized AFTER UPDATE OF size ON replies
+        BEGIN UPDATE meta SET value = value + NEW.size - OLD.size WHERE id = 1; END""",
+    f"PRAGMA user_version = {SCHEMA_VERSION}",
+)
+_COLUMNS = "hash, key, payload, checksum, size, created, used"
+_ROW = "(" + ", ".join(["?"] * len(_COLUMNS.split(","))) + ")"
 _UPSERT = (
-    f"INSERT INTO replies ({_COLUMNS}) VALUES {{rows}} ON CONFLICT(key) DO UPDATE SET "
+    f"INSERT INTO replies ({_COLUMNS}) VALUES {{rows}} ON CONFLICT(hash) DO UPDATE SET key = excluded.key, "
     "payload = excluded.payload, checksum = excluded.checksum, size = excluded.size, created = excluded.created, "
     "used = excluded.used"
 )
-_ROWS_PER_STATEMENT = 500  # 3,000 parameters: within SQLite's bound (32,766)
-_TOUCH = "UPDATE replies SET id = (SELECT max(id) FROM replies) + 1, used = ? WHERE key = ?"
+_ROWS_PER_STATEMENT = 500  # 3,500 parameters: within SQLite's bound (32,766)
+_LOOKUP = "SELECT key, payload, checksum, used FROM replies WHERE hash = ?"
+_TOUCH = "UPDATE replies SET id = (SELECT max(id) FROM replies) + 1, used = ? WHERE hash = ? AND key = ?"
+_HASH = struct.Struct("<8xq").unpack_from  # the key's last 8 bytes, as a signed 64-bit integer
+_LAST_ID = "SELECT coalesce(max(id), 0) FROM replies"
 
 
 class CacheUnavailable(Exception):
     """The cache file cannot be opened or created; the message says why, for the warning."""
+
+
+def key_hash(key: bytes) -> int:
+    """The integer a key's row is found by: its last 8 bytes (keys are uniform hashes already)."""
+    return _HASH(key)[0]
+
+
+def stored_row(key: bytes, reply: ChatResponse, now: float) -> tuple:
+    """The values of `_COLUMNS` for a reply stored at `now`."""
+    payload, checksum = encode(key, reply)
+    return (_HASH(key)[0], key, payload, checksum, len(key) + len(payload) + _ROW_OVERHEAD, now, now)
 
 
 def encode(key: bytes, reply: ChatResponse) -> tuple[bytes, int]:
@@ -121,6 +150,8 @@ class ReplyStore:
         self.writable = writable
         self._problems: deque[str] = deque()
         self._told: set[str] = set()
+        #: Replies dropped at opening because the file had an older layout (None when it had this one).
+        self.dropped_old: int | None = None
         try:
             Path(folder).mkdir(parents=True, exist_ok=True)
             try:
@@ -149,14 +180,44 @@ class ReplyStore:
     def _open(self) -> None:
         self._writer = connect(self.path, busy_s=30.0)
         try:  # one transaction: processes opening the folder at once wait for each other (busy timeout)
-            self._writer.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
+            self._writer.execute("BEGIN IMMEDIATE")
+            dropped = self._drop_old_layout()
+            for statement in _SCHEMA:
+                self._writer.execute(statement)
+            self._writer.execute("COMMIT")
             self._writer.execute("SELECT count(*) FROM meta").fetchall()
-        except sqlite3.Error:
+        except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 self._writer.execute("ROLLBACK")
             self._writer.close()
             raise
         self._reader = connect(self.path, busy_s=1.0)
+        if dropped is not None:
+            self.dropped_old = dropped
+            self._problem(
+                "layout", f"was written by an older rowloom: its {dropped} replies were dropped and are fetched again"
+            )
+
+    def _drop_old_layout(self) -> int | None:
+        """In the opening transaction: drop the tables of a file of an older layout (their triggers go with them);
+        the replies it held, or None when the file is new or has this layout. A newer layout is not touched: the
+        file cannot be used (`CacheUnavailable`)."""
+        (version,) = self._writer.execute("PRAGMA user_version").fetchone()
+        if version == SCHEMA_VERSION:
+            return None
+        if version > SCHEMA_VERSION:
+            raise CacheUnavailable(
+                f"it was written by a newer rowloom (cache layout {version}; this one reads {SCHEMA_VERSION})"
+            )
+        tables = {name for (name,) in self._writer.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables & {"replies", "meta"}:
+            return None  # a new file
+        count = 0
+        if "replies" in tables:
+            (count,) = self._writer.execute("SELECT count(*) FROM replies").fetchone()
+        self._writer.execute("DROP TABLE IF EXISTS replies")
+        self._writer.execute("DROP TABLE IF EXISTS meta")
+        return count
 
     def _set_aside(self) -> Path:
         """Rename the damaged file (and its WAL and shared-memory files) out of the way; its new name."""
@@ -196,14 +257,16 @@ class ReplyStore:
         if known is not None and key not in known:
             return None
         try:
-            rows = self._reader.execute("SELECT payload, checksum, used FROM replies WHERE key = ?", (key,)).fetchall()
+            rows = self._reader.execute(_LOOKUP, _HASH(key)).fetchall()
         except sqlite3.Error as exc:
             self._problem("unreadable", f"cannot be read ({exc}); its replies are fetched again")
             self._tell()
             return None
         if not rows:
             return None
-        payload, checksum, used = rows[0]
+        stored_key, payload, checksum, used = rows[0]
+        if stored_key != key:
+            return None  # another key with the same 64-bit hash
         if not isinstance(payload, bytes) or zlib.crc32(payload, zlib.crc32(key)) != checksum:
             self._problem("damaged", "holds damaged entries (checksum mismatch); they are fetched again")
             self._tell()
@@ -265,17 +328,30 @@ class ReplyStore:
         puts, touches = [], []
         for item in batch:
             if isinstance(item, _Put):
-                payload, checksum = encode(item.key, item.reply)
-                puts.append((item.key, payload, checksum, len(item.key) + len(payload) + _ROW_OVERHEAD, now, now))
+                puts.append(stored_row(item.key, item.reply, now))
             else:
-                touches.append((item[1], item[0]))
+                touches.append((item[1], _HASH(item[0])[0], item[0]))
         try:
             with _transaction(self._writer):
+                (before,) = self._writer.execute(_LAST_ID).fetchone()
                 _upsert(self._writer, puts)
                 if touches:
                     self._writer.executemany(_TOUCH, touches)
                 self._evict()
-            self._read_new_keys()  # before the replies leave `_pending`: a lookup finds each in one or the other
+                (after,) = self._writer.execute(_LAST_ID).fetchone()
+            # Into the filter before the replies leave `_pending`: a lookup finds each in one or the other.
+            known = self._filter
+            if known is not None and before == self._seen_id:
+                # Nobody wrote since the keys were last read: the rows after `before` are this batch's puts and
+                # touched rows (whose keys were found, so are in the filter). Added from here, not read back.
+                known.add_packed(b"".join(row[1] for row in puts))
+                self._seen_id = after
+                if known.full:
+                    self._rebuild_filter()
+            elif before < self._seen_id:  # rows with the largest ids were deleted (a clear): ids are reused
+                self._rebuild_filter()
+            else:
+                self._read_new_keys()  # what other processes stored, and this batch
         except sqlite3.Error as exc:
             self._problem("unwritable", f"cannot be written ({exc}); replies of this run may not be kept")
         finally:
@@ -349,7 +425,7 @@ def _upsert(conn: sqlite3.Connection, rows: list[tuple]) -> None:
     step, and per-row steps from this thread would hand the GIL back and forth with the event loop's."""
     for start in range(0, len(rows), _ROWS_PER_STATEMENT):
         chunk = rows[start : start + _ROWS_PER_STATEMENT]
-        sql = _UPSERT.format(rows=",".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk)))
+        sql = _UPSERT.format(rows=",".join([_ROW] * len(chunk)))
         conn.execute(sql, [value for row in chunk for value in row])
 
 

@@ -10,6 +10,9 @@ from typing import ClassVar
 
 from rowloom.observe.events.base import Event, register_event
 
+POOL_QUEUE_PREFIX = "pool:"
+"""The `key` of a pooled alias's queue in request events is this prefix and the alias (`pool:writer`)."""
+
 
 @register_event
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -38,6 +41,7 @@ class RequestAdmitted(Event):
     wait_s: float
     in_flight: int
     limit: int
+    queue: str | None = None  # the key of the queue it waited in when not its endpoint's own (a pool's)
 
 
 @register_event
