@@ -34,7 +34,8 @@ from rowloom.engine.job import run_job
 from rowloom.engine.runtime import RequestRuntime
 from rowloom.models.cache import ReplyStore, open_cache, with_cache
 from rowloom.models.cache.store import _COLUMNS as COLUMNS
-from rowloom.models.cache.store import FILE_NAME, encode
+from rowloom.models.cache.store import _ROW as ROW
+from rowloom.models.cache.store import FILE_NAME, stored_row
 from rowloom.models.ledger import TokenLedger
 from rowloom.models.types import ChatRequest, ChatResponse, Usage
 from rowloom.observe.clock import SYSTEM_CLOCK
@@ -165,11 +166,10 @@ def build_cache(folder: Path, entries: int) -> list[bytes]:
             for _ in range(min(50_000, entries - start)):
                 key = rng.randbytes(16)
                 text = " ".join(rng.choice(words) for _ in range(60))
-                payload, checksum = encode(key, ChatResponse(text, Usage(120, 60)))
-                rows.append((key, payload, checksum, len(key) + len(payload) + 48, now, now))
+                rows.append(stored_row(key, ChatResponse(text, Usage(120, 60)), now))
                 keys.append(key)
             db.execute("BEGIN")
-            db.executemany(f"INSERT INTO replies ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)", rows)
+            db.executemany(f"INSERT INTO replies ({COLUMNS}) VALUES {ROW}", rows)
             db.execute("COMMIT")
     return keys
 

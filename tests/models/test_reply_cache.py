@@ -232,3 +232,67 @@ def _wait_for(condition, timeout_s=10.0):
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.01)
+
+
+_LAYOUT_1 = """
+CREATE TABLE replies (
+    id INTEGER PRIMARY KEY, key BLOB NOT NULL UNIQUE, payload BLOB NOT NULL, checksum INTEGER NOT NULL,
+    size INTEGER NOT NULL, created REAL NOT NULL, used REAL NOT NULL
+);
+CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT INTO meta VALUES ('bytes', 0);
+CREATE TRIGGER replies_added AFTER INSERT ON replies
+    BEGIN UPDATE meta SET value = value + NEW.size WHERE name = 'bytes'; END;
+"""
+
+
+def test_a_cache_file_of_the_older_layout_is_rebuilt_with_a_notice_and_never_misread(tmp_path):
+    path = tmp_path / FILE_NAME
+    old = ChatResponse("written by the old layout", Usage(3, 4))
+    with sqlite3.connect(path) as db:  # what rowloom wrote before the integer-keyed layout (user_version 0)
+        db.executescript(_LAYOUT_1)
+        for key in keys(3):
+            payload, checksum = store_module.encode(key, old)
+            db.execute(
+                "INSERT INTO replies (key, payload, checksum, size, created, used) VALUES (?, ?, ?, 100, 0, 0)",
+                (key, payload, checksum),
+            )
+    with pytest.warns(RowloomWarning, match=f"{path} was written by an older rowloom: its 3 replies were dropped"):
+        store = ReplyStore(tmp_path, max_bytes=2**20)
+        assert store.dropped_old == 3
+        assert [store.get(key) for key in keys(3)] == [None] * 3
+        store.put(keys(3)[0], ChatResponse("fetched again"))
+        store.close()
+    store = ReplyStore(tmp_path, max_bytes=2**20)  # the new layout now: opened without a notice
+    assert store.dropped_old is None and store.get(keys(3)[0]).text == "fetched again"
+    store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (store_module.SCHEMA_VERSION,)
+        count, summed = db.execute("SELECT count(*), sum(size) FROM replies").fetchone()
+        assert count == 1 and db.execute("SELECT value FROM meta WHERE name = 'bytes'").fetchone() == (summed,)
+
+
+def test_a_cache_file_of_a_newer_layout_is_left_alone_and_not_used(tmp_path):
+    path = tmp_path / FILE_NAME
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE replies (anything)")
+        db.execute(f"PRAGMA user_version = {store_module.SCHEMA_VERSION + 1}")
+    with pytest.raises(store_module.CacheUnavailable, match="newer rowloom"):
+        ReplyStore(tmp_path, max_bytes=2**20)
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (store_module.SCHEMA_VERSION + 1,)
+
+
+def test_keys_sharing_a_64_bit_hash_never_answer_for_each_other(tmp_path):
+    first, second = b"\x01" * 8 + b"h" * 8, b"\x02" * 8 + b"h" * 8  # the same last 8 bytes: the same row hash
+    assert store_module.key_hash(first) == store_module.key_hash(second)
+    store = ReplyStore(tmp_path, max_bytes=2**20)
+    store.put(first, ChatResponse("first"))
+    store.close()
+    store = ReplyStore(tmp_path, max_bytes=2**20)
+    assert store.get(second) is None and store.get(first).text == "first"
+    store.put(second, ChatResponse("second"))  # replaces the row: the first is a miss from now on, never "second"
+    store.close()
+    store = ReplyStore(tmp_path, max_bytes=2**20)
+    assert store.get(first) is None and store.get(second).text == "second"
+    store.close()
