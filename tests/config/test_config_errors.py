@@ -204,3 +204,44 @@ def test_judge_schema_bounds_its_reasons_so_constrained_decoding_cannot_ramble()
     )
     reason = config.columns[0].output_schema["properties"]["clear"]["properties"]["reason"]
     assert reason == {"type": "string", "minLength": 1, "maxLength": 80}  # an empty reason is no reason
+
+
+POOL_PROVIDERS = [*PROVIDERS, {"name": "q", "base_url": "http://127.0.0.1:2/v1"}]
+TEXT = [{"name": "t", "type": "llm_text", "model": "m", "prompt": "hi", "record_endpoint": True}]
+
+
+def pool_problems(model: dict) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        DatasetConfig.from_dict({"providers": POOL_PROVIDERS, "models": [model], "columns": TEXT})
+    return [str(p) for p in info.value.problems]
+
+
+def test_a_pool_is_checked_field_by_field_and_names_the_fix():
+    [both] = pool_problems({"alias": "m", "model": "x", "provider": "p", "endpoints": [{"provider": "q"}]})
+    assert "models[0] (m)" in both and "not both" in both
+    [unknown] = pool_problems({"alias": "m", "model": "x", "endpoints": [{"provider": "p"}, {"provider": "r"}]})
+    assert "models[0] (m).endpoints[1].provider" in unknown and "'r' is not defined" in unknown
+    [fallbacks] = pool_problems({"alias": "m", "model": "x", "endpoints": [{"provider": "p", "tier": "fallback"}]})
+    assert "every endpoint of the pool is a fallback" in fallbacks
+    [twice] = pool_problems({"alias": "m", "model": "x", "endpoints": [{"provider": "p"}, {"provider": "p"}]})
+    assert "endpoints[1] repeats provider 'p'" in twice
+    [spill] = pool_problems({"alias": "m", "model": "x", "provider": "p", "spill_after_s": 3})
+    assert "spill_after_s applies only to a pool" in spill
+
+
+def test_a_pool_config_round_trips_and_warns_when_its_endpoints_serve_different_models():
+    from rowloom.config.checks import config_warnings
+
+    model = {"alias": "m", "model": "x", "endpoints": [{"provider": "p"}, {"provider": "q", "model": "y"}]}
+    config = DatasetConfig.from_dict({"providers": POOL_PROVIDERS, "models": [model], "columns": TEXT})
+    assert DatasetConfig.from_yaml_string(config.to_yaml()) == config
+    assert config.columns[0].outputs() == ("t", "t__endpoint")
+    [members_a, members_b] = config.models[0].members()
+    assert (members_a.model.provider, members_a.model.model) == ("p", "x")
+    assert (members_b.model.provider, members_b.model.model) == ("q", "y")
+    [warning] = config_warnings(config)
+    assert "models[0] (m).endpoints serve different model ids (x, y)" in warning
+    same = {**model, "endpoints": [{"provider": "p"}, {"provider": "q"}]}
+    assert (
+        config_warnings(DatasetConfig.from_dict({"providers": POOL_PROVIDERS, "models": [same], "columns": TEXT})) == []
+    )

@@ -8,6 +8,7 @@ import itertools
 import random
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
@@ -52,6 +53,7 @@ MODEL = ModelConfig(alias="a", provider="p", model="m")
 PROVIDER = ProviderConfig(name="p", base_url="http://127.0.0.1:9/v1")
 REQUEST = ChatRequest(model="m", messages=({"role": "user", "content": "hello"},))
 REPLY = ChatResponse(text="hi", usage=Usage(prompt_tokens=3, completion_tokens=2))
+SERVED = replace(REPLY, endpoint="p/m")  # the reply as the executor returns it: naming its endpoint
 
 
 class InstantClock:
@@ -133,7 +135,7 @@ def amid_successes(executor: ModelRequestExecutor, clock: InstantClock, error: B
 
 async def test_a_success_returns_the_reply_and_releases_the_lease_with_its_usage():
     executor, client, clock, sink = build(REPLY)
-    assert await executor.chat("a", REQUEST) is REPLY
+    assert await executor.chat("a", REQUEST) == SERVED
     assert executor.admission.in_flight("a") == 0
     completed = sink.of(RequestCompleted)
     assert [(e.outcome, e.tokens) for e in completed] == [("success", 5)]
@@ -142,7 +144,7 @@ async def test_a_success_returns_the_reply_and_releases_the_lease_with_its_usage
 
 async def test_every_retry_attempt_is_readmitted_with_a_new_lease():
     executor, client, clock, sink = build(ServerError("bad gateway", status=502), RequestTimeout("slow"), REPLY)
-    assert await executor.chat("a", REQUEST) is REPLY
+    assert await executor.chat("a", REQUEST) == SERVED
     leases = [e.lease for e in sink.of(RequestAdmitted)]
     assert len(leases) == 3 and len(set(leases)) == 3
     assert outcomes(sink) == ["server_error", "timeout", "success"]
@@ -160,7 +162,7 @@ async def test_429s_do_not_spend_the_retry_budget_and_each_waits_its_own_retry_a
         max_attempts=3,
         down_after_failures=2,
     )
-    assert await executor.chat("a", REQUEST) is REPLY  # the 5xx is only the first failure that counts
+    assert await executor.chat("a", REQUEST) == SERVED  # the 5xx is only the first failure that counts
     assert clock.sleeps == [3.0] * 5 + [0.5]  # ...and gets the first backoff, not the sixth
     assert [e.counted for e in sink.of(RequestRetried)] == [False] * 5 + [True]
 
@@ -304,7 +306,7 @@ async def test_an_invalid_reply_propagates_and_counts_as_a_working_endpoint():
 async def test_rate_limit_headers_on_a_429_pause_the_endpoint_until_the_reset():
     spent = RateLimitInfo(remaining_requests=0, reset_requests_s=30.0)
     executor, _, _, sink = build(RateLimited("quota", status=429, retry_after_s=1.0, rate_limit=spent), REPLY)
-    assert await executor.chat("a", REQUEST) is REPLY
+    assert await executor.chat("a", REQUEST) == SERVED
     assert [e.until for e in sink.of(CooldownStarted)] == [30.0]
     second_attempt = sink.of(RequestAdmitted)[1]
     assert second_attempt.ts >= 30.0  # its own Retry-After was 1 s, but the whole key waited for the reset
@@ -345,7 +347,7 @@ async def test_the_circuit_breaker_does_not_trip_while_some_requests_succeed():
 
     executor, _, clock, _ = build(every_other, circuit_breaker_s=10.0, server_error_backoff_s=1.0, backoff_max_s=1.0)
     for _ in range(30):
-        assert await executor.chat("a", REQUEST) is REPLY
+        assert await executor.chat("a", REQUEST) == SERVED
     assert clock.now() >= 30.0
 
 
@@ -371,7 +373,7 @@ async def test_a_plain_server_error_backs_off_less_than_an_overload_signal():
         backoff_base_s=0.5,
         server_error_backoff_s=0.1,
     )
-    assert await executor.chat("a", REQUEST) is REPLY
+    assert await executor.chat("a", REQUEST) == SERVED
     assert clock.sleeps == [0.1, 1.0]  # 5xx: 0.1 s first; the timeout is the second counted failure: 0.5 * 2
 
 
@@ -443,10 +445,10 @@ def refused_between(clock, start: float, end: float) -> Callable:
 async def test_an_outage_spends_no_attempt_drops_no_request_and_waiters_resume_on_the_probes_success():
     executor, client, clock, sink = build_virtual(REPLY, limit=4, max_attempts=4)  # down after 3 failures in a row
     client.script = [refused_between(clock, 1.0, 12.0)]
-    assert await clock.run(executor.chat("a", REQUEST)) is REPLY  # the endpoint worked once
+    assert await clock.run(executor.chat("a", REQUEST)) == SERVED  # the endpoint worked once
     clock.t = 1.0  # the outage starts
     results = await clock.run(asyncio.gather(*(executor.chat("a", REQUEST) for _ in range(12))))
-    assert all(result is REPLY for result in results)  # no request failed for good: no row would be dropped
+    assert all(result == SERVED for result in results)  # no request failed for good: no row would be dropped
     assert clock.now() >= 12.0
     down, up = sink.of(EndpointDown), sink.of(EndpointUp)
     assert len(down) == 1 and len(up) == 1 and up[0].probes >= 3
@@ -485,7 +487,7 @@ async def test_five_percent_errors_among_successes_never_take_the_endpoint_down(
     executor, client, clock, sink = build_virtual(REPLY, limit=16, max_attempts=8)
     client.script = [flaky]
     results = await clock.run(asyncio.gather(*(executor.chat("a", REQUEST) for _ in range(600))))
-    assert all(result is REPLY for result in results)
+    assert all(result == SERVED for result in results)
     assert not sink.of(EndpointDown)
     retried = sink.of(RequestRetried)
     assert len(retried) > 15 and all(r.counted for r in retried)  # each failure was its row's, and counted

@@ -24,7 +24,7 @@ from rowloom.config.columns import COLUMN_TYPES, ColumnConfig
 from rowloom.config.dag import dependency_problems
 from rowloom.config.imports import UserFunction, user_functions
 from rowloom.config.models import api_problems
-from rowloom.config.pricing import pricing_problems
+from rowloom.config.pricing import budget_warnings, pricing_problems
 from rowloom.config.problems import did_you_mean, problems_from_errors, show_key, union_members
 from rowloom.config.processors import processor_problems
 from rowloom.config.request_admission import reject_legacy_throttle
@@ -341,3 +341,19 @@ def check_config(
     code, code_problems = user_functions(columns, allow_imports=allow_imports, switch=switch)
     problems += code_problems
     return ConfigCheck(None if problems else config, problems, code)
+
+
+def config_warnings(config: Any) -> list[str]:
+    """What a valid config may not do as its author expects: a budget that is not a hard limit, a pool whose
+    endpoints serve different model ids (its column's outputs then mix models)."""
+    found = budget_warnings(config)
+    used = {c.model_alias for c in config.columns if c.model_alias}
+    for i, model in enumerate(config.models):
+        ids = sorted({m.model.model for m in model.members()})
+        if model.alias in used and len(ids) > 1:
+            found.append(
+                f"models[{i}] ({model.alias}).endpoints serve different model ids ({', '.join(ids)}): the rows of "
+                f"its columns mix models; give every endpoint the same model, or set record_endpoint: true on "
+                "its columns to know which served each cell"
+            )
+    return found

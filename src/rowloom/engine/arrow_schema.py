@@ -20,6 +20,7 @@ from rowloom.config.columns import (
     ExpressionColumn,
     GaussianSampler,
     LLMCodeColumn,
+    LLMColumnBase,
     LLMJudgeColumn,
     LLMStructuredColumn,
     SubcategorySampler,
@@ -76,13 +77,12 @@ def output_types(column: ColumnBase) -> list[tuple[str, pa.DataType]]:
     """Every value a column writes, with its Arrow type (seed columns keep the seed file's types)."""
     if isinstance(column, SeedColumns):
         return [(f.name, f.type) for f in column.arrow_schema]
+    types = [(column.name, column_type(column))]
+    if isinstance(column, LLMColumnBase) and column.record_endpoint:
+        types.append((f"{column.name}__endpoint", pa.string()))
     if isinstance(column, LLMCodeColumn) and column.validate_code:
-        return [
-            (column.name, pa.string()),
-            (f"{column.name}__valid", pa.bool_()),
-            (f"{column.name}__errors", pa.string()),
-        ]
-    return [(column.name, column_type(column))]
+        types += [(f"{column.name}__valid", pa.bool_()), (f"{column.name}__errors", pa.string())]
+    return types
 
 
 def _resolve(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:

@@ -19,8 +19,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from rowloom.config.checks import config_warnings
 from rowloom.config.dataset import DatasetConfig
-from rowloom.config.pricing import budget_warnings
 from rowloom.engine import run_inputs
 from rowloom.engine.completion import RowGroupState
 from rowloom.engine.generators import build_generators
@@ -206,7 +206,7 @@ async def _run(
             return JobResult.already_complete(location, decision)
     plan = build_plan(config, num_records, decision.extended_from)
     seed = choose_seed(config, decision)
-    for warning in budget_warnings(config):
+    for warning in config_warnings(config):
         warnings.warn(warning, RowloomWarning, stacklevel=2)
     seed_reader = None
     if config.seed is not None:  # indexing a CSV/JSONL seed reads it once: off the event loop

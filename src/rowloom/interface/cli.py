@@ -18,9 +18,8 @@ from typing import Annotated, NoReturn
 import typer
 
 from rowloom.bench.sim_cli import sim
-from rowloom.config.checks import ConfigCheck, check_config
+from rowloom.config.checks import ConfigCheck, check_config, config_warnings
 from rowloom.config.dataset import DatasetConfig, load_yaml_file
-from rowloom.config.pricing import budget_warnings
 from rowloom.engine.job import restore_manifest, run_job
 from rowloom.engine.output_location import redact
 from rowloom.engine.progress import RunProgress
@@ -368,7 +367,7 @@ def validate(config_path: ConfigArg, allow_import: AllowImportOption = None) -> 
                 f"providers.{provider.name}.api_key_env: {provider.api_key_env} is not set, so requests to "
                 f"{provider.name} carry no API key; set it if the endpoint needs one"
             )
-    for warning in budget_warnings(config):
+    for warning in config_warnings(config):
         messages.warning(warning)
     llm = sum(1 for c in config.columns if c.model_alias)
     messages.result(

@@ -142,9 +142,10 @@ class ModelRequestExecutor:
         says; once for identical requests in flight at the same time)."""
         self._known(alias)
 
-        def on(lease: RequestLease) -> Awaitable[ChatResponse]:
+        async def on(lease: RequestLease) -> ChatResponse:
             model = lease.key.model
-            return self._client(lease).chat(request if request.model == model else replace(request, model=model))
+            reply = await self._client(lease).chat(request if request.model == model else replace(request, model=model))
+            return replace(reply, endpoint=lease.key.label)
 
         def send() -> Awaitable[ChatResponse]:
             return self._run(

@@ -134,6 +134,7 @@ class ChatResponse:
     latency_s: float = 0.0
     rate_limit: RateLimitInfo = field(default_factory=RateLimitInfo)
     finish_reason: str | None = None
+    endpoint: str | None = None  # the endpoint (provider/model) that served it; None for a reply cache hit
 
 
 class ProviderError(RowloomError):

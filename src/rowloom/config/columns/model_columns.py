@@ -19,6 +19,13 @@ class LLMColumnBase(ColumnBase):
     model: str = Field(description="Alias of a model in `models`.")
     prompt: str = Field(min_length=1, description="Jinja template; refers to other columns by name.")
     system_prompt: str | None = Field(None, description="Optional Jinja system prompt.")
+    record_endpoint: bool = Field(
+        False,
+        description=(
+            "Also write `<name>__endpoint`: the endpoint (provider/model) that served the cell's reply, for audit "
+            "of a pooled model (null when the reply came from the reply cache)."
+        ),
+    )
 
     default_resource: ClassVar[ResourceClass] = ResourceClass.LLM_WAIT
     per_cell: ClassVar[bool] = True
@@ -39,6 +46,9 @@ class LLMColumnBase(ColumnBase):
     @property
     def model_alias(self) -> str | None:
         return self.model
+
+    def outputs(self) -> tuple[str, ...]:
+        return (self.name, f"{self.name}__endpoint") if self.record_endpoint else (self.name,)
 
 
 class LLMTextColumn(LLMColumnBase):
@@ -248,9 +258,8 @@ class LLMCodeColumn(LLMColumnBase):
         return self
 
     def outputs(self) -> tuple[str, ...]:
-        if self.validate_code:
-            return (self.name, f"{self.name}__valid", f"{self.name}__errors")
-        return (self.name,)
+        companions = (f"{self.name}__valid", f"{self.name}__errors") if self.validate_code else ()
+        return (*super().outputs(), *companions)
 
 
 class EmbeddingColumn(ColumnBase):

@@ -234,6 +234,7 @@ class CodeGenerator(LLMGenerator):
         column = plan.column
         assert isinstance(column, LLMCodeColumn)
         self.code_column = column
+        self.companions = column.validate_code
 
     def _messages(self, row: Mapping[str, Any]) -> list[dict[str, str]]:
         messages = super()._messages(row)
@@ -245,7 +246,7 @@ class CodeGenerator(LLMGenerator):
             )
         return messages
 
-    async def cell(self, row: Mapping[str, Any]) -> Any:
+    async def value(self, row: Mapping[str, Any]) -> Any:
         column = self.code_column
         messages = self._messages(row)
         text = await self._ask(messages)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import Any
 
 import jsonschema
@@ -25,6 +26,8 @@ from rowloom.engine.generators.replies import read_reply, storable
 from rowloom.models.executor import ModelRequestExecutor, RequestFailed
 from rowloom.models.types import ChatRequest
 
+# The endpoint that served the running cell's latest reply: set by `_ask`, read by `cell` in the same task.
+_SERVED_BY: ContextVar[str | None] = ContextVar("rowloom_served_by", default=None)
 _FENCE = re.compile(r"^```(?:json)?\s*\n?(.*?)\n?```\s*$", re.DOTALL)
 
 
@@ -72,6 +75,7 @@ class LLMGenerator(Generator):
         self.params = model.inference.as_body()
         self.dtype = column_type(column)
         self.schema: dict[str, Any] | None = None
+        self.companions = False  # whether `value` returns a dict of outputs (the column writes companions)
         self.corrections = 0
         if isinstance(column, LLMStructuredColumn | LLMJudgeColumn):
             self.schema = column.output_schema
@@ -99,9 +103,20 @@ class LLMGenerator(Generator):
             )
         except RequestFailed as exc:
             raise CellFailed(str(exc.outcome), str(exc)) from None
+        _SERVED_BY.set(reply.endpoint)
         return reply.text
 
     async def cell(self, row: Mapping[str, Any]) -> Any:
+        """The cell's values: `value`'s, and with `record_endpoint` the endpoint that served the last reply."""
+        if not self.column.record_endpoint:
+            return await self.value(row)
+        _SERVED_BY.set(None)
+        value = await self.value(row)
+        values = value if self.companions else {self.name: value}
+        return {**values, f"{self.name}__endpoint": _SERVED_BY.get()}
+
+    async def value(self, row: Mapping[str, Any]) -> Any:
+        """The column's own value for one row (a dict of every output when the column has `companions`)."""
         messages = self._messages(row)
         text = await self._ask(messages)
         if self.schema is None:
