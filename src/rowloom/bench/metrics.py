@@ -59,14 +59,18 @@ class MetricsAccumulator:
         capacities: Mapping[str, CapacityFn],
         paced: Iterable[str] = (),
         aliases: Mapping[str, Iterable[str]] | None = None,
+        providers: Mapping[str, str] | None = None,
     ):
         """`capacities` maps an endpoint to its capacity over time (seconds since job start); `paced` names
         endpoints under a requests/tokens-per-minute budget, whose queued waiting is rate limiting. `aliases`
-        lists the model aliases that share each endpoint (default: an endpoint is named by its one alias)."""
+        lists the model aliases that share each endpoint (default: an endpoint is named by its one alias).
+        `providers` maps endpoints to their provider: an event whose key (`provider/model`) names one of them
+        counts for that endpoint whatever its alias (a pool's alias spreads over several endpoints)."""
         self.endpoints = {name: _Endpoint(cap) for name, cap in capacities.items()}
         self.paced = frozenset(paced)
         members = aliases or {name: (name,) for name in capacities}
         self._endpoint_of = {alias: name for name, group in members.items() for alias in group}
+        self._endpoint_of_provider = {provider: name for name, provider in (providers or {}).items()}
         self._pools = {name: [f"model:{alias}" for alias in group] for name, group in members.items()}
         self.t0: float | None = None
         self.t_end: float | None = None
@@ -132,7 +136,9 @@ class MetricsAccumulator:
             return
         self._advance(ts)
         rel = ts - self.t0
-        alias = self._endpoint_of.get(e.get("alias"))  # type: ignore[arg-type]
+        alias = self._endpoint_of_provider.get(str(e.get("key", "")).partition("/")[0])
+        if alias is None:
+            alias = self._endpoint_of.get(e.get("alias"))  # type: ignore[arg-type]
         ep = self.endpoints.get(alias) if alias is not None else None
         if kind == "request_queued" and ep is not None:
             ep.waiters = int(e.get("waiters", ep.waiters + 1))
@@ -210,6 +216,7 @@ class MetricsAccumulator:
                 "utilisation": round(ep.busy_at_last / ep.capacity_at_last, 4) if ep.capacity_at_last else 0.0,
                 "span_s": round(ep_span, 3),
                 "requests": ep.completed,
+                "share": round(ep.completed / total, 4) if total else 0.0,  # of every request attempt of the run
                 "success": ep.success,
                 "rate_limited": ep.rate_limited,
                 "peak_in_flight": ep.peak_in_flight,

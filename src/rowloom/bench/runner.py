@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from rowloom.bench import pool_metrics
 from rowloom.bench.metrics import MetricsAccumulator, ideal_span_s, schedule_fn
 from rowloom.bench.scenarios import SCENARIOS, Scenario
 from rowloom.bench.sim_config import SimulatorConfig
@@ -139,10 +140,16 @@ def run_scenario(
         follow[name] = [(at - offset, cap) for at, cap in ep.sim.capacity_schedule if at > 0]
         members[name] = ep.aliases
     paced = [name for name, rpm in rpms.items() if rpm]
-    metrics = MetricsAccumulator(capacities, paced, members).feed_all(_stream(events_path)).result()
+    # A pool's members share its alias: their events are told apart by the provider in their key.
+    providers = {ep.label: ep.provider for ep in pool_metrics.pool_members(scenario)}
+    metrics = MetricsAccumulator(capacities, paced, members, providers).feed_all(_stream(events_path)).result()
     successes = {name: m["success"] for name, m in metrics["endpoints"].items()}
     critical = scenario.critical_path_calls * max(latencies.values())
-    ideal = ideal_span_s(successes, latencies, capacities, rpm=rpms, critical_path_s=critical)
+    ideal = ideal_span_s(
+        *pool_metrics.pool_ideal_inputs(scenario, successes, latencies, capacities, offset),
+        rpm=rpms,
+        critical_path_s=critical,
+    )
     # The same bound with each hosted endpoint's *observed* mean service time: on a busy host the simulator
     # itself answers late, which no scheduler can help; this ratio isolates what scheduling lost. (A vLLM-style
     # endpoint keeps its no-load latency: there, longer replies are what over-admission causes.)
@@ -158,7 +165,14 @@ def run_scenario(
             p50 = metrics["endpoints"][ep.label]["latency_p50_s"]
             metrics["endpoints"][ep.label]["latency_p50_over_no_load"] = round(p50 / no_load, 3)
     critical_observed = scenario.critical_path_calls * max(observed.values())
-    ideal_observed = ideal_span_s(successes, observed, capacities, rpm=rpms, critical_path_s=critical_observed)
+    ideal_observed = ideal_span_s(
+        *pool_metrics.pool_ideal_inputs(scenario, successes, observed, capacities, offset),
+        rpm=rpms,
+        critical_path_s=critical_observed,
+    )
+    pool = pool_metrics.measure(scenario, _stream(events_path), capacities, offset)
+    if pool is not None:
+        metrics["pool"] = pool
     requests = metrics["requests"]
     for alias, steps in follow.items():
         if steps:
@@ -190,6 +204,8 @@ def run_scenario(
         "client_cpu_over_server": _cpu_over_server(run.client_cpu_s, requests, sim_stats),
         "process_wall_s": round(wall, 3),
         "peak_rss_mb": round(peak_rss_mb, 1),
+        # Other work on this shared host slows the simulators too: the 1-minute load average as the run ended.
+        "host_load_1m": round(os.getloadavg()[0], 2),
         "simulators": {
             name: {
                 k: stats.get(k) for k in ("requests_total", "by_status", "peak_in_flight", "mean_in_flight", "cpu_s")

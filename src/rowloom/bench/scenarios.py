@@ -453,3 +453,6 @@ SCENARIOS: dict[str, Scenario] = {
         ),
     ]
 }
+
+# The endpoint-pool scenarios live in their own module, which adds them to SCENARIOS when imported.
+import rowloom.bench.pool_scenarios  # noqa: E402, F401
