@@ -1,7 +1,12 @@
-"""Task leases: accounting never negative or leaking; strict-fair and bounded-borrow policies."""
+"""Task leases: accounting never negative or leaking; strict-fair and bounded-borrow policies; the ready queue's
+view of waiting groups."""
 
 from __future__ import annotations
 
+from collections import Counter
+
+from rowloom.engine.completion import Task
+from rowloom.engine.scheduling.ready_queue import ReadyQueue, TaskGroup
 from rowloom.engine.scheduling.task_admission import Policy, TaskAdmissionController
 from rowloom.models.admission import ReleaseStatus
 from rowloom.observe.clock import ManualClock
@@ -88,3 +93,21 @@ def test_dynamic_capacity_is_reread_on_each_decision():
     assert c.free("p") == 1
     cap["n"] = 1  # shrinking below in-use never makes free negative
     assert c.free("p") == 0
+
+
+def test_the_ready_queue_keeps_each_pools_waiting_groups_as_tasks_come_and_go():
+    ready = ReadyQueue()
+    question, answer = TaskGroup("question", "model:a", 1.0), TaskGroup("answer", "model:a", 2.0)
+    sampler = TaskGroup("topic", "cpu", 1.0)
+    for row in range(2):
+        ready.push(Task(0, "question", row), question, 0.0)
+    ready.push(Task(0, "answer", 0), answer, 0.0)
+    ready.push(Task(0, "topic"), sampler, 0.0)
+    assert dict(ready.waiting("model:a")) == {question.key: 1.0, answer.key: 2.0}
+    assert dict(ready.waiting("cpu")) == {sampler.key: 1.0} and dict(ready.waiting("nothing")) == {}
+    taken = []
+    while (selection := ready.select(lambda group: group.pool == "model:a")) is not None:
+        taken.append(ready.commit(selection).group.column)
+        left = Counter(c for c in ["question", "question", "answer"]) - Counter(taken)
+        assert dict(ready.waiting("model:a")) == {f"{c}@model:a": {"question": 1.0, "answer": 2.0}[c] for c in left}
+    assert sorted(taken) == ["answer", "question", "question"] and dict(ready.waiting("cpu")) == {sampler.key: 1.0}

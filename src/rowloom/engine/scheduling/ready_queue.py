@@ -6,11 +6,14 @@ Within a group older row groups go first, so row groups complete, checkpoint and
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from rowloom.engine.completion import Task
 from rowloom.models.admission import FairQueue, Selection
+
+_NONE: Mapping[str, float] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,11 +44,15 @@ class ReadyQueue:
         self._groups: dict[str, TaskGroup] = {}
         self._depth: Counter[str] = Counter()  # group key -> queued tasks
         self._pool_depth: Counter[str] = Counter()
+        # pool -> its groups with queued work and their weights, kept as tasks come and go: read on every
+        # eligibility check, so it is never rebuilt from all groups (that made dispatch quadratic in groups)
+        self._waiting: dict[str, dict[str, float]] = {}
 
     def push(self, task: Task, group: TaskGroup, now: float) -> None:
         self._groups[group.key] = group
         self._depth[group.key] += 1
         self._pool_depth[group.pool] += 1
+        self._waiting.setdefault(group.pool, {})[group.key] = group.weight
         priority = (task.row_group, -1 if task.row is None else task.row)
         self._queue.push(group.key, QueuedTask(task, group, now), weight=group.weight, priority=priority)
 
@@ -59,13 +66,16 @@ class ReadyQueue:
     def commit(self, selection: Selection[str, QueuedTask]) -> QueuedTask:
         """Dequeue a selected task (`StaleSelection` if the queue changed since it was selected)."""
         item: QueuedTask = self._queue.commit(selection)
-        self._depth[item.group.key] -= 1
-        self._pool_depth[item.group.pool] -= 1
+        group = item.group
+        self._depth[group.key] -= 1
+        self._pool_depth[group.pool] -= 1
+        if self._depth[group.key] == 0:
+            del self._waiting[group.pool][group.key]
         return item
 
-    def waiting(self, pool: str) -> dict[str, float]:
-        """Groups with queued work on `pool`, with their weights."""
-        return {k: g.weight for k, g in self._groups.items() if g.pool == pool and self._depth[k] > 0}
+    def waiting(self, pool: str) -> Mapping[str, float]:
+        """Groups with queued work on `pool`, with their weights (a live view: read it, do not keep it)."""
+        return self._waiting.get(pool, _NONE)
 
     def depth(self, pool: str | None = None) -> int:
         """Queued tasks, on one pool or in total."""
