@@ -77,7 +77,7 @@ class LeaseLedger:
         if lease.generation != self.generation:
             return ReleaseStatus.STALE if lease.generation < self.generation else ReleaseStatus.UNKNOWN
         live = self._live.get(lease.key)
-        if live is not None and live.get(lease.id) == lease:
+        if live is not None and live.get(lease.id) is lease:  # identity: the very lease issued, not an equal copy
             self._integral(lease.key, now)
             del live[lease.id]
             self._per_alias[(lease.key, lease.alias)] -= 1

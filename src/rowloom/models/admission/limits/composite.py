@@ -22,13 +22,17 @@ class CompositeLimit:
         if not limits:
             raise ValueError("a composite limit needs at least one part")
         self.parts: tuple[Limit, ...] = tuple(limits)
+        self._first, self._rest = self.parts[0], self.parts[1:]
         # The parts' bounds never change: computed once (`limit` is read on every admission decision).
         self._min = max(part.min_limit for part in self.parts)
         self._max = min(part.max_limit for part in self.parts)
 
     @property
     def limit(self) -> int:
-        return max(self._min, min([part.limit for part in self.parts]))
+        value = self._first.limit  # read on every admission decision: no list built per read
+        for part in self._rest:
+            value = min(value, part.limit)
+        return max(self._min, value)
 
     @property
     def epoch(self) -> int:
