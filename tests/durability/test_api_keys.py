@@ -12,13 +12,13 @@ import pytest
 
 from rowloom.bench.sim_process import SimulatorProcess
 from rowloom.bench.simulator import SimulatorConfig
+from rowloom.concurrency.clock import SYSTEM_CLOCK
 from rowloom.config import DatasetConfig
 from rowloom.engine.job import run_job
 from rowloom.engine.runtime import RequestRuntime
 from rowloom.errors import ConfigError
 from rowloom.models.clients.openai import InsecureTransportError
 from rowloom.models.executor import EndpointRejected
-from rowloom.observe.clock import SYSTEM_CLOCK
 from rowloom.observe.sinks import JsonlSink, NullSink
 
 from .flaky_server import FlakyServer

@@ -74,9 +74,9 @@ async def test_rerun_after_changing_one_prompt_asks_only_for_that_column(tmp_pat
 
 
 async def test_identical_requests_in_flight_reach_the_provider_once(tmp_path):
+    from rowloom.concurrency.clock import SYSTEM_CLOCK
     from rowloom.engine.runtime import RequestRuntime
     from rowloom.models.types import ChatRequest
-    from rowloom.observe.clock import SYSTEM_CLOCK
 
     async with SimulatorServer(SimulatorConfig(latency_s=0.2, capacity=64, models=("sim-small",))) as sim:
         config = chain(sim.base_url, tmp_path / "cache")

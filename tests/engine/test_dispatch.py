@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+from rowloom.concurrency.clock import ManualClock
 from rowloom.config import DatasetConfig
 from rowloom.engine.completion import RowGroupState, Task
 from rowloom.engine.plan import build_plan
 from rowloom.engine.scheduler import Scheduler, model_pool
-from rowloom.observe.clock import ManualClock
 from rowloom.observe.events.scheduler import TaskBlocked
 from rowloom.observe.sinks import MemorySink
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from rowloom.concurrency.clock import ManualClock
 from rowloom.engine.scheduling.frontier import Frontier, FrontierSignals
-from rowloom.observe.clock import ManualClock
 
 
 def signals(**kw) -> FrontierSignals:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections import Counter
 
+from rowloom.concurrency.clock import ManualClock
+from rowloom.concurrency.leases import ReleaseStatus
 from rowloom.engine.completion import Task
 from rowloom.engine.scheduling.ready_queue import ReadyQueue, TaskGroup
 from rowloom.engine.scheduling.task_admission import Policy, TaskAdmissionController
-from rowloom.models.admission import ReleaseStatus
-from rowloom.observe.clock import ManualClock
 
 
 def controller(policy=Policy.STRICT_FAIR, capacity=4, bound=2) -> TaskAdmissionController:

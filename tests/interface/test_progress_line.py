@@ -10,13 +10,13 @@ import re
 
 import pytest
 
+from rowloom.concurrency.clock import ManualClock
 from rowloom.config.pricing import BudgetConfig, Pricing
 from rowloom.engine.progress import RunProgress
 from rowloom.interface.output import CliConsole
 from rowloom.interface.progress import ProgressDisplay, RateMeter, Rates, render_line
 from rowloom.models.budget import Reservation, Spend, SpendBudget
 from rowloom.models.types import Usage
-from rowloom.observe.clock import ManualClock
 from rowloom.observe.events.request import EndpointDown, LimitChanged, RequestAdmitted, RequestCompleted
 from rowloom.observe.events.snapshots import CapacitySnapshot
 from rowloom.observe.stats import RequestStats

@@ -140,12 +140,12 @@ def authority_cost(renewals: int = 20000, budget_s: float = 2.0) -> dict[str, An
     """µs of CPU per renewal for N holders each reporting a batch of samples; the load of one authority when
     100 workers renew every 100 ms while 10k requests of ~1 s are in flight (1,000 reports/s of ~10 samples).
     Each shape runs `renewals` renewals or for `budget_s`, whichever ends first (the mean needs no more)."""
+    from rowloom.concurrency.clock import SYSTEM_CLOCK
     from rowloom.config.request_admission import RequestAdmissionConfig
     from rowloom.engine.distributed.authority import CapacityAuthority
     from rowloom.engine.distributed.grants import Report, Sample
     from rowloom.models.admission.cooldown import Cooldown
     from rowloom.models.admission.limits import limit_from_config
-    from rowloom.observe.clock import SYSTEM_CLOCK
 
     out: dict[str, Any] = {}
     for workers, samples in ((2, 10), (100, 10), (100, 100), (1000, 1)):

@@ -292,9 +292,9 @@ CONDITIONS: tuple[tuple[str, ServerModel, RequestMix | None, int, float], ...] =
 def table(seeds: tuple[int, ...] = (0, 1, 2)) -> list[dict[str, object]]:
     """The default limit against every condition in `CONDITIONS`: throughput against the server's peak, median
     latency against no-load, mean limit and rejected share — the worst of `seeds` for each."""
+    from rowloom.concurrency.clock import ManualClock
     from rowloom.config.request_admission import RequestAdmissionConfig
     from rowloom.models.admission.limits.factory import limit_from_config
-    from rowloom.observe.clock import ManualClock
 
     rows = []
     for name, server, mix, ceiling, seconds in CONDITIONS:

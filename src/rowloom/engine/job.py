@@ -19,6 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from rowloom.concurrency.clock import SYSTEM_CLOCK, Clock
 from rowloom.config.checks import config_warnings
 from rowloom.config.dataset import DatasetConfig
 from rowloom.engine import run_inputs
@@ -45,7 +46,6 @@ from rowloom.errors import (
     RunAborted,
     RunInterrupted,
 )
-from rowloom.observe.clock import SYSTEM_CLOCK, Clock
 from rowloom.observe.context import correlate
 from rowloom.observe.events import scheduler as ev
 from rowloom.observe.events.snapshots import CapacitySnapshot

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from rowloom.concurrency.clock import SYSTEM_CLOCK, Clock
 from rowloom.models.budget import SpendBudget
-from rowloom.observe.clock import SYSTEM_CLOCK, Clock
 
 
 @dataclass

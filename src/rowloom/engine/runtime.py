@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from rowloom.concurrency.clock import Clock
 from rowloom.config.dataset import DatasetConfig
 from rowloom.config.models import ModelConfig, ProviderConfig
 from rowloom.errors import RowloomWarning
@@ -22,7 +23,6 @@ from rowloom.models.clients import client_for
 from rowloom.models.executor import AliasEndpoints, ModelRequestExecutor, register_alias
 from rowloom.models.local import LocalModelServer
 from rowloom.models.types import ChatClient
-from rowloom.observe.clock import Clock
 from rowloom.observe.sinks import EventSink
 
 #: Builds the client of one provider instead of `OpenAIClient`: called with the provider as requests see it (a

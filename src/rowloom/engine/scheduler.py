@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from rowloom.concurrency.clock import SYSTEM_CLOCK, Clock
+from rowloom.concurrency.fair_queue import Selection
 from rowloom.config.dataset import DatasetConfig
 from rowloom.config.scheduling import ResourceClass
 from rowloom.engine.completion import RowGroupState, Task
@@ -24,9 +26,7 @@ from rowloom.engine.scheduling.ports import Checkpointer, EndpointView, model_po
 from rowloom.engine.scheduling.ready_queue import QueuedTask, ReadyQueue, TaskGroup
 from rowloom.engine.scheduling.task_admission import Policy, TaskAdmissionController, TaskLease
 from rowloom.errors import BudgetReached, RowloomError, RunAborted, RunInterrupted
-from rowloom.models.admission import Selection
 from rowloom.models.budget import SpendBudget
-from rowloom.observe.clock import SYSTEM_CLOCK, Clock
 from rowloom.observe.context import correlate
 from rowloom.observe.events import scheduler as ev
 from rowloom.observe.events.snapshots import CapacitySnapshot

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TypeVar
 
+from rowloom.concurrency.clock import SYSTEM_CLOCK, Clock
 from rowloom.config.models import ModelConfig, ProviderConfig
 from rowloom.config.request_admission import RequestAdmissionConfig
 from rowloom.errors import RowloomError
@@ -33,7 +34,6 @@ from rowloom.models.types import (
     Usage,
     prompt_token_bound,
 )
-from rowloom.observe.clock import SYSTEM_CLOCK, Clock
 from rowloom.observe.context import correlate
 from rowloom.observe.events.request import CacheHit, CacheMissed, RequestRetried
 from rowloom.observe.sinks import EventSink, NullSink

@@ -6,11 +6,11 @@ import asyncio
 
 import pytest
 
+from rowloom.concurrency.clock import ManualClock
 from rowloom.config.models import ModelConfig, ProviderConfig
 from rowloom.config.request_admission import AggregateCap, RequestAdmissionConfig
 from rowloom.models.admission import FixedLimit, RequestAdmissionController, TokenBucket
 from rowloom.models.types import Outcome
-from rowloom.observe.clock import ManualClock
 
 PROVIDER = ProviderConfig(name="p", base_url="http://127.0.0.1:9/v1")
 

@@ -12,17 +12,17 @@ from collections import Counter
 
 import pytest
 
+from rowloom.concurrency.clock import ManualClock, MonotonicClock
+from rowloom.concurrency.leases import ReleaseStatus
 from rowloom.config.models import ModelConfig, ProviderConfig
 from rowloom.config.request_admission import RequestAdmissionConfig
 from rowloom.errors import RowloomError
 from rowloom.models.admission import (
     AdmissionTimeout,
     FixedLimit,
-    ReleaseStatus,
     RequestAdmissionController,
 )
 from rowloom.models.types import Outcome
-from rowloom.observe.clock import ManualClock, MonotonicClock
 from rowloom.observe.events.request import (
     LimitChanged,
     ReleaseRejected,

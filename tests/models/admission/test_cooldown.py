@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+from rowloom.concurrency.clock import ManualClock
 from rowloom.config.models import ModelConfig, ProviderConfig
 from rowloom.config.request_admission import RequestAdmissionConfig
 from rowloom.models.admission import Cooldown, FixedLimit, RequestAdmissionController
 from rowloom.models.types import Outcome, RateLimitInfo
-from rowloom.observe.clock import ManualClock
 from rowloom.observe.events.request import CooldownEnded, CooldownStarted, RequestRateLimited
 from rowloom.observe.sinks import MemorySink
 

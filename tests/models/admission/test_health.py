@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from rowloom.concurrency.clock import ManualClock
 from rowloom.config.models import ModelConfig, ProviderConfig
 from rowloom.config.request_admission import RequestAdmissionConfig
 from rowloom.models.admission import (
@@ -21,7 +22,6 @@ from rowloom.models.admission import (
     RequestAdmissionController,
 )
 from rowloom.models.types import Outcome
-from rowloom.observe.clock import ManualClock
 from rowloom.observe.events.request import EndpointDown, EndpointUp, LimitChanged, RequestAdmitted
 from rowloom.observe.sinks import MemorySink
 

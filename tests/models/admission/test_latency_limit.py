@@ -10,11 +10,11 @@ import random
 import pytest
 
 from rowloom.bench.limit_sim import RequestMix, ServerModel, peak_throughput, simulate
+from rowloom.concurrency.clock import ManualClock
 from rowloom.config.request_admission import RequestAdmissionConfig
 from rowloom.errors import ConfigError
 from rowloom.models.admission import LatencyLimit, limit_from_config
 from rowloom.models.admission.limits.load_curve import LoadCurve
-from rowloom.observe.clock import ManualClock
 
 SEEDS = (0, 1, 2)
 

@@ -7,9 +7,9 @@ import heapq
 import pytest
 
 from rowloom.bench.limit_sim import ServerModel, simulate
+from rowloom.concurrency.clock import ManualClock
 from rowloom.config.request_admission import RequestAdmissionConfig
 from rowloom.models.admission import AIMDLimit, CompositeLimit, FixedLimit, LatencyLimit, Limit, limit_from_config
-from rowloom.observe.clock import ManualClock
 
 
 def successes(limit: Limit, n: int, *, in_flight: int | None = None, start: float = 0.0, rtt: float = 1.0) -> None:

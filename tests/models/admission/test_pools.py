@@ -7,12 +7,12 @@ from collections import Counter
 
 import pytest
 
+from rowloom.concurrency.clock import ManualClock
 from rowloom.config.models import ModelConfig, ProviderConfig
 from rowloom.config.request_admission import RequestAdmissionConfig
 from rowloom.models.admission import FixedLimit, RequestAdmissionController, ResourceKey
 from rowloom.models.admission.health import EndpointUnavailable
 from rowloom.models.types import Outcome
-from rowloom.observe.clock import ManualClock
 from rowloom.observe.events.request import RequestAdmitted, RequestQueued
 from rowloom.observe.sinks import MemorySink
 

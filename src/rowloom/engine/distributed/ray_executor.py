@@ -143,7 +143,7 @@ def _actor_classes(ray: Any) -> tuple[Any, Any, Any]:
 
 
 def _system_clock():
-    from rowloom.observe.clock import SYSTEM_CLOCK
+    from rowloom.concurrency.clock import SYSTEM_CLOCK
 
     return SYSTEM_CLOCK
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from rowloom.concurrency.clock import SYSTEM_CLOCK, Clock
 from rowloom.concurrency.tasks import cancel_and_wait
 from rowloom.config.dataset import DatasetConfig
 from rowloom.engine.completion import RowGroupState
@@ -27,7 +28,6 @@ from rowloom.engine.seed_reader import SeedReader
 from rowloom.engine.storage import OutputStore, WrittenRowGroup
 from rowloom.models.admission.keys import ResourceKey
 from rowloom.models.admission.registry import LimitBounds
-from rowloom.observe.clock import SYSTEM_CLOCK, Clock
 from rowloom.observe.context import correlate
 from rowloom.observe.events.base import Event
 from rowloom.observe.events.request import LimitChanged

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rowloom.observe.clock import Clock
+from rowloom.concurrency.clock import Clock
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from rowloom.concurrency.fair_queue import FairQueue, Selection
 from rowloom.engine.completion import Task
-from rowloom.models.admission import FairQueue, Selection
 
 _NONE: Mapping[str, float] = MappingProxyType({})
 

@@ -5,16 +5,12 @@ Owns pool accounting and lease generations only; which task runs next is the rea
 
 from __future__ import annotations
 
-import itertools
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from rowloom.models.admission import ReleaseStatus
-from rowloom.observe.clock import SYSTEM_CLOCK, Clock
-
-_GENERATIONS = itertools.count(1)  # process-wide, so a lease of another controller is never mistaken for ours
+from rowloom.concurrency.clock import SYSTEM_CLOCK, Clock
+from rowloom.concurrency.leases import LeaseBook, ReleaseStatus
 
 
 class Policy(StrEnum):
@@ -36,12 +32,6 @@ class TaskLease:
     borrowed: bool = False
 
 
-@dataclass(slots=True)
-class _Pool:
-    capacity: Callable[[], int]
-    in_use: int = 0
-
-
 class TaskAdmissionController:
     """Grants and takes back task leases; duplicate, unknown and stale releases change nothing.
 
@@ -60,31 +50,31 @@ class TaskAdmissionController:
         self.policy = Policy(policy)
         self.borrow_bound = borrow_bound
         self.clock = clock
-        self.generation = next(_GENERATIONS)
-        self._pools: dict[str, _Pool] = {}
+        self._book: LeaseBook[str, TaskLease] = LeaseBook(memory=released_history)
+        self._pools: dict[str, Callable[[], int]] = {}  # pool -> its capacity now
         self._held: dict[tuple[str, str], int] = {}  # (pool, group) -> leases held
         self._debt: dict[str, int] = {}  # group -> borrowed leases outstanding
         self._repaying: set[str] = set()
-        self._active: dict[int, TaskLease] = {}
-        self._released: OrderedDict[int, ReleaseStatus] = OrderedDict()
-        self._history = released_history
-        self._ids = itertools.count(1)
-        self._past_generations: set[int] = set()
+
+    @property
+    def generation(self) -> int:
+        """Stamped on every lease; leases of an earlier generation of this controller release as STALE."""
+        return self._book.generation
 
     # ------------------------------------------------------------ pools
 
     def add_pool(self, name: str, capacity: int | Callable[[], int]) -> None:
         """Declare a pool; `capacity` may be a callable re-read on each decision (adaptive limits)."""
         cap = capacity if callable(capacity) else (lambda c=capacity: c)
-        self._pools[name] = _Pool(capacity=cap)
+        self._pools[name] = cap
 
     def capacity(self, pool: str) -> int:
         """Current capacity of a pool (at least 1)."""
-        return max(1, int(self._pools[pool].capacity()))
+        return max(1, int(self._pools[pool]()))
 
     def in_use(self, pool: str) -> int:
         """Leases currently held on a pool."""
-        return self._pools[pool].in_use
+        return self._book.in_flight(pool)
 
     def free(self, pool: str) -> int:
         """Slots free on a pool right now (never negative)."""
@@ -136,50 +126,39 @@ class TaskAdmissionController:
         allowed, _, borrowed = self.admissible(pool, group, waiting or {})
         if not allowed:
             return None
-        lease = TaskLease(next(self._ids), pool, group, self.generation, self.clock.now(), borrowed)
-        self._pools[pool].in_use += 1
+        lease = TaskLease(self._book.next_id(), pool, group, self._book.generation, self.clock.now(), borrowed)
+        self._book.add(pool, lease)
         self._held[(pool, group)] = self.held(pool, group) + 1
         if borrowed:
             self._debt[group] = self.debt(group) + 1
             if self._debt[group] >= self.borrow_bound:
                 self._repaying.add(group)
-        self._active[lease.id] = lease
         return lease
 
     def release(self, lease: TaskLease) -> ReleaseStatus:
         """Return a lease. Only the first release of a live lease of this generation changes accounting."""
-        if lease.generation != self.generation:
-            return ReleaseStatus.STALE if lease.generation in self._past_generations else ReleaseStatus.UNKNOWN
-        if self._active.get(lease.id) != lease:
-            return ReleaseStatus.DUPLICATE if lease.id in self._released else ReleaseStatus.UNKNOWN
-        del self._active[lease.id]
-        self._pools[lease.pool].in_use -= 1
+        status = self._book.settle(lease.pool, lease)
+        if status is not ReleaseStatus.RELEASED:
+            return status
         self._held[(lease.pool, lease.group)] -= 1
         if lease.borrowed:
             self._debt[lease.group] -= 1
             if self._debt[lease.group] == 0:
                 self._repaying.discard(lease.group)
-        self._released[lease.id] = ReleaseStatus.RELEASED
-        while len(self._released) > self._history:
-            self._released.popitem(last=False)
-        return ReleaseStatus.RELEASED
+        return status
 
     def reset(self) -> None:
         """Forget every lease (new generation): late releases of old leases are reported stale."""
-        self._past_generations.add(self.generation)
-        self.generation = next(_GENERATIONS)
-        for pool in self._pools.values():
-            pool.in_use = 0
+        self._book.reset()
         self._held.clear()
         self._debt.clear()
         self._repaying.clear()
-        self._active.clear()
 
     @property
     def active_leases(self) -> int:
         """Leases currently held across all pools."""
-        return len(self._active)
+        return len(self._book)
 
     def recently_released(self) -> list[int]:
         """Ids of the most recently released leases (bounded), for diagnostics."""
-        return list(self._released)
+        return self._book.recently_released()

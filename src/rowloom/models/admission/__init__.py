@@ -7,7 +7,6 @@ from rowloom.models.admission.caps import CapTable
 from rowloom.models.admission.controller import RequestAdmissionController
 from rowloom.models.admission.cooldown import Cooldown, Pause
 from rowloom.models.admission.errors import AdmissionClosed, AdmissionTimeout
-from rowloom.models.admission.fair_queue import FairQueue, Selection, StaleSelection
 from rowloom.models.admission.health import (
     EndpointHealth,
     EndpointRejected,
@@ -15,7 +14,7 @@ from rowloom.models.admission.health import (
     EndpointUnreachable,
 )
 from rowloom.models.admission.keys import Domain, ResourceKey
-from rowloom.models.admission.leases import LeaseLedger, ReleaseStatus, RequestLease
+from rowloom.models.admission.leases import LeaseLedger, RequestLease
 from rowloom.models.admission.limits import (
     AIMDLimit,
     CompositeLimit,
@@ -40,7 +39,6 @@ __all__ = [
     "EndpointRejected",
     "EndpointUnavailable",
     "EndpointUnreachable",
-    "FairQueue",
     "FixedLimit",
     "LatencyLimit",
     "LeaseLedger",
@@ -49,12 +47,9 @@ __all__ = [
     "LimitFactory",
     "Pause",
     "RateBudget",
-    "ReleaseStatus",
     "RequestAdmissionController",
     "RequestLease",
     "ResourceKey",
-    "Selection",
-    "StaleSelection",
     "TokenBucket",
     "limit_from_config",
 ]

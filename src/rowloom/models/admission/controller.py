@@ -10,6 +10,8 @@ import asyncio
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from rowloom.concurrency.clock import SYSTEM_CLOCK, Clock
+from rowloom.concurrency.leases import ReleaseStatus
 from rowloom.config.models import ModelConfig, ProviderConfig
 from rowloom.config.request_admission import RequestAdmissionConfig
 from rowloom.errors import RowloomError
@@ -17,7 +19,7 @@ from rowloom.models.admission.endpoint import EndpointState, Waiter
 from rowloom.models.admission.errors import AdmissionClosed, AdmissionTimeout, saturated
 from rowloom.models.admission.feedback import learn
 from rowloom.models.admission.keys import ResourceKey
-from rowloom.models.admission.leases import LeaseLedger, ReleaseStatus, RequestLease
+from rowloom.models.admission.leases import LeaseLedger, RequestLease
 from rowloom.models.admission.limits import Limit, limit_from_config
 from rowloom.models.admission.pool_admission import PooledAdmission
 from rowloom.models.admission.registry import EndpointRegistry, LimitBounds, LimitFactory
@@ -25,7 +27,6 @@ from rowloom.models.admission.threads import LoopBinding
 from rowloom.models.admission.views import AdmissionViews
 from rowloom.models.ledger import usage_fields
 from rowloom.models.types import Outcome, RateLimitInfo, Usage
-from rowloom.observe.clock import SYSTEM_CLOCK, Clock
 from rowloom.observe.context import Correlation
 from rowloom.observe.events.base import Event
 from rowloom.observe.events.request import (

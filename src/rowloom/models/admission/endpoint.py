@@ -10,16 +10,16 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from rowloom.concurrency.clock import Clock
+from rowloom.concurrency.fair_queue import FairQueue
+from rowloom.concurrency.wakeup import Wakeup
 from rowloom.models.admission.caps import Cap
 from rowloom.models.admission.cooldown import Cooldown
-from rowloom.models.admission.fair_queue import FairQueue
 from rowloom.models.admission.health import EndpointHealth
 from rowloom.models.admission.keys import ResourceKey
 from rowloom.models.admission.leases import RequestLease
 from rowloom.models.admission.limits.base import Limit
 from rowloom.models.admission.rate_budget import RateBudget, TokenBucket
-from rowloom.models.admission.wakeup import Wakeup
-from rowloom.observe.clock import Clock
 from rowloom.observe.context import Correlation, current
 
 if TYPE_CHECKING:

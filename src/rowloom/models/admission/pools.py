@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from rowloom.concurrency.clock import Clock
+from rowloom.concurrency.fair_queue import FairQueue, Selection
+from rowloom.concurrency.wakeup import Wakeup
 from rowloom.models.admission.endpoint import EndpointState, Waiter
-from rowloom.models.admission.fair_queue import FairQueue, Selection
 from rowloom.models.admission.keys import ResourceKey
-from rowloom.models.admission.wakeup import Wakeup
-from rowloom.observe.clock import Clock
 from rowloom.observe.events.request import POOL_QUEUE_PREFIX
 
 

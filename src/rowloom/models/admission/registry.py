@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from rowloom.concurrency.clock import Clock
 from rowloom.config.models import ModelConfig, ProviderConfig
 from rowloom.config.request_admission import RequestAdmissionConfig
 from rowloom.errors import RowloomError
@@ -18,7 +19,6 @@ from rowloom.models.admission.health import EndpointHealth, public_url
 from rowloom.models.admission.keys import ResourceKey
 from rowloom.models.admission.limits import Limit
 from rowloom.models.admission.pools import EndpointPool, Member
-from rowloom.observe.clock import Clock
 
 
 @dataclass(frozen=True, slots=True)

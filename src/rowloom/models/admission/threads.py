@@ -13,14 +13,6 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def running_loop() -> asyncio.AbstractEventLoop | None:
-    """The event loop running on this thread, or None."""
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
 class LoopBinding:
     """The event loop (and its thread) that an admission controller belongs to."""
 

@@ -5,13 +5,13 @@ Owns the mapping from `RequestAdmissionConfig` knobs to limit constructors; must
 
 from __future__ import annotations
 
+from rowloom.concurrency.clock import Clock
 from rowloom.config.request_admission import RequestAdmissionConfig
 from rowloom.models.admission.limits.aimd import AIMDLimit
 from rowloom.models.admission.limits.base import Limit
 from rowloom.models.admission.limits.composite import CompositeLimit
 from rowloom.models.admission.limits.fixed import FixedLimit
 from rowloom.models.admission.limits.latency import LatencyLimit
-from rowloom.observe.clock import Clock
 
 
 def limit_from_config(

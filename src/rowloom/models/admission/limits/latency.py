@@ -10,10 +10,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from rowloom.concurrency.clock import Clock
 from rowloom.models.admission.limits.base import clamp, next_epoch
 from rowloom.models.admission.limits.load_curve import LoadCurve, Window
 from rowloom.models.types import Outcome
-from rowloom.observe.clock import Clock
 
 _DEEP = 0.5  # a probe for a knee below every load seen holds the limit at half the lowest
 _ROUTINE = 0.7  # a routine probe below the operating load holds it at this share (cheaper, shallower)

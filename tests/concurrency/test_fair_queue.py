@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from rowloom.models.admission import FairQueue, StaleSelection
+from rowloom.concurrency.fair_queue import FairQueue, StaleSelection
 
 
 def drain(queue: FairQueue, n: int | None = None, eligible=None) -> list:

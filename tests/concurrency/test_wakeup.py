@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from rowloom.models.admission.wakeup import Wakeup
-from rowloom.observe.clock import ManualClock
+from rowloom.concurrency.clock import ManualClock
+from rowloom.concurrency.wakeup import Wakeup
 
 
 async def settle() -> None:

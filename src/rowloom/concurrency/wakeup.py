@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from rowloom.models.admission.threads import running_loop
-from rowloom.observe.clock import Clock
+from rowloom.concurrency.clock import Clock
+from rowloom.concurrency.loops import running_loop
 
 _NOW = float("-inf")  # a deadline of None: nothing to wait for, fire at once
 
