@@ -3,10 +3,10 @@ requests among its grants (no Ray needed: the worker's runtime is built here dir
 
 from __future__ import annotations
 
+from rowloom.concurrency.clock import ManualClock
 from rowloom.config import DatasetConfig
 from rowloom.engine.distributed.grants import Grant
 from rowloom.engine.distributed.worker import GrantedRuntime, endpoints_of
-from rowloom.observe.clock import ManualClock
 from rowloom.observe.sinks import NullSink
 
 CONFIG = {

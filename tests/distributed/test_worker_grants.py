@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 
+from rowloom.concurrency.clock import ManualClock
 from rowloom.config import DatasetConfig
 from rowloom.engine.distributed.grants import FALLBACK_SHARE, Grant, GrantLimit, GrantRenewer, Report
 from rowloom.engine.distributed.worker import WorkerEngine
 from rowloom.engine.output_location import OutputLocation
 from rowloom.models.types import Outcome
-from rowloom.observe.clock import ManualClock
 
 CONFIG = {
     "providers": [{"name": "p", "base_url": "http://127.0.0.1:9/v1"}],
