@@ -17,7 +17,7 @@ class Endpoints:
     def capacity(self, alias: str) -> int:
         return 8
 
-    def pressure(self, alias: str) -> bool:
+    def saturated(self, alias: str) -> bool:
         return alias in self.pressured
 
     def cooling(self, alias: str) -> bool:

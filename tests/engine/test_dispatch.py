@@ -19,7 +19,7 @@ class Endpoints:
     def capacity(self, alias: str) -> int:
         return 3
 
-    def pressure(self, alias: str) -> bool:
+    def saturated(self, alias: str) -> bool:
         return False
 
     def cooling(self, alias: str) -> bool:

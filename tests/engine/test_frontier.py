@@ -9,7 +9,7 @@ from rowloom.engine.scheduling.frontier import Frontier, FrontierSignals
 
 
 def signals(**kw) -> FrontierSignals:
-    base = {"starved": False, "pressured": False, "queued_demand": 0, "model_slots": 32, "admitted_rows": 100}
+    base = {"starved": False, "paused": False, "queued_demand": 0, "model_slots": 32, "admitted_rows": 100}
     base.update(kw)
     return FrontierSignals(**base)
 
@@ -39,24 +39,24 @@ def test_does_not_widen_while_demand_is_queued_or_capacity_is_busy():
 
 def test_narrows_after_sustained_pressure_one_step_per_window():
     f, clock = frontier(initial=4)
-    assert f.update(signals(pressured=True, queued_demand=10)) is None  # pressure just began
+    assert f.update(signals(paused=True, queued_demand=10)) is None  # pressure just began
     clock.advance(1.0)
-    assert f.update(signals(pressured=True, queued_demand=10)) is None
+    assert f.update(signals(paused=True, queued_demand=10)) is None
     clock.advance(1.0)
-    assert f.update(signals(pressured=True, queued_demand=10)) == (4, 3, "sustained request pressure")
+    assert f.update(signals(paused=True, queued_demand=10)) == (4, 3, "sustained request pressure")
     clock.advance(0.5)
-    assert f.update(signals(pressured=True, queued_demand=10)) is None  # next step needs another window
+    assert f.update(signals(paused=True, queued_demand=10)) is None  # next step needs another window
     clock.advance(1.5)
-    assert f.update(signals(pressured=True, queued_demand=10)) == (3, 2, "sustained request pressure")
+    assert f.update(signals(paused=True, queued_demand=10)) == (3, 2, "sustained request pressure")
 
 
 def test_pressure_that_lets_up_resets_the_window():
     f, clock = frontier(initial=4)
-    f.update(signals(pressured=True, queued_demand=10))
+    f.update(signals(paused=True, queued_demand=10))
     clock.advance(1.9)
-    f.update(signals(pressured=False))
+    f.update(signals(paused=False))
     clock.advance(0.2)
-    assert f.update(signals(pressured=True, queued_demand=10)) is None
+    assert f.update(signals(paused=True, queued_demand=10)) is None
 
 
 def test_narrows_when_admitted_rows_pass_the_memory_bound_and_refuses_new_row_groups():
@@ -83,7 +83,7 @@ class _Endpoints:
     def capacity(self, alias: str) -> int:
         return 4
 
-    def pressure(self, alias: str) -> bool:
+    def saturated(self, alias: str) -> bool:
         return False
 
     def cooling(self, alias: str) -> bool:

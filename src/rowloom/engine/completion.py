@@ -1,4 +1,4 @@
-"""Which cells are done or dropped in a row group, and which tasks became ready as a result (the frontier).
+"""Which cells are done or dropped in a row group, and which tasks became ready as a result (the ready set).
 
 Owns the values of an admitted row group until it is checkpointed; knows nothing of admission or I/O.
 """

@@ -39,7 +39,7 @@ def effective_model(model: ModelConfig, provider: ProviderConfig) -> ModelConfig
 
 
 class RequestRuntime:
-    """Owns the clients, the request admission controller and the executor; answers capacity and pressure.
+    """Owns the clients, the request admission controller and the executor; answers capacity and saturation.
 
     `clients` and `executor` exist once the runtime is entered (`async with RequestRuntime(...) as runtime:`).
     """
@@ -149,9 +149,9 @@ class RequestRuntime:
         """The current request limit of a model (its endpoint's adaptive limit)."""
         return self.admission.capacity(alias)
 
-    def pressure(self, alias: str) -> bool:
+    def saturated(self, alias: str) -> bool:
         """Whether a model's endpoint has queued waiters or is cooling down."""
-        return self.admission.pressure(alias)
+        return self.admission.saturated(alias)
 
     def backing_off(self, alias: str) -> int:
         """Requests of a model sleeping before a retry (they hold a task, not a request slot)."""

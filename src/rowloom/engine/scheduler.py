@@ -211,8 +211,8 @@ class Scheduler:
         allowed, _, _ = self.admission.admissible(group.pool, group.key, self.ready.waiting(group.pool))
         return allowed
 
-    def _pressured(self, pool: str) -> bool:
-        return pool.startswith("model:") and self.endpoints.pressure(pool.removeprefix("model:"))
+    def _saturated(self, pool: str) -> bool:
+        return pool.startswith("model:") and self.endpoints.saturated(pool.removeprefix("model:"))
 
     def _select_next(self, refused: set[str]) -> Selection[str, QueuedTask] | None:
         """The task fairness and pressure advice say goes next, among eligible groups not `refused` a lease in
@@ -225,8 +225,8 @@ class Scheduler:
         if head is None:
             return None
         group = head.item.group
-        if self._pressured(group.pool) and self._skips[group.key] < self.max_advisory_skips:
-            alt = self.ready.select(lambda g: eligible(g) and not self._pressured(g.pool))
+        if self._saturated(group.pool) and self._skips[group.key] < self.max_advisory_skips:
+            alt = self.ready.select(lambda g: eligible(g) and not self._saturated(g.pool))
             if alt is not None:
                 self._skips[group.key] += 1
                 self.sink.emit(
@@ -421,7 +421,7 @@ class Scheduler:
             slots = sum(self.admission.capacity(p) for p in pools)
         signals = FrontierSignals(
             starved=starved,
-            pressured=any(self._paused(p.removeprefix("model:")) for p in pools),
+            paused=any(self._paused(p.removeprefix("model:")) for p in pools),
             queued_demand=sum(self.ready.depth(p) for p in pools),
             model_slots=slots,
             admitted_rows=self._admitted_rows(),
@@ -457,7 +457,7 @@ class Scheduler:
             }
             for p in self.admission.pools
         }
-        endpoints = {a: {"pressured": self.endpoints.pressure(a)} for a in self.plan.model_aliases}
+        endpoints = {a: {"saturated": self.endpoints.saturated(a)} for a in self.plan.model_aliases}
         pending = self.pending[0].count if self.pending else 0
         _, why = self.frontier.may_admit(len(self.active), self._admitted_rows(), pending)
         return ev.HealthSnapshot(

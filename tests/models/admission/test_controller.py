@@ -71,11 +71,11 @@ async def test_admits_up_to_the_limit_then_queues_waiters():
     waiter = asyncio.create_task(controller.acquire("a"))
     await settle()
     assert not waiter.done()
-    assert controller.waiting("a") == 1 and controller.pressure("a")
+    assert controller.waiting("a") == 1 and controller.saturated("a")
     assert ok(controller, first) is ReleaseStatus.RELEASED
     third = await waiter
     assert third.key == first.key and controller.in_flight("a") == 2
-    assert not controller.pressure("a")
+    assert not controller.saturated("a")
 
 
 async def test_waiter_is_admitted_within_a_millisecond_of_the_release():
@@ -464,7 +464,7 @@ async def test_a_burst_of_429s_admitted_under_one_limit_cuts_it_once():
         controller.release(lease, Outcome.RATE_LIMITED, rtt_s=0.01, retry_after_s=1.0)
     assert controller.capacity("a") == 6  # 8 * 0.75, once
     assert controller.snapshot()["p/m"]["rate_limited"] == 8
-    assert not controller.pressure("a")  # one congestion event, not a spent budget: no pause
+    assert not controller.saturated("a")  # one congestion event, not a spent budget: no pause
 
 
 async def test_fail_key_fails_waiters_and_every_later_acquire():

@@ -43,7 +43,7 @@ async def test_a_single_429_does_not_stall_a_key_whose_other_requests_succeed():
     unlucky = await controller.acquire("a")
     others = [await controller.acquire("a") for _ in range(3)]
     rejected(controller, unlucky, retry_after_s=30.0)
-    assert not controller.pressure("a")
+    assert not controller.saturated("a")
     assert controller.snapshot()["p/m"]["cooldown_until"] is None
     assert controller.try_acquire("a") is not None  # the key keeps admitting
     for lease in others:
@@ -56,7 +56,7 @@ async def test_repeated_429s_with_no_success_pause_the_key_for_the_retry_after()
     leases = [await controller.acquire("a") for _ in range(3)]
     for lease in leases:
         rejected(controller, lease, retry_after_s=5.0)
-    assert controller.pressure("a")
+    assert controller.saturated("a")
     assert controller.try_acquire("a") is None
     started = sink.of(CooldownStarted)
     assert len(started) == 1 and started[0].until == 105.0 and started[0].duration_s == 5.0
@@ -77,7 +77,7 @@ async def test_a_success_between_429s_resets_the_evidence():
     for outcome in (Outcome.RATE_LIMITED, Outcome.RATE_LIMITED, Outcome.SUCCESS, Outcome.RATE_LIMITED):
         lease = await controller.acquire("a")
         controller.release(lease, outcome, rtt_s=0.01, retry_after_s=5.0)
-    assert not controller.pressure("a")
+    assert not controller.saturated("a")
 
 
 async def test_a_pause_without_retry_after_lasts_the_default_cooldown():
@@ -95,7 +95,7 @@ async def test_429s_from_a_burst_already_answered_by_a_cut_do_not_count_towards_
     for lease in burst:
         rejected(controller, lease, retry_after_s=5.0)
     assert controller.snapshot()["p/m"]["consecutive_429"] == 1
-    assert not controller.pressure("a")
+    assert not controller.saturated("a")
 
 
 async def test_remaining_requests_at_zero_pauses_the_key_until_the_reset():
@@ -104,7 +104,7 @@ async def test_remaining_requests_at_zero_pauses_the_key_until_the_reset():
     lease = await controller.acquire("a")
     spent = RateLimitInfo(remaining_requests=0, reset_requests_s=7.0)  # budget size unknown
     controller.release(lease, Outcome.SUCCESS, rtt_s=0.2, rate_limit=spent)
-    assert controller.pressure("a") and controller.try_acquire("a") is None
+    assert controller.saturated("a") and controller.try_acquire("a") is None
     assert "rate-limit headers" in sink.of(CooldownStarted)[0].reason
     waiter = asyncio.create_task(controller.acquire("a"))
     clock.advance(6.9)
@@ -112,7 +112,7 @@ async def test_remaining_requests_at_zero_pauses_the_key_until_the_reset():
     assert not waiter.done()
     clock.advance(0.1)
     await settle()
-    assert waiter.done() and not controller.pressure("a")
+    assert waiter.done() and not controller.saturated("a")
 
 
 async def test_a_spent_budget_of_known_size_is_paced_at_its_refill_rate_instead_of_paused_until_full():
@@ -149,7 +149,7 @@ async def test_headers_with_budget_left_do_not_pause():
     lease = await controller.acquire("a")
     fine = RateLimitInfo(remaining_requests=10, reset_requests_s=7.0, remaining_tokens=5000)
     controller.release(lease, Outcome.SUCCESS, rtt_s=0.2, rate_limit=fine)
-    assert not controller.pressure("a")
+    assert not controller.saturated("a")
 
 
 def test_the_count_survives_a_pause_so_a_still_spent_budget_pauses_again_at_once():

@@ -310,7 +310,7 @@ async def test_down_stops_sending_then_the_probe_timer_lets_one_waiter_out():
     assert admission.try_acquire("a") is None
     waiters = [asyncio.create_task(admission.acquire("a", retry=True)) for _ in range(5)]
     await settle()
-    assert not any(w.done() for w in waiters) and admission.pressure("a")
+    assert not any(w.done() for w in waiters) and admission.saturated("a")
     clock.advance(0.5)  # the probe is due: the timer wakes exactly one waiter, no polling
     await settle()
     assert sum(w.done() for w in waiters) == 1 and admission.in_flight("a") == 1

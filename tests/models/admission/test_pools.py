@@ -82,7 +82,7 @@ async def test_queued_requests_go_to_whichever_endpoint_frees_a_slot_and_record_
     x, y = await controller.acquire("a"), await controller.acquire("a")
     waiters = [asyncio.ensure_future(controller.acquire("a", group=f"g{i}")) for i in range(2)]
     await settle()
-    assert controller.waiting("a") == 2 and controller.pressure("a")
+    assert controller.waiting("a") == 2 and controller.saturated("a")
     controller.release(y, Outcome.SUCCESS, rtt_s=0.1)
     first = await waiters[0]
     assert first.key.provider == "y"

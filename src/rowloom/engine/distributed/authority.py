@@ -11,11 +11,11 @@ import heapq
 import itertools
 from dataclasses import dataclass
 
+from rowloom.concurrency.clock import SYSTEM_CLOCK, Clock
 from rowloom.engine.distributed.grants import Grant, Report, Sample
 from rowloom.models.admission.cooldown import Cooldown
 from rowloom.models.admission.limits import Limit
 from rowloom.models.types import Outcome, RateLimitInfo
-from rowloom.observe.clock import SYSTEM_CLOCK, Clock
 
 _NO_HEADERS = RateLimitInfo()
 
@@ -27,11 +27,18 @@ class _Holder:
     in_flight: int
     expires_at: float
     reported_at: float = float("-inf")
+    honoured: int = 0  # the share it admitted under when it last reported: in force until this answer lands
 
     @property
     def using(self) -> int:
         """Capacity this holder occupies: its share, or more while requests admitted before a cut still run."""
         return max(self.share, self.in_flight)
+
+    @property
+    def reserved(self) -> int:
+        """Room nobody else may be lent: what it occupies, or the grant it still admits under until the answer
+        to its last report lands (a shrink binds only once applied; the worker reports again after that)."""
+        return max(self.using, self.honoured)
 
 
 def fair_shares(limit: int, demands: dict[str, int]) -> dict[str, int]:
@@ -66,7 +73,9 @@ class CapacityAuthority:
     flight when a cut left it above its grant), this one included, sums to at most the current limit. A cut
     cannot revoke what was lent, so right after one the sum may exceed the new limit until each holder renews
     (one renewal interval); every renewal then shrinks to the new fair share, and nobody is lent room that
-    another holder's requests still fill. A holder that stops renewing is dropped when its lease ends.
+    another holder's requests still fill. A shrink is not revoked either: the holder admits under its old
+    grant until the answer lands, so the room it gives up is lent to others only after its next report (made
+    once it applied the shrink). A holder that stops renewing is dropped when its lease ends.
 
     Samples reach the limit in the order they finished, across workers: each report carries what its worker
     saw since its last one, so a sample is held until every live holder has reported past its finish (at most
@@ -108,6 +117,9 @@ class CapacityAuthority:
         if holder is None:
             holder = self._holders[report.worker] = _Holder(0, 0, 0, now)
         holder.demand, holder.in_flight, holder.reported_at = report.demand, report.in_flight, now
+        # What it may admit until this answer lands: as it says, or else the last grant it was sent (a worker
+        # renews one endpoint at a time, so that one has landed).
+        holder.honoured = holder.share if report.share is None else report.share
         self._learn_known(now)
         if report.cooling_s > 0 and self.cooldown is not None:
             self.cooldown.hold(now + report.cooling_s, f"{report.worker}'s provider asked for a pause")
@@ -117,7 +129,7 @@ class CapacityAuthority:
             share = 0
         else:
             fair = fair_shares(self.limit.limit, {w: h.demand for w, h in self._holders.items()})[report.worker]
-            lent = sum(h.using for w, h in self._holders.items() if w != report.worker)
+            lent = sum(h.reserved for w, h in self._holders.items() if w != report.worker)
             share = max(0, min(fair, self.limit.limit - lent))
         holder.share = share
         holder.expires_at = now + self.lease_ttl_s

@@ -13,10 +13,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from rowloom.concurrency.clock import SYSTEM_CLOCK, Clock
 from rowloom.concurrency.tasks import cancel_and_wait
-from rowloom.models.admission.wakeup import Wakeup
+from rowloom.concurrency.wakeup import Wakeup
 from rowloom.models.types import Outcome
-from rowloom.observe.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ class Report:
 
     `cooling_s` is how long the worker's own controller still pauses the key (a provider's Retry-After or
     spent-budget headers): the provider's budget is the whole cluster's, so the authority pauses everyone.
+    `share` is the grant the worker admits under while this report travels and until the answer lands (its
+    last grant, less a local cut, or the fallback share once it lapsed): the authority lends nobody that room.
     """
 
     worker: str
@@ -50,6 +52,7 @@ class Report:
     in_flight: int
     samples: tuple[Sample, ...] = ()
     cooling_s: float = 0.0
+    share: int | None = None  # the share it admits under as it sends this (None: the last one it was lent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +198,8 @@ class GrantRenewer:
     async def _renew(self, label: str) -> None:
         limit = self.limits[label]
         samples = limit.take_samples()
-        report = Report(self.worker, self.demand(label), self.in_flight(label), samples, self.cooling_s(label))
+        demand, in_flight, cooling_s = self.demand(label), self.in_flight(label), self.cooling_s(label)
+        report = Report(self.worker, demand, in_flight, samples, cooling_s, share=limit.limit)
         try:
             grant = await asyncio.wait_for(self.renew(label, report), self.timeout_s)
         except Exception as exc:  # an unreachable authority: keep the grant until its lease ends, then fall back

@@ -16,7 +16,7 @@ class FrontierSignals:
     """What the scheduler observed at one decision point."""
 
     starved: bool  # some model pool has free slots and no ready work
-    pressured: bool  # some endpoint is cooling down or down: more admitted rows would only wait
+    paused: bool  # some endpoint is cooling down or down: more admitted rows would only wait
     queued_demand: int  # ready tasks waiting for model pools
     model_slots: int  # total model-wait slots
     admitted_rows: int
@@ -39,28 +39,28 @@ class Frontier:
         self.max_admitted_rows = max_admitted_rows
         self.clock = clock
         self.pressure_window_s = pressure_window_s
-        self._pressure_since: float | None = None
+        self._paused_since: float | None = None
         self.limited_by = "initial"
 
     def update(self, s: FrontierSignals) -> tuple[int, int, str] | None:
         """Apply one observation; return (old, new, reason) when the target moved."""
         now = self.clock.now()
         old = self.target
-        if s.pressured and s.queued_demand > 0:
-            self._pressure_since = self._pressure_since if self._pressure_since is not None else now
+        if s.paused and s.queued_demand > 0:
+            self._paused_since = self._paused_since if self._paused_since is not None else now
         else:
-            self._pressure_since = None
+            self._paused_since = None
         if s.admitted_rows > self.max_admitted_rows and self.target > 1:
             self.target -= 1
             self.limited_by = "memory_bound"
             return old, self.target, "admitted rows above max_admitted_rows"
-        if self._pressure_since is not None and now - self._pressure_since >= self.pressure_window_s:
-            self._pressure_since = now  # one step per window of sustained pressure
+        if self._paused_since is not None and now - self._paused_since >= self.pressure_window_s:
+            self._paused_since = now  # one step per window of sustained pressure
             if self.target > 1:
                 self.target -= 1
                 self.limited_by = "request_pressure"
                 return old, self.target, "sustained request pressure"
-        if s.starved and s.queued_demand < max(1, s.model_slots // 2) and not s.pressured:
+        if s.starved and s.queued_demand < max(1, s.model_slots // 2) and not s.paused:
             if self.target >= self.hard_cap:
                 self.limited_by = "hard_cap"
                 return None

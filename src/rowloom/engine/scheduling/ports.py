@@ -20,12 +20,12 @@ class Checkpointer(Protocol):
 
 class EndpointView(Protocol):
     """What task admission needs to know about request admission: each model's current limit, whether its
-    endpoint is pressured, cooling down or down (probed while its requests wait), and how many of its requests
-    sleep before a retry."""
+    endpoint is saturated (requests queued, or cooling down), cooling down, or down (probed while its requests
+    wait), and how many of its requests sleep before a retry."""
 
     def capacity(self, alias: str) -> int: ...
 
-    def pressure(self, alias: str) -> bool: ...
+    def saturated(self, alias: str) -> bool: ...
 
     def cooling(self, alias: str) -> bool: ...
 

@@ -1,4 +1,4 @@
-"""`AdmissionViews`: what request admission tells the engine and observability — capacity, pressure, health.
+"""`AdmissionViews`: what request admission tells the engine and observability — capacity, saturation, health.
 
 Owns only reads of the controller's state (a pooled alias answers for its pool as a whole); decides nothing.
 """
@@ -23,7 +23,7 @@ class AdmissionViews:
         ceiling = state.alias_ceiling(name)
         return state.limit.limit if ceiling is None else min(ceiling, state.limit.limit)
 
-    def pressure(self, alias: str, *, domain: str = "chat") -> bool:
+    def saturated(self, alias: str, *, domain: str = "chat") -> bool:
         """Whether the alias's endpoint is saturated: waiters are queued or it is cooling down (a pool: waiters
         are queued for it, or every endpoint is cooling)."""
         if (pool := self._registry.pool(alias, domain)) is not None:
