@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import random
 
+from rowloom.concurrency.clock import ManualClock
 from rowloom.config.request_admission import RequestAdmissionConfig
 from rowloom.engine.distributed.authority import CapacityAuthority, fair_shares
 from rowloom.engine.distributed.grants import FALLBACK_SHARE, Grant, GrantLimit, GrantRenewer, Report, Sample
 from rowloom.models.admission.cooldown import Cooldown
 from rowloom.models.admission.limits import AIMDLimit, limit_from_config
-from rowloom.observe.clock import ManualClock
 
 
 def _authority(clock: ManualClock, *, initial: int = 16, ceiling: int = 64, cooldown: Cooldown | None = None):
@@ -47,7 +47,8 @@ def test_cut_is_absorbed_once_every_holder_renews():
     authority = _authority(clock)
     for worker in ("a", "b"):
         authority.renew(Report(worker, 40, 8))
-    authority.renew(Report("a", 40, 8))  # a shrinks to its fair half, then b takes the other half
+    authority.renew(Report("a", 40, 8))  # a shrinks to its fair half
+    authority.renew(Report("a", 40, 8, share=8))  # and, once it applied that, says so: b takes the other half
     authority.renew(Report("b", 40, 8))
     assert authority.holders() == {"a": 8, "b": 8}
     dropped = Sample(0.1, 0.1, 8, True, authority.limit.epoch, 8)
@@ -126,6 +127,63 @@ def test_lent_room_excludes_requests_still_running_past_a_cut():
     assert authority.renew(Report("b", 8, 0)).share == 0  # so b is lent nothing they occupy
     assert authority.renew(Report("a", 16, 3)).share < 16
     assert authority.renew(Report("b", 8, 0)).share > 0  # once they finished, b gets its part
+
+
+def test_a_shrink_is_lent_to_others_only_once_its_holder_applied_it():
+    """The cluster's invariant as workers honour it: the shares they admit under sum to at most the limit, also
+    while a shrink travels back to its holder (the flake of test_events_trace_report_and_metrics_show_the_whole_
+    cluster: b kept admitting under its old 16 while the 12 it gave up was already lent to a: 22 in flight)."""
+    clock = ManualClock()
+    authority = _authority(clock, initial=16)
+    limits = {w: GrantLimit(ceiling=64, clock=clock) for w in ("a", "b")}
+    demand = {"a": 0, "b": 16}
+    in_transit: list[asyncio.Future[None]] = []
+
+    def renewer(worker: str, *, slow: bool) -> GrantRenewer:
+        async def renew(label: str, report: Report) -> Grant:
+            grant = authority.renew(report)  # decided now; the answer lands when the test lets it
+            if slow:
+                in_transit.append(asyncio.get_running_loop().create_future())
+                await in_transit[-1]
+            return grant
+
+        wants = lambda label: demand[worker]  # noqa: E731
+        return GrantRenewer(worker, {"k": limits[worker]}, renew, wants, lambda k: 0, lambda *_: None, clock=clock)
+
+    def admitting() -> int:  # what the workers may have in flight together, each under the share it holds now
+        return sum(limit.limit for limit in limits.values())
+
+    async def sent() -> None:  # until the slow worker's report reached the authority
+        for _ in range(100):
+            if in_transit:
+                return
+            await asyncio.sleep(0)
+        raise AssertionError("the renewal never reached the authority")
+
+    async def answer(renewal: asyncio.Future[None]) -> None:  # let the answer in transit land
+        await sent()
+        in_transit.pop().set_result(None)
+        await renewal
+
+    async def scenario() -> None:
+        a, b = renewer("a", slow=False), renewer("b", slow=True)
+        await answer(asyncio.ensure_future(b.renew_once()))
+        assert limits["b"].limit == 16  # b alone wants the endpoint: all of it
+        demand.update(a=16, b=4)  # b's queue ran short between row groups; a's filled up
+        shrink = asyncio.ensure_future(b.renew_once())  # b gives 12 back; the answer is on its way
+        await sent()
+        assert authority.holders()["b"] == 4 and limits["b"].limit == 16  # b still admits under 16
+        await a.renew_once()
+        assert admitting() <= authority.limit.limit  # before: a was lent the 12 b still admitted under
+        await answer(shrink)
+        assert limits["b"].limit == 4
+        await a.renew_once()
+        assert limits["a"].limit == 0  # b's report that it applied the shrink has not come yet
+        await answer(asyncio.ensure_future(b.renew_once()))  # it comes: the 12 are free from now on
+        await a.renew_once()
+        assert limits["a"].limit == 12 and admitting() == authority.limit.limit == 16
+
+    asyncio.run(scenario())
 
 
 def _overloads(authority: CapacityAuthority, worker: str, count: int, *, rate_limited: bool) -> None:
