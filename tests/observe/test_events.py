@@ -11,6 +11,7 @@ import types
 import typing
 from pathlib import Path
 
+from rowloom.concurrency.clock import ManualClock
 from rowloom.engine.job import run_job
 from rowloom.observe.events import Event, event_from_dict, event_types
 from rowloom.observe.events.base import to_json_value
@@ -183,18 +184,36 @@ async def test_a_capacity_snapshot_follows_every_health_snapshot(sim, tmp_path):
     from rowloom.engine.scheduler import Scheduler
     from rowloom.observe.events.scheduler import HealthSnapshot
 
-    sink = MemorySink()
+    health_clock = ManualClock()
+    ticks = 3
 
-    def fast_health(scheduler: Scheduler, stats: object) -> None:
-        scheduler.health_interval_s = 0.05
+    class TickingSink(MemorySink):
+        """Moves the health clock one interval at a request admission once the last tick's snapshot is out, so
+        the periodic snapshots follow the clock, not how long the run happens to take."""
 
-    await run_job(chain_config(sim.base_url), 200, output=tmp_path, sink=sink, on_start=fast_health)
+        def __init__(self) -> None:
+            super().__init__()
+            self.health = self.advanced = 0
+
+        def emit(self, event: Event) -> None:
+            super().emit(event)
+            self.health += isinstance(event, HealthSnapshot)
+            if isinstance(event, RequestAdmitted) and self.advanced < ticks and self.health == 1 + self.advanced:
+                self.advanced += 1
+                health_clock.advance(1.0)
+
+    def manual_health(scheduler: Scheduler, stats: object) -> None:
+        scheduler.health_interval_s = 1.0
+        scheduler.health_clock = health_clock
+
+    sink = TickingSink()
+    await run_job(chain_config(sim.base_url), 200, output=tmp_path, sink=sink, on_start=manual_health)
     events = sink.events
     health = [i for i, e in enumerate(events) if isinstance(e, HealthSnapshot)]
-    assert len(health) >= 2  # one at job start, then periodic ones
+    assert len(health) == 1 + ticks  # one at job start, then one per interval the health clock moved
     for i in health:
         assert isinstance(events[i + 1], CapacitySnapshot)
-    assert [events[i + 1].reason for i in health] == ["job_started"] + ["health"] * (len(health) - 1)
+    assert [events[i + 1].reason for i in health] == ["job_started"] + ["health"] * ticks
 
 
 class _Exploding:

@@ -59,6 +59,7 @@ class Scheduler:
         clock: Clock = SYSTEM_CLOCK,
         policy: Policy | None = None,
         health_interval_s: float = 5.0,
+        health_clock: Clock | None = None,
         max_advisory_skips: int = 8,
         budget: SpendBudget | None = None,
     ):
@@ -72,6 +73,7 @@ class Scheduler:
         self.clock = clock
         self.progress = progress or RunProgress()
         self.health_interval_s = health_interval_s
+        self.health_clock = health_clock or clock  # times the periodic health snapshot; the run's clock by default
         self.max_advisory_skips = max_advisory_skips
         self.budget = budget
         run = config.run
@@ -126,7 +128,7 @@ class Scheduler:
 
     async def run(self) -> None:
         """Run every pending row group; raise `RunAborted` (or the fatal error) if the run cannot finish."""
-        self._schedule_health()
+        self._health_ticks = asyncio.get_running_loop().create_task(self._tick_health())
         try:
             while True:
                 self._process_completions()
@@ -438,14 +440,12 @@ class Scheduler:
         """Cooling down or down: more admitted rows would only wait, so the frontier must not widen."""
         return self.endpoints.cooling(alias) or self.endpoints.down(alias)
 
-    def _schedule_health(self) -> None:
-        def due() -> None:
+    async def _tick_health(self) -> None:
+        """Every `health_interval_s` of the health clock, have the run loop emit a health snapshot."""
+        while True:
+            await self.health_clock.sleep(self.health_interval_s)
             self._health_due = True
             self._wake.set()
-            self._health_handle = loop.call_later(self.health_interval_s, due)
-
-        loop = asyncio.get_running_loop()
-        self._health_handle = loop.call_later(self.health_interval_s, due)
 
     def health_snapshot(self) -> ev.HealthSnapshot:
         """The scheduler's state now: tasks, frontier and why it is not wider, demand and leases per pool."""
@@ -473,7 +473,7 @@ class Scheduler:
     # ------------------------------------------------------------ shutdown
 
     async def _shutdown(self) -> None:
-        self._health_handle.cancel()
+        self._health_ticks.cancel()
         for atask in list(self._running):
             atask.cancel()
         if self._running:
