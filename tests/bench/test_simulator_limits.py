@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-import time
+import selectors
 from collections import Counter
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import pytest
 from pydantic import ValidationError
@@ -15,6 +17,8 @@ from rowloom.bench.sim_limits import RateLimits, TokenBucket, format_duration
 from rowloom.bench.sim_service import Fault, ServiceDraws
 from rowloom.bench.sim_sharing import ProcessorSharing
 from rowloom.bench.simulator import SimulatorConfig, flap_windows, parse_capacity_schedule, parse_outages
+
+T = TypeVar("T")
 
 
 def test_capacity_schedule_parses_steps():
@@ -171,37 +175,81 @@ def test_rate_limits_send_no_headers_when_unset():
     assert not limits.enabled
 
 
-async def _timed(pool: ProcessorSharing, work: float, started: float) -> float:
+class _VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock jumps to the next timer instead of waiting for it: processor sharing is timed
+    by the loop's clock, so its service times come out exact, however loaded the machine is."""
+
+    def __init__(self) -> None:
+        self.virtual_now = 0.0
+        super().__init__(_SkippingSelector(self))
+
+    def time(self) -> float:
+        return self.virtual_now
+
+
+class _SkippingSelector(selectors.DefaultSelector):
+    """Returns what is ready at once; with nothing ready, moves the loop's clock by the timeout, not waiting."""
+
+    def __init__(self, loop: _VirtualTimeLoop) -> None:
+        super().__init__()
+        self._loop = loop
+
+    def select(self, timeout: float | None = None) -> list:
+        ready = super().select(0)
+        if ready or timeout == 0:
+            return ready
+        if timeout is None:  # no timer pending: only I/O can wake the loop
+            return super().select(None)
+        self._loop.virtual_now += timeout
+        return []
+
+
+def in_virtual_time(main: Coroutine[Any, Any, T]) -> T:
+    loop = _VirtualTimeLoop()
+    try:
+        return loop.run_until_complete(main)
+    finally:
+        loop.close()
+
+
+async def _finish_time(pool: ProcessorSharing, work: float) -> float:
     await pool.serve(work)
-    return time.perf_counter() - started
+    return asyncio.get_running_loop().time()
 
 
-async def test_processor_sharing_divides_capacity_among_jobs():
-    pool = ProcessorSharing(lambda: 1)
-    started = time.perf_counter()
+def test_processor_sharing_divides_capacity_among_jobs():
+    async def main() -> tuple[float, float, int]:
+        pool = ProcessorSharing(lambda: 1)
+        short, long = await asyncio.gather(_finish_time(pool, 0.05), _finish_time(pool, 0.10))
+        return short, long, pool.active
+
+    short, long, active = in_virtual_time(main())
     # Capacity 1, two jobs: both at half speed until the short one ends at 0.1 s, then full speed.
-    short, long = await asyncio.gather(_timed(pool, 0.05, started), _timed(pool, 0.10, started))
-    assert short == pytest.approx(0.10, abs=0.03)
-    assert long == pytest.approx(0.15, abs=0.03)
-    assert pool.active == 0
+    assert short == pytest.approx(0.10)
+    assert long == pytest.approx(0.15)
+    assert active == 0
 
 
-async def test_processor_sharing_runs_at_full_speed_below_capacity():
-    pool = ProcessorSharing(lambda: 4)
-    started = time.perf_counter()
-    results = await asyncio.gather(*(_timed(pool, 0.05, started) for _ in range(4)))
-    assert max(results) == pytest.approx(0.05, abs=0.03)
+def test_processor_sharing_runs_at_full_speed_below_capacity():
+    async def main() -> list[float]:
+        pool = ProcessorSharing(lambda: 4)
+        return await asyncio.gather(*(_finish_time(pool, 0.05) for _ in range(4)))
+
+    assert in_virtual_time(main()) == pytest.approx([0.05] * 4)
 
 
-async def test_cancelled_job_leaves_the_pool_and_frees_its_share():
-    pool = ProcessorSharing(lambda: 1)
-    started = time.perf_counter()
-    doomed = asyncio.create_task(pool.serve(10.0))
-    survivor = asyncio.create_task(_timed(pool, 0.1, started))
-    await asyncio.sleep(0.05)  # survivor got 0.025 s of work at half speed
-    doomed.cancel()
-    assert await survivor == pytest.approx(0.125, abs=0.03)
-    assert pool.active == 0
+def test_cancelled_job_leaves_the_pool_and_frees_its_share():
+    async def main() -> tuple[float, int]:
+        pool = ProcessorSharing(lambda: 1)
+        doomed = asyncio.create_task(pool.serve(10.0))
+        survivor = asyncio.create_task(_finish_time(pool, 0.1))
+        await asyncio.sleep(0.05)  # survivor got 0.025 s of work at half speed
+        doomed.cancel()
+        return await survivor, pool.active
+
+    finished, active = in_virtual_time(main())
+    assert finished == pytest.approx(0.125)  # the remaining 0.075 s at full speed
+    assert active == 0
 
 
 def test_uniform_jitter_stays_within_its_band_and_repeats_with_the_seed():
