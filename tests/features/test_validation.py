@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import textwrap
 import time
@@ -128,3 +129,32 @@ def test_validation_columns_need_one_kind_of_validator():
         offline([*N, {"name": "v", "type": "validation", "function": "not a path"}])
     with pytest.raises(ConfigError, match="cannot be saved"):
         offline([*N, {"name": "v", "type": "validation", "function": even, "inputs": ["n"]}]).to_yaml()
+
+
+async def test_a_validator_that_hangs_leaves_at_most_the_bound_of_threads_behind():
+    import threading
+
+    from rowloom.engine.generators.validation import AbandonedThreads, ValidatorFailed, call_in_thread
+
+    release = threading.Event()
+
+    def hangs(row: dict) -> bool:
+        return release.wait(30)
+
+    def threads() -> int:
+        return sum(1 for t in threading.enumerate() if t.name == "rowloom-validator-bound")
+
+    abandoned = AbandonedThreads(limit=2)
+    for _ in range(2):
+        with pytest.raises(ValidatorFailed, match=r"timed out after 0\.05 s"):
+            await call_in_thread(hangs, {}, 0.05, "bound", abandoned)
+    assert abandoned.count == 2 and threads() == 2
+    for _ in range(3):  # at the bound: each call waits its timeout for room, then fails without a thread
+        with pytest.raises(ValidatorFailed, match=r"not run within 0\.05 s: 2 earlier calls still run"):
+            await call_in_thread(hangs, {}, 0.05, "bound", abandoned)
+    assert threads() == 2
+    waiting = asyncio.ensure_future(call_in_thread(lambda row: release.is_set(), {}, 5.0, "bound", abandoned))
+    await asyncio.sleep(0.05)
+    release.set()  # the hung calls return: room again, and the waiting call runs
+    assert await waiting is True  # it ran only once the hung calls had returned
+    assert abandoned.count == 0

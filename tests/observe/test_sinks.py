@@ -59,3 +59,40 @@ def test_jsonl_sink_buffers_then_writes_lines_that_read_back_as_events(tmp_path)
     back = read_jsonl(path)
     assert back == [e.to_dict() for e in events]
     assert event_from_dict(back[0]) == events[0]
+
+
+def test_jsonl_sink_writes_full_batches_on_its_own_thread_and_reports_a_failed_write(tmp_path, monkeypatch):
+    import threading
+
+    import pytest
+
+    from rowloom.observe import sinks
+
+    path = tmp_path / "events.jsonl"
+    sink = JsonlSink(path, buffer_events=2)
+    writers: list[str] = []
+    real = sinks.encode_jsonl
+
+    def recording(batch):
+        writers.append(threading.current_thread().name)
+        return real(batch)
+
+    monkeypatch.setattr(sinks, "encode_jsonl", recording)
+    events = [TaskQueued(ts=float(i), job="j", task=f"0:c:{i}", group="c", pool="cpu") for i in range(5)]
+    for event in events:
+        sink.emit(event)
+    sink.flush()  # the two full batches and the odd one out are all on the file when flush returns
+    assert [e["ts"] for e in read_jsonl(path)] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert writers and set(writers) == {"rowloom-events"}  # never the emitting thread
+
+    def broken(batch):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sinks, "encode_jsonl", broken)
+    sink.emit(events[0])
+    sink.emit(events[1])  # a full batch: handed to the writer, whose write fails
+    with pytest.raises(OSError, match="No space left"):
+        sink.flush()
+    with pytest.raises(OSError):
+        sink.close()
+    assert len(read_jsonl(path)) == 5  # what was written stays; nothing half-written follows it

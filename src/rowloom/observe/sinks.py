@@ -6,6 +6,7 @@ A sink must never break a run: `GuardedSink` logs a failing sink once, with its 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -54,8 +55,12 @@ class MemorySink:
 
 
 class JsonlSink:
-    """Appends one JSON object per line. Emitting only keeps the (immutable) event; encoding and writing happen
-    in batches at `flush`, so the hot path pays an append and the encoder runs hot over a whole batch."""
+    """Appends one JSON object per line. Emitting only keeps the (immutable) event; each full batch goes to one
+    writer thread, which encodes and writes it, so the event loop pays an append and never waits on the disk.
+
+    `flush` returns once everything emitted before it is written; `close` flushes and stops the writer. A write
+    that fails is raised by the next `emit` or `flush` (a `GuardedSink` then disables the sink).
+    """
 
     def __init__(self, path: str | Path, buffer_events: int = 1024):
         self.path = Path(path)
@@ -63,23 +68,61 @@ class JsonlSink:
         self._file: IO[bytes] = open(self.path, "ab")  # noqa: SIM115 - closed in close()
         self._buffer: list[Event] = []
         self._limit = buffer_events
-        self._lock = threading.Lock()
+        self._batches: queue.SimpleQueue[list[Event] | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._done = threading.Condition()
+        self._submitted = self._written = 0  # batches handed to the writer, and batches it finished
+        self._error: BaseException | None = None
+        self._lock = threading.Lock()  # emit may come from threads other than the loop's
 
     def emit(self, event: Event) -> None:
         self._buffer.append(event)
         if len(self._buffer) >= self._limit:
-            self.flush()
+            self._submit()
 
     def flush(self) -> None:
-        with self._lock:
-            batch, self._buffer = self._buffer, []
-            if batch and not self._file.closed:
-                self._file.write(encode_jsonl(batch))
-                self._file.flush()
+        """Write everything emitted so far and wait until it is on the file."""
+        submitted = self._submit()
+        with self._done:
+            self._done.wait_for(lambda: self._written >= submitted or self._error is not None)
+        self._raise()
 
     def close(self) -> None:
-        self.flush()
-        self._file.close()
+        try:
+            self.flush()
+        finally:
+            if self._writer is not None:
+                self._batches.put(None)
+                self._writer.join()
+            self._file.close()
+
+    def _submit(self) -> int:
+        self._raise()
+        with self._lock:
+            batch, self._buffer = self._buffer, []
+            if batch:
+                if self._writer is None:
+                    self._writer = threading.Thread(target=self._write, name="rowloom-events", daemon=True)
+                    self._writer.start()
+                self._submitted += 1
+                self._batches.put(batch)
+            return self._submitted
+
+    def _write(self) -> None:
+        while (batch := self._batches.get()) is not None:
+            try:
+                if self._error is None:
+                    self._file.write(encode_jsonl(batch))
+                    self._file.flush()
+            except BaseException as exc:  # kept for the emitting side: this thread has nobody to tell
+                self._error = exc
+            with self._done:
+                self._written += 1
+                self._done.notify_all()
+
+    def _raise(self) -> None:
+        if self._error is not None:  # sticky: nothing more is written after a failed write
+            raise self._error
 
 
 class GuardedSink:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import itertools
 import multiprocessing
 import sys
 import threading
@@ -92,10 +93,91 @@ def resolve_validator(column: ValidationColumn) -> Callable[..., Any]:
 # ------------------------------------------------------------------ workers
 
 
-async def call_in_thread(fn: Callable[[Any], Any], arg: Any, timeout_s: float, name: str) -> Any:
-    """`fn(arg)` in a fresh daemon thread; `ValidatorFailed` when it raises or outlives `timeout_s`."""
+ABANDONED_THREADS = 32
+"""Validator threads of one column that may still run after their call timed out. A thread cannot be killed:
+at this many, a new call waits (within its own timeout) for one of them to return instead of leaving one more
+thread behind per row; a validator that hangs for good then fails each call after its timeout, with no thread."""
+
+
+class AbandonedThreads:
+    """Counts one column's validator threads that outlived their timeout and are still running."""
+
+    def __init__(self, limit: int = ABANDONED_THREADS):
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._live: set[int] = set()  # calls whose thread has not returned yet
+        self._abandoned: set[int] = set()  # those of them whose call timed out
+        self._waiters: list[asyncio.Future[None]] = []
+
+    @property
+    def count(self) -> int:
+        return len(self._abandoned)
+
+    async def room(self, timeout_s: float) -> bool:
+        """Whether a thread may start: at once below the limit, else once an abandoned one returns (False when
+        none does within `timeout_s`)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while len(self._abandoned) >= self.limit:
+            woken: asyncio.Future[None] = loop.create_future()
+            with self._lock:
+                self._waiters.append(woken)
+            try:
+                await asyncio.wait_for(woken, max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                return False
+            finally:
+                with self._lock:
+                    if woken in self._waiters:
+                        self._waiters.remove(woken)
+        return True
+
+    def started(self, call: int) -> None:
+        with self._lock:
+            self._live.add(call)
+
+    def abandon(self, call: int) -> None:
+        """The call timed out: counted while its thread runs on (not at all if it has returned already)."""
+        with self._lock:
+            if call in self._live:
+                self._abandoned.add(call)
+
+    def returned(self, call: int) -> None:
+        """A call's thread returned (from that thread); when it was abandoned, wake whoever waits for room."""
+        with self._lock:
+            self._live.discard(call)
+            if call not in self._abandoned:
+                return
+            self._abandoned.discard(call)
+            waiters, self._waiters = self._waiters, []
+        for woken in waiters:
+            with contextlib.suppress(RuntimeError):  # its loop has closed
+                woken.get_loop().call_soon_threadsafe(_wake, woken)
+
+
+_CALLS = itertools.count()
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def call_in_thread(
+    fn: Callable[[Any], Any], arg: Any, timeout_s: float, name: str, abandoned: AbandonedThreads | None = None
+) -> Any:
+    """`fn(arg)` in a fresh daemon thread; `ValidatorFailed` when it raises or outlives `timeout_s`. With
+    `abandoned`, a call that times out is counted there until its thread returns, and no thread is started while
+    the count is at its limit."""
+    if abandoned is not None and not await abandoned.room(timeout_s):
+        raise ValidatorFailed(
+            "validator_timeout",
+            f"not run within {timeout_s:g} s: {abandoned.count} earlier calls still run past their timeout (the "
+            "validator hangs); fix it, or set isolation: process, which kills a validator that times out",
+        )
     loop = asyncio.get_running_loop()
     future: asyncio.Future[tuple[bool, Any]] = loop.create_future()
+    call = next(_CALLS)
 
     def deliver(outcome: tuple[bool, Any]) -> None:
         if not future.done():
@@ -106,13 +188,19 @@ async def call_in_thread(fn: Callable[[Any], Any], arg: Any, timeout_s: float, n
             outcome: tuple[bool, Any] = (True, fn(arg))
         except BaseException as exc:  # user code: every exception is the validator's outcome
             outcome = (False, exc)
+        if abandoned is not None:
+            abandoned.returned(call)
         with contextlib.suppress(RuntimeError):  # the loop closed while the validator ran on
             loop.call_soon_threadsafe(deliver, outcome)
 
+    if abandoned is not None:
+        abandoned.started(call)
     threading.Thread(target=target, name=f"rowloom-validator-{name}", daemon=True).start()
     try:
         ok, value = await asyncio.wait_for(future, timeout_s)
     except TimeoutError:
+        if abandoned is not None:
+            abandoned.abandon(call)
         raise ValidatorFailed("validator_timeout", f"timed out after {timeout_s:g} s") from None
     if not ok:
         if isinstance(value, AssertionError):
@@ -196,6 +284,7 @@ class ValidationGenerator(Generator):
         self.outcomes: Counter[str] = Counter()
         self.fn: Callable[..., Any] | None = None
         self.ref: tuple[str, str] | None = None
+        self.abandoned = AbandonedThreads()
         if column.function is not None:
             if column.isolation == "process":
                 self.ref = _function_ref(column)
@@ -218,7 +307,7 @@ class ValidationGenerator(Generator):
                 raise ValidatorFailed("validator_error", f"raised {_describe(exc)}") from None
         else:
             assert self.fn is not None
-            result = await call_in_thread(self.fn, row, column.timeout_s, self.name)
+            result = await call_in_thread(self.fn, row, column.timeout_s, self.name, self.abandoned)
         return interpret(result)
 
     async def cell(self, row: Mapping[str, Any]) -> Any:
