@@ -186,6 +186,26 @@ def test_a_shrink_is_lent_to_others_only_once_its_holder_applied_it():
     asyncio.run(scenario())
 
 
+def test_a_grant_lapses_no_later_than_the_authority_reclaims_it():
+    """A worker's lease runs from when it asked, not from when the answer landed: once the authority drops a
+    silent holder and lends its room to others, that holder no longer admits under its old grant."""
+    clock = ManualClock()
+    authority = _authority(clock, initial=16)  # leases of 1 s
+    limit = GrantLimit(ceiling=64, clock=clock)
+
+    async def slow_renew(label: str, report: Report) -> Grant:
+        grant = authority.renew(report)
+        clock.advance(0.4)  # the answer takes 0.4 s to land (a busy event loop, a loaded host)
+        return grant
+
+    renewer = GrantRenewer("b", {"k": limit}, slow_renew, lambda k: 16, lambda k: 0, lambda *_: None, clock=clock)
+    asyncio.run(renewer.renew_once())
+    assert limit.limit == 16
+    clock.advance(0.7)  # b falls silent: 1.1 s after its report, its lease at the authority is over
+    assert authority.renew(Report("a", 16, 0)).share == 16  # so a is lent the whole limit
+    assert limit.limit == FALLBACK_SHARE  # before: b trusted its 16 until 1.4 s, and 32 could be in flight
+
+
 def _overloads(authority: CapacityAuthority, worker: str, count: int, *, rate_limited: bool) -> None:
     for _ in range(count):
         epoch = authority.limit.epoch

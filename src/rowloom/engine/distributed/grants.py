@@ -146,10 +146,13 @@ class GrantLimit:
         samples, self._samples = self._samples, []
         return tuple(Sample(now - s, rtt, n, d, e, n0, r) for s, rtt, n, d, e, n0, r in samples)
 
-    def apply(self, grant: Grant) -> None:
-        """Adopt a renewed grant."""
+    def apply(self, grant: Grant, *, asked_at: float | None = None) -> None:
+        """Adopt a renewed grant. Its lease runs from `asked_at`, when the report it answers was sent (default:
+        now): the authority starts the lease when that report arrives, so a lease timed from the answer's
+        landing would outlive the authority's by the round trip, and a grant the authority already reclaimed
+        and lent to others could still be admitted under."""
         self._share = min(grant.share, self._ceiling)
-        self._expires_at = self._clock.now() + grant.ttl_s
+        self._expires_at = (self._clock.now() if asked_at is None else asked_at) + grant.ttl_s
         self._epoch = grant.epoch
         self._reason = "cooling down" if grant.cooling_s > 0 else f"grant of {self._share} of {grant.limit}"
 
@@ -200,6 +203,7 @@ class GrantRenewer:
         samples = limit.take_samples()
         demand, in_flight, cooling_s = self.demand(label), self.in_flight(label), self.cooling_s(label)
         report = Report(self.worker, demand, in_flight, samples, cooling_s, share=limit.limit)
+        asked_at = self.clock.now()
         try:
             grant = await asyncio.wait_for(self.renew(label, report), self.timeout_s)
         except Exception as exc:  # an unreachable authority: keep the grant until its lease ends, then fall back
@@ -208,7 +212,7 @@ class GrantRenewer:
             self._report(label)  # it may have lapsed meanwhile
             return
         self._report(label)  # what moved since the last report (a local cut) is a change of its own
-        limit.apply(grant)
+        limit.apply(grant, asked_at=asked_at)
         self._report(label)
         # If no renewal comes first, the grant lapses at its expiry; the pending timer follows a later expiry.
         lapse = self._lapses.setdefault(label, Wakeup(self.clock))
