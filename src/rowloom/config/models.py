@@ -199,8 +199,9 @@ class PoolEndpoint(ConfigModel):
     tier: Literal["primary", "fallback"] = Field(
         "primary",
         description=(
-            "`primary` endpoints take all the traffic they can bear; `fallback` ones only what waited longer than "
-            "the alias's `spill_after_s` while every primary was at its limit, or while every primary is down."
+            "`primary` endpoints take all the traffic they can bear; `fallback` ones take requests only once every "
+            "primary has been at its limit with requests waiting for the alias's `spill_after_s`, or while every "
+            "primary is down."
         ),
     )
     max_parallel_requests: int | None = Field(
@@ -234,7 +235,7 @@ class ModelConfig(ConfigModel):
     spill_after_s: float = Field(
         5.0,
         ge=0,
-        description="Pools only: how long a request waits with every primary at its limit before a fallback takes it.",
+        description="Pools only: how long every primary is at its limit with requests waiting before fallbacks help.",
     )
     model: str = Field(min_length=1, description="Model id sent to the provider (a pool's default).")
     inference: InferenceParams = Field(default_factory=InferenceParams)

@@ -95,20 +95,24 @@ async def test_queued_requests_go_to_whichever_endpoint_frees_a_slot_and_record_
     assert {e.alias for e in sink.events if isinstance(e, RequestAdmitted)} == {"a"}
 
 
-async def test_a_fallback_takes_only_what_waited_spill_after_s_and_traffic_returns_to_the_primary():
+async def test_a_fallback_takes_requests_once_the_pool_was_saturated_spill_after_s_and_traffic_then_returns():
     controller, clock = pool({"primary": 1, "fallback": 4}, fallback=("fallback",), spill_after_s=5.0)
     held = await controller.acquire("a")
     assert held.key.provider == "primary"
-    waiter = asyncio.ensure_future(controller.acquire("a"))
+    first = asyncio.ensure_future(controller.acquire("a"))
     await settle()
-    clock.advance(4.9)
+    clock.advance(4.0)
+    second = asyncio.ensure_future(controller.acquire("a"))  # queued while the pool stays saturated
     await settle()
-    assert not waiter.done()  # the primary is full, but the request has not waited long enough
+    clock.advance(0.9)
+    await settle()
+    assert not first.done() and not second.done()  # the primary is full, but not yet for spill_after_s
     clock.advance(0.2)
     await settle()
-    spilled = await waiter
-    assert spilled.key.provider == "fallback"
-    # The primary has headroom again: new requests go there, never to the idle fallback.
+    # 5.1 s of saturation: the fallback takes both, the one that waited 1.1 s too
+    assert (await first).key.provider == "fallback" and (await second).key.provider == "fallback"
+    # The queue emptied, so the saturation ended: new requests go to the primary once it has room, and one
+    # queued behind it waits for it, not for the idle fallback.
     controller.release(held, Outcome.SUCCESS, rtt_s=0.1)
     back = await controller.acquire("a")
     assert back.key.provider == "primary"

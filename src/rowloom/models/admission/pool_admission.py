@@ -73,17 +73,17 @@ class PooledAdmission:
             return
         now = self._clock.now()
         while pool.queue and self._has_room(state, now) and self._alias_room(state, pool.alias):
-            picked = pool.pick(member, now)
-            if picked is None:
+            selection = pool.pick(member, now)
+            if selection is None:
                 break
-            waiter, take = picked
+            waiter = selection.item
             if waiter.future.done():  # cancelled; its task has not run its cleanup yet
-                take()
+                pool.take(selection)
                 continue
             if state.budget is not None and not state.budget.ready(waiter.tokens, now):
                 self._arm_budget_timer(state, state.budget.wait_s(waiter.tokens, now))
                 return
-            take()
+            pool.take(selection)
             lease = self._admit(
                 state, pool.alias, waiter.group, waiter.tokens, now, waiter.queued_at, waiter.correlation, pool.label
             )
@@ -92,7 +92,8 @@ class PooledAdmission:
             self._arm_spill(pool)
 
     def _arm_spill(self, pool: EndpointPool) -> None:
-        """Wake the pool's fallbacks when its oldest waiter may spill (one already due waits for a free slot)."""
+        """Wake the pool's fallbacks when its saturation has lasted `spill_after_s` (already due: they take
+        waiters as they free slots)."""
         due = pool.spill_due()
         if due is not None and due > self._clock.now():
             pool.spill_timer.arm(pool.spill_due, lambda: self._dispatch_pool(pool))

@@ -42,9 +42,11 @@ class EndpointPool:
     Routing rule: a new request goes, when nobody waits, to the endpoint with the most headroom — the lowest
     in flight ÷ learned limit, ties to the lower observed latency — among those with room, so an endpoint twice
     as strong carries twice the load. Waiters are taken by whichever endpoint frees a slot first, in the queue's
-    fair order. Fallbacks take only waiters that have waited `spill_after_s` (primaries were full all that
-    time), oldest first — or, while no primary is available, everything. A failed member gets nothing; the pool
-    fails only when every member has.
+    fair order. Fallbacks take waiters only once the pool has been saturated — requests waiting, every primary
+    at its limit — for `spill_after_s` without a break, or while no primary is available. The saturation ends
+    when the queue empties: new requests then go to the primaries again. (A request's own wait in this queue
+    is no measure of it: the engine admits only about twice the pool's limit in tasks, and the rest of the
+    backlog waits as ready tasks.) A failed member gets nothing; the pool fails only when every member has.
     """
 
     def __init__(self, alias: str, members: list[Member], spill_after_s: float, clock: Clock):
@@ -52,7 +54,7 @@ class EndpointPool:
         self.members = members
         self.spill_after_s = spill_after_s
         self.queue: FairQueue[str, Waiter] = FairQueue()
-        self._arrivals: dict[Waiter, None] = {}  # insertion order is arrival order: the oldest waiter first
+        self.saturated_since: float | None = None  # since when requests have waited with no break
         self.spill_timer = Wakeup(clock)
         self.has_fallback = any(m.fallback for m in members)
         self.label = POOL_QUEUE_PREFIX + alias  # the key its queue's events name
@@ -66,23 +68,27 @@ class EndpointPool:
     def push(self, waiter: Waiter, *, weight: float, retry: bool) -> None:
         # Within its group a retry waits ahead of first attempts, as on a single endpoint.
         self.queue.push(waiter.group, waiter, weight=weight, priority=0 if retry else 1)
-        self._arrivals[waiter] = None
+        if self.saturated_since is None:
+            self.saturated_since = waiter.queued_at
 
     def take(self, selection: Selection[str, Waiter]) -> Waiter:
         waiter = self.queue.commit(selection)
-        del self._arrivals[waiter]
+        self._emptied()
         return waiter
 
     def remove(self, waiter: Waiter) -> bool:
-        self._arrivals.pop(waiter, None)
-        return self.queue.remove(waiter)
+        removed = self.queue.remove(waiter)
+        self._emptied()
+        return removed
 
     def clear(self) -> list[Waiter]:
-        self._arrivals.clear()
-        return self.queue.clear()
+        waiters = self.queue.clear()
+        self._emptied()
+        return waiters
 
-    def oldest(self) -> Waiter | None:
-        return next(iter(self._arrivals), None)
+    def _emptied(self) -> None:
+        if not self.queue:
+            self.saturated_since = None
 
     # ------------------------------------------------------------ routing
 
@@ -112,25 +118,21 @@ class EndpointPool:
         live = [m for m in self.members if m.state.failed is None]
         return sorted(live, key=lambda m: (m.fallback, in_flight(m.state.key) / max(1, m.state.limit.limit)))
 
-    def pick(self, member: Member, now: float) -> tuple[Waiter, Callable[[], object]] | None:
-        """The waiter `member` should take next, and the call that dequeues it; None when it may take none.
-
-        Two-phase like the fair queue's own take: the controller checks the waiter's rate budget before it
-        dequeues it."""
+    def pick(self, member: Member, now: float) -> Selection[str, Waiter] | None:
+        """The waiter `member` should take next (its selection, to `take` once admitted), or None when it may
+        take none. Two-phase like the fair queue's own: the controller checks the waiter's rate budget first."""
         if member.state.failed is not None:
             return None
-        if not member.fallback or self.primaries_unavailable():
-            selection = self.queue.select_next()
-            return None if selection is None else (selection.item, lambda: self.take(selection))
-        waiter = self.oldest()
-        if waiter is None or now - waiter.queued_at < self.spill_after_s:
-            return None
-        return waiter, lambda: self.remove(waiter)
+        if member.fallback and not self.primaries_unavailable():
+            due = self.spill_due()
+            if due is None or now < due:
+                return None
+        return self.queue.select_next()
 
     def spill_due(self) -> float | None:
-        """When the oldest waiter may spill to a fallback (None: no fallback, or nobody waits)."""
-        oldest = self.oldest() if self.has_fallback else None
-        return None if oldest is None else oldest.queued_at + self.spill_after_s
+        """When fallbacks may take waiters (None: no fallback, or nobody waits)."""
+        since = self.saturated_since if self.has_fallback else None
+        return None if since is None else since + self.spill_after_s
 
     def in_flight(self, in_flight: InFlight) -> int:
         return sum(in_flight(m.state.key) for m in self.members)
