@@ -7,8 +7,8 @@ import contextlib
 import statistics
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, TypeVar
 
 import aiohttp
 import jsonschema
@@ -16,6 +16,8 @@ import orjson
 import pytest
 
 from rowloom.bench.simulator import SimulatorConfig, SimulatorServer
+
+T = TypeVar("T")
 
 PROMPT = [{"role": "user", "content": "Describe a lighthouse in one sentence."}]
 SCHEMA = {
@@ -43,6 +45,11 @@ async def chat(
         return response.status, dict(response.headers), raw, time.perf_counter() - started
 
 
+async def by_completion(*calls: Coroutine[Any, Any, T]) -> list[T]:
+    """The calls' results in the order they finished."""
+    return [await done for done in asyncio.as_completed(calls)]
+
+
 def schema_format(schema: dict[str, Any]) -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}}
 
@@ -52,15 +59,14 @@ def schema_format(schema: dict[str, Any]) -> dict[str, Any]:
 
 async def test_hosted_mode_answers_429_with_retry_after_beyond_capacity():
     async with running(capacity=2, latency_s=0.15, retry_after_s=0.4) as (sim, http):
-        results = await asyncio.gather(*(chat(http, sim) for _ in range(5)))
-    statuses = Counter(status for status, *_ in results)
-    assert statuses == {200: 2, 429: 3}
-    for status, headers, raw, latency in results:
+        results = await by_completion(*(chat(http, sim) for _ in range(5)))
+    # rejected at once: every 429 is answered while the two admitted requests are still in service
+    assert [status for status, *_ in results] == [429, 429, 429, 200, 200]
+    for status, headers, raw, _ in results:
         if status == 429:
             assert headers["Retry-After"] == "1"  # ceil(0.4 s), never below one second
             assert headers["retry-after-ms"] == "400"
             assert orjson.loads(raw)["error"]["code"] == "rate_limit_exceeded"
-            assert latency < 0.1  # rejected at once, not after service
 
 
 async def test_no_retry_after_option_omits_retry_headers():
@@ -75,25 +81,28 @@ async def test_no_retry_after_option_omits_retry_headers():
 async def test_vllm_mode_latency_scales_with_load_and_never_429():
     async with running(mode="vllm", capacity=2, latency_s=0.05) as (sim, http):
         _, _, _, alone = await chat(http, sim)
+        began = time.perf_counter()
         results = await asyncio.gather(*(chat(http, sim) for _ in range(8)))
+        batch = time.perf_counter() - began
         stats = await sim.stats()
     assert {status for status, *_ in results} == {200}
-    loaded = statistics.median(latency for *_, latency in results)
-    # 8 requests on capacity 2 progress at 2/8 speed each: about 4x the no-load latency.
-    assert 2.8 < loaded / alone < 6.0, (alone, loaded)
+    assert alone >= 0.05 - 1e-3  # the no-load service time (less processor sharing's rounding margin)
+    # 8 requests of 0.05 s on capacity 2 share it: no faster than 8 * 0.05 / 2 of work, 4x one alone (the exact
+    # processor-sharing times are checked in virtual time in test_simulator_limits.py)
+    assert batch >= 8 * 0.05 / 2 - 1e-3
     assert stats["peak_in_flight"] == 8
 
 
 async def test_vllm_queue_limit_answers_503_without_retry_after_beyond_capacity_plus_queue():
     async with running(mode="vllm", capacity=2, max_queued=1, latency_s=0.3) as (sim, http):
-        results = await asyncio.gather(*(chat(http, sim) for _ in range(5)))
+        results = await by_completion(*(chat(http, sim) for _ in range(5)))
         stats = await sim.stats()
-    assert Counter(status for status, *_ in results) == {200: 3, 503: 2}
-    for status, headers, raw, latency in results:
+    # refused at once: both 503s are answered while the three accepted requests are still in service
+    assert [status for status, *_ in results] == [503, 503, 200, 200, 200]
+    for status, headers, raw, _ in results:
         if status == 503:
             assert "Retry-After" not in headers and "retry-after-ms" not in headers
             assert orjson.loads(raw)["error"]["code"] == "queue_full"
-            assert latency < 0.2  # refused at once, not after waiting
     assert stats["peak_in_flight"] == 3
 
 
@@ -112,11 +121,17 @@ async def test_capacity_schedule_switches_hosted_capacity_and_restarts_on_reset(
 
 
 async def test_capacity_step_speeds_up_requests_already_in_vllm_service():
-    # 4 jobs of 0.1 s on capacity 1 would take 0.4 s; capacity 4 from t=0.15 s finishes them near 0.21 s.
-    async with running(mode="vllm", capacity_schedule="0:1,0.15:4", latency_s=0.1) as (sim, http):
-        results = await asyncio.gather(*(chat(http, sim) for _ in range(4)))
-    slowest = max(latency for *_, latency in results)
-    assert 0.18 < slowest < 0.32, slowest
+    # 4 jobs of 0.1 s on capacity 1 take 0.4 s; capacity 4 from t=0.15 s finishes them near 0.21 s (the exact
+    # times are checked in virtual time in test_simulator_limits.py). Here: the same batch without the step,
+    # on the same machine, is slower.
+    async def slowest(**settings: Any) -> float:
+        async with running(mode="vllm", latency_s=0.1, **settings) as (sim, http):
+            results = await asyncio.gather(*(chat(http, sim) for _ in range(4)))
+        return max(latency for *_, latency in results)
+
+    stepped, unstepped = await slowest(capacity_schedule="0:1,0.15:4"), await slowest(capacity=1)
+    assert unstepped >= 0.4 - 1e-3  # 4 * 0.1 s of work on capacity 1
+    assert stepped < unstepped, (stepped, unstepped)
 
 
 # --- rate limits -----------------------------------------------------------------------------------------
@@ -136,9 +151,9 @@ async def test_rate_limit_headers_report_limit_and_decreasing_remaining():
     # The bucket refills at 100_000/60 tokens per second while the three requests run (a loaded host is slow).
     refilled = elapsed * 100_000 / 60
     assert 100_000 - used - 1 <= int(headers["x-ratelimit-remaining-tokens"]) <= 100_000 - used + refilled + 1
-    # 3 of 5 requests used, refilling at 5/60 per second: about 36 s to full.
+    # 3 of 5 requests used, refilling at 5/60 per second: 36 s to full, less what refilled while they ran.
     assert headers["x-ratelimit-reset-requests"].endswith("s")
-    assert 35.0 < float(headers["x-ratelimit-reset-requests"].rstrip("s")) <= 36.0
+    assert 36.0 - elapsed - 0.1 <= float(headers["x-ratelimit-reset-requests"].rstrip("s")) <= 36.0
 
 
 async def test_exhausted_rpm_answers_429_with_time_until_refill():
@@ -215,23 +230,17 @@ async def test_truncated_body_is_a_prefix_of_the_real_reply():
 
 
 async def test_timeout_injection_holds_the_request_past_the_client_timeout():
-    async with running(latency_s=0, timeout_rate=1.0, hang_s=5.0) as (sim, http):
-        started = time.perf_counter()
-        with pytest.raises(asyncio.TimeoutError):
+    async with running(latency_s=0, timeout_rate=1.0, hang_s=60.0) as (sim, http):
+        with pytest.raises(asyncio.TimeoutError):  # the client gave up; the server would have held it 60 s
             async with http.post(
                 f"{sim.base_url}/chat/completions",
                 json={"model": "m", "messages": PROMPT},
                 timeout=aiohttp.ClientTimeout(total=0.2),
             ) as response:
                 await response.read()
-        assert time.perf_counter() - started < 1.0
         # The server notices the client left: the request leaves service and counts as 499.
-        for _ in range(50):
-            stats = await sim.stats()
-            if stats["in_flight"] == 0:
-                break
-            await asyncio.sleep(0.02)
-    assert stats["in_flight"] == 0
+        while (stats := await sim.stats())["in_flight"]:
+            await asyncio.sleep(0.01)
     assert stats["by_status"] == {"499": 1}
 
 
@@ -377,7 +386,9 @@ async def test_stats_count_statuses_paths_tokens_and_peak_in_flight_then_reset()
     assert stats["by_status"] == {"200": 5, "429": 2}
     assert stats["by_path"] == {"/v1/chat/completions": 6, "/v1/embeddings": 1}
     assert stats["peak_in_flight"] == 4  # the rejected two never entered service
-    assert 0.5 < stats["mean_in_flight"] <= 4
+    # in-flight seconds: the four admitted requests each spent at least their 0.1 s of service in flight
+    assert stats["mean_in_flight"] * stats["wall_s"] >= 4 * 0.1 - 1e-6
+    assert stats["mean_in_flight"] <= stats["peak_in_flight"]
     assert stats["completion_tokens"] == completion
     assert stats["prompt_tokens"] > 0
     assert stats["in_flight"] == 0

@@ -238,6 +238,22 @@ def test_processor_sharing_runs_at_full_speed_below_capacity():
     assert in_virtual_time(main()) == pytest.approx([0.05] * 4)
 
 
+def test_a_capacity_step_re_times_jobs_already_in_service():
+    async def main() -> list[float]:
+        capacity = [1]
+        pool = ProcessorSharing(lambda: capacity[0])
+
+        def step() -> None:
+            capacity[0] = 4
+            pool.capacity_changed()
+
+        asyncio.get_running_loop().call_at(0.15, step)
+        return await asyncio.gather(*(_finish_time(pool, 0.1) for _ in range(4)))
+
+    # Each job gets 0.15 / 4 = 0.0375 s of work by the step, then the remaining 0.0625 s at full speed.
+    assert in_virtual_time(main()) == pytest.approx([0.2125] * 4)
+
+
 def test_cancelled_job_leaves_the_pool_and_frees_its_share():
     async def main() -> tuple[float, int]:
         pool = ProcessorSharing(lambda: 1)
