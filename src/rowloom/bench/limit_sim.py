@@ -259,10 +259,13 @@ _LENGTHS = RequestMix((32, 128, 512), 20, 600)
 _CHAT = RequestMix((40, 64, 160), 10, 160)
 CONDITIONS: tuple[tuple[str, ServerModel, RequestMix | None, int, float], ...] = (
     ("hosted 16, spread 0.5, ceiling 64", ServerModel("hosted", 16, 0.2, 0.5), None, 64, 60),
+    ("hosted 8, spread 0.5, ceiling 64", ServerModel("hosted", 8, 0.2, 0.5), None, 64, 60),
+    ("hosted 4, spread 0.5, ceiling 64", ServerModel("hosted", 4, 0.2, 0.5), None, 64, 60),
     ("hosted 16, spread 1.0, ceiling 64", ServerModel("hosted", 16, 0.2, 1.0), None, 64, 60),
     ("hosted 16, lengths, ceiling 64", ServerModel("hosted", 16, 0.02, per_token_s=0.002), _LENGTHS, 64, 60),
     ("vLLM-style 16, no spread, ceiling 128", ServerModel("sharing", 16, 0.2), None, 128, 60),
     ("vLLM-style 16, spread 0.5, ceiling 128", ServerModel("sharing", 16, 0.2, 0.5), None, 128, 60),
+    ("vLLM-style 8, spread 0.5, ceiling 128", ServerModel("sharing", 8, 0.2, 0.5), None, 128, 60),
     ("vLLM-style 16, spread 1.0, ceiling 128", ServerModel("sharing", 16, 0.2, 1.0), None, 128, 60),
     ("vLLM-style 16, lengths, ceiling 128", ServerModel("sharing", 16, 0.02, per_token_s=0.002), _LENGTHS, 128, 60),
     (

@@ -6,7 +6,7 @@ import heapq
 
 import pytest
 
-from rowloom.bench.limit_sim import ServerModel, simulate
+from rowloom.bench.limit_sim import ServerModel, peak_throughput, simulate
 from rowloom.concurrency.clock import ManualClock
 from rowloom.config.request_admission import RequestAdmissionConfig
 from rowloom.models.admission import AIMDLimit, CompositeLimit, FixedLimit, LatencyLimit, Limit, limit_from_config
@@ -292,3 +292,15 @@ def test_successes_admitted_before_a_cut_do_not_prop_up_the_next_cut():
     successes(limit, 60, in_flight=60, start=9.8, rtt=0.25)  # admitted before the cut, finished after it
     overload(limit, at=10.3, in_flight=before)
     assert limit.limit <= before * 0.5 + 1  # a plain multiplicative cut, not "back to 60 succeeding"
+
+
+@pytest.mark.parametrize("capacity", [4, 8])
+def test_aimd_probes_a_small_endpoints_edge_gently_instead_of_hitting_it_every_few_windows(capacity):
+    # Its edge zone is at least one request wide: 10% of 8 is less than one step of the limit, and an edge
+    # that goes unseen is hit every cycle (6% of requests answered 429 at capacity 8 before).
+    server = ServerModel("hosted", capacity, 0.2, 0.5)
+    clock = ManualClock()
+    limit = limit_from_config(RequestAdmissionConfig(), ceiling=64, clock=clock, start=16)
+    run = simulate(limit, server, seconds=120, seed=1, clock=clock)
+    assert run.share_rejected < 0.01
+    assert run.throughput >= 0.97 * peak_throughput(server, seed=1)

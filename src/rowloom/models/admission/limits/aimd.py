@@ -17,9 +17,9 @@ class AIMDLimit:
     * Slow start: every success at full use adds `slow_start_step` (1.0 doubles the limit per round trip,
       0.5 grows it by half) until the first overload.
     * Congestion avoidance: after a window of successes at full use, add `increase_step` — or only
-      `probe_step` while within `probe_zone` of the level where overload last began, so steady state probes
-      the known edge gently instead of hitting 429 every few windows. Nothing grows while the limit is not
-      used (`in_flight` below it): unused headroom proves nothing.
+      `probe_step` while within `probe_zone` (at least one request) of the level where overload last began, so
+      steady state probes the known edge gently instead of hitting 429 every few windows. Nothing grows while
+      the limit is not used (`in_flight` below it): unused headroom proves nothing.
     * Decrease: an overload cuts to `limit * decrease_factor`, but never below the concurrency that has been
       succeeding since the last cut (it is proven), and always by at least one. On the first overload (leaving
       slow start) the estimate is preferred over a blind cut: the requests that were already in flight when
@@ -129,11 +129,18 @@ class AIMDLimit:
         self._successes = 0
         step, reason = self._step, "additive increase"
         if self._overload_at is not None:
-            if self._value > self._overload_at * (1 + self._zone):
+            width = self._zone_width()
+            if self._value > self._overload_at + width:
                 self._overload_at = None  # capacity evidently grew past the old edge
-            elif self._value >= self._overload_at * (1 - self._zone):
+            elif self._value >= self._overload_at - width:
                 step, reason = self._probe, "probing near the last overload"
         self._grow(step, reason)
+
+    def _zone_width(self) -> float:
+        """How near the last overload level counts as its edge: `probe_zone` of it, and never less than one
+        request — on a small endpoint 10% is less than one step of the limit, and the edge would go unseen."""
+        assert self._overload_at is not None
+        return max(1.0, self._overload_at * self._zone)
 
     def _serving_recently(self, now: float) -> bool:
         """Whether requests of ours succeeded within the last two round trips (the server serves some)."""
@@ -192,7 +199,7 @@ class AIMDLimit:
             target, reason = float(succeeding), "overload: back to the concurrency that was succeeding"
         else:
             target, reason = blind, "overload: multiplicative decrease"
-        same_edge = self._overload_at is not None and abs(edge - self._overload_at) <= self._overload_at * self._zone
+        same_edge = self._overload_at is not None and abs(edge - self._overload_at) <= self._zone_width()
         # Repeated overload at the same edge: probe it half as eagerly next time (fewer 429s in steady state).
         self._probe = max(self._probe_step / 16, self._probe / 2) if same_edge else self._probe_step
         self._overload_at = float(max(1, edge))
