@@ -31,10 +31,10 @@ async def test_an_attempt_without_room_beside_the_worst_cases_in_flight_waits_fo
     held = await spend.reserve("m", lambda: (10, 20))  # 10 + 40 = 50
     assert spend.reserved.cost == 50.0 and spend.spent.cost == 0.0
     waiting = asyncio.create_task(spend.reserve("m", lambda: (10, 21)))  # 10 + 42 = 52: no room beside the 50
-    await asyncio.sleep(0.01)
-    assert not waiting.done()
+    await asyncio.sleep(0)  # one loop turn: the second attempt finds no room and waits for a settlement
+    assert not waiting.done() and spend.reserved.cost == 50.0
     spend.settle(held, usage=Usage(prompt_tokens=10, completion_tokens=5))  # cost 20, nothing held any more
-    second = await asyncio.wait_for(waiting, 1.0)
+    second = await waiting
     assert spend.reserved.cost == 52.0 and spend.spent == Spend(cost=20.0, tokens=15, requests=1)
     spend.settle(held, usage=Usage(prompt_tokens=10, completion_tokens=5))  # twice: charged once
     assert spend.spent.requests == 1
