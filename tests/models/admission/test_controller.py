@@ -250,7 +250,7 @@ async def test_in_flight_never_goes_negative_under_a_storm_of_releases():
             released.append(lease)
         elif released:
             assert ok(controller, rng.choice(released)) is ReleaseStatus.DUPLICATE
-        assert controller.in_flight("a") == len(held) >= 0
+        assert controller.in_flight("a") == len(held)
         assert controller.in_flight("a") <= 3
 
 
