@@ -1,4 +1,5 @@
-"""Simulator building blocks: config validation, schedule parsing, token buckets, processor sharing."""
+"""Simulator building blocks: config validation, schedule parsing, token buckets, processor sharing and outage
+timers (the last two on a virtual-time loop, so their timings are exact)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from pydantic import ValidationError
 
 from rowloom.bench.sim_limits import RateLimits, TokenBucket, format_duration
+from rowloom.bench.sim_outages import OutageTimer
 from rowloom.bench.sim_service import Fault, ServiceDraws
 from rowloom.bench.sim_sharing import ProcessorSharing
 from rowloom.bench.simulator import SimulatorConfig, flap_windows, parse_capacity_schedule, parse_outages
@@ -266,6 +268,43 @@ def test_cancelled_job_leaves_the_pool_and_frees_its_share():
     finished, active = in_virtual_time(main())
     assert finished == pytest.approx(0.125)  # the remaining 0.075 s at full speed
     assert active == 0
+
+
+async def _outage_changes(windows: str, *, reset_at: float | None = None, until: float = 2.0) -> list:
+    """(loop time, down) at every flip of an outage timer over `until` seconds; restarted at `reset_at`."""
+    loop = asyncio.get_running_loop()
+    changes: list[tuple[float, bool]] = []
+    timer = OutageTimer(parse_outages(windows), lambda: changes.append((loop.time(), timer.down)))
+    timer.restart(loop.time())
+    if reset_at is not None:
+        await asyncio.sleep(reset_at)
+        timer.restart(loop.time())
+    await asyncio.sleep(until - loop.time())
+    timer.close()
+    return changes
+
+
+def test_outage_timer_flips_at_every_edge_of_a_flapping_schedule_and_stays_up_after_it():
+    changes = in_virtual_time(_outage_changes("0.3:0.3:1.5"))
+    assert [down for _, down in changes] == [True, False, True, False]
+    assert [at for at, _ in changes] == pytest.approx([0.3, 0.6, 0.9, 1.2])
+
+
+def test_outage_timer_counts_windows_again_from_a_restart():
+    changes = in_virtual_time(_outage_changes("0.2+0.2", reset_at=0.5))
+    assert [down for _, down in changes] == [True, False, True, False]
+    assert [at for at, _ in changes] == pytest.approx([0.2, 0.4, 0.7, 0.9])
+
+
+def test_an_outage_without_end_is_down_from_the_start_until_ended_early():
+    async def main() -> tuple[list[bool], bool, bool]:
+        flips: list[bool] = []
+        timer = OutageTimer(parse_outages("0+inf"), lambda: flips.append(timer.down))
+        timer.restart(asyncio.get_running_loop().time())
+        ended = timer.end_current()
+        return flips, ended, timer.end_current()
+
+    assert in_virtual_time(main()) == ([True, False], True, False)
 
 
 def test_uniform_jitter_stays_within_its_band_and_repeats_with_the_seed():
