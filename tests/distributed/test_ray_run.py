@@ -7,6 +7,7 @@ import contextlib
 import json
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +50,56 @@ def _config(sim: SimulatorProcess) -> DatasetConfig:
 
 
 @pytest.fixture(scope="module")
-def single_process(sim, tmp_path_factory):
+def single_process_output(sim, tmp_path_factory) -> Path:
+    """The folder of a complete single-process run (copy it to start from a run of these rows)."""
     out = tmp_path_factory.mktemp("single")
     asyncio.run(run_job(_config(sim), RECORDS, output=out))
-    return pq.read_table(out / "data").to_pandas()
+    return out
+
+
+@pytest.fixture(scope="module")
+def single_process(single_process_output):
+    return pq.read_table(single_process_output / "data").to_pandas()
+
+
+@dataclass
+class ClusterRun:
+    """One finished two-worker run of `_config(sim)` through `rowloom.generate`, observed every way a user can."""
+
+    out: Path
+    result: Any
+    stats: dict[str, Any]  # the simulator's, of this run alone
+    log: Path  # the merged JSONL event log
+    metrics: Any  # the live PrometheusSink
+    live_limit: list[tuple[int, float]]  # (a worker's own limit in an event, the exported gauge then)
+
+
+@pytest.fixture(scope="module")
+def cluster_run(ray_instance, sim, tmp_path_factory) -> ClusterRun:
+    """Several tests assert different facts of the same run: it is made once (each run pays the workers' start)."""
+    import rowloom
+    from rowloom.observe.prometheus import PrometheusSink
+    from rowloom.observe.sinks import FanoutSink, JsonlSink
+
+    folder = tmp_path_factory.mktemp("cluster")
+    log, out = folder / "events.jsonl", folder / "out"
+    metrics = PrometheusSink()
+    live_limit: list[tuple[int, float]] = []
+
+    class Watch:  # reads the live gauge after every event that reports a worker's limit, as a scrape would
+        def emit(self, event) -> None:
+            own = {"limit_changed": "new", "request_queued": "limit", "request_admitted": "limit"}.get(event.kind)
+            if own is not None:
+                gauge = metrics.registry.get_sample_value("rowloom_request_limit", {"endpoint": KEY})
+                live_limit.append((getattr(event, own), gauge))
+
+        def close(self) -> None:
+            return None
+
+    sim.reset()
+    sink = FanoutSink([JsonlSink(log), metrics, Watch()])
+    result = rowloom.generate(_config(sim), RECORDS, out, executor="ray", workers=2, events=sink)
+    return ClusterRun(out, result, sim.stats(), log, metrics, live_limit)
 
 
 def _rows(out: Path):
@@ -66,10 +113,8 @@ def _assert_same_rows(out: Path, expected) -> None:
     assert got.astype(str).equals(expected.astype(str))  # the simulator's replies follow from the prompts
 
 
-def test_two_workers_stay_within_one_endpoint_capacity(ray_instance, sim, single_process, tmp_path):
-    sim.reset()
-    result = run_distributed(_config(sim), RECORDS, output=tmp_path, workers=2)
-    stats = sim.stats()
+def test_two_workers_stay_within_one_endpoint_capacity(cluster_run, single_process):
+    result, stats, out = cluster_run.result, cluster_run.stats, cluster_run.out
     requests = stats["requests_total"]
     # + a small probe margin: grants can exceed a just-cut limit for one renewal interval, and on a loaded host the
     # simulator's in-flight count overlaps a reply still being written with the next request in service
@@ -78,13 +123,13 @@ def test_two_workers_stay_within_one_endpoint_capacity(ray_instance, sim, single
     authority = result.summary["executor"]["authorities"][KEY]
     assert authority["peak_granted"] <= 16 + 4  # what the two workers together were lent
     assert authority["samples"] == requests  # every worker's every attempt fed the one limit
-    _assert_same_rows(tmp_path, single_process)
+    _assert_same_rows(out, single_process)
     # The token ledger is built from the workers' events on the driver, as a single process builds it.
     totals = result.summary["ledger"]["totals"]
     for name in ("prompt_tokens", "completion_tokens"):
         assert totals[name] == stats[name]
     assert totals["requests"] == requests
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["ledger"]["totals"] == totals
 
 
@@ -211,31 +256,14 @@ def test_a_worker_silent_past_the_liveness_check_is_stopped_and_its_late_parts_a
     assert manifest["records_written"] == RECORDS == len(_rows(out))
 
 
-def test_events_trace_report_and_metrics_show_the_whole_cluster(ray_instance, sim, tmp_path):
+def test_events_trace_report_and_metrics_show_the_whole_cluster(cluster_run):
     from rowloom.observe.perfetto import build_trace
-    from rowloom.observe.prometheus import PrometheusSink
     from rowloom.observe.report import render_report
-    from rowloom.observe.sinks import FanoutSink, JsonlSink, read_jsonl
+    from rowloom.observe.sinks import read_jsonl
     from rowloom.observe.timeline import build_timeline, select_job
 
-    log = tmp_path / "events.jsonl"
-    metrics = PrometheusSink()
-    live_limit: list[tuple[int, float]] = []  # (the worker's own limit in the event, the exported gauge)
-
-    class Watch:  # reads the live gauge after every event that reports a worker's limit, as a scrape would
-        def emit(self, event) -> None:
-            own = {"limit_changed": "new", "request_queued": "limit", "request_admitted": "limit"}.get(event.kind)
-            if own is not None:
-                gauge = metrics.registry.get_sample_value("rowloom_request_limit", {"endpoint": KEY})
-                live_limit.append((getattr(event, own), gauge))
-
-        def close(self) -> None:
-            return None
-
-    sim.reset()
-    sink = FanoutSink([JsonlSink(log), metrics, Watch()])
-    run_distributed(_config(sim), RECORDS, output=tmp_path / "out", workers=2, sink=sink)
-    requests = sim.stats()["requests_total"]
+    log, metrics, live_limit = cluster_run.log, cluster_run.metrics, cluster_run.live_limit
+    requests = cluster_run.stats["requests_total"]
     events = read_jsonl(log)
     # Every worker's events merge into the one log, each carrying its worker's id, between the driver's own.
     assert {e["job"].rpartition(":")[2] for e in events if e["kind"] == "request_completed"} == {"w0", "w1"}
@@ -261,17 +289,21 @@ def test_events_trace_report_and_metrics_show_the_whole_cluster(ray_instance, si
     assert all(value == endpoint.limit.at(t + 1e-6) for t, value in counted.items())  # ns-rounded times
     assert all(gauge >= own for own, gauge in live_limit)
     assert any(gauge > own for own, gauge in live_limit)  # while both workers hold grants: their sum
-    assert render_report(tmp_path / "out", events=log).is_file()
+    assert render_report(cluster_run.out, events=log).is_file()
     assert metrics.registry.get_sample_value("rowloom_requests_in_flight", {"endpoint": KEY}) == 0
     assert (
         metrics.registry.get_sample_value("rowloom_requests_total", {"endpoint": KEY, "outcome": "success"})
-        == (sim.stats()["by_status"]["200"])
+        == (cluster_run.stats["by_status"]["200"])
     )
 
 
-def test_resume_after_a_partial_run_writes_only_the_rest(ray_instance, sim, single_process, tmp_path):
+def test_resume_after_a_partial_run_writes_only_the_rest(
+    ray_instance, sim, single_process, single_process_output, tmp_path
+):
+    import shutil
+
     config = _config(sim)
-    asyncio.run(run_job(config, RECORDS, output=tmp_path))
+    shutil.copytree(single_process_output, tmp_path, dirs_exist_ok=True)  # the run of `config`, made once
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     manifest["row_groups"] = manifest["row_groups"][:12]  # as if the driver died after 12 row groups
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
@@ -391,12 +423,9 @@ def test_a_failed_ray_run_lists_every_part_its_workers_delivered(ray_instance, t
     assert summary["records_written"] == manifest["records_written"] == 5 * len(manifest["row_groups"]) > 0
 
 
-def test_generate_with_executor_ray_writes_the_same_rows(ray_instance, sim, single_process, tmp_path):
-    import rowloom
-
-    result = rowloom.generate(_config(sim), RECORDS, tmp_path, executor="ray", workers=2)
-    assert result.summary["executor"]["kind"] == "ray"
-    _assert_same_rows(tmp_path, single_process)
+def test_generate_with_executor_ray_writes_the_same_rows(cluster_run, single_process):
+    assert cluster_run.result.summary["executor"]["kind"] == "ray"  # the shared run is made by rowloom.generate
+    _assert_same_rows(cluster_run.out, single_process)
 
 
 def test_workers_write_to_an_object_store_and_the_driver_owns_its_manifest(
