@@ -31,6 +31,7 @@ from pathlib import Path
 
 from rowloom.bench.scenarios import SCENARIOS
 from rowloom.bench.sim_process import SimulatorProcess
+from rowloom.concurrency.clock import SYSTEM_CLOCK
 from rowloom.config import DatasetConfig
 from rowloom.engine.job import run_job
 from rowloom.engine.runtime import RequestRuntime
@@ -40,7 +41,6 @@ from rowloom.models.cache.store import _ROW as ROW
 from rowloom.models.cache.store import FILE_NAME, stored_row
 from rowloom.models.ledger import TokenLedger
 from rowloom.models.types import ChatRequest, ChatResponse, Usage
-from rowloom.observe.clock import SYSTEM_CLOCK
 from rowloom.observe.context import correlate
 from rowloom.observe.sinks import FanoutSink
 from rowloom.observe.stats import RequestStats
