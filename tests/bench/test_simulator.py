@@ -58,7 +58,8 @@ def schema_format(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_hosted_mode_answers_429_with_retry_after_beyond_capacity():
-    async with running(capacity=2, latency_s=0.15, retry_after_s=0.4) as (sim, http):
+    # 0.5 s of service: ample time for all five to arrive while the first two are served
+    async with running(capacity=2, latency_s=0.5, retry_after_s=0.4) as (sim, http):
         results = await by_completion(*(chat(http, sim) for _ in range(5)))
     # rejected at once: every 429 is answered while the two admitted requests are still in service
     assert [status for status, *_ in results] == [429, 429, 429, 200, 200]
@@ -79,17 +80,18 @@ async def test_no_retry_after_option_omits_retry_headers():
 
 
 async def test_vllm_mode_latency_scales_with_load_and_never_429():
-    async with running(mode="vllm", capacity=2, latency_s=0.05) as (sim, http):
+    # 0.2 s of service: ample time for all eight to arrive before the first could finish
+    async with running(mode="vllm", capacity=2, latency_s=0.2) as (sim, http):
         _, _, _, alone = await chat(http, sim)
         began = time.perf_counter()
         results = await asyncio.gather(*(chat(http, sim) for _ in range(8)))
         batch = time.perf_counter() - began
         stats = await sim.stats()
     assert {status for status, *_ in results} == {200}
-    assert alone >= 0.05 - 1e-3  # the no-load service time (less processor sharing's rounding margin)
-    # 8 requests of 0.05 s on capacity 2 share it: no faster than 8 * 0.05 / 2 of work, 4x one alone (the exact
+    assert alone >= 0.2 - 1e-3  # the no-load service time (less processor sharing's rounding margin)
+    # 8 requests of 0.2 s on capacity 2 share it: no faster than 8 * 0.2 / 2 of work, 4x one alone (the exact
     # processor-sharing times are checked in virtual time in test_simulator_limits.py)
-    assert batch >= 8 * 0.05 / 2 - 1e-3
+    assert batch >= 8 * 0.2 / 2 - 1e-3
     assert stats["peak_in_flight"] == 8
 
 
@@ -107,10 +109,11 @@ async def test_vllm_queue_limit_answers_503_without_retry_after_beyond_capacity_
 
 
 async def test_capacity_schedule_switches_hosted_capacity_and_restarts_on_reset():
-    async with running(capacity_schedule="0:1,0.3:3", latency_s=0.1) as (sim, http):
+    # the early three arrive within their 0.2 s of service and are done long before the step at 0.6 s
+    async with running(capacity_schedule="0:1,0.6:3", latency_s=0.2) as (sim, http):
         early = Counter(s for s, *_ in await asyncio.gather(*(chat(http, sim) for _ in range(3))))
         assert (await sim.stats())["capacity"] == 1
-        await asyncio.sleep(0.35 - (await sim.stats())["wall_s"])
+        await asyncio.sleep(0.65 - (await sim.stats())["wall_s"])
         late = Counter(s for s, *_ in await asyncio.gather(*(chat(http, sim) for _ in range(3))))
         assert (await sim.stats())["capacity"] == 3
         async with http.post(f"{sim.base_url[:-3]}/stats/reset") as response:
@@ -373,7 +376,7 @@ async def test_models_endpoint_lists_the_configured_models():
 
 
 async def test_stats_count_statuses_paths_tokens_and_peak_in_flight_then_reset():
-    async with running(capacity=4, latency_s=0.1) as (sim, http):
+    async with running(capacity=4, latency_s=0.3) as (sim, http):  # the six arrive within 0.3 s of service
         results = await asyncio.gather(*(chat(http, sim) for _ in range(6)))
         async with http.post(f"{sim.base_url}/embeddings", json={"model": "e", "input": "x"}) as response:
             assert response.status == 200
@@ -386,14 +389,14 @@ async def test_stats_count_statuses_paths_tokens_and_peak_in_flight_then_reset()
     assert stats["by_status"] == {"200": 5, "429": 2}
     assert stats["by_path"] == {"/v1/chat/completions": 6, "/v1/embeddings": 1}
     assert stats["peak_in_flight"] == 4  # the rejected two never entered service
-    # in-flight seconds: the four admitted requests each spent at least their 0.1 s of service in flight
-    assert stats["mean_in_flight"] * stats["wall_s"] >= 4 * 0.1 - 1e-6
+    # in-flight seconds: the four admitted requests each spent at least their 0.3 s of service in flight
+    assert stats["mean_in_flight"] * stats["wall_s"] >= 4 * 0.3 - 1e-6
     assert stats["mean_in_flight"] <= stats["peak_in_flight"]
     assert stats["completion_tokens"] == completion
     assert stats["prompt_tokens"] > 0
     assert stats["in_flight"] == 0
     assert stats["cpu_s"] > 0
-    assert stats["wall_s"] >= 0.1
+    assert stats["wall_s"] >= 0.3
     assert after["requests_total"] == 0
     assert after["by_status"] == {}
     assert after["peak_in_flight"] == 0
