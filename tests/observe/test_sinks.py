@@ -61,23 +61,34 @@ def test_jsonl_sink_buffers_then_writes_lines_that_read_back_as_events(tmp_path)
     assert event_from_dict(back[0]) == events[0]
 
 
-def test_jsonl_sink_writes_full_batches_on_its_own_thread_and_reports_a_failed_write(tmp_path, monkeypatch):
+def test_jsonl_sink_writes_full_batches_on_its_own_thread_and_reports_a_failed_write(tmp_path):
     import threading
 
     import pytest
 
-    from rowloom.observe import sinks
-
     path = tmp_path / "events.jsonl"
     sink = JsonlSink(path, buffer_events=2)
     writers: list[str] = []
-    real = sinks.encode_jsonl
+    failing = threading.Event()
 
-    def recording(batch):
-        writers.append(threading.current_thread().name)
-        return real(batch)
+    class Recording:  # the sink's file, recording which thread writes and failing on demand
+        def __init__(self, file):
+            self.file = file
+            self.closed = False
 
-    monkeypatch.setattr(sinks, "encode_jsonl", recording)
+        def write(self, data: bytes) -> int:
+            writers.append(threading.current_thread().name)
+            if failing.is_set():
+                raise OSError(28, "No space left on device")
+            return self.file.write(data)
+
+        def flush(self) -> None:
+            self.file.flush()
+
+        def close(self) -> None:
+            self.file.close()
+
+    sink._file = Recording(sink._file)
     events = [TaskQueued(ts=float(i), job="j", task=f"0:c:{i}", group="c", pool="cpu") for i in range(5)]
     for event in events:
         sink.emit(event)
@@ -85,10 +96,7 @@ def test_jsonl_sink_writes_full_batches_on_its_own_thread_and_reports_a_failed_w
     assert [e["ts"] for e in read_jsonl(path)] == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert writers and set(writers) == {"rowloom-events"}  # never the emitting thread
 
-    def broken(batch):
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(sinks, "encode_jsonl", broken)
+    failing.set()
     sink.emit(events[0])
     sink.emit(events[1])  # a full batch: handed to the writer, whose write fails
     with pytest.raises(OSError, match="No space left"):
