@@ -11,7 +11,9 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from rowloom.concurrency.clock import SYSTEM_CLOCK, Clock
+from rowloom.concurrency.fair_queue import Selection
 from rowloom.concurrency.leases import ReleaseStatus
+from rowloom.concurrency.loops import running_loop
 from rowloom.config.models import ModelConfig, ProviderConfig
 from rowloom.config.request_admission import RequestAdmissionConfig
 from rowloom.errors import RowloomError
@@ -92,12 +94,6 @@ class RequestAdmissionController(PooledAdmission, AdmissionViews):
         return limit_from_config(
             self.config, ceiling=bounds.ceiling, clock=self._clock, start=bounds.start, floor=bounds.floor
         )
-
-    def key_for(self, alias: str, *, domain: str = "chat") -> ResourceKey:
-        """The resource key an alias is registered on (a pool's: its first endpoint's)."""
-        if (pool := self._registry.pool(alias, domain)) is not None:
-            return pool.members[0].state.key
-        return self._registry.resolve(alias, domain)[0].key
 
     # ------------------------------------------------------------ acquire
 
@@ -199,11 +195,7 @@ class RequestAdmissionController(PooledAdmission, AdmissionViews):
         When the controller's loop runs on another thread, waits there (woken like any waiter). Without a
         running loop nothing could free capacity, so it takes a free slot or raises `AdmissionTimeout`.
         """
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
+        if running_loop() is not None:
             raise RowloomError(
                 "acquire_blocking() was called on a thread that runs an event loop; blocking there would freeze "
                 "every request on it. Use `await controller.acquire(...)` instead."
@@ -417,21 +409,31 @@ class RequestAdmissionController(PooledAdmission, AdmissionViews):
 
     def _dispatch_own(self, state: EndpointState) -> None:
         queue = state.queue
+        self._hand_out(state, lambda: queue.select_next(lambda group: self._alias_room(state, group[0])), queue.commit)
+
+    def _hand_out(
+        self,
+        state: EndpointState,
+        select: Callable[[], Selection[Any, Waiter] | None],
+        commit: Callable[[Selection[Any, Waiter]], object],
+        queue: str | None = None,
+    ) -> None:
+        """Admit the waiters `select` offers on `state` while it has room: a cancelled one is only dequeued, and
+        one its rate budget cannot take yet stays queued (a timer re-dispatches). `queue` names a pool's queue."""
         now = self._clock.now()
-        while queue and self._has_room(state, now):
-            selection = queue.select_next(lambda group: self._alias_room(state, group[0]))
-            if selection is None:
-                return
+        while self._has_room(state, now) and (selection := select()) is not None:
             waiter = selection.item
             if waiter.future.done():  # cancelled; its task has not run its cleanup yet
-                queue.commit(selection)
+                commit(selection)
                 continue
             if state.budget is not None and not state.budget.ready(waiter.tokens, now):
                 self._arm_budget_timer(state, state.budget.wait_s(waiter.tokens, now))
                 return
-            queue.commit(selection)
+            commit(selection)
             waiter.future.set_result(
-                self._admit(state, waiter.alias, waiter.group, waiter.tokens, now, waiter.queued_at, waiter.correlation)
+                self._admit(
+                    state, waiter.alias, waiter.group, waiter.tokens, now, waiter.queued_at, waiter.correlation, queue
+                )
             )
 
     def _abandon(self, state: EndpointState, waiter: Waiter) -> None:

@@ -8,6 +8,7 @@ health) is the controller's, which this class is part of.
 
 from __future__ import annotations
 
+from rowloom.concurrency.fair_queue import Selection
 from rowloom.models.admission.endpoint import EndpointState, Waiter
 from rowloom.models.admission.leases import RequestLease
 from rowloom.models.admission.pools import EndpointPool, Member
@@ -71,23 +72,12 @@ class PooledAdmission:
         state = member.state
         if state.queue:  # the key's own waiters come first
             return
-        now = self._clock.now()
-        while pool.queue and self._has_room(state, now) and self._alias_room(state, pool.alias):
-            selection = pool.pick(member, now)
-            if selection is None:
-                break
-            waiter = selection.item
-            if waiter.future.done():  # cancelled; its task has not run its cleanup yet
-                pool.take(selection)
-                continue
-            if state.budget is not None and not state.budget.ready(waiter.tokens, now):
-                self._arm_budget_timer(state, state.budget.wait_s(waiter.tokens, now))
-                return
-            pool.take(selection)
-            lease = self._admit(
-                state, pool.alias, waiter.group, waiter.tokens, now, waiter.queued_at, waiter.correlation, pool.label
-            )
-            waiter.future.set_result(lease)
+
+        def select() -> Selection[str, Waiter] | None:
+            ok = pool.queue and self._alias_room(state, pool.alias)
+            return pool.pick(member, self._clock.now()) if ok else None
+
+        self._hand_out(state, select, pool.take, pool.label)
         if member.fallback:
             self._arm_spill(pool)
 

@@ -14,6 +14,12 @@ class AdmissionViews:
     """Mixed into `RequestAdmissionController`: its read-only views (it provides `_registry`, `_ledger`,
     `_clock`)."""
 
+    def key_for(self, alias: str, *, domain: str = "chat") -> ResourceKey:
+        """The resource key an alias is registered on (a pool's: its first endpoint's)."""
+        if (pool := self._registry.pool(alias, domain)) is not None:
+            return pool.members[0].state.key
+        return self._registry.resolve(alias, domain)[0].key
+
     def capacity(self, alias: str, *, domain: str = "chat") -> int:
         """Requests the alias may have in flight now (its key's current limit, within its own ceiling; a pool's:
         the sum over its endpoints that are up)."""
