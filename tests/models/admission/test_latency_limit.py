@@ -193,3 +193,22 @@ def test_retired_gradient_settings_name_the_fix():
         RequestAdmissionConfig.model_validate({"algorithm": "gradient"})
     with pytest.raises(ConfigError, match="latency_tolerance"):
         RequestAdmissionConfig.model_validate({"gradient_tolerance": 1.3})
+
+
+def test_the_knee_fits_of_every_inner_point_equal_fitting_each_moved_curve_on_its_own():
+    import random
+
+    from rowloom.models.admission.limits.load_curve import _fit_line, _knee_fits
+
+    rng = random.Random(7)
+    for trial in range(300):
+        xs = sorted(rng.uniform(0.0, 5.0) for _ in range(rng.randint(3, 14)))
+        if trial % 4 == 0:
+            xs[2] = xs[1]  # equal loads stay left of a knee at them
+        points = [(x, rng.uniform(1.0, 200.0), rng.uniform(-2.0, 3.0) + x * rng.random()) for x in xs]
+        for (knee, slope, sse), (at, _, _) in zip(_knee_fits(points), points[1:-1], strict=True):
+            moved = [(min(x, at), w, y - max(0.0, x - at)) for x, w, y in points]
+            expected_slope, expected_sse = _fit_line(moved, 1.0)
+            assert knee == at
+            assert slope == pytest.approx(expected_slope, abs=1e-9)
+            assert sse == pytest.approx(expected_sse, rel=1e-9, abs=1e-9)

@@ -172,9 +172,7 @@ class LoadCurve:
         ]
         if past_sse <= flat_sse - 2 * penalty:  # it cuts below every load seen: it must beat flat clearly
             candidates.append((past_sse + penalty, past))
-        for knee_x, _, _ in points[1:-1]:
-            shifted = [(min(x, knee_x), w, y - max(0.0, x - knee_x)) for x, w, y in points]
-            slope, sse = _fit_line(shifted, 1.0)
+        for knee_x, slope, sse in _knee_fits(points):
             candidates.append((sse + 3 * penalty, Knee(math.exp(knee_x), False, slope, lowest, highest)))
         return min(candidates, key=lambda candidate: candidate[0])[1]
 
@@ -212,6 +210,48 @@ class LoadCurve:
             if level.w > 0:
                 out.append((level.load / level.w, level.w, (level.r - slope * level.k) / level.w))
         return out
+
+
+def _knee_fits(points: list[tuple[float, float, float]]) -> list[tuple[float, float, float]]:
+    """(knee, slope, sse) of the knee model at each inner point: `_fit_line` of the points with every one past
+    the knee moved onto it (x -> knee, y -> y - (x - knee)), slope in [0, 1], for all knees in one pass.
+
+    Points at or left of the knee are unchanged and those right of it all sit at x = knee, so each fit's weighted
+    sums come from prefix sums over the left part and suffix sums over the right: O(points), not O(points²) —
+    the fit runs at every decision of every endpoint's latency limit."""
+    n = len(points)
+    # prefix sums of w, wx, wy, wxx, wxy, wyy over points[:i]; suffix sums of w, w·d, w·d² (d = y - x) over [i:]
+    pre = [(0.0,) * 6]
+    for x, w, y in points:
+        a = pre[-1]
+        pre.append((a[0] + w, a[1] + w * x, a[2] + w * y, a[3] + w * x * x, a[4] + w * x * y, a[5] + w * y * y))
+    suf = [(0.0,) * 3] * (n + 1)
+    for i in range(n - 1, -1, -1):
+        x, w, y = points[i]
+        d, b = y - x, suf[i + 1]
+        suf[i] = (b[0] + w, b[1] + w * d, b[2] + w * d * d)
+    fits = []
+    for j in range(1, n - 1):
+        k = points[j][0]
+        split = j + 1
+        while split < n and points[split][0] <= k:  # equal loads stay left of the knee, as min(x, k) keeps them
+            split += 1
+        sw, swx, swy, swxx, swxy, swyy = pre[split]
+        rw, rd, rdd = suf[split]
+        # the right part at x = k, y = d + k
+        sw += rw
+        swx += k * rw
+        ry = rd + k * rw
+        swy += ry
+        swxx += k * k * rw
+        swxy += k * ry
+        swyy += rdd + 2 * k * rd + k * k * rw
+        sxx = swxx - swx * swx / sw
+        sxy = swxy - swx * swy / sw
+        syy = swyy - swy * swy / sw
+        slope = min(1.0, max(0.0, sxy / sxx)) if sxx > 0 else 0.0
+        fits.append((k, slope, max(0.0, syy - 2 * slope * sxy + slope * slope * sxx)))
+    return fits
 
 
 def _fit_line(points: list[tuple[float, float, float]], max_slope: float) -> tuple[float, float]:
