@@ -7,7 +7,7 @@ budgets are parts it drives. It must not call providers or classify errors (that
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rowloom.concurrency.clock import SYSTEM_CLOCK, Clock
@@ -141,24 +141,40 @@ class RequestAdmissionController(PooledAdmission, AdmissionViews):
         )
         self._dispatch(state)
         return await self._wait(
-            waiter, deadline, lambda d: self._expire_at(state, waiter, d), lambda: self._abandon(state, waiter)
+            waiter, deadline, state.queue.remove, lambda: self._dispatch(state), lambda: self._timeout(state, alias)
         )
 
     async def _wait(
         self,
         waiter: Waiter,
         deadline: float | None,
-        expire: Callable[[float], Coroutine[Any, Any, None]],
-        abandon: Callable[[], None],
+        remove: Callable[[Waiter], bool],
+        redispatch: Callable[[], None],
+        timeout: Callable[[], AdmissionTimeout],
     ) -> RequestLease:
-        """Await a queued waiter's lease; `expire(deadline)` fails it then; on cancellation, `abandon()`."""
-        if waiter.future.done():
-            return waiter.future.result()
+        """Await a queued waiter's lease. Past `deadline` it leaves its queue (`remove`) with `timeout()`; a
+        cancelled caller gives back a lease already handed to it, or leaves the queue; `redispatch` then serves
+        the rest (the one that left may have been the head that held them back)."""
+        future = waiter.future
+        if future.done():
+            return future.result()
+
+        async def expire(at: float) -> None:
+            await self._clock.sleep(at - self._clock.now())
+            if not future.done():
+                remove(waiter)
+                future.set_exception(timeout())
+                redispatch()
+
         timer = None if deadline is None else asyncio.get_running_loop().create_task(expire(deadline))
         try:
-            return await waiter.future
+            return await future
         except asyncio.CancelledError:
-            abandon()
+            if future.done() and not future.cancelled():
+                if future.exception() is None:
+                    self.release(future.result(), Outcome.CANCELLED, rtt_s=0.0)
+            elif remove(waiter):
+                redispatch()
             raise
         finally:
             if timer is not None:
@@ -309,10 +325,10 @@ class RequestAdmissionController(PooledAdmission, AdmissionViews):
         """Every current waiter and every later acquire on this key raises `error` (the circuit opened)."""
         state, _ = self._registry.resolve(alias_or_key, domain)
         state.failed = error
-        self._fail_waiters(state, error)
+        self._fail_waiters(state.queue.clear(), error)
         for pool in state.pools:  # a pool fails with its last endpoint; until then the others serve its queue
             if pool.failure() is not None:
-                self._fail_pool(pool, error)
+                self._fail_waiters(pool.clear(), error)
             else:
                 self._dispatch_pool(pool)
 
@@ -323,18 +339,22 @@ class RequestAdmissionController(PooledAdmission, AdmissionViews):
         for state in self._registry:
             state.failed = None
             state.peak_in_flight = 0
-            self._fail_waiters(state, AdmissionClosed("request admission was reset while this request waited"))
-        for pool in self._registry.pools():
-            self._fail_pool(pool, AdmissionClosed("request admission was reset while this request waited"))
+        self._fail_all(AdmissionClosed("request admission was reset while this request waited"))
 
     def close(self) -> None:
         """Cancel timers and fail every waiter; the controller should not be used afterwards."""
         for state in self._registry:
             state.cancel_timers()
-            self._fail_waiters(state, AdmissionClosed("request admission was closed while this request waited"))
         for pool in self._registry.pools():
             pool.spill_timer.cancel()
-            self._fail_pool(pool, AdmissionClosed("request admission was closed while this request waited"))
+        self._fail_all(AdmissionClosed("request admission was closed while this request waited"))
+
+    def _fail_all(self, error: BaseException) -> None:
+        """Fail every waiter of every endpoint and every pool."""
+        for state in self._registry:
+            self._fail_waiters(state.queue.clear(), error)
+        for pool in self._registry.pools():
+            self._fail_waiters(pool.clear(), error)
 
     # ------------------------------------------------------------ internals: admission
 
@@ -436,26 +456,10 @@ class RequestAdmissionController(PooledAdmission, AdmissionViews):
                 )
             )
 
-    def _abandon(self, state: EndpointState, waiter: Waiter) -> None:
-        """The waiting task was cancelled: give back a lease it was already handed, or leave the queue."""
-        future = waiter.future
-        if future.done() and not future.cancelled():
-            if future.exception() is None:
-                self.release(future.result(), Outcome.CANCELLED, rtt_s=0.0)
-            return
-        if state.queue.remove(waiter):
-            self._dispatch(state)  # it may have been the head that held the others back
-
-    async def _expire_at(self, state: EndpointState, waiter: Waiter, deadline: float) -> None:
-        await self._clock.sleep(deadline - self._clock.now())
-        if waiter.future.done():
-            return
-        state.queue.remove(waiter)
-        waiter.future.set_exception(self._timeout(state, waiter.alias))
-        self._dispatch(state)
-
-    def _fail_waiters(self, state: EndpointState, error: BaseException) -> None:
-        for waiter in state.queue.clear():
+    @staticmethod
+    def _fail_waiters(waiters: list[Waiter], error: BaseException) -> None:
+        """Fail waiters taken out of a queue (`clear()`), an endpoint's own or a pool's."""
+        for waiter in waiters:
             if not waiter.future.done():
                 waiter.future.set_exception(error)
 

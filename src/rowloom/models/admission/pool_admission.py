@@ -12,7 +12,6 @@ from rowloom.concurrency.fair_queue import Selection
 from rowloom.models.admission.endpoint import EndpointState, Waiter
 from rowloom.models.admission.leases import RequestLease
 from rowloom.models.admission.pools import EndpointPool, Member
-from rowloom.models.types import Outcome
 from rowloom.observe.events.request import RequestQueued
 
 
@@ -47,8 +46,9 @@ class PooledAdmission:
         return await self._wait(
             waiter,
             deadline,
-            lambda d: self._expire_pooled(pool, waiter, d),
-            lambda: self._abandon_pooled(pool, waiter),
+            pool.remove,
+            lambda: self._dispatch_pool(pool),
+            lambda: self._timeout(pool.members[0].state, pool.alias),
         )
 
     def _try_pooled(self, pool: EndpointPool, group: str, tokens: int) -> RequestLease | None:
@@ -90,27 +90,6 @@ class PooledAdmission:
 
     def _fits(self, member: Member, tokens: int, now: float) -> bool:
         return self._can_admit(member.state, member.alias, tokens, now)
-
-    def _abandon_pooled(self, pool: EndpointPool, waiter: Waiter) -> None:
-        future = waiter.future
-        if future.done() and not future.cancelled():
-            if future.exception() is None:
-                self.release(future.result(), Outcome.CANCELLED, rtt_s=0.0)
-            return
-        if pool.remove(waiter):
-            self._dispatch_pool(pool)
-
-    async def _expire_pooled(self, pool: EndpointPool, waiter: Waiter, deadline: float) -> None:
-        await self._clock.sleep(deadline - self._clock.now())
-        if not waiter.future.done():
-            pool.remove(waiter)
-            waiter.future.set_exception(self._timeout(pool.members[0].state, pool.alias))
-            self._dispatch_pool(pool)
-
-    def _fail_pool(self, pool: EndpointPool, error: BaseException) -> None:
-        for waiter in pool.clear():
-            if not waiter.future.done():
-                waiter.future.set_exception(error)
 
     @staticmethod
     def _spared(state: EndpointState) -> bool:
