@@ -75,6 +75,19 @@ def test_curve_says_every_load_is_past_the_knee_when_latency_grows_in_proportion
     assert knee is not None and knee.past and knee.lowest == pytest.approx(8, rel=0.1)
 
 
+def test_curve_places_the_knee_just_above_a_lowest_load_whose_latency_sits_above_the_proportional_line():
+    # A probe that landed just under the knee at 8: its latency is flat with the knee's, above the line of slope
+    # one through the loads past it.
+    curve, rng = LoadCurve(), random.Random(5)
+    for load in (7, 16, 20, 24):
+        feed(curve, rng, load=load, n=200, rtt=lambda load, k: 0.2 * max(1.0, load / 8), sigma=0.1)
+    assert 7.5 <= curve.flat_until(min_weight=10) <= 9.0
+    past = LoadCurve()
+    for load in (8, 12, 16):
+        feed(past, rng, load=load, n=200, rtt=lambda load, k: 0.5 * load, sigma=0.1)
+    assert past.flat_until(min_weight=10) == pytest.approx(8, rel=0.05)
+
+
 def test_curve_forgets_old_points():
     curve, rng = LoadCurve(memory_s=10.0), random.Random(5)
     feed(curve, rng, load=4, n=50, rtt=lambda load, k: 0.2, sigma=0.1, now=0.0)
@@ -146,6 +159,20 @@ def test_a_server_past_its_knee_from_the_first_request_is_found_by_probing_lower
     run = simulate(limit, server, seconds=300, mix=mix, seed=0, clock=clock)
     assert limit.limit <= 4
     assert run.throughput >= 0.95 * peak_throughput(server, mix)
+
+
+def test_a_probe_that_lands_under_the_knee_is_not_followed_by_a_deeper_one():
+    # Slow start from 16 on a vLLM-style server of capacity 8: the first probe (to half the lowest load) lands
+    # just under the knee. Halving again would idle most of the server for a second to learn only latency: the
+    # first seconds of the run keep more than 91% of the server's peak throughput (86-88% when it halved again).
+    server = ServerModel("sharing", capacity=8, latency_s=0.2, sigma=0.5)
+    shares = []
+    for seed in range(5):
+        clock = ManualClock()
+        limit = limit_from_config(RequestAdmissionConfig(), ceiling=128, clock=clock, start=16)
+        run = simulate(limit, server, seconds=7, seed=seed, clock=clock, measured_from=0.0)
+        shares.append(run.throughput / peak_throughput(server, seed=seed))
+    assert sum(shares) / len(shares) >= 0.91, shares
 
 
 def test_batching_that_still_pays_keeps_the_limit_growing_to_the_slots():

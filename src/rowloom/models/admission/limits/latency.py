@@ -19,6 +19,7 @@ _DEEP = 0.5  # a probe for a knee below every load seen holds the limit at half 
 _ROUTINE = 0.7  # a routine probe below the operating load holds it at this share (cheaper, shallower)
 _SLOW_START = 1.5  # growth per window before the first cut
 _AHEAD = 1.5  # the limit stays within this factor of the highest load measured
+_AGAIN_WITHIN = 6  # a probe within this many windows of the last goes only as deep as a routine one
 _PROBE_ROUND_TRIPS = 30  # a probe ends after this many (smoothed) round trips even without its samples
 
 
@@ -42,8 +43,9 @@ class LatencyLimit:
     makes latency grow in proportion to load. Once per window of samples (sized from the measured spread):
 
     * **Cut** to `knee × tolerance` (at least knee + 1) when the limit is above it, or, when latency grows in
-      proportion to load at every level seen (the knee lies below them all), to the lowest level's headroom and
-      probe lower.
+      proportion to load at every level seen (the knee lies below them all), to the headroom of where latency
+      stops being flat: the lowest level, or a little above it when that level's latency sits above the
+      proportional line through the others (a probe that landed just under the knee).
     * **Grow** while the limit is fully used and below that headroom: by half per window in slow start (before
       any cut), by one without a known knee, halfway to the headroom with one.
     * **Never run ahead of the curve**: at most 1.5x the highest load measured (and `start` before anything
@@ -52,7 +54,9 @@ class LatencyLimit:
       curve has nothing below the operating load and the load is steady, at most every `probe_interval_s`
       (doubling up to 8x while probes find no knee) and never while the endpoint answers 429/503/529 itself
       (it says when it is full); pinned at the ceiling with one level seen; or, deeper (0.5x), when the knee
-      lies below every level seen.
+      lies below every level seen and nothing places it — at once, but only 0.7x deep within a few windows of
+      the last probe (that one found the region; halving again would cost a second of throughput to learn
+      only latency).
 
     Overload samples (429/503/timeouts) carry no latency information and are not points: that is AIMD's job.
     With `initial=None` it starts at its ceiling and acts as a cap on another limit (how the composite uses it).
@@ -189,11 +193,17 @@ class LatencyLimit:
                 self._grow(window, None)
             return
         if knee.past:
-            # The knee is at or below the lowest load seen: hold there and look lower.
+            # Every load seen is past the knee: hold just above where latency stops being flat (the lowest load,
+            # or a little above it when the lowest point sits above the proportional line). Look lower at once
+            # only when nothing says where below the lowest load the knee is; a second look in a row goes less
+            # deep (the first one found the region).
             self._interval = self._probe_interval
-            self._cut(self._headroom(knee.lowest), "latency grows in proportion to load at every level seen")
-            if knee.lowest > self._min and self._may_probe(needed=True):
-                self._start_probe(knee.lowest, _DEEP, "the knee lies below every load seen: probing lower")
+            flat = max(knee.lowest, self.curve.flat_until(min_weight=min_weight))
+            self._cut(self._headroom(flat), "latency grows in proportion to load at every level seen")
+            needed = flat < knee.lowest * math.sqrt(self._tolerance)
+            if knee.lowest > self._min and self._may_probe(needed=needed):
+                depth = _ROUTINE if self._windows_since_probe < _AGAIN_WITHIN else _DEEP
+                self._start_probe(knee.lowest, depth, "the knee lies below every load seen: probing lower")
             return
         if knee.load is not None:
             self._interval = self._probe_interval

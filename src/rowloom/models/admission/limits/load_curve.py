@@ -16,6 +16,7 @@ _MIN_RANGE = 1.3  # a slope needs loads at least this far apart
 _POOL_SPAN = 1.25  # sparse neighbouring levels pool into one point across at most this load ratio
 _PRIOR_SPREAD = 0.5  # assumed log-spread until the curve has measured one
 _MIN_SPREAD = 0.05
+_KNEE_GRID = 40  # steps of the knee's search between the lowest and highest load (flat_until)
 
 
 @dataclass(slots=True)
@@ -175,6 +176,22 @@ class LoadCurve:
         for knee_x, slope, sse in _knee_fits(points):
             candidates.append((sse + 3 * penalty, Knee(math.exp(knee_x), False, slope, lowest, highest)))
         return min(candidates, key=lambda candidate: candidate[0])[1]
+
+    def flat_until(self, *, min_weight: float) -> float:
+        """For a curve past its knee at every point: the load up to which latency stays flat, fitted as
+        `y = a + log(max(load, knee))` with the knee anywhere from the lowest point to the highest (the lowest
+        point when nothing lies above the line of slope one: the knee is at or below it)."""
+        points = [(math.log(load), w, y) for load, w, y in self.points(min_weight)]
+        if len(points) < 2:
+            return math.exp(points[0][0]) if points else 0.0
+        low, high = points[0][0], points[-1][0]
+        best, best_sse = low, math.inf
+        for step in range(_KNEE_GRID + 1):
+            knee = low + (high - low) * step / _KNEE_GRID
+            _, sse = _fit_line([(max(x, knee), w, y - max(x, knee)) for x, w, y in points], 0.0)
+            if sse < best_sse - 1e-12:
+                best, best_sse = knee, sse
+        return math.exp(best)
 
     def highest_load(self, *, min_weight: float) -> float:
         """The highest mean load among points holding `min_weight` samples' worth (0 with none)."""
