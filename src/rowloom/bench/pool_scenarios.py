@@ -43,24 +43,32 @@ def pool_members(scenario: Scenario) -> list[PoolEndpoint]:
     return [ep for ep in scenario.endpoints if isinstance(ep, PoolEndpoint)]
 
 
-def pool_chain(members: tuple[PoolEndpoint, ...], spill_after_s: float | None = None):
-    """The examples/chain.yaml workload (3 chained LLM columns) on the pool alias whose endpoints are `members`."""
+def pool_chain(members: tuple[PoolEndpoint, ...], spill_after_s: float | None = None, *, known: bool = False):
+    """The examples/chain.yaml workload (3 chained LLM columns) on the pool alias whose endpoints are `members`;
+    `known` fixes each member's limit at its simulator's capacity (nothing left to learn: a reference run)."""
 
     def build(urls: dict[str, str]) -> dict[str, Any]:
+        endpoints: list[dict[str, Any]] = [{"provider": m.provider, "tier": m.tier} for m in members]
+        if known:
+            for endpoint, m in zip(endpoints, members, strict=True):
+                endpoint["max_parallel_requests"] = m.sim.capacity
         model: dict[str, Any] = {
             "alias": POOL_ALIAS,
             "model": MODEL,
-            "endpoints": [{"provider": m.provider, "tier": m.tier} for m in members],
+            "endpoints": endpoints,
             "max_parallel_requests": CEILING,
             "inference": {"temperature": 0.7, "max_tokens": 64},
         }
         if spill_after_s is not None:
             model["spill_after_s"] = spill_after_s
+        run: dict[str, Any] = {"row_group_size": 100, "seed": 1}
+        if known:
+            run["request_admission"] = {"algorithm": "fixed"}
         return {
             "providers": [{"name": name, "base_url": url} for name, url in urls.items()],
             "models": [model],
             "columns": SAMPLERS + _chain_columns(POOL_ALIAS),
-            "run": {"row_group_size": 100, "seed": 1},
+            "run": run,
         }
 
     return build
@@ -96,6 +104,15 @@ POOL_SCENARIOS: dict[str, Scenario] = {
             "chain on one pool of three vLLM-style endpoints, capacity 8, 16 and 32 (spread sigma 0.5)",
             VLLM,
             pool_chain(VLLM),
+            600,
+            None,
+            notes={"pool": POOL_ALIAS},
+        ),
+        Scenario(
+            "pool_vllm_known",
+            "pool_vllm with each member's limit fixed at its true capacity: what perfect knowledge achieves",
+            VLLM,
+            pool_chain(VLLM, known=True),
             600,
             None,
             notes={"pool": POOL_ALIAS},
