@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from rowloom.bench.sim_batches import BatchService
 from rowloom.bench.sim_config import SimulatorConfig
 from rowloom.bench.sim_limits import RateLimits
 from rowloom.bench.sim_replies import ReplyRequestError, chat_reply, embedding_vector, estimate_tokens
@@ -72,6 +73,18 @@ class SimulatorApp:
         self._step_timers: list[asyncio.TimerHandle] = []
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._arm_schedule()
+        # OpenAI's batch API (files + batches); the other API shapes have their own batch APIs, not simulated.
+        self.batches = (
+            BatchService(
+                delay_s=config.batch_delay_s,
+                fail_rate=config.batch_fail_rate,
+                expire_s=config.batch_expire_s,
+                seed=config.seed,
+                render=self._batch_reply,
+            )
+            if config.api == "openai"
+            else None
+        )
 
     @property
     def epoch(self) -> float:
@@ -87,6 +100,8 @@ class SimulatorApp:
             app.router.add_post(shape.embeddings_path, self._embeddings)
         if shape.models_path is not None:
             app.router.add_get(shape.models_path, self._models)
+        if self.batches is not None:
+            self.batches.routes(app)
         app.router.add_get("/stats", self._stats)
         app.router.add_post("/stats/reset", self._reset)
         app.router.add_get("/health", self._health)
@@ -99,13 +114,18 @@ class SimulatorApp:
     def snapshot(self) -> dict[str, Any]:
         """The `/stats` document."""
         now = self._loop.time()
-        return self.stats.snapshot(now, capacity=self.capacity_now(), mode=self.config.mode, down=self.down)
+        extra: dict[str, Any] = {"capacity": self.capacity_now(), "mode": self.config.mode, "down": self.down}
+        if self.batches is not None:
+            extra["batches"] = self.batches.snapshot()
+        return self.stats.snapshot(now, **extra)
 
     def reset(self) -> None:
         """Zero counters, refill rate-limit buckets and restart the capacity schedule clock."""
         now = self._loop.time()
         self.stats.reset(now)
         self._limits.reset(now)
+        if self.batches is not None:
+            self.batches.reset()
         self._epoch = now
         self._arm_schedule()
         if self._sharing is not None:
@@ -295,6 +315,16 @@ class SimulatorApp:
             return self.shape.chat_reply(final, body, usage, next(self._ids))
 
         return _Work(reply.prompt_tokens, reply.completion_tokens, reply.structured, render, cached, reasoning)
+
+    def _batch_reply(self, body: dict[str, Any]) -> tuple[dict[str, Any], int, int]:
+        """One batch line's chat completion (no admission, no service time: the batch's delay stands for both);
+        structured replies break their schema at `schema_invalid_rate` as online ones do."""
+        words = (self.config.reply_words_min, self.config.reply_words_max)
+        reply = chat_reply(body, self.config.default_max_tokens, words=words)
+        if reply.structured and self._draws.violates_schema():
+            reply = chat_reply(body, self.config.default_max_tokens, violate_schema=True, words=words)
+        usage = {"prompt": reply.prompt_tokens, "completion": reply.completion_tokens}
+        return self.shape.chat_reply(reply, body, usage, next(self._ids)), reply.prompt_tokens, reply.completion_tokens
 
     def _prepare_embeddings(self, request: web.Request, body: dict[str, Any]) -> _Work:
         raw = body.get("input")

@@ -109,6 +109,11 @@ def sim(
     embedding_dim: Annotated[int, typer.Option(help="Length of embedding vectors.")] = 16,
     reply_words_min: Annotated[int, typer.Option(help="Fewest words in a text reply (max_tokens caps it).")] = 30,
     reply_words_max: Annotated[int, typer.Option(help="Most words in a text reply (max_tokens caps it).")] = 60,
+    batch_delay: Annotated[float, typer.Option(help="Batch API: seconds until every line of a batch is done.")] = 5.0,
+    batch_fail_rate: Annotated[float, typer.Option(help="Batch API: fraction of lines that fail (500).")] = 0.0,
+    batch_expire: Annotated[
+        float | None, typer.Option(help="Batch API: seconds after which a running batch expires (default never).")
+    ] = None,
     config_json: Annotated[str | None, typer.Option(hidden=True, help="A full SimulatorConfig as JSON.")] = None,
     exit_with_parent: Annotated[
         bool, typer.Option(hidden=True, help="Exit when stdin closes; answer control commands read from it.")
@@ -157,6 +162,9 @@ def sim(
                 embedding_dim=embedding_dim,
                 reply_words_min=reply_words_min,
                 reply_words_max=reply_words_max,
+                batch_delay_s=batch_delay,
+                batch_fail_rate=batch_fail_rate,
+                batch_expire_s=batch_expire,
             )
     except ValidationError as exc:
         problems = "; ".join(

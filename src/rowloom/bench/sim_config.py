@@ -132,6 +132,18 @@ class SimulatorConfig(BaseModel):
     reply_words_min: int = Field(30, ge=1, description="Fewest words in a text reply (before the max_tokens cap).")
     reply_words_max: int = Field(60, ge=1, description="Most words in a text reply (before the max_tokens cap).")
     models: tuple[str, ...] = Field(("sim-model",), min_length=1, description="Ids listed by GET /v1/models.")
+    batch_delay_s: float = Field(
+        5.0, ge=0, description="Batch API: every line of a batch finishes within this long (from half of it on)."
+    )
+    batch_fail_rate: float = Field(
+        0.0, ge=0, le=1, description="Batch API: fraction of lines answered 500 in the batch's error file."
+    )
+    batch_expire_s: float | None = Field(
+        None,
+        gt=0,
+        description="Batch API: a batch still running this long after creation expires (its unfinished lines "
+        "come back as batch_expired); unset: batches never expire.",
+    )
 
     @field_validator("capacity_schedule", mode="before")
     @classmethod
