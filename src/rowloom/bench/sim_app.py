@@ -101,7 +101,7 @@ class SimulatorApp:
         if shape.models_path is not None:
             app.router.add_get(shape.models_path, self._models)
         if self.batches is not None:
-            self.batches.routes(app)
+            self.batches.routes(app, self._denied)
         app.router.add_get("/stats", self._stats)
         app.router.add_post("/stats/reset", self._reset)
         app.router.add_get("/health", self._health)

@@ -19,7 +19,7 @@ import asyncio
 import itertools
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,13 +95,21 @@ class BatchService:
         self._counts: dict[str, int] = {}
         self.reset()
 
-    def routes(self, app: web.Application) -> None:
-        app.router.add_post("/v1/files", self._upload)
-        app.router.add_get("/v1/files/{file_id}", self._file)
-        app.router.add_get("/v1/files/{file_id}/content", self._content)
-        app.router.add_post("/v1/batches", self._create)
-        app.router.add_get("/v1/batches/{batch_id}", self._get)
-        app.router.add_post("/v1/batches/{batch_id}/cancel", self._cancel)
+    def routes(self, app: web.Application, denied: Callable[[web.Request], web.Response | None]) -> None:
+        """Serve the batch endpoints on `app`; `denied(request)` answers a request without a valid key."""
+
+        def guarded(handler: Callable[[web.Request], Awaitable[web.Response]]):
+            async def serve(request: web.Request) -> web.Response:
+                return denied(request) or await handler(request)
+
+            return serve
+
+        app.router.add_post("/v1/files", guarded(self._upload))
+        app.router.add_get("/v1/files/{file_id}", guarded(self._file))
+        app.router.add_get("/v1/files/{file_id}/content", guarded(self._content))
+        app.router.add_post("/v1/batches", guarded(self._create))
+        app.router.add_get("/v1/batches/{batch_id}", guarded(self._get))
+        app.router.add_post("/v1/batches/{batch_id}/cancel", guarded(self._cancel))
 
     def reset(self) -> None:
         """Zero the counters (files and batches stay: a client may still poll them)."""

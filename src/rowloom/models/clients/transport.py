@@ -149,12 +149,32 @@ class HttpTransport:
 
     async def _post(self, url: str, payload: dict[str, Any]) -> tuple[int, Any, bytes, float]:
         """POST `payload`; (status, headers, body, latency) or a classified transport `ProviderError`."""
-        data = orjson.dumps(payload)
+        return await self._send("POST", url, data=orjson.dumps(payload))
+
+    async def _get(self, url: str, *, max_bytes: int | None = None) -> tuple[int, Any, bytes, float]:
+        """GET `url`; (status, headers, body, latency) or a classified transport `ProviderError`. `max_bytes`
+        replaces the provider's `max_reply_bytes` cap (a file of many replies)."""
+        return await self._send("GET", url, max_bytes=max_bytes)
+
+    async def _post_form(self, url: str, form: aiohttp.FormData) -> tuple[int, Any, bytes, float]:
+        """POST a multipart form (a file upload); its own Content-Type replaces the session's JSON one."""
+        body = form()
+        return await self._send("POST", url, data=body, headers={"Content-Type": body.content_type})
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        data: Any = None,
+        headers: dict[str, str] | None = None,
+        max_bytes: int | None = None,
+    ) -> tuple[int, Any, bytes, float]:
         session = self._http()
         start = time.monotonic()
         try:
-            async with session.post(url, data=data, allow_redirects=False) as resp:
-                body = await self._read_capped(resp, start)
+            async with session.request(method, url, data=data, headers=headers, allow_redirects=False) as resp:
+                body = await self._read_capped(resp, start, max_bytes)
                 return resp.status, resp.headers, body, time.monotonic() - start
         except (TimeoutError, aiohttp.ClientError) as exc:
             error = classify_exception(exc, time.monotonic() - start)
@@ -164,10 +184,10 @@ class HttpTransport:
             cause = None if isinstance(exc, aiohttp.ClientResponseError) else exc
             raise self._scrub(error) from cause
 
-    async def _read_capped(self, resp: aiohttp.ClientResponse, start: float) -> bytes:
-        """The body, decompressed, read a chunk at a time; `ReplyTooLarge` as soon as it passes `max_reply_bytes`
-        (leaving the rest unread and the connection closed, so a gzip bomb stops at the cap)."""
-        limit = self.provider.max_reply_bytes
+    async def _read_capped(self, resp: aiohttp.ClientResponse, start: float, limit: int | None = None) -> bytes:
+        """The body, decompressed, read a chunk at a time; `ReplyTooLarge` as soon as it passes `limit` (default
+        `max_reply_bytes`), leaving the rest unread and the connection closed, so a gzip bomb stops at the cap."""
+        limit = self.provider.max_reply_bytes if limit is None else limit
         chunks: list[bytes] = []
         size = 0
         async for chunk in resp.content.iter_chunked(_READ_CHUNK):
