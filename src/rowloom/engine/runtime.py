@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from rowloom.concurrency.clock import Clock
@@ -20,7 +21,7 @@ from rowloom.models.admission import LimitFactory, RequestAdmissionController
 from rowloom.models.budget import SpendBudget
 from rowloom.models.cache import CacheUnavailable, ReplyCache, open_cache
 from rowloom.models.clients import client_for
-from rowloom.models.executor import AliasEndpoints, ModelRequestExecutor, register_alias
+from rowloom.models.executor import AliasRoute, ModelRequestExecutor, RouteMember, register_alias
 from rowloom.models.local import LocalModelServer
 from rowloom.models.types import ChatClient
 from rowloom.observe.sinks import EventSink
@@ -66,7 +67,7 @@ class RequestRuntime:
         settings = config.run.request_admission
         self.admission = RequestAdmissionController(settings, clock=clock, sink=sink, limit_factory=limit_factory)
         used = {c.model_alias for c in config.columns if c.model_alias}
-        self._models: dict[str, AliasEndpoints] = {}  # by alias: (its config if a pool, its endpoints)
+        self._models: dict[str, AliasRoute] = {}
         self._pool_sizes: dict[str, int] = {}  # connections per provider: the ceilings of the models it serves
         for model in config.models:
             if model.alias not in used:
@@ -75,10 +76,10 @@ class RequestRuntime:
             for member in model.members():
                 provider = config.provider(member.model.provider)
                 effective = effective_model(member.model, provider)
-                members.append((effective, provider, member.tier == "fallback"))
+                members.append(RouteMember(effective, provider, member.tier == "fallback"))
                 ceiling = effective.max_parallel_requests or settings.default_max_parallel_requests
                 self._pool_sizes[provider.name] = self._pool_sizes.get(provider.name, 0) + ceiling
-            self._models[model.alias] = (model if model.is_pool else None, members)
+            self._models[model.alias] = AliasRoute(model if model.is_pool else None, tuple(members))
             register_alias(self.admission, model.alias, self._models[model.alias], "chat")
         self.clients: dict[str, ChatClient] = {}
         self.local_servers: dict[str, LocalModelServer] = {}  # by provider name, while entered
@@ -102,8 +103,10 @@ class RequestRuntime:
             models={},
             endpoints={
                 # the provider as requests see it (a local one's URL is known only once its server started)
-                alias: (pool, [(m, providers[p.name], fallback) for m, p, fallback in members])
-                for alias, (pool, members) in self._models.items()
+                alias: AliasRoute(
+                    route.pool, tuple(replace(m, provider=providers[m.provider.name]) for m in route.members)
+                )
+                for alias, route in self._models.items()
             },
             config=self.config.run.request_admission,
             clock=self.clock,

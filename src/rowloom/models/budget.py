@@ -85,16 +85,6 @@ class SpendBudget:
     ):
         self.limits = limits
         self.prices = dict(prices)
-        # Per-token prices (input, cached input, output) by alias: an attempt is priced without a method call.
-        self._rates = {
-            alias: (
-                p.input_per_mtok / 1e6,
-                (p.input_per_mtok if p.cached_input_per_mtok is None else p.cached_input_per_mtok) / 1e6,
-                p.output_per_mtok / 1e6,
-            )
-            for alias, p in self.prices.items()
-            if p is not None
-        }
         self.before = before or Spend()
         self.this_run = Spend()  # charged by this run's settled attempts
         self._freed: asyncio.Event | None = None  # set when a held worst case is given back
@@ -154,11 +144,8 @@ class SpendBudget:
         return Spend(cost=self._cost(alias, prompt, completion), tokens=prompt + completion, requests=1)
 
     def _cost(self, alias: str, prompt: int, completion: int, cached: int = 0) -> float:
-        rates = self._rates.get(alias)
-        if rates is None:
-            return 0.0
-        cached = min(max(cached, 0), prompt)
-        return (prompt - cached) * rates[0] + cached * rates[1] + completion * rates[2]
+        price = self.prices.get(alias)
+        return 0.0 if price is None else price.cost(prompt, completion, cached)
 
     def _fits(self, worst: Spend) -> bool:
         """Whether `worst` fits beside what is spent and held now; `BudgetReached` when it does not fit beside

@@ -12,7 +12,7 @@ import itertools
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from rowloom.concurrency.clock import SYSTEM_CLOCK, Clock
@@ -39,11 +39,39 @@ from rowloom.observe.events.request import CacheHit, CacheMissed, RequestRetried
 from rowloom.observe.sinks import EventSink, NullSink
 
 R = TypeVar("R", ChatResponse, EmbeddingResponse)
-AliasEndpoints = tuple[ModelConfig | None, Sequence[tuple[ModelConfig, ProviderConfig, bool]]]
-"""Where an alias's requests go: its config if it names a pool (else None), and its endpoints, each as (the model
-on that endpoint, its provider, whether it is a fallback)."""
 
-__all__ = ["EndpointRejected", "EndpointUnavailable", "EndpointUnreachable", "ModelRequestExecutor", "RequestFailed"]
+
+@dataclass(frozen=True, slots=True)
+class RouteMember:
+    """One endpoint an alias's requests may go to: the model as that endpoint serves it, and its provider."""
+
+    model: ModelConfig
+    provider: ProviderConfig
+    fallback: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AliasRoute:
+    """Where an alias's requests go: its config when it names a pool (else None), and its endpoints in order."""
+
+    pool: ModelConfig | None
+    members: tuple[RouteMember, ...]
+
+    @property
+    def cache_provider(self) -> str:
+        """The provider a cache key scoped by provider names (the first endpoint's)."""
+        return self.members[0].provider.name
+
+
+__all__ = [
+    "AliasRoute",
+    "EndpointRejected",
+    "EndpointUnavailable",
+    "EndpointUnreachable",
+    "ModelRequestExecutor",
+    "RequestFailed",
+    "RouteMember",
+]
 
 _CANCELLATIONS = (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit)
 # Attempts the provider turned away before doing the work: not billed. Any other failure (a timeout, a reset
@@ -51,13 +79,13 @@ _CANCELLATIONS = (asyncio.CancelledError, KeyboardInterrupt, SystemExit, Generat
 _REFUSED = frozenset({Outcome.RATE_LIMITED, Outcome.OVERLOADED, Outcome.CLIENT_ERROR})
 
 
-def register_alias(admission: RequestAdmissionController, alias: str, endpoints: AliasEndpoints, domain: str) -> None:
+def register_alias(admission: RequestAdmissionController, alias: str, route: AliasRoute, domain: str) -> None:
     """Make `alias` admissible for `domain` on its endpoint, or on each endpoint of its pool and then as the pool.
     Idempotent."""
-    pool, members = endpoints
+    pool = route.pool
     keys = [
-        (admission.register_model(alias, m, p, domain=domain, pooled=pool is not None), fallback)
-        for m, p, fallback in members
+        (admission.register_model(alias, m.model, m.provider, domain=domain, pooled=pool is not None), m.fallback)
+        for m in route.members
     ]
     if pool is not None:
         admission.register_pool(alias, keys, spill_after_s=pool.spill_after_s, domain=domain)
@@ -112,19 +140,20 @@ class ModelRequestExecutor:
         rng: random.Random | None = None,
         budget: SpendBudget | None = None,
         cache: ReplyCache | None = None,
-        endpoints: Mapping[str, AliasEndpoints] | None = None,
+        endpoints: Mapping[str, AliasRoute] | None = None,
     ):
         """`models` gives single-endpoint aliases as (model, provider); `endpoints` any alias, pooled or not, as
-        `AliasEndpoints`. `cache` answers chat requests it holds (and stores the others' replies) before any
+        its `AliasRoute`. `cache` answers chat requests it holds (and stores the others' replies) before any
         admission."""
         self.admission = admission
         self.budget = budget
         self.cache = cache
         self.config = config or admission.config
         self._clients = clients
-        self._endpoints = {alias: (None, [(m, p, False)]) for alias, (m, p) in models.items()}
+        self._endpoints = {alias: AliasRoute(None, (RouteMember(m, p),)) for alias, (m, p) in models.items()}
         self._endpoints.update(endpoints or {})
-        self._providers = {p.name: p for _, members in self._endpoints.values() for _, p, _ in members}
+        self._providers = {m.provider.name: m.provider for route in self._endpoints.values() for m in route.members}
+        self._verified: set[str] = set()  # aliases whose every provider has a client
         self._clock = clock
         self._sink = None if sink is None or isinstance(sink, NullSink) else sink
         self._rng = rng or random.Random()
@@ -160,7 +189,7 @@ class ModelRequestExecutor:
 
         if self.cache is None:
             return await send()
-        key = self.cache.key(request, self._endpoints[alias][1][0][1].name)
+        key = self.cache.key(request, self._endpoints[alias].cache_provider)
         reply = self.cache.get(key)
         if reply is not None:
             self._emit_hit(alias, group, reply, "store")
@@ -308,13 +337,16 @@ class ModelRequestExecutor:
     # ------------------------------------------------------------ plumbing
 
     def _known(self, alias: str) -> None:
-        entry = self._endpoints.get(alias)
-        if entry is None:
+        if alias in self._verified:
+            return
+        route = self._endpoints.get(alias)
+        if route is None:
             known = ", ".join(sorted(self._endpoints)) or "(none)"
             raise RowloomError(f"unknown model alias {alias!r}; the executor knows: {known}")
-        for _, provider, _ in entry[1]:
-            if provider.name not in self._clients:
-                raise RowloomError(f"no client for provider {provider.name!r} (model alias {alias!r})")
+        for member in route.members:
+            if member.provider.name not in self._clients:
+                raise RowloomError(f"no client for provider {member.provider.name!r} (model alias {alias!r})")
+        self._verified.add(alias)
 
     def _client(self, lease: RequestLease) -> ChatClient:
         return self._clients[lease.key.provider]
