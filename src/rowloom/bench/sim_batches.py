@@ -108,6 +108,7 @@ class BatchService:
         app.router.add_get("/v1/files/{file_id}", guarded(self._file))
         app.router.add_get("/v1/files/{file_id}/content", guarded(self._content))
         app.router.add_post("/v1/batches", guarded(self._create))
+        app.router.add_get("/v1/batches", guarded(self._list))
         app.router.add_get("/v1/batches/{batch_id}", guarded(self._get))
         app.router.add_post("/v1/batches/{batch_id}/cancel", guarded(self._cancel))
 
@@ -210,6 +211,32 @@ class BatchService:
             return _error(404, "no such batch", "batch_id", status_type="not_found")
         self._advance(batch)
         return _json(self._document(batch))
+
+    async def _list(self, request: web.Request) -> web.Response:
+        """Batches newest first, `limit` at a time (1-100, default 20) after the batch id `after`."""
+        try:
+            limit = int(request.query.get("limit", "20"))
+        except ValueError:
+            return _error(400, "limit must be an integer", "limit")
+        if not 1 <= limit <= 100:
+            return _error(400, "limit must be from 1 to 100", "limit")
+        ordered = list(reversed(self._batches.values()))
+        after = request.query.get("after")
+        if after is not None:
+            ids = [batch.id for batch in ordered]
+            ordered = ordered[ids.index(after) + 1 :] if after in ids else []
+        page = ordered[:limit]
+        for batch in page:
+            self._advance(batch)
+        return _json(
+            {
+                "object": "list",
+                "data": [self._document(batch) for batch in page],
+                "first_id": page[0].id if page else None,
+                "last_id": page[-1].id if page else None,
+                "has_more": len(ordered) > limit,
+            }
+        )
 
     async def _cancel(self, request: web.Request) -> web.Response:
         batch = self._batches.get(request.match_info["batch_id"])

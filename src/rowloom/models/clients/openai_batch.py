@@ -93,6 +93,23 @@ class OpenAIBatchApi:
         """The batch's status now."""
         return _status(self._ok(*await self._client._get(f"{self._batches_url}/{batch_id}")))
 
+    async def find(self, metadata_key: str, value: str, *, pages: int = 10) -> BatchStatus | None:
+        """The newest batch whose metadata has `metadata_key: value`, looking through the `pages` × 100 newest
+        (how a resume finds a batch whose creation it asked for but never heard the answer to)."""
+        after: str | None = None
+        for _ in range(pages):
+            query = "?limit=100" + (f"&after={after}" if after else "")
+            data = self._ok(*await self._client._get(f"{self._batches_url}{query}"))
+            entries = data.get("data") if isinstance(data.get("data"), list) else []
+            for entry in entries:
+                metadata = entry.get("metadata") if isinstance(entry, dict) else None
+                if isinstance(metadata, dict) and metadata.get(metadata_key) == value:
+                    return _status(entry)
+            if not data.get("has_more") or not entries:
+                return None
+            after = _text(data, "last_id", "batch list")
+        return None
+
     async def cancel(self, batch_id: str) -> BatchStatus:
         """Ask the provider to cancel the batch; its status after the request (`cancelling` or terminal)."""
         return _status(self._ok(*await self._client._post(f"{self._batches_url}/{batch_id}/cancel", {})))

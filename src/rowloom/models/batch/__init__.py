@@ -1,0 +1,7 @@
+"""Batch-API execution of chat requests: the runner that gathers, submits, polls and resubmits, and the journal
+that lets a resumed run poll what an earlier one created."""
+
+from rowloom.models.batch.journal import BatchJournal, JournalBatch
+from rowloom.models.batch.runner import BatchCounts, BatchRunner, BatchSettings
+
+__all__ = ["BatchCounts", "BatchJournal", "BatchRunner", "BatchSettings", "JournalBatch"]
