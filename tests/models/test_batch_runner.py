@@ -40,12 +40,18 @@ def request(i: int) -> ChatRequest:
     return ChatRequest(model="sim-model", messages=({"role": "user", "content": f"Name a bird, number {i}."},))
 
 
+async def answered(client: OpenAIClient, n: int, **settings: Any) -> tuple[BatchRunner, list[ChatResponse]]:
+    """A runner with `settings` asked `n` requests at once; every one must come back a reply."""
+    runner = BatchRunner(OpenAIBatchApi(client), "llm", BatchSettings(**{**FAST, **settings}))
+    replies = await asyncio.gather(*(runner.chat(f"c{i}", request(i)) for i in range(n)))
+    assert all(isinstance(r, ChatResponse) for r in replies)
+    return runner, replies
+
+
 async def test_requests_are_gathered_into_batches_by_count_and_answered_as_online():
     async with simulator(batch_delay_s=0.1) as (sim, client):
-        runner = BatchRunner(OpenAIBatchApi(client), "llm", BatchSettings(max_requests=10, **FAST))
-        replies = await asyncio.gather(*(runner.chat(f"c{i}", request(i)) for i in range(25)))
-        online = await client.chat(request(7))
-        assert all(isinstance(r, ChatResponse) for r in replies) and replies[7].text == online.text
+        runner, replies = await answered(client, 25, max_requests=10)
+        assert replies[7].text == (await client.chat(request(7))).text
         stats = await counters(sim)
         assert stats["batches_created"] == 3 and stats["lines_submitted"] == 25 and stats["duplicate_lines"] == 0
         assert (runner.counts.batches, runner.counts.lines, runner.counts.resubmitted) == (3, 25, 0)
@@ -64,9 +70,7 @@ async def test_a_batch_is_cut_at_its_byte_limit_and_sent_after_flush_after_s_whe
 
 async def test_retryable_lines_are_resubmitted_until_they_succeed_and_are_never_billed_twice():
     async with simulator(batch_delay_s=0.05, batch_fail_rate=0.4, seed=5) as (sim, client):
-        runner = BatchRunner(OpenAIBatchApi(client), "llm", BatchSettings(max_attempts=10, **FAST))
-        replies = await asyncio.gather(*(runner.chat(f"c{i}", request(i)) for i in range(30)))
-        assert all(isinstance(r, ChatResponse) for r in replies)
+        runner, _ = await answered(client, 30, max_attempts=10)
         stats = await counters(sim)
         assert stats["lines_failed"] > 0 and stats["lines_submitted"] == 30 + runner.counts.resubmitted
         assert stats["duplicate_lines"] == 0 and runner.counts.batches > 1
@@ -82,9 +86,7 @@ async def test_a_line_that_keeps_failing_raises_its_error_after_max_attempts():
 
 async def test_expired_lines_go_again_in_a_later_batch():
     async with simulator(batch_delay_s=0.4, batch_expire_s=0.3, seed=2) as (sim, client):
-        runner = BatchRunner(OpenAIBatchApi(client), "llm", BatchSettings(max_attempts=10, **FAST))
-        replies = await asyncio.gather(*(runner.chat(f"c{i}", request(i)) for i in range(20)))
-        assert all(isinstance(r, ChatResponse) for r in replies)
+        await answered(client, 20, max_attempts=10)
         stats = await counters(sim)
         assert stats["batches_expired"] >= 1 and stats["lines_expired"] > 0 and stats["duplicate_lines"] == 0
 
