@@ -152,3 +152,11 @@ async def test_a_resumed_line_that_came_back_not_run_is_sent_again(tmp_path: Pat
         again.cancel()
         assert (await counters(sim))["lines_submitted"] == 2 and second.counts.resubmitted == 1
         await second.close(cancel=True)
+
+
+async def test_polls_and_downloads_that_cannot_connect_are_tried_again_without_resubmitting():
+    # The server refuses connections from 0.3 s to 0.9 s, while its batch runs: the runner keeps polling.
+    async with simulator(batch_delay_s=0.3, outages="0.3+0.6") as (sim, client):
+        runner, _ = await answered(client, 6, max_attempts=1)
+        assert runner.counts.lines == 6 and runner.counts.resubmitted == 0
+        assert (await counters(sim))["lines_submitted"] == 6

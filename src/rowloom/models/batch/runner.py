@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import uuid
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from rowloom.models.batch.journal import BatchJournal, JournalBatch
 from rowloom.models.clients.openai_batch import BatchLine, BatchStatus, OpenAIBatchApi
@@ -23,6 +26,7 @@ from rowloom.models.types import ChatRequest, ChatResponse, ProviderError
 #: The batch metadata entry that names the journal's key, so a resume can find a batch it never heard created.
 METADATA_KEY = "rowloom_batch"
 _GROWTH = 1.5  # each poll waits this much longer than the last, up to `poll_max_s`
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -129,7 +133,7 @@ class BatchRunner:
         if batch:
             self._spawn(self._submit(batch))
 
-    def _spawn(self, work) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -171,31 +175,43 @@ class BatchRunner:
 
     async def _create(self, key: str, requests: list[_Request]) -> BatchStatus:
         """Upload and create the batch. A create that failed in transit may still have created it: the batch
-        is looked up by its key before the lines are given back (sending them again would bill them twice)."""
+        is looked up by its key, for as long as the provider cannot say, before the lines are given back
+        (sending them again would bill them twice)."""
         file_id = await self.api.upload([BatchLine(r.custom_id, r.request) for r in requests])
         try:
             return await self.api.create(file_id, metadata={METADATA_KEY: key})
         except ProviderError as error:
             if error.status is not None:  # the provider answered: it created nothing
                 raise
-            found = await self.api.find(METADATA_KEY, key)
+            found = await self._persist(functools.partial(self.api.find, METADATA_KEY, key))
             if found is None:
                 raise
             return found
 
     async def _until_done(self, status: BatchStatus, custom_ids: list[str]) -> dict[str, ChatResponse | ProviderError]:
         """Poll until the batch ends (waits growing from `poll_min_s` to `poll_max_s`); every line's result. A
-        failed poll is retried at the next interval unless it can never succeed (a refused key)."""
+        failed poll or download is tried again; one that can never succeed (a refused key) is every line's."""
+        try:
+            wait = self.settings.poll_min_s
+            while not status.terminal:
+                await asyncio.sleep(wait)
+                wait = min(self.settings.poll_max_s, wait * _GROWTH)
+                status = await self._persist(functools.partial(self.api.status, status.id))
+            return await self._persist(functools.partial(self.api.results, status, custom_ids))
+        except ProviderError as error:
+            return dict.fromkeys(custom_ids, error)
+
+    async def _persist(self, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()` until it succeeds or fails for good (not retryable), waiting longer after each failure."""
         wait = self.settings.poll_min_s
-        while not status.terminal:
-            await asyncio.sleep(wait)
-            wait = min(self.settings.poll_max_s, wait * _GROWTH)
+        while True:
             try:
-                status = await self.api.status(status.id)
+                return await call()
             except ProviderError as error:
                 if not error.retryable:
-                    return dict.fromkeys(custom_ids, error)
-        return await self.api.results(status, custom_ids)
+                    raise
+            await asyncio.sleep(wait)
+            wait = min(self.settings.poll_max_s, wait * _GROWTH)
 
     def _settle(self, r: _Request, result: ChatResponse | ProviderError) -> None:
         if r.future.done():
