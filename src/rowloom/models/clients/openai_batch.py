@@ -16,8 +16,14 @@ from typing import Any
 import aiohttp
 import orjson
 
-from rowloom.models.clients.openai import OpenAIClient, classify_chat_response, classify_status, clip
-from rowloom.models.types import ChatRequest, ChatResponse, ProviderError, ServerError
+from rowloom.models.clients.openai import (
+    OpenAIClient,
+    classify_chat_response,
+    classify_status,
+    clip,
+    decode_ok_body,
+)
+from rowloom.models.types import ChatRequest, ChatResponse, ProviderError, RateLimitInfo, ServerError
 
 BATCH_ENDPOINT = "/v1/chat/completions"
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -160,15 +166,11 @@ class OpenAIBatchApi:
         return out
 
     def _ok(self, status: int, headers: Any, body: bytes, latency: float) -> dict[str, Any]:
-        error = classify_status(status, headers, body, latency, secrets=self._client._secrets)
-        if error is not None:
-            raise self._client._scrub(error)
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            data = None
-        if not isinstance(data, dict):
-            raise ServerError(f"malformed batch API reply (HTTP {status}): not a JSON object", status=status)
+        secrets = self._client._secrets
+        error = classify_status(status, headers, body, latency, secrets=secrets)
+        data = error if error is not None else decode_ok_body(status, body, RateLimitInfo(), latency, secrets)
+        if isinstance(data, ProviderError):
+            raise self._client._scrub(data)
         return data
 
 
