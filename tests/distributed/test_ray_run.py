@@ -260,7 +260,8 @@ def test_events_trace_report_and_metrics_show_the_whole_cluster(cluster_run):
     from rowloom.observe.perfetto import build_trace
     from rowloom.observe.report import render_report
     from rowloom.observe.sinks import read_jsonl
-    from rowloom.observe.timeline import build_timeline, select_job
+    from rowloom.observe.event_log import select_job
+    from rowloom.observe.timeline_builder import build_timeline
 
     log, metrics, live_limit = cluster_run.log, cluster_run.metrics, cluster_run.live_limit
     requests = cluster_run.stats["requests_total"]
@@ -279,7 +280,7 @@ def test_events_trace_report_and_metrics_show_the_whole_cluster(cluster_run):
     _, flying = endpoint.in_flight.resample(0.0, timeline.end, 100)
     _, limit = endpoint.limit.resample(0.0, timeline.end, 100)
     assert sum(f > cap + 0.5 for f, cap in zip(flying, limit, strict=True)) <= 15
-    assert max(endpoint.in_flight.v) <= 16 + 4
+    assert endpoint.in_flight.peak <= 16 + 4
 
     trace = build_trace(events)["traceEvents"]
     slices = [t for t in trace if t["ph"] == "X" and t.get("cat") == "request"]

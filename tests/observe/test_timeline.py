@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from rowloom.observe.event_log import select_job
 from rowloom.observe.perfetto import build_trace
+from rowloom.observe.series import Series
 from rowloom.observe.sinks import read_jsonl
-from rowloom.observe.timeline import IDLE_CAUSES, Series, build_timeline, select_job
+from rowloom.observe.timeline import IDLE_CAUSES
+from rowloom.observe.timeline_builder import build_timeline
 
 from .helpers import run_with_events
 
@@ -51,10 +54,10 @@ def test_idle_capacity_is_charged_to_the_first_cause_that_holds():
     timeline = build_timeline(scenario())
     ep = timeline.endpoints[KEY]
     assert timeline.end == pytest.approx(6.0)
-    assert ep.idle_s == pytest.approx(
+    assert ep.idle_s() == pytest.approx(
         {"frontier_limited": 3.0, "no_ready_work": 5.0, "admission_blocked": 3.0, "rate_limited": 4.0}
     )
-    assert sum(sum(ep.idle_bins[c]) for c in IDLE_CAUSES) == pytest.approx(15.0)  # bins add up to the totals
+    assert sum(sum(timeline.idle_bins(KEY, c)) for c in IDLE_CAUSES) == pytest.approx(15.0)  # bins add up
 
 
 def test_queued_tasks_of_the_endpoints_model_pool_count_as_admission_blocked():
@@ -68,8 +71,8 @@ def test_queued_tasks_of_the_endpoints_model_pool_count_as_admission_blocked():
         {"kind": "job_completed", "ts": 102.0, "job": "j", "status": "completed"},
     ]
     ep = build_timeline(events).endpoints[KEY]
-    assert ep.idle_s["admission_blocked"] == pytest.approx(3.0)
-    assert ep.idle_s["no_ready_work"] == pytest.approx(3.0)
+    assert ep.idle_s()["admission_blocked"] == pytest.approx(3.0)
+    assert ep.idle_s()["no_ready_work"] == pytest.approx(3.0)
 
 
 def test_utilisation_and_ideal_bound_follow_the_series():
@@ -111,14 +114,14 @@ async def test_a_real_runs_timeline_accounts_for_every_request_and_ends_idle(sim
     timeline = build_timeline(select_job(read_jsonl(tmp_path / "events.jsonl")))
     ep = timeline.endpoints["sim/sim-small"]
     assert ep.requests == result.summary["requests"]["total"] == 600
-    assert ep.in_flight.v[-1] == 0 and ep.queued.v[-1] == 0
-    assert max(ep.in_flight.v) <= max(ep.limit.v) <= 16
+    assert ep.in_flight.last == 0 and ep.queued.last == 0
+    assert ep.in_flight.peak <= ep.limit.peak <= 16
     assert 0.0 < timeline.utilisation("sim/sim-small") <= 1.0
     assert timeline.ideal_wall_s() is not None and timeline.ideal_wall_s() < result.summary["wall_s"]
     capacity = ep.limit.integral(0.0, timeline.end)
-    busy = capacity - sum(ep.idle_s.values())
+    busy = capacity - sum(ep.idle_s().values())
     assert busy == pytest.approx(ep.in_flight.integral(0.0, timeline.end), rel=0.05)
-    assert timeline.frontier_target.v and timeline.row_groups_in_flight.v[-1] == 0
+    assert not timeline.frontier_target.empty and timeline.row_groups_in_flight.last == 0
 
 
 def test_outages_are_paired_down_to_up_and_one_still_open_at_the_end_is_marked_unfinished():

@@ -8,14 +8,15 @@ reading and writing a URI needs, and must not render anything itself.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-
-import orjson
+from typing import Any
 
 from rowloom.engine.output_location import OutputLocation
 from rowloom.engine.storage import SUMMARY
+from rowloom.observe.event_log import file_lines, stream_lines
 from rowloom.observe.report import ReportError, report_html
-from rowloom.observe.sinks import read_jsonl
 
 EVENTS = "events.jsonl"
 REPORT = "report.html"
@@ -30,15 +31,25 @@ def report_at(location: OutputLocation, *, events: Path | None, output: Path | N
         summary = json.loads(data)
     except ValueError as exc:
         raise ReportError(f"{location.shown(SUMMARY)} is not a run summary (JSON): {exc}") from None
-    if events is not None:
-        rows = read_jsonl(events)
-    else:
-        raw = location.read_bytes(EVENTS)
-        rows = None if raw is None else [orjson.loads(line) for line in raw.splitlines() if line.strip()]
-    html = report_html(summary, rows, job=job, name=location.path().rstrip("/").rpartition("/")[2])
+    lines = file_lines(events) if events is not None else _stored_lines(location)
+    html = report_html(summary, lines, job=job, name=location.path().rstrip("/").rpartition("/")[2])
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(html)
         return str(output)
     location.write_bytes(REPORT, html.encode())
     return location.shown(REPORT)
+
+
+def _stored_lines(location: OutputLocation) -> Callable[[], Any] | None:
+    """A way to read the stored events log's lines again, streamed from the store (never read whole); None when the
+    run recorded no events there."""
+    if not location.is_file(EVENTS):
+        return None
+
+    @contextmanager
+    def lines() -> Iterator[Iterator[bytes]]:
+        with location.filesystem.open_input_stream(location.path(EVENTS)) as stream:
+            yield stream_lines(stream)
+
+    return lines

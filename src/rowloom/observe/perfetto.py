@@ -6,6 +6,10 @@ one for row groups (a track per row group, admitted -> checkpointed) and one for
 instant markers for limit changes, cooldowns and advisory skips). An endpoint's outages are "down" slices on its own
 track, from EndpointDown to EndpointUp. Overlapping slices are laid on numbered lanes
 (threads) so that every track nests properly. Times are microseconds from job start. Owns no I/O but `write_trace`.
+
+The counters (queue depths, in flight, the adaptive limit, task pools, the frontier) and each endpoint's `idle slots`
+by cause are read from the run's one timeline (`timeline_builder.TimelineBuilder`), fed the same events as the trace:
+the trace pairs starts with ends into slices, and derives no figure of its own.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from typing import Any
 
 import orjson
 
-from rowloom.observe.sources import SourceSums, source_of
-from rowloom.observe.timeline import select_job
+from rowloom.observe.event_log import select_job
+from rowloom.observe.sources import source_of
+from rowloom.observe.timeline import IDLE_CAUSES
+from rowloom.observe.timeline_builder import TimelineBuilder
 
 JOB_PID = 1
 ROW_GROUPS_PID = 2
@@ -44,7 +50,7 @@ class _Process:
     name: str
     sort: int
     slices: dict[str, list[_Slice]] = field(default_factory=dict)  # lane family -> slices
-    counters: list[tuple[float, str, float]] = field(default_factory=list)  # (ts, name, value)
+    counters: list[tuple[float, str, Any]] = field(default_factory=list)  # (ts, name, value or {series: value})
     instants: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
 
 
@@ -71,15 +77,8 @@ class _TraceBuilder:
         self.open_tasks: dict[tuple[str, str, int], Mapping[str, Any]] = {}  # (source, pool, lease) -> admitted
         self.open_row_groups: dict[int, Mapping[str, Any]] = {}
         self.open_outages: dict[tuple[str, str], Mapping[str, Any]] = {}  # (source, key) -> EndpointDown
-        self.in_flight: dict[str, int] = {}
-        self.pool_in_use: dict[str, int] = {}
-        # Gauges each source reports for itself; the trace shows their sum.
-        self.waiting = SourceSums()
-        self.limit = SourceSums()
-        self.pool_queued = SourceSums()
-        self.frontier = SourceSums()
-        self.frontier_sources: set[str] = set()
-        self.row_groups_in_flight = 0
+        self.timeline = TimelineBuilder()  # every gauge, summed over sources (a Ray run's workers)
+        self.idle_shown: dict[str, tuple[str, float]] = {}  # endpoint -> the idle cause and slots last drawn
 
     # ---------------------------------------------------------- processes
 
@@ -100,9 +99,11 @@ class _TraceBuilder:
 
     def build(self) -> dict[str, Any]:
         for e in self.events:
+            self.timeline.feed(e)
             handler = getattr(self, f"_on_{e.get('kind')}", None)
             if handler is not None:
                 handler(e, float(e["ts"]))
+            self._idle_counters(float(e["ts"]))
         self._close_open()
         trace: list[dict[str, Any]] = []
         for proc in sorted(self.processes.values(), key=lambda p: (p.sort, p.pid)):
@@ -138,16 +139,30 @@ class _TraceBuilder:
             _Slice(f"wait {queued.get('column') or queued.get('group')}", queued["ts"], end, args, "request_wait")
         )
 
-    def _count(self, proc: _Process, ts: float, name: str, value: float) -> None:
-        proc.counters.append((ts, name, value))
+    def _count(self, proc: _Process, ts: float, name: str, value: float | None) -> None:
+        if value is not None:
+            proc.counters.append((ts, name, value))
+
+    def _limit(self, proc: _Process, ts: float, key: str) -> None:
+        self._count(proc, ts, "adaptive limit", self.timeline.admission_limit(key))
+
+    def _idle_counters(self, ts: float) -> None:
+        """Each endpoint's idle slots against its limit, by the cause they are charged to, when they change."""
+        for key in self.timeline.endpoints:
+            now = self.timeline.idle_now(key)
+            if self.idle_shown.get(key) != now:
+                self.idle_shown[key] = now
+                cause, free = now
+                args = {c: free if c == cause else 0 for c in IDLE_CAUSES}
+                self.endpoint(key).counters.append((ts, "idle slots", args))
 
     # requests
     def _on_request_queued(self, e: Mapping[str, Any], ts: float) -> None:
-        key, source = e["key"], source_of(e)
-        self.open_waits[(source, str(e.get("attempt")))] = e
+        key = e["key"]
+        self.open_waits[(source_of(e), str(e.get("attempt")))] = e
         proc = self.endpoint(key)
-        self._count(proc, ts, "queued requests", self.waiting.add(key, source, 1))
-        self._count(proc, ts, "adaptive limit", self.limit.set(key, source, e["limit"]))
+        self._count(proc, ts, "queued requests", self.timeline.queued_requests(key))
+        self._limit(proc, ts, key)
 
     def _on_request_admitted(self, e: Mapping[str, Any], ts: float) -> None:
         # A waiter is admitted by the release that freed its slot, so this event may carry the releasing attempt's
@@ -155,12 +170,11 @@ class _TraceBuilder:
         key, source = e["key"], source_of(e)
         proc = self.endpoint(key)
         queue = e.get("queue") or key  # a pool's queue, or the endpoint's own
-        if float(e.get("wait_s") or 0.0) > 0.0 and self.waiting.of(queue, source) > 0:
-            self._count(self.endpoint(queue), ts, "queued requests", self.waiting.add(queue, source, -1))
+        if float(e.get("wait_s") or 0.0) > 0.0:
+            self._count(self.endpoint(queue), ts, "queued requests", self.timeline.queued_requests(queue))
         self.open_leases[(source, key, int(e["lease"]))] = e
-        self.in_flight[key] = self.in_flight.get(key, 0) + 1
-        self._count(proc, ts, "requests in flight", self.in_flight[key])
-        self._count(proc, ts, "adaptive limit", self.limit.set(key, source, e["limit"]))
+        self._count(proc, ts, "requests in flight", self.timeline.requests_in_flight(key))
+        self._limit(proc, ts, key)
 
     def _on_request_completed(self, e: Mapping[str, Any], ts: float) -> None:
         key, source = e["key"], source_of(e)
@@ -175,24 +189,21 @@ class _TraceBuilder:
         name = label if outcome == "success" else f"{label} ({outcome})"
         args = _attempt_args(e, "group", "lease", "outcome", "latency_s", "tokens")
         proc.slices.setdefault("lease", []).append(_Slice(name, start, ts, args, "request"))
-        self.in_flight[key] = max(0, self.in_flight.get(key, 0) - 1)
-        self._count(proc, ts, "requests in flight", self.in_flight[key])
+        self._count(proc, ts, "requests in flight", self.timeline.requests_in_flight(key))
 
     def _on_capacity_snapshot(self, e: Mapping[str, Any], ts: float) -> None:
-        source = source_of(e)
         for key, view in (e.get("endpoints") or {}).items():
             proc = self.endpoint(key)
-            if isinstance(view.get("limit"), int):
-                self._count(proc, ts, "adaptive limit", self.limit.set(key, source, view["limit"]))
-            if isinstance(view.get("waiters"), int):  # exact: resynchronise the derived queue depth
-                self._count(proc, ts, "queued requests", self.waiting.set(key, source, view["waiters"]))
+            self._limit(proc, ts, key)
+            if isinstance(view.get("waiters"), int):  # exact: the timeline resynchronised its queue depth
+                self._count(proc, ts, "queued requests", self.timeline.queued_requests(key))
 
     def _on_request_rate_limited(self, e: Mapping[str, Any], ts: float) -> None:
         self.endpoint(e["key"]).instants.append((ts, "429", _attempt_args(e, "retry_after_s", "consecutive")))
 
     def _on_limit_changed(self, e: Mapping[str, Any], ts: float) -> None:
         proc = self.endpoint(e["key"])
-        self._count(proc, ts, "adaptive limit", self.limit.set(e["key"], source_of(e), e["new"]))
+        self._limit(proc, ts, e["key"])
         proc.instants.append((ts, f"limit {e['old']}→{e['new']}", {"reason": e.get("reason")}))
 
     def _on_cooldown_started(self, e: Mapping[str, Any], ts: float) -> None:
@@ -218,15 +229,14 @@ class _TraceBuilder:
     # tasks
     def _on_task_queued(self, e: Mapping[str, Any], ts: float) -> None:
         pool = str(e.get("pool"))
-        self._count(self.pool(pool), ts, "tasks queued", self.pool_queued.add(pool, source_of(e), 1))
+        self._count(self.pool(pool), ts, "tasks queued", self.timeline.queued_tasks(pool))
 
     def _on_task_admitted(self, e: Mapping[str, Any], ts: float) -> None:
         pool, source = str(e.get("pool")), source_of(e)
         proc = self.pool(pool)
         self.open_tasks[(source, pool, int(e["lease"]))] = e
-        self.pool_in_use[pool] = self.pool_in_use.get(pool, 0) + 1
-        self._count(proc, ts, "tasks queued", self.pool_queued.add(pool, source, -1))
-        self._count(proc, ts, "task leases", self.pool_in_use[pool])
+        self._count(proc, ts, "tasks queued", self.timeline.queued_tasks(pool))
+        self._count(proc, ts, "task leases", self.timeline.task_leases(pool))
 
     def _on_task_released(self, e: Mapping[str, Any], ts: float) -> None:
         pool = str(e.get("pool"))
@@ -239,8 +249,7 @@ class _TraceBuilder:
         if admitted is not None and admitted.get("queued_s") is not None:
             args["queued_s"] = admitted["queued_s"]
         proc.slices.setdefault("task", []).append(_Slice(name, start, ts, args, "task"))
-        self.pool_in_use[pool] = max(0, self.pool_in_use.get(pool, 0) - 1)
-        self._count(proc, ts, "task leases", self.pool_in_use[pool])
+        self._count(proc, ts, "task leases", self.timeline.task_leases(pool))
 
     def _on_task_blocked(self, e: Mapping[str, Any], ts: float) -> None:
         self.pool(str(e.get("pool"))).instants.append((ts, f"blocked: {e.get('reason')}", _attempt_args(e, "group")))
@@ -248,18 +257,14 @@ class _TraceBuilder:
     def _on_health_snapshot(self, e: Mapping[str, Any], ts: float) -> None:
         for pool, view in (e.get("pools") or {}).items():
             if isinstance(view, Mapping) and isinstance(view.get("queued"), int):
-                queued = self.pool_queued.set(pool, source_of(e), view["queued"])
-                self._count(self.pool(pool), ts, "tasks queued", queued)
-        self.frontier_sources.add(source_of(e))
-        target = self.frontier.set("target", source_of(e), e.get("frontier_target", 0))
-        self._count(self.job, ts, "frontier target", target)
+                self._count(self.pool(pool), ts, "tasks queued", self.timeline.queued_tasks(pool))
+        self._count(self.job, ts, "frontier target", self.timeline.target())
         self.job.instants.append((ts, "health", {k: v for k, v in e.items() if k not in ("kind", "ts")}))
 
     # row groups and the job
     def _on_row_group_admitted(self, e: Mapping[str, Any], ts: float) -> None:
         self.open_row_groups[int(e["row_group"])] = e
-        self.row_groups_in_flight += 1
-        self._count(self.job, ts, "row groups in flight", self.row_groups_in_flight)
+        self._count(self.job, ts, "row groups in flight", self.timeline.active_row_groups)
 
     def _on_row_group_checkpointed(self, e: Mapping[str, Any], ts: float) -> None:
         index = int(e["row_group"])
@@ -269,17 +274,13 @@ class _TraceBuilder:
         self.row_groups.slices.setdefault(f"rg{index}", []).append(
             _Slice(f"row group {index}", start, ts, args, "row_group")
         )
-        self.row_groups_in_flight = max(0, self.row_groups_in_flight - 1)
-        self._count(self.job, ts, "row groups in flight", self.row_groups_in_flight)
+        self._count(self.job, ts, "row groups in flight", self.timeline.active_row_groups)
 
     def _on_frontier_changed(self, e: Mapping[str, Any], ts: float) -> None:
-        source = source_of(e)
-        if source not in self.frontier_sources:  # its target before this change
-            self.frontier_sources.add(source)
-            before = self.frontier.set("target", source, e.get("old", 0))
-            if not any(name == "frontier target" for _, name, _ in self.job.counters):
-                self._count(self.job, self.origin, "frontier target", before)
-        self._count(self.job, ts, "frontier target", self.frontier.set("target", source, e.get("new", 0)))
+        if not any(name == "frontier target" for _, name, _ in self.job.counters):  # the target before it changed
+            first = self.timeline.frontier_target.v
+            self._count(self.job, self.origin, "frontier target", first[0] if first else None)
+        self._count(self.job, ts, "frontier target", self.timeline.target())
         self.job.instants.append((ts, f"frontier {e.get('old')}→{e.get('new')}", {"reason": e.get("reason")}))
 
     def _on_advisory_skip(self, e: Mapping[str, Any], ts: float) -> None:
@@ -324,7 +325,8 @@ class _TraceBuilder:
                     "args": s.args,
                 }
         for ts, name, value in proc.counters:
-            yield {"ph": "C", "name": name, "pid": pid, "tid": 0, "ts": self._us(ts), "args": {"value": value}}
+            args = value if isinstance(value, dict) else {"value": value}
+            yield {"ph": "C", "name": name, "pid": pid, "tid": 0, "ts": self._us(ts), "args": args}
         for ts, name, args in proc.instants:
             yield {"ph": "i", "name": name, "s": "t", "pid": pid, "tid": 0, "ts": self._us(ts), "args": args}
 

@@ -1,26 +1,25 @@
 """The run report: one self-contained HTML file (plotly inlined) that says where a run's time went.
 
-Reads `summary.json` from the output folder and, when recorded, the events log; the numbers come from
-`rowloom.observe.timeline` so the report and the benchmarks agree. Owns rendering only.
+Reads `summary.json` from the output folder and, when recorded, the events log, streamed one event at a time (a log
+of any size renders in bounded memory); the numbers come from the run's one timeline (`observe.timeline`), as the
+trace's and the benchmarks' do. Owns rendering only.
 """
 
 from __future__ import annotations
 
 import html
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rowloom.observe.report_ledger import LEDGER_PLOT_ID, ledger_table, spend_figure, spend_series
-from rowloom.observe.sinks import read_jsonl
-from rowloom.observe.timeline import IDLE_CAUSES, Series, Timeline, build_timeline, select_job
+from rowloom.observe.event_log import file_lines, replay
+from rowloom.observe.report_ledger import LEDGER_PLOT_ID, SpendSeries, ledger_table, spend_figure
+from rowloom.observe.series import MAX_STEPS, Series
+from rowloom.observe.timeline import IDLE_CAUSES, Timeline
+from rowloom.observe.timeline_builder import TimelineBuilder
 
 PLOT_IDS = ("plot-inflight", "plot-utilisation", "plot-frontier", "plot-idle")
-# Beyond this many steps a series is drawn as time-weighted means over bins: every step of a busy endpoint would
-# only paint a solid block at report widths (and weigh megabytes).
-_MAX_STEP_POINTS = 1_500
-_PLOT_BINS = 600
 _IDLE_COLOURS = {
     "rate_limited": "#d62728",
     "admission_blocked": "#ff7f0e",
@@ -56,28 +55,33 @@ def render_report(
         raise ReportError(f"{summary_path} not found: is {folder} the --output folder of a run?")
     summary = json.loads(summary_path.read_text())
     events_path = Path(events) if events is not None else folder / "events.jsonl"
-    rows = None
+    lines = None
     if events is not None or events_path.is_file():
         if not events_path.is_file():
             raise ReportError(f"events file {events_path} not found")
-        rows = read_jsonl(events_path)
+        lines = file_lines(events_path)
     target = Path(output) if output is not None else folder / "report.html"
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(report_html(summary, rows, job=job, name=folder.resolve().name))
+    target.write_text(report_html(summary, lines, job=job, name=folder.resolve().name))
     return target
 
 
-def report_html(
-    summary: Mapping[str, Any], events: Sequence[Mapping[str, Any]] | None, *, job: str | None, name: str
-) -> str:
-    """The report of a run from its summary and events (None: not recorded), titled with its folder's name."""
-    if events is None:
+def report_html(summary: Mapping[str, Any], lines: Callable[[], Any] | None, *, job: str | None, name: str) -> str:
+    """The report of a run from its summary and its events log (None: not recorded), titled with its folder's
+    name. `lines()` opens the log's lines afresh (`event_log.file_lines`): the log is streamed, never held."""
+    if lines is None:
         return render_html(summary, None, title=f"rowloom run report — {name}")
-    selected = select_job(events, job)
-    timeline = build_timeline(selected)
     ledger = summary.get("ledger") if isinstance(summary.get("ledger"), Mapping) else {}
-    spend = spend_series(selected, timeline.origin, ledger.get("prices"))
-    return render_html(summary, timeline, title=f"rowloom run report — {name}", spend=spend)
+
+    def build(events: Iterable[Mapping[str, Any]]) -> tuple[Timeline, SpendSeries]:
+        timeline, spend = TimelineBuilder(), SpendSeries(ledger.get("prices"))
+        for event in events:
+            timeline.feed(event)
+            spend.feed(event)
+        return timeline.finish(), spend
+
+    timeline, spend = replay(lines, build, job)
+    return render_html(summary, timeline, title=f"rowloom run report — {name}", spend=spend.series(timeline.origin))
 
 
 def render_html(
@@ -203,8 +207,9 @@ def _endpoint_table(timeline: Timeline) -> str:
     )
     rows = []
     for key, ep in sorted(timeline.endpoints.items()):
-        idle = sum(ep.idle_s.values())
-        split = ", ".join(f"{_IDLE_LABELS[c]} {ep.idle_s[c] / idle:.0%}" for c in IDLE_CAUSES if idle and ep.idle_s[c])
+        idle_s = ep.idle_s()
+        idle = sum(idle_s.values())
+        split = ", ".join(f"{_IDLE_LABELS[c]} {idle_s[c] / idle:.0%}" for c in IDLE_CAUSES if idle and idle_s[c])
         cells = [
             key,
             ", ".join(sorted(ep.aliases)),
@@ -213,7 +218,7 @@ def _endpoint_table(timeline: Timeline) -> str:
             _fmt_s(ep.mean_latency_s),
             f"{ep.limit.mean(0.0, timeline.end):.1f}",
             "—" if ep.max_limit is None else str(ep.max_limit),
-            str(int(max(ep.in_flight.v, default=0))),
+            str(int(ep.in_flight.peak)),
             f"{timeline.utilisation(key):.0%}",
             split or "—",
         ]
@@ -265,12 +270,13 @@ def _idle_rule() -> str:
 # ------------------------------------------------------------------ plots
 
 
-def _step(series: Series, end: float) -> tuple[list[float], list[float], str]:
-    """Points for plotting a step series; long ones are drawn as time-weighted bin means."""
-    if len(series.t) <= _MAX_STEP_POINTS:
-        x, y = series.steps(end)
+def _step(series: Series, timeline: Timeline) -> tuple[list[float], list[float], str]:
+    """Points for plotting a step series; long ones (beyond `MAX_STEPS`, where every step of a busy endpoint
+    would only paint a solid block) are drawn as time-weighted means over the timeline's bins."""
+    if series.exact and len(series.t) <= MAX_STEPS:
+        x, y = series.steps(timeline.end)
         return x, y, "hv"
-    x, y = series.resample(0.0, end, _PLOT_BINS)
+    x, y = series.resample(0.0, timeline.end, timeline.bins)
     return x, y, "linear"
 
 
@@ -292,7 +298,7 @@ def _plots(timeline: Timeline) -> list[str]:
             ("in flight", ep.in_flight, {"color": "#2ca02c", "width": 1}),
             ("queued requests", ep.queued, {"color": "#ff7f0e", "width": 1, "dash": "dot"}),
         ):
-            x, y, shape = _step(series, end)
+            x, y, shape = _step(series, timeline)
             fig.add_trace(
                 go.Scatter(
                     x=x,
@@ -350,7 +356,7 @@ def _plots(timeline: Timeline) -> list[str]:
         ("frontier target", timeline.frontier_target, {"color": "#1f77b4", "width": 2}),
         ("row groups in flight", timeline.row_groups_in_flight, {"color": "#2ca02c", "width": 1}),
     ):
-        x, y, shape = _step(series, end)
+        x, y, shape = _step(series, timeline)
         fig.add_trace(go.Scatter(x=x, y=y, name=name, mode="lines", line={**style, "shape": shape}))
     fig.update_layout(yaxis={"title": "row groups", "rangemode": "tozero", "dtick": 1}, height=320)
     fig.update_xaxes(title_text="seconds since job start")
@@ -364,13 +370,13 @@ def _plots(timeline: Timeline) -> list[str]:
     )
     edges = timeline.bin_edges()
     centres = [(edges[i] + edges[i + 1]) / 2 for i in range(timeline.bins)]
-    width = (edges[1] - edges[0]) if len(edges) > 1 else 1.0
+    width = timeline.width
     for cause in IDLE_CAUSES:
         colour, label = _IDLE_COLOURS[cause], _IDLE_LABELS[cause]
         fig.add_trace(
             go.Bar(
                 x=keys,
-                y=[timeline.endpoints[k].idle_s[cause] for k in keys],
+                y=[timeline.endpoints[k].idle_s()[cause] for k in keys],
                 name=label,
                 legendgroup=cause,
                 marker_color=colour,
@@ -378,7 +384,8 @@ def _plots(timeline: Timeline) -> list[str]:
             row=1,
             col=1,
         )
-        per_bin = [sum(timeline.endpoints[k].idle_bins[cause][i] for k in keys) / width for i in range(timeline.bins)]
+        bins = [timeline.idle_bins(k, cause) for k in keys]
+        per_bin = [sum(b[i] for b in bins) / width for i in range(timeline.bins)]
         fig.add_trace(
             go.Scatter(
                 x=centres,

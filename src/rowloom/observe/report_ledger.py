@@ -8,7 +8,7 @@ over time are priced with the prices the ledger recorded, so they add up to its 
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from rowloom.config.pricing import Pricing
@@ -95,24 +95,48 @@ def _spend(summary: Mapping[str, Any]) -> str:
     )
 
 
-def spend_series(
-    events: Sequence[Mapping[str, Any]], origin: float, prices: Mapping[str, Any] | None
-) -> dict[str, tuple[list[float], list[float], list[float]]]:
-    """Per column (a request's admission group): event times (seconds from `origin`), cumulative tokens and
-    cumulative cost (zero without prices) of its replies that reported usage."""
-    priced = {alias: Pricing.model_validate(p) for alias, p in (prices or {}).items() if isinstance(p, Mapping)}
-    series: dict[str, tuple[list[float], list[float], list[float]]] = {}
-    for event in events:
+#: Points kept per column: past this, every other point is dropped (the curves are cumulative, the last stays).
+MAX_SPEND_POINTS = 2_000
+
+
+class SpendSeries:
+    """Per column (a request's admission group), fed one event at a time: event times, cumulative tokens and
+    cumulative cost (zero without prices) of its replies that reported usage, in at most `MAX_SPEND_POINTS` points."""
+
+    def __init__(self, prices: Mapping[str, Any] | None):
+        given = (prices or {}).items()
+        self.priced = {alias: Pricing.model_validate(p) for alias, p in given if isinstance(p, Mapping)}
+        self.columns: dict[str, tuple[list[float], list[float], list[float]]] = {}
+
+    def feed(self, event: Mapping[str, Any]) -> None:
         if event.get("kind") != "request_completed" or not event.get("usage_known"):
-            continue
+            return
         prompt, completion = int(event.get("prompt_tokens") or 0), int(event.get("completion_tokens") or 0)
-        price = priced.get(str(event.get("alias")))
+        price = self.priced.get(str(event.get("alias")))
         cost = price.cost(prompt, completion, int(event.get("cached_tokens") or 0)) if price else 0.0
-        times, tokens, costs = series.setdefault(str(event.get("group")), ([], [], []))
-        times.append(float(event["ts"]) - origin)
+        times, tokens, costs = self.columns.setdefault(str(event.get("group")), ([], [], []))
+        times.append(float(event["ts"]))
         tokens.append((tokens[-1] if tokens else 0) + prompt + completion)
         costs.append((costs[-1] if costs else 0.0) + cost)
-    return series
+        if len(times) > MAX_SPEND_POINTS:
+            keep = [*range(0, len(times) - 1, 2), len(times) - 1]
+            for points in (times, tokens, costs):
+                points[:] = [points[i] for i in keep]
+
+    def series(self, origin: float) -> dict[str, tuple[list[float], list[float], list[float]]]:
+        """Per column: (seconds from `origin`, cumulative tokens, cumulative cost)."""
+        return {c: ([t - origin for t in times], tokens, costs) for c, (times, tokens, costs) in self.columns.items()}
+
+
+def spend_series(
+    events: Iterable[Mapping[str, Any]], origin: float, prices: Mapping[str, Any] | None
+) -> dict[str, tuple[list[float], list[float], list[float]]]:
+    """`SpendSeries` of `events`: per column, event times (seconds from `origin`), cumulative tokens and
+    cumulative cost (zero without prices) of its replies that reported usage."""
+    spend = SpendSeries(prices)
+    for event in events:
+        spend.feed(event)
+    return spend.series(origin)
 
 
 def spend_figure(series: Mapping[str, tuple[list[float], list[float], list[float]]], currency: str | None) -> Any:
