@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from rowloom.config.base import ConfigModel
+from rowloom.config.batch import BatchConfig
 from rowloom.config.pricing import Pricing, read_pricing_file
 from rowloom.errors import ConfigProblem
 
@@ -251,6 +252,17 @@ class ModelConfig(ConfigModel):
             "the path of a pricing file several configs share that lists prices by model id. Unset = tokens only."
         ),
     )
+    execution: Literal["online", "batch"] = Field(
+        "online",
+        description=(
+            "`online`: one request per cell, answered in seconds; `batch`: cells gathered into batches sent through "
+            "the provider's batch API (OpenAI's shape), answered within `batch.completion_window`, usually at "
+            "about half price."
+        ),
+    )
+    batch: BatchConfig | None = Field(
+        None, description="With `execution: batch`: batch size, flush time, polling and retries (defaults if unset)."
+    )
     _prices: Pricing | None = PrivateAttr(None)
 
     @field_validator("pricing")
@@ -285,6 +297,29 @@ class ModelConfig(ConfigModel):
         elif "spill_after_s" in self.model_fields_set:
             raise ValueError("spill_after_s applies only to a pool (`endpoints`); remove it")
         return self
+
+    @model_validator(mode="after")
+    def _batch_settings(self) -> ModelConfig:
+        if self.execution == "online" and self.batch is not None:
+            raise ValueError("`batch` settings apply only with `execution: batch`; set it or remove `batch`")
+        if self.execution == "batch" and self.endpoints is not None:
+            raise ValueError(
+                "`execution: batch` sends to one provider's batch API, not a pool; set `provider` instead of "
+                "`endpoints`, or `execution: online`"
+            )
+        return self
+
+    @property
+    def batch_settings(self) -> BatchConfig | None:
+        """The batch settings of an alias with `execution: batch` (the defaults when it sets none), else None."""
+        if self.execution != "batch":
+            return None
+        return self.batch or BatchConfig()
+
+    @property
+    def batch_prices(self) -> Pricing | None:
+        """What a request of this alias costs through a batch API (`Pricing.for_batch`), or None without prices."""
+        return None if self._prices is None else self._prices.for_batch()
 
     @property
     def prices(self) -> Pricing | None:
@@ -322,10 +357,26 @@ class ModelConfig(ConfigModel):
 
 def api_problems(providers: Sequence[Any], models: Sequence[Any], columns: Sequence[Any]) -> list[ConfigProblem]:
     """What a provider's API cannot serve: an Anthropic model without `max_tokens` (the Messages API requires
-    it) or with `seed` (it has none), an embedding column on Anthropic (no embeddings). Entries may be unparsed."""
+    it) or with `seed` (it has none), an embedding column on Anthropic (no embeddings), batch execution on a
+    provider without OpenAI's batch API or for an embedding column. Entries may be unparsed."""
     kinds = {getattr(p, "name", None): getattr(p, "type", None) for p in providers}
     problems: list[ConfigProblem] = []
     anthropic = set()
+    batched = set()
+    for i, model in enumerate(models):
+        if getattr(model, "execution", None) != "batch":
+            continue
+        batched.add(model.alias)
+        kind = kinds.get(model.provider)
+        if kind is not None and kind != "openai":
+            problems.append(
+                ConfigProblem(
+                    f"models[{i}] ({model.alias}).execution",
+                    f"is batch, but provider {model.provider!r} is type {kind}: batch execution speaks OpenAI's "
+                    "batch API (files and batches endpoints)",
+                    "use a provider of type openai whose server has that API, or set `execution: online`",
+                )
+            )
     for i, model in enumerate(models):
         params = getattr(model, "inference", None)
         names = getattr(model, "providers", None) or [getattr(model, "provider", None)]
@@ -344,6 +395,14 @@ def api_problems(providers: Sequence[Any], models: Sequence[Any], columns: Seque
         if params.seed is not None:
             problems.append(ConfigProblem(f"{where}.seed", "Anthropic's Messages API takes no seed", "remove it"))
     for i, column in enumerate(columns):
+        if getattr(column, "type", None) == "embedding" and getattr(column, "model_alias", None) in batched:
+            problems.append(
+                ConfigProblem(
+                    f"columns[{i}] ({column.name}).model",
+                    "names a model with `execution: batch`, which sends chat requests only",
+                    "give the embedding column a model alias with `execution: online`",
+                )
+            )
         if getattr(column, "type", None) == "embedding" and getattr(column, "model_alias", None) in anthropic:
             problems.append(
                 ConfigProblem(

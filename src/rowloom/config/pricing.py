@@ -33,6 +33,44 @@ class Pricing(ConfigModel):
         None, ge=0, description="Price of a million cached prompt tokens; unset = the input price."
     )
     currency: str = Field(DEFAULT_CURRENCY, min_length=1, max_length=12, description="Label of the prices.")
+    batch_discount: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="Share off every price for requests sent through a batch API, e.g. 0.5 for half price.",
+    )
+    batch_input_per_mtok: float | None = Field(
+        None, ge=0, description="Price of a million prompt tokens in a batch (instead of batch_discount)."
+    )
+    batch_output_per_mtok: float | None = Field(
+        None, ge=0, description="Price of a million completion tokens in a batch (instead of batch_discount)."
+    )
+
+    @model_validator(mode="after")
+    def _one_batch_price(self) -> Pricing:
+        explicit = (self.batch_input_per_mtok is None, self.batch_output_per_mtok is None)
+        if explicit[0] != explicit[1]:
+            raise ValueError("set both batch_input_per_mtok and batch_output_per_mtok, or neither")
+        if self.batch_discount is not None and not explicit[0]:
+            raise ValueError("set batch_discount or batch prices (batch_input_per_mtok...), not both; remove one")
+        return self
+
+    def for_batch(self) -> Pricing:
+        """The prices of requests sent through a batch API: the explicit batch prices, else these less
+        `batch_discount`, else these (a batch is never priced below what the user said it costs)."""
+        if self.batch_input_per_mtok is not None and self.batch_output_per_mtok is not None:
+            return Pricing(
+                input_per_mtok=self.batch_input_per_mtok,
+                output_per_mtok=self.batch_output_per_mtok,
+                currency=self.currency,
+            )
+        keep = 1.0 - (self.batch_discount or 0.0)
+        return Pricing(
+            input_per_mtok=self.input_per_mtok * keep,
+            output_per_mtok=self.output_per_mtok * keep,
+            cached_input_per_mtok=None if self.cached_input_per_mtok is None else self.cached_input_per_mtok * keep,
+            currency=self.currency,
+        )
 
     def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
         """The price of one usage (`cached_tokens` is part of `prompt_tokens`, as providers report it)."""

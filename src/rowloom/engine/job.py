@@ -242,7 +242,14 @@ async def _run(
     progress.begin(records_total=num_records, row_groups_total=len(plan.row_groups), records_resumed=resumed)
     job_id = uuid.uuid4().hex[:12]
     status, message = "completed", ""
-    runtime = RequestRuntime(config, sink=events, clock=clock, budget=store.spend, client_factory=client_factory)
+    runtime = RequestRuntime(
+        config,
+        sink=events,
+        clock=clock,
+        budget=store.spend,
+        client_factory=client_factory,
+        batch_folder=location.local if location is not None else None,
+    )
     generators: dict[str, Any] = {}
     features: dict[str, Any] = {}
     with correlate(job=job_id):
@@ -295,6 +302,8 @@ async def _run(
             wall = time.monotonic() - started
             summary = build_summary(config, num_records, store, progress, stats, wall, status, message, seed)
             summary.update(_feature_summary(checkpointer.skipped, generators, seed_reader), **features)
+            if runtime.open_batches:  # left running for a resume to collect (`rowloom batches cancel` stops them)
+                summary["batches_left_running"] = runtime.open_batches
             if seed_reader is not None:
                 seed_reader.close()
             events.emit(CapacitySnapshot.of(runtime.snapshot(), "job_completed"))
@@ -349,7 +358,20 @@ def end_job(events: EventSink, summary: dict[str, Any], store: OutputStore | Non
 
 
 def check_export_target(config: DatasetConfig, location: OutputLocation | None, terms: Terms = CLI_TERMS) -> None:
-    """`export:` writes beside the output: refuse a URI output before anything is generated."""
+    """`export:` writes beside the output, and a batch model's journal in it: refuse a URI output for either before
+    anything is generated."""
+    if location is not None and location.local is None:
+        used = {c.model_alias for c in config.columns}
+        for i, model in enumerate(config.models):
+            if model.execution == "batch" and model.alias in used:
+                raise ConfigError(
+                    ConfigProblem(
+                        f"models[{i}] ({model.alias}).execution",
+                        f"is batch, whose journal (what a resume polls instead of paying twice) needs a local "
+                        f"output folder (got {location})",
+                        f"give a local {terms.name('output')} and copy it to the object store afterwards",
+                    )
+                )
     if config.export is not None and location is not None and location.local is None:
         raise ConfigError(
             ConfigProblem(
@@ -424,6 +446,7 @@ def build_summary(
         "row_groups_written": progress.row_groups_written,
         "requests": stats.summary(),
         "cache": stats.cache(store.ledger.prices),
+        **({"batches": stats.batch_summary()} if stats.batches else {}),
         "endpoints": stats.endpoints(),
         "ledger": store.ledger.to_dict(),
         "ledger_all_runs": store.ledger_all_runs(),

@@ -1,8 +1,11 @@
-"""The request path of one run: a client per provider, request admission per model, the reply cache, the executor.
+"""The request path of one run: a client per provider, request admission per model, the reply cache, the batch
+runners of `execution: batch` models, the executor.
 
 Opened as an async context manager so every client connection is closed on every exit path; a `type: local`
 provider's llama.cpp server is started on entry (before its client exists) and stopped on every exit path; the
-reply cache is opened on entry and its queued writes committed on every exit path.
+reply cache is opened on entry and its queued writes committed on every exit path; batch runners pick up the
+batches their journal says an earlier run left open on entry, and on exit stop polling, leaving the batches still
+running to a later resume (`open_batches` lists them).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import asyncio
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from rowloom.concurrency.clock import Clock
@@ -18,12 +22,16 @@ from rowloom.config.dataset import DatasetConfig
 from rowloom.config.models import ModelConfig, ProviderConfig
 from rowloom.errors import RowloomWarning
 from rowloom.models.admission import LimitFactory, RequestAdmissionController
+from rowloom.models.batch import BatchJournal, BatchRunner, BatchSettings
+from rowloom.models.batch.journal import JOURNAL_FILE
 from rowloom.models.budget import SpendBudget
 from rowloom.models.cache import CacheUnavailable, ReplyCache, open_cache
-from rowloom.models.clients import client_for
+from rowloom.models.clients import OpenAIClient, client_for
+from rowloom.models.clients.openai_batch import OpenAIBatchApi
 from rowloom.models.executor import AliasRoute, ModelRequestExecutor, RouteMember, register_alias
 from rowloom.models.local import LocalModelServer
 from rowloom.models.types import ChatClient
+from rowloom.observe.events.batch import BATCH_KEY_PREFIX
 from rowloom.observe.sinks import EventSink
 
 #: Builds the client of one provider instead of `OpenAIClient`: called with the provider as requests see it (a
@@ -54,11 +62,14 @@ class RequestRuntime:
         limit_factory: LimitFactory | None = None,
         budget: SpendBudget | None = None,
         client_factory: ClientFactory | None = None,
+        batch_folder: Path | None = None,
     ):
         """`limit_factory` replaces the configured adaptive limit of every key (a Ray worker's grants); `budget`
         charges every attempt and refuses one that would pass the run's budget; `client_factory` replaces the HTTP
         client of every provider (the dry client of `rowloom estimate`), whose replies are not the provider's: the
-        reply cache is then not used."""
+        reply cache and batch execution are then not used (requests go through the client one by one).
+        `batch_folder` holds the batch journal (the run's output folder); None: batches are not resumable (a
+        preview)."""
         self.config = config
         self.client_factory = client_factory
         self.budget = budget
@@ -84,6 +95,9 @@ class RequestRuntime:
         self.clients: dict[str, ChatClient] = {}
         self.local_servers: dict[str, LocalModelServer] = {}  # by provider name, while entered
         self.cache: ReplyCache | None = None  # while entered, unless off or unusable
+        self.batch_folder = batch_folder
+        self.batches: dict[str, BatchRunner] = {}  # by alias, while entered
+        self.open_batches: dict[str, list[str]] = {}  # by alias: batches left running when the runtime closed
         self.executor: ModelRequestExecutor
 
     async def __aenter__(self) -> RequestRuntime:
@@ -94,6 +108,8 @@ class RequestRuntime:
                     self.cache = await asyncio.to_thread(open_cache, self.config.run.cache)
                 except CacheUnavailable as exc:  # a cache that cannot be opened costs its savings, not the run
                     warnings.warn(str(exc), RowloomWarning, stacklevel=2)
+            if self.client_factory is None:
+                await self._start_batches()
         except BaseException:
             await self._close()
             raise
@@ -113,8 +129,33 @@ class RequestRuntime:
             sink=self.sink,
             budget=self.budget,
             cache=self.cache,
+            batches=self.batches,
         )
         return self
+
+    async def _start_batches(self) -> None:
+        """A batch runner for every `execution: batch` alias in use, each resuming the batches the journal says
+        an earlier run left open."""
+        journal = None if self.batch_folder is None else BatchJournal(self.batch_folder / JOURNAL_FILE)
+        for alias, route in self._models.items():
+            model = route.members[0].model
+            settings = model.batch_settings
+            if settings is None:
+                continue
+            client = self.clients[route.members[0].provider.name]
+            assert isinstance(client, OpenAIClient)  # checked with the config: batch needs type openai
+            label = self.admission.key_for(alias, domain="chat").label
+            runner = BatchRunner(
+                OpenAIBatchApi(client),
+                alias,
+                BatchSettings.of(settings),
+                journal=journal,
+                sink=self.sink,
+                key=BATCH_KEY_PREFIX + label,
+                clock=self.clock,
+            )
+            self.batches[alias] = runner
+            await runner.start()
 
     async def __aexit__(self, *exc: object) -> None:
         await self._close()
@@ -136,6 +177,10 @@ class RequestRuntime:
 
     async def _close(self) -> None:
         try:
+            runners, self.batches = self.batches, {}
+            for alias, runner in runners.items():  # before the clients they poll with
+                if running := await runner.close():
+                    self.open_batches[alias] = running
             for client in self.clients.values():
                 await client.aclose()
         finally:
@@ -149,7 +194,11 @@ class RequestRuntime:
                 await server.stop()
 
     def capacity(self, alias: str) -> int:
-        """The current request limit of a model (its endpoint's adaptive limit)."""
+        """The current request limit of a model (its endpoint's adaptive limit). A batch model's requests wait in
+        batches, not on an endpoint: as many as the memory bound lets rows wait, up to a batch's size."""
+        runner = self.batches.get(alias)
+        if runner is not None:
+            return max(1, min(runner.settings.max_requests, self.config.run.max_admitted_rows))
         return self.admission.capacity(alias)
 
     def saturated(self, alias: str) -> bool:

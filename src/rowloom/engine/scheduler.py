@@ -83,9 +83,15 @@ class Scheduler:
         self.active: dict[int, RowGroupState] = {}
         self.ready = ReadyQueue()
         self.admission = TaskAdmissionController(policy=policy or Policy(run.task_policy), clock=clock)
+        hard_cap = run.max_row_groups_in_flight
+        batched = {m.alias for m in config.models if m.execution == "batch"} & set(plan.model_aliases)
+        if batched and "max_row_groups_in_flight" not in run.model_fields_set:
+            # A batch is only as big as the rows waiting for it, and they wait minutes to hours: let as many row
+            # groups in as the memory bound holds, not the few an online endpoint keeps busy.
+            hard_cap = max(hard_cap, -(-run.max_admitted_rows // run.row_group_size))
         self.frontier = Frontier(
             initial=run.initial_row_groups_in_flight,
-            hard_cap=run.max_row_groups_in_flight,
+            hard_cap=hard_cap,
             max_admitted_rows=run.max_admitted_rows,
             clock=clock,
         )

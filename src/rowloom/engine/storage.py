@@ -62,10 +62,11 @@ class OutputStore:
         self.inputs: dict[str, Any] = {}  # the seed file, model files and function sources read (`run_inputs`)
         # Tokens of this run (fed the run's events) and of the earlier runs the manifest recorded (set by `open`).
         prices = {m.alias: m.prices for m in config.models}
-        self.ledger = TokenLedger(prices)
+        batch_prices = {m.alias: m.batch_prices for m in config.models if m.execution == "batch"}
+        self.ledger = TokenLedger(prices, batch_prices)
         self.ledger_before: dict[str, Any] | None = None
         # What every run into this folder was charged, and the budget that stops this one (`open` reads the rest).
-        self.spend = SpendBudget(config.run.budget, prices)
+        self.spend = SpendBudget(config.run.budget, prices, batch_prices=batch_prices)
         columns = plan.output_columns
         # The values of complete row groups, then what the processors make of them (the written schema).
         self.raw_schema = pa.schema([pa.field(n, t) for c in columns for n, t in output_types(c.column)])

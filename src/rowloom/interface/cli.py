@@ -26,6 +26,7 @@ from rowloom.engine.progress import RunProgress
 from rowloom.engine.resume import Action, check_output
 from rowloom.errors import BudgetReached, ConfigError, ConfigProblem, RowloomError, RunInterrupted, UserCodeError
 from rowloom.interface import messages
+from rowloom.interface.batches_cli import batches_app
 from rowloom.interface.bench_cli import bench_app
 from rowloom.interface.cache_cli import cache_app
 from rowloom.interface.estimate_cli import estimate
@@ -128,13 +129,32 @@ def _fail(exc: RowloomError, kept: str = "") -> NoReturn:
 
 
 def _kept(progress: RunProgress, output: str) -> str:
-    """What a stopped run leaves on disk, said only when it wrote anything (a preview never does)."""
+    """What a stopped run leaves on disk, said only when it wrote anything (a preview never does), and the
+    batches it left running at the provider."""
     records = progress.records_resumed + progress.records_written
-    if not records:
+    kept = ""
+    if records:
+        kept = (
+            f"; every finished row group is on disk ({records} records in {redact(output)}): "
+            "run the same command again to resume"
+        )
+    return kept + _batches_left(output)
+
+
+def _batches_left(output: str) -> str:
+    """Batches the run left running (its journal's open ones): a resume collects them, or a command cancels them."""
+    from rowloom.models.batch.maintenance import open_entries
+
+    try:
+        running = [e for e in open_entries(Path(output)) if e.batch_id is not None]
+    except OSError:
+        return ""
+    if not running:
         return ""
     return (
-        f"; every finished row group is on disk ({records} records in {redact(output)}): "
-        "run the same command again to resume"
+        f"; {len(running)} batch{'es' if len(running) > 1 else ''} still running at the provider: the same command "
+        f"collects {'them' if len(running) > 1 else 'it'} (no line is sent twice), or cancel with "
+        f"`rowloom batches cancel {output}`"
     )
 
 
@@ -464,6 +484,7 @@ app.command("estimate")(estimate)
 app.add_typer(bench_app, name="bench")
 app.add_typer(export_app)
 app.add_typer(cache_app, name="cache")
+app.add_typer(batches_app, name="batches")
 
 
 def main() -> None:

@@ -64,6 +64,7 @@ class Reservation:
     worst: Spend | None
     bounds: Callable[[], tuple[int, int]]
     settled: bool = field(default=False)
+    batch: bool = False  # sent through a batch API: priced at the model's batch prices
 
 
 _UNITS = {"max_cost": "cost", "max_tokens": "tokens", "max_requests": "requests"}
@@ -82,9 +83,12 @@ class SpendBudget:
         prices: Mapping[str, Pricing | None],
         *,
         before: Spend | None = None,
+        batch_prices: Mapping[str, Pricing | None] | None = None,
     ):
+        """`prices` by model alias price online attempts, `batch_prices` those sent through a batch API."""
         self.limits = limits
         self.prices = dict(prices)
+        self.batch_prices = dict(batch_prices or {})
         self.before = before or Spend()
         self.this_run = Spend()  # charged by this run's settled attempts
         self._freed: asyncio.Event | None = None  # set when a held worst case is given back
@@ -99,22 +103,22 @@ class SpendBudget:
         total.add(self.this_run)
         return total
 
-    async def reserve(self, alias: str, bounds: Callable[[], tuple[int, int]]) -> Reservation:
+    async def reserve(self, alias: str, bounds: Callable[[], tuple[int, int]], *, batch: bool = False) -> Reservation:
         """Hold an attempt's worst case, from `bounds()` = upper bounds on its (prompt, completion) tokens.
 
         An attempt that does not fit beside the worst cases held by attempts in flight waits for them to settle
         (they mostly cost less than their worst case); one that does not fit beside what is already spent never
         will: `BudgetReached`. Without limits nothing is held (and `bounds` is called only if the attempt is
-        charged its worst case)."""
+        charged its worst case). A `batch` attempt is priced at the model's batch prices."""
         if self.limits is None:
-            return Reservation(alias, None, bounds)
-        worst = self._worst(alias, bounds)
+            return Reservation(alias, None, bounds, batch=batch)
+        worst = self._worst(alias, bounds, batch)
         while not self._fits(worst):
             if self._freed is None:
                 self._freed = asyncio.Event()
             await self._freed.wait()  # set by the next settlement
         self.reserved.add(worst)
-        return Reservation(alias, worst, bounds)
+        return Reservation(alias, worst, bounds, batch=batch)
 
     def settle(self, reservation: Reservation, *, usage: Usage | None = None, billed: bool = True) -> None:
         """Charge a finished attempt and give its reservation back.
@@ -133,18 +137,20 @@ class SpendBudget:
         if usage is not None and usage.known:
             run.requests += 1
             run.tokens += usage.prompt_tokens + usage.completion_tokens
-            run.cost += self._cost(reservation.alias, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+            run.cost += self._cost(
+                reservation.alias, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, reservation.batch
+            )
         elif billed:
-            run.add(reservation.worst or self._worst(reservation.alias, reservation.bounds))
+            run.add(reservation.worst or self._worst(reservation.alias, reservation.bounds, reservation.batch))
         else:
             run.requests += 1
 
-    def _worst(self, alias: str, bounds: Callable[[], tuple[int, int]]) -> Spend:
+    def _worst(self, alias: str, bounds: Callable[[], tuple[int, int]], batch: bool) -> Spend:
         prompt, completion = bounds()
-        return Spend(cost=self._cost(alias, prompt, completion), tokens=prompt + completion, requests=1)
+        return Spend(cost=self._cost(alias, prompt, completion, 0, batch), tokens=prompt + completion, requests=1)
 
-    def _cost(self, alias: str, prompt: int, completion: int, cached: int = 0) -> float:
-        price = self.prices.get(alias)
+    def _cost(self, alias: str, prompt: int, completion: int, cached: int, batch: bool) -> float:
+        price = (self.batch_prices if batch else self.prices).get(alias)
         return 0.0 if price is None else price.cost(prompt, completion, cached)
 
     def _fits(self, worst: Spend) -> bool:

@@ -8,8 +8,10 @@ lease or budget; every attempt is re-admitted with a new lease, and every path r
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import random
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -21,8 +23,10 @@ from rowloom.config.request_admission import RequestAdmissionConfig
 from rowloom.errors import RowloomError
 from rowloom.models.admission import RequestAdmissionController, RequestLease, ResourceKey
 from rowloom.models.admission.health import EndpointRejected, EndpointUnavailable, EndpointUnreachable, public_url
+from rowloom.models.batch import BatchRunner
 from rowloom.models.budget import Reservation, SpendBudget
 from rowloom.models.cache import ReplyCache
+from rowloom.models.ledger import usage_fields
 from rowloom.models.types import (
     ChatClient,
     ChatRequest,
@@ -34,7 +38,8 @@ from rowloom.models.types import (
     Usage,
     prompt_token_bound,
 )
-from rowloom.observe.context import correlate
+from rowloom.observe.context import correlate, current
+from rowloom.observe.events.batch import BatchLineCompleted
 from rowloom.observe.events.request import CacheHit, CacheMissed, RequestRetried
 from rowloom.observe.sinks import EventSink, NullSink
 
@@ -141,10 +146,12 @@ class ModelRequestExecutor:
         budget: SpendBudget | None = None,
         cache: ReplyCache | None = None,
         endpoints: Mapping[str, AliasRoute] | None = None,
+        batches: Mapping[str, BatchRunner] | None = None,
     ):
         """`models` gives single-endpoint aliases as (model, provider); `endpoints` any alias, pooled or not, as
         its `AliasRoute`. `cache` answers chat requests it holds (and stores the others' replies) before any
-        admission."""
+        admission. `batches` sends the chat requests of the aliases it names through their batch runner instead
+        (online only for a line that failed in every batch, when the alias's `batch.retry_online` allows it)."""
         self.admission = admission
         self.budget = budget
         self.cache = cache
@@ -161,6 +168,7 @@ class ModelRequestExecutor:
         self._registered: set[tuple[str, str]] = set()
         self._backing_off: Counter[str] = Counter()
         self._labels: dict[str, str] = {}  # chat resource key label per alias, for cache events
+        self._batches = dict(batches or {})
         for alias in self._endpoints:
             self._register(alias, "chat")
 
@@ -176,7 +184,7 @@ class ModelRequestExecutor:
             reply = await self._client(lease).chat(request if request.model == model else replace(request, model=model))
             return replace(reply, endpoint=lease.key.label)
 
-        def send() -> Awaitable[ChatResponse]:
+        def online() -> Awaitable[ChatResponse]:
             return self._run(
                 alias,
                 "chat",
@@ -186,6 +194,9 @@ class ModelRequestExecutor:
                 group=group,
                 weight=weight,
             )
+
+        runner = self._batches.get(alias)
+        send = online if runner is None else lambda: self._batch(runner, request, group, online)
 
         if self.cache is None:
             return await send()
@@ -198,6 +209,38 @@ class ModelRequestExecutor:
         if shared:
             self._emit_hit(alias, group, reply, "flight")
         return reply
+
+    async def _batch(
+        self,
+        runner: BatchRunner,
+        request: ChatRequest,
+        group: str,
+        online: Callable[[], Awaitable[ChatResponse]],
+    ) -> ChatResponse:
+        """The reply to one chat request from `runner`'s batches. Its line's custom_id is the asking task's id and
+        a digest of the request, the same in a resumed run, so a resume finds the line a batch already holds; a
+        line that failed in every batch goes `online` once when the alias allows it, else fails the request."""
+        alias = runner.alias
+        task = current().task or uuid.uuid4().hex
+        custom_id = f"{task}#{hashlib.sha256(runner.api.body_bytes(request)).hexdigest()[:16]}"
+        budget = self.budget
+        reservation = None if budget is None else await budget.reserve(alias, request.token_bounds, batch=True)
+        try:
+            result, attempts = await runner.ask(custom_id, request)
+        except BaseException:
+            self._settle(reservation, billed=True)  # the batch holding the line runs on (a resume reads it)
+            raise
+        if isinstance(result, ChatResponse):
+            self._settle(reservation, usage=result.usage)
+            self._emit_line(runner, group, Outcome.SUCCESS.value, result.usage)
+            return result
+        self._settle(reservation, billed=False)  # a batch bills only the lines it answered
+        self._emit_line(runner, group, result.outcome.value)
+        if result.outcome is Outcome.SUCCESS:  # as online: the endpoint did its job, the content failed
+            raise result
+        if runner.settings.retry_online and result.retryable:
+            return await online()
+        raise RequestFailed(alias, result.outcome, str(result), attempts=attempts, status=result.status) from result
 
     async def embed(
         self, alias: str, inputs: Sequence[str], *, group: str = "default", weight: float = 1.0
@@ -390,6 +433,20 @@ class ModelRequestExecutor:
                     prompt_tokens=usage.prompt_tokens,
                     completion_tokens=usage.completion_tokens,
                     cached_tokens=usage.cached_tokens,
+                )
+            )
+
+    def _emit_line(self, runner: BatchRunner, group: str, outcome: str, usage: Usage | None = None) -> None:
+        if self._sink is not None:
+            self._sink.emit(
+                BatchLineCompleted(
+                    ts=self._clock.now(),
+                    key=runner.key,
+                    alias=runner.alias,
+                    group=group,
+                    outcome=outcome,
+                    completion_tokens=None if usage is None or not usage.known else usage.completion_tokens,
+                    **usage_fields(usage),
                 )
             )
 

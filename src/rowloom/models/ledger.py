@@ -1,8 +1,8 @@
 """The token ledger: every request attempt's reported usage and its price, per column, model alias and endpoint,
 and what rows that were dropped cost. Budgets and estimates build on these counts; neither lives here.
 
-Built from `RequestCompleted` and `RowGroupCheckpointed` events only, so it reads the same whether it watched a
-run live or replays its event log. Knows columns and rows only as the ids the events carry.
+Built from `RequestCompleted`, `BatchLineCompleted` and `RowGroupCheckpointed` events only, so it reads the same
+whether it watched a run live or replays its event log. Knows columns and rows only as the ids the events carry.
 """
 
 from __future__ import annotations
@@ -116,8 +116,14 @@ class TokenLedger:
     column task (a batch) belongs to no single row and is not split.
     """
 
-    def __init__(self, prices: Mapping[str, Pricing | None] | None = None) -> None:
-        self.prices = dict(prices or {})  # by model alias
+    def __init__(
+        self,
+        prices: Mapping[str, Pricing | None] | None = None,
+        batch_prices: Mapping[str, Pricing | None] | None = None,
+    ) -> None:
+        """`prices` by model alias price online attempts, `batch_prices` the lines sent through a batch API."""
+        self.prices = dict(prices or {})
+        self.batch_prices = dict(batch_prices or {})
         self.total = TokenCounts()
         self.by_column: dict[str, TokenCounts] = defaultdict(TokenCounts)
         self.by_model: dict[str, TokenCounts] = defaultdict(TokenCounts)
@@ -133,15 +139,17 @@ class TokenLedger:
         """Take what a request or checkpoint event says; other events are ignored."""
         kind = event.kind
         if kind == "request_completed":
-            self._record(event)
+            self._record(event, self.prices)
+        elif kind == "batch_line_completed":
+            self._record(event, self.batch_prices)
         elif kind == "row_group_checkpointed" and event.row_group is not None:
             self.settle(event.row_group, getattr(event, "dropped_rows", ()))
 
     def close(self) -> None:
         return None
 
-    def _record(self, event: Any) -> None:
-        counts = TokenCounts.of_event(event, self.prices.get(event.alias or ""))
+    def _record(self, event: Any, prices: Mapping[str, Pricing | None]) -> None:
+        counts = TokenCounts.of_event(event, prices.get(event.alias or ""))
         self.total.add(counts)
         self.by_column[event.group].add(counts)
         self.by_model[event.alias or "?"].add(counts)

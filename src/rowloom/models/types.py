@@ -26,6 +26,7 @@ class Outcome(enum.StrEnum):
     CLIENT_ERROR = "client_error"  # 4xx other than 429: bad request, auth, quota exhausted
     REPLY_TOO_LARGE = "reply_too_large"  # a body past the provider's max_reply_bytes: that request's failure
     CANCELLED = "cancelled"  # task cancelled or KeyboardInterrupt
+    NOT_RUN = "not_run"  # a batch ended (expired, cancelled) before it ran this line: nothing was generated
     UNEXPECTED = "unexpected"  # a bug: never a provider failure
 
     @property

@@ -6,6 +6,7 @@ The engine sets job / row group / column / task ids around a task; the model lay
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -55,3 +56,11 @@ def correlate(
         yield _current.get()
     finally:
         _current.reset(token)
+
+
+def detached() -> contextvars.Context:
+    """A context that keeps only the current job id: for work done on behalf of many tasks (a batch of many
+    cells' requests), whose events must not carry the ids of whichever task happened to start it."""
+    context = contextvars.Context()
+    context.run(_current.set, Correlation(job=_current.get().job))
+    return context

@@ -1,5 +1,5 @@
 """Request counters built from request events: outcomes, 429s, in-flight and limit per endpoint, tokens, latency,
-endpoint outages, reply-cache hits and misses.
+endpoint outages, reply-cache hits and misses, batches.
 
 A sink like any other, so the summary, the progress line and benchmarks read one source of truth.
 """
@@ -41,6 +41,7 @@ class RequestStats:
         self.cache_misses = 0
         # What the hits would have cost, per model alias: [prompt, completion, cached] tokens of replies with usage.
         self.cache_saved: dict[str, list[int]] = {}
+        self.batches: dict[str, Counter[str]] = {}  # per batch model alias: `batch_summary`'s counts
 
     def emit(self, event: Event) -> None:
         kind = event.kind
@@ -69,6 +70,8 @@ class RequestStats:
                 saved[2] += event.cached_tokens  # type: ignore[attr-defined]
         elif kind == "cache_miss":
             self.cache_misses += 1
+        elif kind in ("batch_submitted", "batch_finished", "batch_line_completed"):
+            self._batch(event)
         elif kind == "limit_changed":
             self.limits[event.key] = int(event.new)  # type: ignore[attr-defined]
         elif kind == "capacity_snapshot":  # the limits before any request (job start) and between changes
@@ -83,6 +86,32 @@ class RequestStats:
             key = event.key  # type: ignore[attr-defined]
             self.down.pop(key, None)
             self.down_total_s[key] += float(event.down_for_s)  # type: ignore[attr-defined]
+
+    def _batch(self, event: Any) -> None:
+        counts = self.batches.setdefault(event.alias, Counter())
+        if event.kind == "batch_submitted":
+            if event.resumed:
+                counts["batches_resumed"] += 1
+                counts["lines_resumed"] += event.lines
+            else:
+                counts["batches_submitted"] += 1
+                counts["lines_submitted"] += event.lines
+                counts["lines_resubmitted"] += event.resubmitted
+        elif event.kind == "batch_finished":
+            counts[f"batches_{event.status}"] += 1
+            counts["lines_failed"] += event.failed
+            counts["lines_not_run"] += event.not_run
+        elif event.outcome == "success":
+            counts["requests_answered"] += 1
+        else:
+            counts["requests_failed"] += 1
+            counts[f"requests_failed_{event.outcome}"] += 1
+
+    def batch_summary(self) -> dict[str, dict[str, int]]:
+        """The `batches` section of summary.json, per batch model alias: batches submitted (and resumed from an
+        earlier run), how each ended, lines submitted and sent again, lines that failed or never ran in a batch,
+        and requests answered or given up on (by outcome)."""
+        return {alias: dict(sorted(counts.items())) for alias, counts in sorted(dict(self.batches).items())}
 
     def close(self) -> None:
         return None

@@ -241,6 +241,17 @@ def run_distributed(
                 "remove run.budget for this run, or run without --executor ray",
             )
         )
+    batched = [(i, m.alias) for i, m in enumerate(config.models) if m.execution == "batch"]
+    if batched:
+        # One journal and one poller per batch model: Ray workers would each gather and submit their own.
+        i, alias = batched[0]
+        raise ConfigError(
+            ConfigProblem(
+                f"models[{i}] ({alias}).execution",
+                "is batch, which runs in one process: a batch is as big as the rows waiting for it in that process",
+                "run without --executor ray (a batch run spends its time waiting, not computing)",
+            )
+        )
     location = OutputLocation.of(output, terms)
     check_export_target(config, location, terms)
     decision = decide(location, config, num_records, resume, terms)

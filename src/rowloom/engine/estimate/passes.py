@@ -136,7 +136,8 @@ async def estimate(
     `sample` > 0, that many real rows in memory. `sink` receives the sample run's events."""
     check_arguments(records, rows, sample)
     rows = rows or min(records, DEFAULT_ROWS)
-    prices = {m.alias: m.prices for m in config.models}
+    # What a run pays: a batch model's requests at its batch prices (the passes send them online, to a dry client).
+    prices = {m.alias: m.batch_prices if m.execution == "batch" else m.prices for m in config.models}
     llm_columns = [c for c in config.columns if c.model_alias]
     used = {c.model_alias for c in llm_columns}
     priced = all(prices.get(alias) is not None for alias in used)
@@ -198,6 +199,13 @@ async def estimate(
         counted_by=counted_by,
         notes=notes,
     )
+    batched = sorted(m.alias for m in config.models if m.execution == "batch" and m.alias in used)
+    if batched:
+        notes.append(
+            f"model{'s' if len(batched) > 1 else ''} {', '.join(batched)} send{'' if len(batched) > 1 else 's'} "
+            "requests in batches: costs are at batch prices, and wall time leaves out the batches' completion "
+            "window (a sample asks online, for the tokens)"
+        )
     if sample == 0:
         notes.append("wall time needs a measured latency: run with --sample K to estimate it")
         return result
@@ -216,7 +224,11 @@ async def _with_sample(
     recorder, capacities = _SampleRecorder(prices), _Capacities()
     sinks: list[EventSink] = [recorder, capacities, *([sink] if sink is not None else [])]
     mode = SAMPLE_CACHE_MODE[str(resolve(config.run.cache).mode)]
-    outcome = await run_job(with_cache(config, mode=mode), sample, output=None, sink=FanoutSink(sinks))
+    # Online even for batch models: a sample measures tokens in seconds, not in a completion window.
+    online = config.model_copy(
+        update={"models": [m.model_copy(update={"execution": "online", "batch": None}) for m in config.models]}
+    )
+    outcome = await run_job(with_cache(online, mode=mode), sample, output=None, sink=FanoutSink(sinks))
     records = dry.records
     row_ids = list(recorder.rows)
     missing = sample - len(row_ids)  # rows that never sent a request (dropped before their first LLM cell)

@@ -12,8 +12,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
+
+#: The journal's file name in a run's output folder.
+JOURNAL_FILE = "batches.jsonl"
 
 
 @dataclass
@@ -24,6 +28,8 @@ class JournalBatch:
     alias: str
     lines: dict[str, str]  # custom_id -> digest of the request it carries
     batch_id: str | None = None
+    provider: dict[str, Any] | None = None  # the provider's settings without secrets (what a cancel needs)
+    settled: bool = False  # its results were taken (the rows they went to may not have been written)
 
 
 class BatchJournal:
@@ -33,8 +39,12 @@ class BatchJournal:
         self.path = Path(path)
 
     def open_batches(self) -> list[JournalBatch]:
-        """Batches planned and not settled, in the order they were planned. A record cut short by a crash (the
-        file's last line) is ignored: the call it guarded never went out."""
+        """Batches planned and not settled, in the order they were planned."""
+        return [b for b in self.batches() if not b.settled]
+
+    def batches(self) -> list[JournalBatch]:
+        """Every batch planned, in the order they were planned. A record cut short by a crash (the file's last
+        line) is ignored: the call it guarded never went out."""
         batches: dict[str, JournalBatch] = {}
         if not self.path.is_file():
             return []
@@ -45,15 +55,22 @@ class BatchJournal:
                 continue
             kind, key = record.get("kind"), record.get("key")
             if kind == "planned":
-                batches[key] = JournalBatch(key, record["alias"], dict(record["lines"]))
+                batches[key] = JournalBatch(
+                    key, record["alias"], dict(record["lines"]), provider=record.get("provider")
+                )
             elif kind == "created" and key in batches:
                 batches[key].batch_id = record["batch"]
-            elif kind == "settled":
-                batches.pop(key, None)
+            elif kind == "settled" and key in batches:
+                batches[key].settled = True
         return list(batches.values())
 
-    def planned(self, key: str, alias: str, lines: Mapping[str, str]) -> None:
-        self._append({"kind": "planned", "key": key, "alias": alias, "lines": dict(lines)})
+    def planned(
+        self, key: str, alias: str, lines: Mapping[str, str], provider: Mapping[str, Any] | None = None
+    ) -> None:
+        record: dict[str, Any] = {"kind": "planned", "key": key, "alias": alias, "lines": dict(lines)}
+        if provider is not None:
+            record["provider"] = dict(provider)
+        self._append(record)
 
     def created(self, key: str, batch_id: str) -> None:
         self._append({"kind": "created", "key": key, "batch": batch_id})

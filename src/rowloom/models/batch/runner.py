@@ -19,9 +19,14 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from rowloom.concurrency.clock import SYSTEM_CLOCK, Clock
+from rowloom.config.batch import BatchConfig
 from rowloom.models.batch.journal import BatchJournal, JournalBatch
-from rowloom.models.clients.openai_batch import BatchLine, BatchStatus, OpenAIBatchApi
+from rowloom.models.clients.openai_batch import BatchLine, BatchStatus, NotRun, OpenAIBatchApi
 from rowloom.models.types import ChatRequest, ChatResponse, ProviderError
+from rowloom.observe.context import detached
+from rowloom.observe.events.batch import BatchFinished, BatchSubmitted
+from rowloom.observe.sinks import EventSink
 
 #: The batch metadata entry that names the journal's key, so a resume can find a batch it never heard created.
 METADATA_KEY = "rowloom_batch"
@@ -39,6 +44,22 @@ class BatchSettings:
     poll_min_s: float = 1.0
     poll_max_s: float = 60.0
     max_attempts: int = 3
+    completion_window: str = "24h"
+    retry_online: bool = False  # the executor's: a line failed in every batch goes once online
+
+    @classmethod
+    def of(cls, config: BatchConfig) -> BatchSettings:
+        """The settings a model's `batch:` config gives."""
+        return cls(
+            max_requests=config.max_requests,
+            max_bytes=int(config.max_bytes),
+            flush_after_s=config.flush_after_s,
+            poll_min_s=config.poll_min_s,
+            poll_max_s=config.poll_max_s,
+            max_attempts=config.max_attempts,
+            completion_window=config.completion_window,
+            retry_online=config.retry_online,
+        )
 
     def __post_init__(self) -> None:
         if self.max_requests < 1 or self.max_bytes < 1 or self.max_attempts < 1:
@@ -77,42 +98,105 @@ class _Open:
 
 
 class BatchRunner:
-    """Batches of `alias`'s chat requests on `api`, journaled in `journal` (None: no resume across runs)."""
+    """Batches of `alias`'s chat requests on `api`, journaled in `journal` (None: no resume across runs); each
+    batch submitted and finished is an event on `sink` under `key` (the endpoint's label behind `batch:`)."""
 
     def __init__(
-        self, api: OpenAIBatchApi, alias: str, settings: BatchSettings, *, journal: BatchJournal | None = None
+        self,
+        api: OpenAIBatchApi,
+        alias: str,
+        settings: BatchSettings,
+        *,
+        journal: BatchJournal | None = None,
+        sink: EventSink | None = None,
+        key: str | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ):
         self.api = api
         self.alias = alias
         self.settings = settings
         self.journal = journal
+        self.sink = sink
+        self.key = key or f"batch:{alias}"
+        self.clock = clock
         self.counts = BatchCounts()
         self._waiting: list[_Request] = []
         self._waiting_bytes = 0
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._open: dict[str, _Open] = {}  # journal key -> batch in flight
+        # Lines of batches an earlier run created: still open (polled from `start`), or settled, whose results
+        # went to rows that run may not have written (read again from the batch's output, never sent again).
         self._resumed: dict[str, tuple[str, asyncio.Future[ChatResponse | ProviderError]]] = {}
+        self._finished: dict[str, tuple[str, JournalBatch]] = {}
+        self._rereads: dict[str, asyncio.Task[dict[str, ChatResponse | ProviderError]]] = {}
 
     # ------------------------------------------------------------ asking
 
     async def chat(self, custom_id: str, request: ChatRequest) -> ChatResponse:
         """The reply to `request`, from a batch; raises the line's `ProviderError` once it cannot be retried."""
+        result, _ = await self.ask(custom_id, request)
+        if isinstance(result, ProviderError):
+            raise result
+        return result
+
+    async def ask(self, custom_id: str, request: ChatRequest) -> tuple[ChatResponse | ProviderError, int]:
+        """The reply to `request`, or the error its line ended with once it could not be retried, and how many
+        times the line was sent (a line answered by a batch an earlier run created counts once)."""
         line = self.api.line_bytes(BatchLine(custom_id, request))
         attempts = 0
-        resumed = self._resumed.pop(custom_id, None)
-        if resumed is not None and resumed[0] == _digest(line):
-            result = await resumed[1]
+        result = await self._earlier(custom_id, _digest(line))
+        if result is not None:
             if isinstance(result, ChatResponse):
                 self.counts.resumed += 1
-                return result
-            if not result.retryable:
+                return result, 1
+            if not result.retryable or self.settings.max_attempts == 1:
                 self.counts.failed += 1
-                raise result
+                return result, 1
             attempts = 1
         future: asyncio.Future[ChatResponse] = asyncio.get_running_loop().create_future()
-        self._enqueue(_Request(custom_id, request, line, future, attempts))
-        return await future
+        item = _Request(custom_id, request, line, future, attempts)
+        self._enqueue(item)
+        try:
+            return await future, item.attempts
+        except ProviderError as error:
+            return error, item.attempts
+
+    async def _earlier(self, custom_id: str, digest: str) -> ChatResponse | ProviderError | None:
+        """The result of this very line (same custom_id, same request) from a batch an earlier run created, or
+        None when no such batch holds it."""
+        resumed = self._resumed.pop(custom_id, None)
+        finished = self._finished.pop(custom_id, None)
+        if resumed is not None and resumed[0] == digest:
+            return await resumed[1]
+        if finished is None or finished[0] != digest:
+            return None
+        entry = finished[1]
+        assert entry.batch_id is not None
+        reread = self._rereads.get(entry.batch_id)
+        if reread is None:
+            reread = self._rereads[entry.batch_id] = asyncio.get_running_loop().create_task(
+                self._reread(entry), context=detached()
+            )
+        return (await asyncio.shield(reread))[custom_id]
+
+    async def _reread(self, entry: JournalBatch) -> dict[str, ChatResponse | ProviderError]:
+        """Every line's result of a batch an earlier run settled, read again from the provider (its lines are
+        only ever asked again when the rows they went to were not written)."""
+        assert entry.batch_id is not None
+        lines = list(entry.lines)
+        self._emit_submitted(entry.batch_id, len(lines), 0, 0, resumed=True)
+        started = self.clock.now()
+        try:
+            status = await self._persist(functools.partial(self.api.status, entry.batch_id))
+            if not status.terminal:  # settled means ended; a provider that says otherwise is polled to the end
+                status, results = await self._until_done(status, lines)
+            else:
+                results = await self._persist(functools.partial(self.api.results, status, lines))
+        except ProviderError as error:  # the provider no longer holds the batch or its files: its lines go again
+            return {cid: NotRun(f"batch {entry.batch_id} can no longer be read ({error})") for cid in lines}
+        self._emit_finished(status, results, started)
+        return results
 
     def _enqueue(self, item: _Request) -> None:
         size = len(item.line) + 1
@@ -134,7 +218,8 @@ class BatchRunner:
             self._spawn(self._submit(batch))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
+        # A batch serves many cells: its events carry none of the ids of the cell whose request started it.
+        task = asyncio.get_running_loop().create_task(work, context=detached())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -147,7 +232,8 @@ class BatchRunner:
             r.attempts += 1
             self.counts.resubmitted += r.attempts > 1
         if self.journal is not None:
-            self.journal.planned(key, self.alias, {r.custom_id: _digest(r.line) for r in requests})
+            lines = {r.custom_id: _digest(r.line) for r in requests}
+            self.journal.planned(key, self.alias, lines, self.api.provider_record())
         try:
             status = await self._create(key, requests)
         except ProviderError as error:
@@ -161,12 +247,17 @@ class BatchRunner:
         self.counts.lines += len(requests)
         if self.journal is not None:
             self.journal.created(key, status.id)
+        self._emit_submitted(
+            status.id, len(requests), sum(r.attempts > 1 for r in requests), sum(len(r.line) + 1 for r in requests)
+        )
         batch.status = status
         self._open[key] = batch
+        started = self.clock.now()
         try:
-            results = await self._until_done(status, list(batch.requests))
+            status, results = await self._until_done(status, list(batch.requests))
         finally:
             self._open.pop(key, None)
+        self._emit_finished(status, results, started)
         for custom_id, result in results.items():
             if (r := batch.requests.get(custom_id)) is not None:
                 self._settle(r, result)
@@ -179,7 +270,9 @@ class BatchRunner:
         (sending them again would bill them twice)."""
         file_id = await self.api.upload([BatchLine(r.custom_id, r.request) for r in requests])
         try:
-            return await self.api.create(file_id, metadata={METADATA_KEY: key})
+            return await self.api.create(
+                file_id, metadata={METADATA_KEY: key}, completion_window=self.settings.completion_window
+            )
         except ProviderError as error:
             if error.status is not None:  # the provider answered: it created nothing
                 raise
@@ -188,18 +281,21 @@ class BatchRunner:
                 raise
             return found
 
-    async def _until_done(self, status: BatchStatus, custom_ids: list[str]) -> dict[str, ChatResponse | ProviderError]:
-        """Poll until the batch ends (waits growing from `poll_min_s` to `poll_max_s`); every line's result. A
-        failed poll or download is tried again; one that can never succeed (a refused key) is every line's."""
+    async def _until_done(
+        self, status: BatchStatus, custom_ids: list[str]
+    ) -> tuple[BatchStatus, dict[str, ChatResponse | ProviderError]]:
+        """Poll until the batch ends (waits growing from `poll_min_s` to `poll_max_s`); its last status and every
+        line's result. A failed poll or download is tried again; one that can never succeed (a refused key) is
+        every line's."""
         try:
             wait = self.settings.poll_min_s
             while not status.terminal:
                 await asyncio.sleep(wait)
                 wait = min(self.settings.poll_max_s, wait * _GROWTH)
                 status = await self._persist(functools.partial(self.api.status, status.id))
-            return await self._persist(functools.partial(self.api.results, status, custom_ids))
+            return status, await self._persist(functools.partial(self.api.results, status, custom_ids))
         except ProviderError as error:
-            return dict.fromkeys(custom_ids, error)
+            return status, dict.fromkeys(custom_ids, error)
 
     async def _persist(self, call: Callable[[], Awaitable[T]]) -> T:
         """`call()` until it succeeds or fails for good (not retryable), waiting longer after each failure."""
@@ -229,11 +325,16 @@ class BatchRunner:
     async def start(self) -> None:
         """Pick up the batches the journal says this alias planned and never settled: poll the created ones
         (found by their metadata when the run died before it heard the id), so requests for their lines wait
-        for them. A planned batch the provider never created is settled: its lines are free to send."""
+        for them. A planned batch the provider never created is settled: its lines are free to send. Lines of
+        settled batches are answered from those batches' results, read again when a request asks for one."""
         if self.journal is None:
             return
-        for entry in self.journal.open_batches():
+        for entry in self.journal.batches():
             if entry.alias != self.alias:
+                continue
+            if entry.settled:
+                if entry.batch_id is not None:
+                    self._finished.update((cid, (digest, entry)) for cid, digest in entry.lines.items())
                 continue
             status = await self._status_of(entry)
             if status is None:
@@ -243,6 +344,7 @@ class BatchRunner:
             futures = {cid: loop.create_future() for cid in entry.lines}
             for custom_id, digest in entry.lines.items():
                 self._resumed[custom_id] = (digest, futures[custom_id])
+            self._emit_submitted(status.id, len(futures), 0, 0, resumed=True)
             self._spawn(self._resume(entry.key, status, futures))
 
     async def _status_of(self, entry: JournalBatch) -> BatchStatus | None:
@@ -256,12 +358,50 @@ class BatchRunner:
     async def _resume(
         self, key: str, status: BatchStatus, futures: dict[str, asyncio.Future[ChatResponse | ProviderError]]
     ) -> None:
-        results = await self._until_done(status, list(futures))
+        started = self.clock.now()
+        status, results = await self._until_done(status, list(futures))
+        self._emit_finished(status, results, started)
         for custom_id, future in futures.items():
             if not future.done():
                 future.set_result(results[custom_id])
         if self.journal is not None:
             self.journal.settled(key)
+
+    def _emit_submitted(self, batch_id: str, lines: int, resubmitted: int, size: int, *, resumed: bool = False) -> None:
+        if self.sink is not None:
+            self.sink.emit(
+                BatchSubmitted(
+                    ts=self.clock.now(),
+                    key=self.key,
+                    alias=self.alias,
+                    batch_id=batch_id,
+                    lines=lines,
+                    resubmitted=resubmitted,
+                    size_bytes=size,
+                    resumed=resumed,
+                )
+            )
+
+    def _emit_finished(
+        self, status: BatchStatus, results: dict[str, ChatResponse | ProviderError], started: float
+    ) -> None:
+        if self.sink is not None:
+            succeeded = sum(isinstance(r, ChatResponse) for r in results.values())
+            not_run = sum(isinstance(r, NotRun) for r in results.values())
+            self.sink.emit(
+                BatchFinished(
+                    ts=self.clock.now(),
+                    key=self.key,
+                    alias=self.alias,
+                    batch_id=status.id,
+                    status=status.status,
+                    lines=len(results),
+                    succeeded=succeeded,
+                    failed=len(results) - succeeded - not_run,
+                    not_run=not_run,
+                    waited_s=self.clock.now() - started,
+                )
+            )
 
     def open_batches(self) -> list[str]:
         """Ids of the batches created and not yet finished."""
@@ -274,9 +414,10 @@ class BatchRunner:
             self._timer.cancel()
             self._timer = None
         running = self.open_batches()
-        for task in list(self._tasks):
+        tasks = [*self._tasks, *self._rereads.values()]
+        for task in tasks:
             task.cancel()
-        for task in list(self._tasks):
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, ProviderError):
                 await task
         for r in self._waiting:

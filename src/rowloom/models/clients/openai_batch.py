@@ -23,7 +23,7 @@ from rowloom.models.clients.openai import (
     clip,
     decode_ok_body,
 )
-from rowloom.models.types import ChatRequest, ChatResponse, ProviderError, RateLimitInfo, ServerError
+from rowloom.models.types import ChatRequest, ChatResponse, Outcome, ProviderError, RateLimitInfo, ServerError
 
 BATCH_ENDPOINT = "/v1/chat/completions"
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -32,6 +32,8 @@ TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 class NotRun(ProviderError):
     """The batch ended (expired, cancelled) before this line ran, or returned no result for it: nothing was
     generated, so it may be submitted again."""
+
+    outcome = Outcome.NOT_RUN
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,17 @@ class OpenAIBatchApi:
         self._files_url = f"{base}/files"
         self._batches_url = f"{base}/batches"
 
+    def provider_record(self) -> dict[str, Any]:
+        """The provider's settings a later process needs to reach these batches (to cancel them), without
+        secrets: the key's variable or file is named, never read; extra headers are left out."""
+        return self._client.provider.model_dump(
+            include={"name", "type", "base_url", "api_key_env", "api_key_file", "allow_insecure", "timeout_s"}
+        )
+
+    def body_bytes(self, request: ChatRequest) -> bytes:
+        """The request body a batch line carries for `request` (what identifies the request, without its id)."""
+        return orjson.dumps(self._client.chat_payload(request))
+
     def line_bytes(self, line: BatchLine) -> bytes:
         """The JSONL line that asks for `line.request` (what counts against a batch's byte limit)."""
         body = self._client.chat_payload(line.request)
@@ -84,12 +97,14 @@ class OpenAIBatchApi:
         data = self._ok(*await self._client._post_form(self._files_url, form))
         return _text(data, "id", "file upload")
 
-    async def create(self, input_file_id: str, *, metadata: Mapping[str, str] | None = None) -> BatchStatus:
+    async def create(
+        self, input_file_id: str, *, metadata: Mapping[str, str] | None = None, completion_window: str = "24h"
+    ) -> BatchStatus:
         """Create a batch of the uploaded file; its first status (the id is what a resume polls)."""
         payload: dict[str, Any] = {
             "input_file_id": input_file_id,
             "endpoint": BATCH_ENDPOINT,
-            "completion_window": "24h",
+            "completion_window": completion_window,
         }
         if metadata:
             payload["metadata"] = dict(metadata)
