@@ -12,6 +12,7 @@ import pytest
 from rowloom.bench import suite
 from rowloom.bench.scenarios import SCENARIOS
 from rowloom.config.dataset import DatasetConfig
+from rowloom.observe.timeline import IDLE_CAUSES
 
 # One scenario per path through the runner: one endpoint, two endpoints, aliases sharing one endpoint, and an
 # outage measured against its baseline run. (`rowloom bench --quick --check` runs them all; that is a benchmark.)
@@ -48,7 +49,7 @@ def test_scenarios_run_end_to_end_and_report_metrics(tmp_path):
         assert r["requests"] > 0 and r["rows_written"] > 0 and r["rows_short"] == 0
         assert 0 < r["utilisation"] <= 1.0
         assert r["client_cpu_ms_per_request"] > 0 and r["client_cpu_over_server"] > 0 and r["peak_rss_mb"] > 0
-        assert set(r["idle_slot_s"]) <= {"starved", "frontier_limited", "admission_blocked", "rate_limited"}
+        assert set(r["idle_slot_s"]) <= set(IDLE_CAUSES)
     assert set(document["scenarios"]["mixed_lengths"]["endpoints"]) == {"sim"}  # three aliases, one endpoint
     outage = document["scenarios"]["outage_short"]
     assert outage["baseline_wall_s"] > 0 and outage["outage_s"] == 5.0 and outage["rows_dropped"] == 0

@@ -1,22 +1,23 @@
-"""Benchmark metrics computed from a run's event log, in one streaming pass (a 100k-record log fits).
+"""Benchmark metrics computed from a run's event log, in one streaming pass.
 
-Owns the definitions of span, ideal bound, utilisation and the idle split; knows nothing of how runs start.
-Idle model capacity (capacity − in flight, integrated over time) is charged to the first state that holds:
-rate_limited (the endpoint is cooling down, its last reply was a 429, or work waits on its rpm/tpm budget),
-admission_blocked (request waiters
-queued, or ready tasks for the endpoint not admitted), frontier_limited (no ready work for the endpoint but row
-groups still wait outside the frontier), starved (no ready work and nothing left to admit: dependencies/tail).
+The span, utilisation and idle split come from the run's one timeline (`observe.timeline`): each scenario
+endpoint's slots are counted against its true capacity (the timeline's `capacity` baseline), with the same causes
+the report charges against the learned limit. This module adds what only a benchmark asks (latency and queue-age
+percentiles, the ideal bound) and names endpoints as scenarios do; it knows nothing of how runs start.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-CapacityFn = Callable[[float], float]  # seconds since job start -> endpoint capacity
+from rowloom.observe.event_log import file_lines, replay
+from rowloom.observe.timeline import CAPACITY, CapacityFn, EndpointTimeline, KnownEndpoint, Timeline
+from rowloom.observe.timeline_builder import TimelineBuilder
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -27,66 +28,42 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
-@dataclass
-class _Endpoint:
+@dataclass(frozen=True)
+class BenchEndpoint:
+    """A scenario endpoint as its metrics see it: the provider its requests' keys (`provider/model`) name, its true
+    capacity over job time, and whether a requests/tokens-per-minute budget paces it."""
+
+    provider: str
     capacity: CapacityFn
-    in_flight: int = 0
-    waiters: int = 0
-    cooling: bool = False
-    last_429: bool = False
-    busy_area: float = 0.0
-    capacity_area: float = 0.0
-    # the areas as of the endpoint's last completion: utilisation "while it has work"
-    busy_at_last: float = 0.0
-    capacity_at_last: float = 0.0
-    idle: Counter[str] = field(default_factory=Counter)
-    first_dispatch: float | None = None
-    first_admit: float | None = None
-    last_complete: float | None = None
-    completed: int = 0
-    success: int = 0
-    rate_limited: int = 0
-    latencies: list[float] = field(default_factory=list)
-    limits: list[tuple[float, int]] = field(default_factory=list)
-    peak_in_flight: int = 0
+    paced: bool = False
 
 
 class MetricsAccumulator:
-    """Feed events (dicts as written to JSONL) in emission order; read `result()` at the end."""
+    """Feed one job's events in time order; read `result()` at the end."""
 
-    def __init__(
-        self,
-        capacities: Mapping[str, CapacityFn],
-        paced: Iterable[str] = (),
-        aliases: Mapping[str, Iterable[str]] | None = None,
-        providers: Mapping[str, str] | None = None,
-    ):
-        """`capacities` maps an endpoint to its capacity over time (seconds since job start); `paced` names
-        endpoints under a requests/tokens-per-minute budget, whose queued waiting is rate limiting. `aliases`
-        lists the model aliases that share each endpoint (default: an endpoint is named by its one alias).
-        `providers` maps endpoints to their provider: an event whose key (`provider/model`) names one of them
-        counts for that endpoint whatever its alias (a pool's alias spreads over several endpoints)."""
-        self.endpoints = {name: _Endpoint(cap) for name, cap in capacities.items()}
-        self.paced = frozenset(paced)
-        members = aliases or {name: (name,) for name in capacities}
-        self._endpoint_of = {alias: name for name, group in members.items() for alias in group}
-        self._endpoint_of_provider = {provider: name for name, provider in (providers or {}).items()}
-        self._pools = {name: [f"model:{alias}" for alias in group] for name, group in members.items()}
-        self.t0: float | None = None
-        self.t_end: float | None = None
-        self.last_ts: float | None = None
-        self.pool_ready: Counter[str] = Counter()  # ready tasks per task pool
-        self.pending_groups = 0
+    def __init__(self, endpoints: Mapping[str, BenchEndpoint]):
+        """`endpoints` maps each scenario endpoint's name (its label in results) to what is known of it."""
+        self.endpoints = dict(endpoints)
+        self._label_of = {ep.provider: label for label, ep in self.endpoints.items()}
+        self.timeline = TimelineBuilder(self._known)
+        self.latencies: dict[str, list[float]] = {label: [] for label in self.endpoints}  # of successes
         self.queue_ages: list[float] = []
         self.ready_gaps: list[float] = []
         self.lease_waits: list[float] = []
         self.advisory_skips = 0
-        self.outcomes: Counter[str] = Counter()
         self.rows_written = 0
         self.rows_dropped = 0
-        self.frontier: list[tuple[float, int]] = []
-        self.in_frontier = 0
-        self._input_free: set[str] = set()
+
+    def label(self, key: str) -> str | None:
+        """The scenario endpoint an endpoint key belongs to (by its provider), if any."""
+        return self._label_of.get(str(key).partition("/")[0])
+
+    def _known(self, key: str) -> KnownEndpoint | None:
+        label = self.label(key)
+        if label is None:
+            return None
+        ep = self.endpoints[label]
+        return KnownEndpoint(capacity=ep.capacity, paced=ep.paced)
 
     # ------------------------------------------------------------ feeding
 
@@ -95,150 +72,54 @@ class MetricsAccumulator:
             self.feed(event)
         return self
 
-    def _advance(self, ts: float) -> None:
-        if self.t0 is None or self.last_ts is None:
-            self.last_ts = ts
-            return
-        dt = ts - self.last_ts
-        if dt <= 0:
-            return
-        mid = (self.last_ts + ts) / 2 - self.t0
-        for alias, ep in self.endpoints.items():
-            started = ep.first_admit is not None
-            if not started:
-                continue
-            cap = ep.capacity(mid)
-            ep.busy_area += min(ep.in_flight, cap) * dt
-            ep.capacity_area += cap * dt
-            idle = max(0.0, cap - ep.in_flight) * dt
-            if idle > 0:
-                ep.idle[self._idle_reason(alias, ep)] += idle
-        self.last_ts = ts
-
-    def _idle_reason(self, alias: str, ep: _Endpoint) -> str:
-        if ep.cooling or ep.last_429:
-            return "rate_limited"
-        if ep.waiters > 0 or any(self.pool_ready[pool] > 0 for pool in self._pools[alias]):
-            return "rate_limited" if alias in self.paced else "admission_blocked"
-        if self.pending_groups > 0:
-            return "frontier_limited"
-        return "starved"
-
     def feed(self, e: Mapping[str, Any]) -> None:
-        kind = e["kind"]
-        ts = float(e["ts"])
-        if kind == "job_started":
-            self.t0 = ts
-            self.last_ts = ts
-            self.pending_groups = int(e.get("row_groups", 0)) - int(e.get("resumed_row_groups", 0))
-            return
-        if self.t0 is None:
-            return
-        self._advance(ts)
-        rel = ts - self.t0
-        alias = self._endpoint_of_provider.get(str(e.get("key", "")).partition("/")[0])
-        if alias is None:
-            alias = self._endpoint_of.get(e.get("alias"))  # type: ignore[arg-type]
-        ep = self.endpoints.get(alias) if alias is not None else None
-        if kind == "request_queued" and ep is not None:
-            ep.waiters = int(e.get("waiters", ep.waiters + 1))
-        elif kind == "request_admitted" and ep is not None:
-            if ep.waiters > 0:  # while anyone waits, admissions come from the queue (never around it)
-                ep.waiters -= 1
-            ep.in_flight += 1
-            ep.peak_in_flight = max(ep.peak_in_flight, ep.in_flight)
-            if ep.first_admit is None:
-                ep.first_admit = ts
-                ep.first_dispatch = rel
+        self.timeline.feed(e)
+        kind = e.get("kind")
+        if kind == "request_admitted":
             self.lease_waits.append(float(e.get("wait_s", 0.0)))
-            if e.get("limit") is not None and (not ep.limits or ep.limits[-1][1] != e["limit"]):
-                ep.limits.append((rel, int(e["limit"])))
-        elif kind == "request_completed" and ep is not None:
-            ep.in_flight = max(0, ep.in_flight - 1)
-            ep.completed += 1
-            ep.last_complete = ts
-            ep.busy_at_last, ep.capacity_at_last = ep.busy_area, ep.capacity_area
-            outcome = str(e.get("outcome"))
-            self.outcomes[outcome] += 1
-            ep.last_429 = outcome == "rate_limited"
-            if outcome == "rate_limited":
-                ep.rate_limited += 1
-            elif outcome == "success":
-                ep.success += 1
-                ep.latencies.append(float(e.get("latency_s", 0.0)))
-        elif kind == "limit_changed":
-            for name, candidate in self.endpoints.items():
-                key = str(e.get("key", ""))
-                if name == alias or key.endswith(f"/{name}") or key.startswith(f"{name}/"):
-                    candidate.limits.append((rel, int(e["new"])))
-        elif kind == "cooldown_started" and ep is not None:
-            ep.cooling = True
-        elif kind == "cooldown_ended" and ep is not None:
-            ep.cooling = False
-        elif kind == "task_queued":
-            self.pool_ready[e.get("pool", "")] += 1
+        elif kind == "request_completed" and e.get("outcome") == "success":
+            label = self.label(e.get("key", ""))
+            if label is not None:
+                self.latencies[label].append(float(e.get("latency_s", 0.0)))
         elif kind == "task_admitted":
-            self.pool_ready[e.get("pool", "")] -= 1
             age = float(e.get("queued_s", 0.0))
             self.queue_ages.append(age)
-            task = str(e.get("task", ""))
-            if task.count(":") == 2:  # a cell task: its inputs became ready when it was queued
+            if str(e.get("task", "")).count(":") == 2:  # a cell task: its inputs became ready when it was queued
                 self.ready_gaps.append(age)
-        elif kind == "row_group_admitted":
-            self.pending_groups = max(0, self.pending_groups - 1)
-            self.in_frontier += 1
-            self.frontier.append((rel, self.in_frontier))
         elif kind == "row_group_checkpointed":
-            self.in_frontier -= 1
-            self.frontier.append((rel, self.in_frontier))
             self.rows_written += int(e.get("rows", 0))
             self.rows_dropped += int(e.get("dropped", 0))
         elif kind == "advisory_skip":
             self.advisory_skips += 1
-        elif kind == "job_completed":
-            self.t_end = ts
 
     # ------------------------------------------------------------ results
 
     def result(self) -> dict[str, Any]:
         """Every metric as plain JSON values (seconds, shares, counts)."""
-        wall = (self.t_end - self.t0) if self.t0 is not None and self.t_end is not None else 0.0
-        starts = [ep.first_admit for ep in self.endpoints.values() if ep.first_admit is not None]
-        ends = [ep.last_complete for ep in self.endpoints.values() if ep.last_complete is not None]
-        span = (max(ends) - min(starts)) if starts and ends else 0.0
-        total = sum(self.outcomes.values())
-        endpoints: dict[str, Any] = {}
-        idle_total: Counter[str] = Counter()
-        for alias, ep in self.endpoints.items():
-            idle_total.update(ep.idle)  # idle after an endpoint's last request is included: it shows the tail
-            ep_span = (ep.last_complete - ep.first_admit) if ep.first_admit and ep.last_complete else 0.0
-            endpoints[alias] = {
-                "utilisation": round(ep.busy_at_last / ep.capacity_at_last, 4) if ep.capacity_at_last else 0.0,
-                "span_s": round(ep_span, 3),
-                "requests": ep.completed,
-                "share": round(ep.completed / total, 4) if total else 0.0,  # of every request attempt of the run
-                "success": ep.success,
-                "rate_limited": ep.rate_limited,
-                "peak_in_flight": ep.peak_in_flight,
-                "first_dispatch_s": round(ep.first_dispatch, 4) if ep.first_dispatch is not None else None,
-                "latency_mean_s": round(sum(ep.latencies) / len(ep.latencies), 4) if ep.latencies else 0.0,
-                "latency_p50_s": round(percentile(ep.latencies, 0.5), 4),
-                "latency_p95_s": round(percentile(ep.latencies, 0.95), 4),
-                "throughput_rps": round(ep.success / ep_span, 2) if ep_span else 0.0,
-                "limit_final": ep.limits[-1][1] if ep.limits else None,
-                "limit_timeline": [(round(t, 3), n) for t, n in ep.limits[-200:]],
-                "idle_s": {k: round(v, 3) for k, v in sorted(ep.idle.items())},
-            }
-        busy = sum(ep.busy_at_last for ep in self.endpoints.values())
-        capacity = sum(ep.capacity_at_last for ep in self.endpoints.values())
+        timeline = self.timeline.finish()
+        by_label: dict[str, list[EndpointTimeline]] = {label: [] for label in self.endpoints}
+        for key, ep in timeline.endpoints.items():
+            label = self.label(key)
+            if label is not None:
+                by_label[label].append(ep)
+        outcomes: Counter[str] = Counter()
+        for eps in by_label.values():
+            for ep in eps:
+                outcomes.update(ep.outcomes)
+        total = sum(outcomes.values())
+        endpoints = {label: self._endpoint(label, eps, total) for label, eps in by_label.items()}
+        starts = [ep.first_admission_s for eps in by_label.values() for ep in eps if ep.first_admission_s is not None]
+        ends = [ep.last_completion_s for eps in by_label.values() for ep in eps if ep.last_completion_s is not None]
+        worked = [ep.accounts[CAPACITY].while_working() for eps in by_label.values() for ep in eps]
+        offered, busy = sum(o for o, _ in worked), sum(b for _, b in worked)
         return {
-            "wall_s": round(wall, 3),
-            "span_s": round(span, 3),
+            "wall_s": round(_wall_s(timeline), 3),
+            "span_s": round(max(ends) - min(starts), 3) if starts and ends else 0.0,
             "requests": total,
-            "requests_by_outcome": dict(self.outcomes),
-            "share_429": round(self.outcomes.get("rate_limited", 0) / total, 4) if total else 0.0,
-            "utilisation": round(busy / capacity, 4) if capacity else 0.0,
-            "idle_slot_s": {k: round(v, 3) for k, v in sorted(idle_total.items())},
+            "requests_by_outcome": dict(outcomes),
+            "share_429": round(outcomes.get("rate_limited", 0) / total, 4) if total else 0.0,
+            "utilisation": round(busy / offered, 4) if offered else 0.0,
+            "idle_slot_s": merge_idle(endpoints.values(), "idle_s"),
             "queue_age_p50_s": round(percentile(self.queue_ages, 0.5), 4),
             "queue_age_p95_s": round(percentile(self.queue_ages, 0.95), 4),
             "ready_gap_p50_s": round(percentile(self.ready_gaps, 0.5), 4),
@@ -248,9 +129,54 @@ class MetricsAccumulator:
             "advisory_skips": self.advisory_skips,
             "rows_written": self.rows_written,
             "rows_dropped": self.rows_dropped,
-            "frontier_max": max((n for _, n in self.frontier), default=0),
+            "frontier_max": int(timeline.row_groups_in_flight.peak),
             "endpoints": endpoints,
         }
+
+    def _endpoint(self, label: str, eps: list[EndpointTimeline], total: int) -> dict[str, Any]:
+        """One scenario endpoint's figures (the timeline's endpoints whose keys name its provider, summed)."""
+        outcomes: Counter[str] = Counter()
+        for ep in eps:
+            outcomes.update(ep.outcomes)
+        completed, success = sum(outcomes.values()), outcomes.get("success", 0)
+        first = min((ep.first_admission_s for ep in eps if ep.first_admission_s is not None), default=None)
+        last = max((ep.last_completion_s for ep in eps if ep.last_completion_s is not None), default=None)
+        span = last - first if first is not None and last is not None else 0.0
+        worked = [ep.accounts[CAPACITY].while_working() for ep in eps]
+        offered, busy = sum(o for o, _ in worked), sum(b for _, b in worked)
+        idle: Counter[str] = Counter()
+        for ep in eps:  # idle after an endpoint's last request is included: it shows the tail
+            idle.update(ep.idle_s(CAPACITY))
+        limits = [(t, int(v)) for ep in eps for t, v in ep.limit.recent]
+        latencies = self.latencies[label]
+        return {
+            "utilisation": round(busy / offered, 4) if offered else 0.0,  # while it has work
+            "span_s": round(span, 3),
+            "requests": completed,
+            "share": round(completed / total, 4) if total else 0.0,  # of every request attempt of the run
+            "success": success,
+            "rate_limited": outcomes.get("rate_limited", 0),
+            "peak_in_flight": int(max((ep.in_flight.peak for ep in eps), default=0)),
+            "first_dispatch_s": round(first, 4) if first is not None else None,
+            "latency_mean_s": round(sum(latencies) / len(latencies), 4) if latencies else 0.0,
+            "latency_p50_s": round(percentile(latencies, 0.5), 4),
+            "latency_p95_s": round(percentile(latencies, 0.95), 4),
+            "throughput_rps": round(success / span, 2) if span else 0.0,
+            "limit_final": limits[-1][1] if limits else None,
+            "limit_timeline": [(round(t, 3), n) for t, n in limits[-200:]],
+            "idle_s": {k: round(v, 3) for k, v in sorted(idle.items()) if v > 0},
+        }
+
+
+def _wall_s(timeline: Timeline) -> float:
+    """Job start to JobCompleted (0 when the job did not complete)."""
+    ts = timeline.completed.get("ts")
+    return float(ts) - timeline.origin if isinstance(ts, int | float) else 0.0
+
+
+def measure(events_path: str | Path, endpoints: Mapping[str, BenchEndpoint]) -> dict[str, Any]:
+    """The metrics of the (last) job of an event log, streamed in time order."""
+    return replay(file_lines(events_path), lambda events: MetricsAccumulator(endpoints).feed_all(events).result())
 
 
 def ideal_span_s(
@@ -295,10 +221,10 @@ def schedule_fn(capacity: int, schedule: Iterable[tuple[float, int]] = ()) -> Ca
     return at
 
 
-def merge_idle(results: Iterable[dict[str, Any]]) -> dict[str, float]:
-    """Sum idle-slot seconds by reason over several results."""
+def merge_idle(results: Iterable[Mapping[str, Any]], key: str = "idle_slot_s") -> dict[str, float]:
+    """Sum idle-slot seconds by cause over several results (or endpoints, with `key="idle_s"`)."""
     total: defaultdict[str, float] = defaultdict(float)
     for result in results:
-        for reason, seconds in result.get("idle_slot_s", {}).items():
-            total[reason] += seconds
-    return dict(total)
+        for cause, seconds in result.get(key, {}).items():
+            total[cause] += seconds
+    return {cause: round(seconds, 3) for cause, seconds in sorted(total.items())}

@@ -26,9 +26,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from rowloom.bench.metrics import CapacityFn
 from rowloom.bench.pool_scenarios import PoolEndpoint, pool_members
 from rowloom.bench.scenarios import Scenario
+from rowloom.observe.timeline import CapacityFn
 
 FALLBACK_RANGE_GAP_S = 1.0  # fallback admissions further apart than this start a new served range
 OUTAGE_SETTLE_S = 1.0  # the first second of an outage is excluded: requests cut by it are still being re-routed

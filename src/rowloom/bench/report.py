@@ -15,7 +15,7 @@ _IDLE = {
     "rate_limited": ("rate-limited", "#d62728"),
     "admission_blocked": ("admission-blocked", "#ff7f0e"),
     "frontier_limited": ("frontier-limited", "#9467bd"),
-    "starved": ("starved (no ready work)", "#7f7f7f"),
+    "no_ready_work": ("no ready work", "#7f7f7f"),
 }
 
 
@@ -56,7 +56,9 @@ def render_bench_report(document: dict[str, Any]) -> str:
         fig.add_bar(
             x=names, y=[done[n].get("idle_slot_s", {}).get(reason, 0.0) for n in names], name=label, marker_color=colour
         )
-    fig.update_layout(barmode="stack", title="Idle model capacity by reason (slot-seconds)", height=400)
+    fig.update_layout(
+        barmode="stack", title="Idle model capacity by cause (slot-seconds, against the true capacity)", height=400
+    )
     parts.append(_figure(fig, "plot-idle"))
 
     fig = go.Figure()

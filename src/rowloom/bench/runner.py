@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from rowloom.bench import pool_metrics
-from rowloom.bench.metrics import MetricsAccumulator, ideal_span_s, schedule_fn
+from rowloom.bench.metrics import BenchEndpoint, ideal_span_s, measure, schedule_fn
 from rowloom.bench.scenarios import SCENARIOS, Scenario
 from rowloom.bench.sim_config import SimulatorConfig
 from rowloom.bench.sim_process import SimulatorProcess
@@ -130,7 +130,7 @@ def run_scenario(
     # The simulators' schedules started at their reset, a little before the job: shift them onto job time.
     job_start = next((float(e["ts"]) for e in _stream(events_path) if e["kind"] == "job_started"), reset_at)
     offset = max(0.0, job_start - reset_at)
-    capacities, latencies, rpms, follow, members = {}, {}, {}, {}, {}
+    capacities, latencies, rpms, follow = {}, {}, {}, {}
     for ep in scenario.endpoints:
         base = schedule_fn(ep.sim.capacity, ep.sim.capacity_schedule)
         name = ep.label
@@ -138,11 +138,10 @@ def run_scenario(
         latencies[name] = ep.sim.latency_s
         rpms[name] = ep.sim.rpm
         follow[name] = [(at - offset, cap) for at, cap in ep.sim.capacity_schedule if at > 0]
-        members[name] = ep.aliases
-    paced = [name for name, rpm in rpms.items() if rpm]
-    # A pool's members share its alias: their events are told apart by the provider in their key.
-    providers = {ep.label: ep.provider for ep in pool_metrics.pool_members(scenario)}
-    metrics = MetricsAccumulator(capacities, paced, members, providers).feed_all(_stream(events_path)).result()
+    # Each scenario endpoint is one simulated provider: a request's key (provider/model) says which, whatever its
+    # alias (a pool's members share theirs).
+    known = {ep.label: BenchEndpoint(ep.provider, capacities[ep.label], bool(ep.sim.rpm)) for ep in scenario.endpoints}
+    metrics = measure(events_path, known)
     successes = {name: m["success"] for name, m in metrics["endpoints"].items()}
     critical = scenario.critical_path_calls * max(latencies.values())
     ideal = ideal_span_s(

@@ -104,31 +104,38 @@ def _chosen_job(lines: Callable[[], Any], job: str | None) -> str | None:
 
 
 def _of_job(events: Iterable[dict[str, Any]], job: str | None) -> Iterator[dict[str, Any]]:
+    worker = f"{job}:"
     for event in events:
-        if isinstance(event.get("ts"), int | float) and (job is None or belongs_to(event, job)):
+        source = event.get("job")
+        if isinstance(event.get("ts"), int | float) and (
+            job is None or source == job or str(source).startswith(worker)
+        ):
             yield event
 
 
-def in_time_order(events: Iterable[dict[str, Any]], window: int = REORDER_WINDOW) -> Iterator[dict[str, Any]]:
+def in_time_order(events: Iterable[dict[str, Any]], window: int | None = None) -> Iterator[dict[str, Any]]:
     """`events` ordered by `ts` (ties keep their order), holding at most `window` of them; raises `OutOfOrder` for
     an event earlier than one already released."""
+    window = REORDER_WINDOW if window is None else window
     held: list[tuple[float, int, dict[str, Any]]] = []
     released = float("-inf")
     for seq, event in enumerate(events):
         ts = float(event["ts"])
         if ts < released:
             raise OutOfOrder(f"an event at ts {ts} comes more than {window} events after one at {released}")
-        heapq.heappush(held, (ts, seq, event))
-        if len(held) > window:
-            released, _, first = heapq.heappop(held)
-            yield first
+        if len(held) < window:
+            heapq.heappush(held, (ts, seq, event))
+            continue
+        released, _, first = heapq.heappushpop(held, (ts, seq, event))
+        yield first
     while held:
         yield heapq.heappop(held)[2]
 
 
-def sorted_on_disk(lines: Iterable[bytes], chunk: int = SORT_CHUNK) -> Iterator[dict[str, Any]]:
+def sorted_on_disk(lines: Iterable[bytes], chunk: int | None = None) -> Iterator[dict[str, Any]]:
     """Every event of `lines` in `ts` order (ties in log order), holding one chunk of lines in memory: each chunk
     is sorted and written to a temporary file, and the files are merged."""
+    chunk = SORT_CHUNK if chunk is None else chunk
     with tempfile.TemporaryDirectory(prefix="rowloom-events-") as folder:
         files: list[Path] = []
         seq = itertools.count()

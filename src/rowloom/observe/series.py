@@ -29,19 +29,26 @@ class Bins:
     """An amount spread over time (slot-seconds, say) in bins from t=0 whose width doubles when time outgrows
     `MAX_BINS` of them."""
 
-    __slots__ = ("values", "width")
+    __slots__ = ("end", "values", "width")
 
     def __init__(self) -> None:
         self.width = FIRST_WIDTH_S
         self.values = array("d")
+        self.end = 0.0  # the latest time an amount was added up to: the last bin is filled only that far
 
     def add(self, start: float, end: float, rate: float) -> None:
         """Spread `rate` per second over [start, end)."""
         if end <= start or rate == 0:
             return
+        if end > self.end:
+            self.end = end
         while end >= MAX_BINS * self.width:
             self._double()
         width, values = self.width, self.values
+        i = int(start / width)
+        if end < (i + 1) * width and i < len(values):  # within one bin already there: most intervals are short
+            values[i] += rate * (end - start)
+            return
         last = min(MAX_BINS - 1, int(end / width))
         if len(values) <= last:
             values.extend([0.0] * (last + 1 - len(values)))
@@ -67,14 +74,15 @@ class Bins:
         return (values + [0.0] * count)[:count]
 
     def integral(self, start: float, end: float) -> float:
-        """The amount within [start, end), taking each bin's amount as spread evenly over it."""
+        """The amount within [start, end), taking each bin's amount as spread evenly over the part of it filled."""
         if end <= start:
             return 0.0
         width, total = self.width, 0.0
         for i in range(max(0, int(start / width)), min(len(self.values), int(end / width) + 1)):
-            lo, hi = max(start, i * width), min(end, (i + 1) * width)
-            if hi > lo:
-                total += self.values[i] * (hi - lo) / width
+            filled = min((i + 1) * width, self.end) - i * width
+            lo, hi = max(start, i * width), min(end, i * width + filled)
+            if hi > lo and filled > 0:
+                total += self.values[i] * (hi - lo) / filled
         return total
 
 
@@ -82,8 +90,8 @@ class Series:
     """A piecewise-constant series: value `v[i]` holds from `t[i]` until `t[i+1]` (seconds from job start).
 
     Set in time order. `t`/`v` are its exact steps while `exact` (at most `MAX_STEPS`); past that they are
-    dropped and reads come from time-weighted bin means. `last`, `peak` and `recent` (the last `recent_steps`
-    steps) stay exact either way. `close(end)` extends the last value to the end of the run.
+    poured into bins and dropped, and reads come from time-weighted bin means. `last`, `peak` and `recent` (the
+    last `recent_steps` steps) stay exact either way. `close(end)` extends the last value to the end of the run.
     """
 
     def __init__(self, recent_steps: int = 0) -> None:
@@ -113,10 +121,15 @@ class Series:
 
     def set(self, t: float, value: float) -> None:
         """Record that the value is `value` from `t` on (same-time updates keep the last)."""
-        if self._since is not None and t > self._since:
-            self.bins.add(self._since, t, self._value)
+        since = self._since
+        if since is None:
+            self._since = t
+        elif value == self._value:  # no change: most sets of a gauge repeat it
+            return
+        elif t > since:
+            if not self.exact:
+                self.bins.add(since, t, self._value)
             self._peak = max(self._peak, self._value)
-        if self._since is None or t > self._since:
             self._since = t
         self._value = value
         if self.recent.maxlen:
@@ -134,13 +147,21 @@ class Series:
             self.t.append(t)
             self.v.append(value)
             if len(self.t) > MAX_STEPS:
-                self.exact = False
-                self.t, self.v = [], []
+                self._coarsen()
+
+    def _coarsen(self) -> None:
+        """Pour the steps into the bins (the last, still holding, is added when it ends) and drop them."""
+        for i in range(len(self.t) - 1):
+            self.bins.add(self.t[i], self.t[i + 1], self.v[i])
+        self.exact = False
+        self.t, self.v = [], []
 
     def close(self, end: float) -> None:
         """The last value holds until `end` (the end of the run): count it in the bins."""
         if self._since is not None and end > self._since:
-            self.bins.add(self._since, end, self._value)
+            if not self.exact:
+                self.bins.add(self._since, end, self._value)
+            self._peak = max(self._peak, self._value)
             self._since = end
 
     def at(self, t: float) -> float:

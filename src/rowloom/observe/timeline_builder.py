@@ -70,6 +70,7 @@ class TimelineBuilder:
         self.frontier_sources: set[str] = set()
         self.pending_row_groups = 0
         self.active_row_groups = 0
+        self._handlers = {name[4:]: getattr(self, name) for name in dir(self) if name.startswith("_on_")}
 
     # ---------------------------------------------------------- feeding
 
@@ -90,7 +91,7 @@ class TimelineBuilder:
         if ts > self.prev:
             self._charge(self.prev, ts)
             self.prev = ts
-        handler = getattr(self, f"_on_{event.get('kind')}", None)
+        handler = self._handlers.get(event.get("kind"))  # type: ignore[arg-type]
         if handler is not None:
             handler(event, self.prev - self.origin)
 
