@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import signal
 import sys
@@ -450,7 +451,7 @@ def report(
     from rowloom.observe.report import ReportError, render_report
 
     if events is not None:
-        _read_events(events)  # a clear error for a missing or corrupt log, before any rendering
+        _read_events(events, first=True)  # a clear error for a missing or corrupt log; the report streams it
     try:
         location = OutputLocation.of(out_dir, FOLDER_TERMS)  # what run -o takes: a path, file://, s3://, …
         if location.local is not None:
@@ -466,11 +467,13 @@ def report(
     messages.result(f"wrote {path}")
 
 
-def _read_events(path: Path) -> list[dict]:
-    from rowloom.observe.sinks import read_jsonl
+def _read_events(path: Path, *, first: bool = False) -> list[dict]:
+    """The events of a log (`first`: only its first, to check the file before a reader that streams it)."""
+    from rowloom.observe.event_log import read_events
 
     try:
-        return read_jsonl(path)
+        with open(path, "rb") as fh:
+            return list(itertools.islice(read_events(fh), 1 if first else None))
     except FileNotFoundError:
         messages.error(f"events file {path} not found; give the file written by `rowloom run --events`")
         raise typer.Exit(EXIT_ERROR) from None
