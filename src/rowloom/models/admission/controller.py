@@ -1,7 +1,8 @@
 """`RequestAdmissionController`: when may a model request go out — leases, waiter queues, cooldowns, caps.
 
 Owns admission decisions per resource key; the limit algorithms, fair queue, pause evidence, endpoint health and
-budgets are parts it drives. It must not call providers or classify errors (that is the executor's job).
+budgets are parts it drives, and a release's feedback path is `release.ReleasePath`. It must not call providers or
+classify errors (that is the executor's job).
 """
 
 from __future__ import annotations
@@ -12,35 +13,25 @@ from typing import Any
 
 from rowloom.concurrency.clock import SYSTEM_CLOCK, Clock
 from rowloom.concurrency.fair_queue import Selection
-from rowloom.concurrency.leases import ReleaseStatus
 from rowloom.concurrency.loops import running_loop
 from rowloom.config.models import ModelConfig, ProviderConfig
 from rowloom.config.request_admission import RequestAdmissionConfig
 from rowloom.errors import RowloomError
 from rowloom.models.admission.endpoint import EndpointState, Waiter
 from rowloom.models.admission.errors import AdmissionClosed, AdmissionTimeout, saturated
-from rowloom.models.admission.feedback import learn
 from rowloom.models.admission.keys import ResourceKey
 from rowloom.models.admission.leases import LeaseLedger, RequestLease
 from rowloom.models.admission.limits import Limit, limit_from_config
 from rowloom.models.admission.pool_admission import PooledAdmission
 from rowloom.models.admission.registry import EndpointRegistry, LimitBounds, LimitFactory
+from rowloom.models.admission.release import ReleasePath
 from rowloom.models.admission.threads import LoopBinding
 from rowloom.models.admission.views import AdmissionViews
-from rowloom.models.ledger import usage_fields
-from rowloom.models.types import Outcome, RateLimitInfo, Usage
+from rowloom.models.types import Outcome
 from rowloom.observe.context import Correlation
 from rowloom.observe.events.base import Event
-from rowloom.observe.events.request import (
-    CooldownEnded,
-    ReleaseRejected,
-    RequestAdmitted,
-    RequestCompleted,
-    RequestQueued,
-)
+from rowloom.observe.events.request import CooldownEnded, RequestAdmitted, RequestQueued
 from rowloom.observe.sinks import EventSink, NullSink, guarded
-
-_NO_RATE_LIMIT = RateLimitInfo()
 
 
 def _ids(c: Correlation) -> dict[str, Any]:
@@ -48,7 +39,7 @@ def _ids(c: Correlation) -> dict[str, Any]:
     return {"job": c.job, "row_group": c.row_group, "column": c.column, "task": c.task, "attempt": c.attempt}
 
 
-class RequestAdmissionController(PooledAdmission, AdmissionViews):
+class RequestAdmissionController(PooledAdmission, ReleasePath, AdmissionViews):
     """Adaptive admission per `ResourceKey`: a limit, a weighted fair queue of waiters, cooldowns, caps.
 
     Waiters are woken by the release (or timer) that frees capacity — futures, never polling. Every acquire
@@ -230,89 +221,7 @@ class RequestAdmissionController(PooledAdmission, AdmissionViews):
             raise self._timeout(state, alias, "and no event loop serves this controller to free one")
         return lease
 
-    # ------------------------------------------------------------ release
-
-    def release(
-        self,
-        lease: RequestLease,
-        outcome: Outcome | str,
-        *,
-        rtt_s: float,
-        retry_after_s: float | None = None,
-        rate_limit: RateLimitInfo | None = None,
-        tokens_used: int | None = None,
-        completion_tokens: int | None = None,
-        error: str | None = None,
-        usage: Usage | None = None,
-    ) -> ReleaseStatus:
-        """Return a lease with how its attempt ended; the health, limit, cooldown and budget learn from it.
-
-        `tokens_used` (prompt + completion) settles a tpm budget; `completion_tokens` tells a latency signal how
-        long the reply was, so a long reply is not mistaken for queueing. `error` says how a failure failed.
-        `usage` (a reply's, as reported) goes on `RequestCompleted` for the token ledger.
-
-        Only the first release of a live lease of this generation changes anything; every other call is
-        reported (DUPLICATE, UNKNOWN, STALE) and emits `ReleaseRejected`.
-        """
-        if self._binding.foreign():
-            return self._binding.call(
-                self.release,
-                lease,
-                outcome,
-                rtt_s=rtt_s,
-                retry_after_s=retry_after_s,
-                rate_limit=rate_limit,
-                tokens_used=tokens_used,
-                completion_tokens=completion_tokens,
-                error=error,
-                usage=usage,
-            )
-        in_flight = self._ledger.in_flight(lease.key)
-        now = self._clock.now()
-        load = self._ledger.mean_load(lease, now)
-        status = self._ledger.settle(lease, now)
-        if status is not ReleaseStatus.RELEASED:
-            self._emit(ReleaseRejected, key=lease.key.label, lease=lease.id, status=status.value)
-            return status
-        state = self._registry.state(lease.key)
-        outcome = Outcome(outcome)
-        pause = learn(
-            state,
-            lease,
-            outcome,
-            now=now,
-            rtt_s=rtt_s,
-            in_flight=in_flight,
-            load=load,
-            retry_after_s=retry_after_s,
-            rate_limit=rate_limit or _NO_RATE_LIMIT,
-            tokens_used=tokens_used,
-            completion_tokens=completion_tokens,
-            burst_s=self.config.rate_burst_s,
-            emit=self._emit,
-            error=error,
-        )
-        if pause is not None:
-            self._arm_cooldown_timer(state)
-        self._watch_health(state, now)
-        self._emit(
-            RequestCompleted,
-            key=state.label,
-            alias=lease.alias,
-            group=lease.group,
-            lease=lease.id,
-            outcome=outcome.value,
-            latency_s=rtt_s,
-            tokens=tokens_used,
-            completion_tokens=completion_tokens,
-            **usage_fields(usage),
-        )
-        self._dispatch(state)
-        if state.peers:
-            for peer in state.peers:
-                self._dispatch(peer)
-            state.peers.append(state.peers.pop(0))  # rotate, so a shared cap's freed slot is shared too
-        return status
+    # ------------------------------------------------------------ release (`ReleasePath.release`)
 
     def refresh(self, alias_or_key: str | ResourceKey, *, domain: str = "chat") -> None:
         """The key's limit grew by itself (a capacity grant was renewed): admit the waiters that now fit, rather
@@ -465,31 +374,9 @@ class RequestAdmissionController(PooledAdmission, AdmissionViews):
 
     # ------------------------------------------------------------ internals: timers (no polling)
 
-    def _arm_cooldown_timer(self, state: EndpointState) -> None:
-        state.cooldown_timer.arm(lambda: state.cooldown.until, lambda: self._cooldown_over(state))
-
-    def _cooldown_over(self, state: EndpointState) -> None:
-        self._cooling(state, self._clock.now())
-        self._dispatch(state)
-
     def _arm_budget_timer(self, state: EndpointState, delay: float) -> None:
         due = self._clock.now() + delay
         state.budget_timer.arm(lambda: due, lambda: self._dispatch(state))
-
-    def _watch_health(self, state: EndpointState, now: float) -> None:
-        """Stop the key if its breaker (or start-up grace) ran out; while down, time the next probe and the breaker."""
-        spared = self._spared(state)
-        if state.failed is None and not spared and (error := state.health.stop_error(now)) is not None:
-            self.fail_key(state.key, error)
-        elif state.health.down:
-            state.probe_timer.arm(state.health.probe_due, lambda: self._dispatch(state))
-            if not spared:
-                state.stop_timer.arm(state.health.stop_due, lambda: self._stop_due(state))
-
-    def _stop_due(self, state: EndpointState) -> None:
-        waited = state.queue or any(pool.queue for pool in state.pools)
-        if waited or self._ledger.in_flight(state.key):  # a down key nobody waits for must not end the run
-            self._watch_health(state, self._clock.now())
 
     # ------------------------------------------------------------ internals: plumbing
 
