@@ -16,26 +16,16 @@ import pytest
 from rowloom.bench.simulator import SimulatorConfig, SimulatorServer
 from rowloom.config import DatasetConfig
 from rowloom.engine.job import JobResult, run_job
+from rowloom.observe.sinks import MemorySink
 
 from .helpers import chain_dict
 
 PRICES = {"input_per_mtok": 1.0, "output_per_mtok": 4.0, "batch_discount": 0.5}
 
 
-class Collect:
-    """A sink that keeps every event."""
-
-    def __init__(self) -> None:
-        self.events: list[Any] = []
-
-    def emit(self, event: Any) -> None:
-        self.events.append(event)
-
-    def close(self) -> None:
-        return None
-
-    def of(self, kind: str, alias: str | None = None) -> list[Any]:
-        return [e for e in self.events if e.kind == kind and (alias is None or e.alias == alias)]
+def of(sink: MemorySink, kind: str, alias: str) -> list[Any]:
+    """The events of `kind` about model `alias`."""
+    return [e for e in sink.events if e.kind == kind and getattr(e, "alias", None) == alias]
 
 
 @contextlib.asynccontextmanager
@@ -72,7 +62,7 @@ def batch_chain(base_url: str, columns: dict[str, str], batch: dict[str, Any], *
     return DatasetConfig.from_dict(data)
 
 
-async def run(config: DatasetConfig, n: int, out: Path, sink: Collect | None = None) -> JobResult:
+async def run(config: DatasetConfig, n: int, out: Path, sink: MemorySink | None = None) -> JobResult:
     return await run_job(config, n, output=out, sink=sink)
 
 
@@ -97,6 +87,9 @@ async def test_the_chain_with_answer_in_batches_completes_with_the_batches_and_l
     assert batched["requests"] == 200 and online["requests"] == 400
     full = (batched["prompt_tokens"] * 1.0 + batched["completion_tokens"] * 4.0) / 1e6
     assert batched["cost"] == pytest.approx(full * 0.5)
+    savings = ledger["batch_savings"]["batcher"]
+    assert savings["cost_at_online_prices"] == pytest.approx(full, abs=1e-6)
+    assert savings["saved"] == pytest.approx(full * 0.5, abs=1e-6)
     assert "batch:sim/sim-small" in ledger["by_endpoint"]
     assert (tmp_path / "out" / "batches.jsonl").read_text().count('"planned"') == 2
 
@@ -111,11 +104,11 @@ async def test_a_downstream_batch_column_is_submitted_row_group_by_row_group(tmp
             row_group_size=25,
         )
         config.models[0].max_parallel_requests = 4
-        sink = Collect()
+        sink = MemorySink()
         result = await run(config, 200, tmp_path / "out", sink)
     assert result.summary["records_written"] == 200
-    answers = sink.of("batch_finished", "batcher")
-    reviews = sink.of("batch_submitted", "batcher2")
+    answers = of(sink, "batch_finished", "batcher")
+    reviews = of(sink, "batch_submitted", "batcher2")
     assert len(answers) >= 3 and len(reviews) >= 3
     # The first reviews went out while answers of later row groups were still in their batches.
     assert reviews[0].ts < max(e.ts for e in answers)

@@ -220,3 +220,34 @@ def test_into_a_file_the_display_writes_whole_lines_and_ends_on_one():
     text = file.getvalue()
     assert text.count("\n") == 1 and "\x1b" not in text
     assert "148/200 records written  2 rows dropped" in text and len(text) > 80  # one line, however long
+
+
+def test_batches_running_and_their_lines_show_until_they_finish():
+    from rowloom.observe.events.batch import BatchFinished, BatchSubmitted
+
+    progress, clock = started()
+    stats = RequestStats()
+    for n, lines in enumerate((100, 40)):
+        stats.emit(
+            BatchSubmitted(
+                ts=0.0, key="batch:p/m", alias="b", batch_id=f"b{n}", lines=lines, resubmitted=0, size_bytes=1
+            )
+        )
+    clock.advance(1.0)
+    assert "2 batches running (140 lines)" in render_line(progress, stats).plain
+    stats.emit(
+        BatchFinished(
+            ts=0.0,
+            key="batch:p/m",
+            alias="b",
+            batch_id="b0",
+            status="completed",
+            lines=100,
+            succeeded=100,
+            failed=0,
+            not_run=0,
+            waited_s=1.0,
+        )
+    )
+    assert "1 batch running (40 lines)" in render_line(progress, stats).plain
+    assert stats.batch_summary()["b"]["batches_submitted"] == 2

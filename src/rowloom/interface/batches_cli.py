@@ -31,6 +31,25 @@ batches_app = typer.Typer(
 )
 
 
+def batches_left_running(output: str) -> str:
+    """What a stopped run says about the batches it left running (its journal's open ones): the same command
+    collects them, or `rowloom batches cancel` cancels them. Empty when there are none."""
+    from rowloom.models.batch.maintenance import open_entries
+
+    try:
+        running = [e for e in open_entries(Path(output)) if e.batch_id is not None]
+    except OSError:
+        return ""
+    if not running:
+        return ""
+    many = len(running) > 1
+    return (
+        f"; {len(running)} {'batches' if many else 'batch'} still running at the provider: the same command "
+        f"collects {'them' if many else 'it'} (no line is sent twice), or cancel with "
+        f"`rowloom batches cancel {output}`"
+    )
+
+
 def _report(output: Path, config: Path | None, *, cancel: bool) -> None:
     from rowloom.models.batch.maintenance import open_batches
 

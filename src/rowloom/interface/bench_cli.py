@@ -166,6 +166,22 @@ def local(
     _write(out, "local", document, bench_local.markdown(document))
 
 
+@bench_app.command("batch")
+def batch(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for batch.json and batch.md.")] = Path(
+        "bench-results"
+    ),
+    records: Annotated[int, typer.Option(min=10, help="Records per run.")] = 10_000,
+    delay: Annotated[float, typer.Option(min=0.1, help="Seconds within which a batch's lines finish.")] = 20.0,
+) -> None:
+    """Batch-API execution against the simulator's batch endpoints: wall time against 2 × delay × depth + the
+    online parts' time, peak RSS and duplicate lines, with one and with two batch columns."""
+    from rowloom.bench import batch as bench_batch
+
+    document = bench_batch.run(records=records, delay_s=delay, log=_log)
+    _write(out, "batch", document, bench_batch.markdown(document))
+
+
 @bench_app.command("limits")
 def limits(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for limits.json and limits.md.")] = Path(

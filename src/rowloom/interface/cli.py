@@ -27,7 +27,7 @@ from rowloom.engine.progress import RunProgress
 from rowloom.engine.resume import Action, check_output
 from rowloom.errors import BudgetReached, ConfigError, ConfigProblem, RowloomError, RunInterrupted, UserCodeError
 from rowloom.interface import messages
-from rowloom.interface.batches_cli import batches_app
+from rowloom.interface.batches_cli import batches_app, batches_left_running
 from rowloom.interface.bench_cli import bench_app
 from rowloom.interface.cache_cli import cache_app
 from rowloom.interface.estimate_cli import estimate
@@ -139,24 +139,7 @@ def _kept(progress: RunProgress, output: str) -> str:
             f"; every finished row group is on disk ({records} records in {redact(output)}): "
             "run the same command again to resume"
         )
-    return kept + _batches_left(output)
-
-
-def _batches_left(output: str) -> str:
-    """Batches the run left running (its journal's open ones): a resume collects them, or a command cancels them."""
-    from rowloom.models.batch.maintenance import open_entries
-
-    try:
-        running = [e for e in open_entries(Path(output)) if e.batch_id is not None]
-    except OSError:
-        return ""
-    if not running:
-        return ""
-    return (
-        f"; {len(running)} batch{'es' if len(running) > 1 else ''} still running at the provider: the same command "
-        f"collects {'them' if len(running) > 1 else 'it'} (no line is sent twice), or cancel with "
-        f"`rowloom batches cancel {output}`"
-    )
+    return kept + batches_left_running(output)
 
 
 @contextlib.contextmanager
@@ -341,10 +324,12 @@ def run(
     this_run = summary["records_written_this_run"]
     in_all = f" ({summary['records_written']} in all)" if this_run != summary["records_written"] else ""
     hits = summary.get("cache", {}).get("hits", 0)
+    batched = sum(b.get("requests_answered", 0) for b in summary.get("batches", {}).values())
     messages.result(
         f"wrote {this_run} records to {redact(output)}{in_all} in {summary['wall_s']:.1f}s "
         f"({dropped} rows dropped, {requests.get('total', 0)} requests, "
         f"{requests.get('by_outcome', {}).get('rate_limited', 0)} rate-limited"
+        + (f", {batched} answered in batches" if batched else "")
         + (f", {hits} replies from the cache)" if hits else ")")
     )
 

@@ -145,6 +145,10 @@ def _running_parts(progress: RunProgress, stats: RequestStats | None, rates: Rat
             parts.append((6, f"429s {stats.rate_limited}"))
         if stats.cache_hits:
             parts.append((6, f"cache hits {stats.cache_hits}"))
+        if stats.batches_running:  # rows that wait minutes for a batch: say so, or the line looks stalled
+            running = stats.batches_running
+            batches = f"{running} {'batch' if running == 1 else 'batches'}"
+            parts.append((1, f"{batches} running ({stats.batch_lines_running} lines)"))
         parts += [(1, f"endpoint {name} down {seconds:.0f} s — probing") for name, seconds in stats.down_now()]
     parts.append((2, f"ETA {_fmt_clock(rates.eta_s(progress))}"))
     return parts

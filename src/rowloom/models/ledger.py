@@ -124,6 +124,8 @@ class TokenLedger:
         """`prices` by model alias price online attempts, `batch_prices` the lines sent through a batch API."""
         self.prices = dict(prices or {})
         self.batch_prices = dict(batch_prices or {})
+        # Per batch model alias: what its batch lines cost, and what the same usage costs at its online prices.
+        self.batch_costs: dict[str, list[float]] = {}
         self.total = TokenCounts()
         self.by_column: dict[str, TokenCounts] = defaultdict(TokenCounts)
         self.by_model: dict[str, TokenCounts] = defaultdict(TokenCounts)
@@ -141,14 +143,18 @@ class TokenLedger:
         if kind == "request_completed":
             self._record(event, self.prices)
         elif kind == "batch_line_completed":
-            self._record(event, self.batch_prices)
+            counts = self._record(event, self.batch_prices)
+            online = TokenCounts.of_event(event, self.prices.get(event.alias or "")).cost
+            costs = self.batch_costs.setdefault(event.alias, [0.0, 0.0])
+            costs[0] += counts.cost
+            costs[1] += online
         elif kind == "row_group_checkpointed" and event.row_group is not None:
             self.settle(event.row_group, getattr(event, "dropped_rows", ()))
 
     def close(self) -> None:
         return None
 
-    def _record(self, event: Any, prices: Mapping[str, Pricing | None]) -> None:
+    def _record(self, event: Any, prices: Mapping[str, Pricing | None]) -> TokenCounts:
         counts = TokenCounts.of_event(event, prices.get(event.alias or ""))
         self.total.add(counts)
         self.by_column[event.group].add(counts)
@@ -156,12 +162,13 @@ class TokenLedger:
         self.by_endpoint[event.key].add(counts)
         row, row_group = _row_of(event.task), event.row_group
         if row_group is None or row is None:
-            return
+            return counts
         settled = self._settled.get(row_group)
         if settled is None:
             self._pending[row_group][row].add(counts)
         elif row in settled:
             self.dropped_rows.add(counts)
+        return counts
 
     def settle(self, row_group: int, dropped: Any) -> None:
         """Row group `row_group` is written; its rows `dropped` (local indices) were dropped. Settling twice (the
@@ -194,6 +201,15 @@ class TokenLedger:
             "by_model": table(self.by_model),
             "by_endpoint": table(self.by_endpoint),
             "dropped_rows": self.dropped_rows.to_dict(),
+            **({"batch_savings": self.batch_savings()} if self.batch_costs else {}),
+        }
+
+    def batch_savings(self) -> dict[str, dict[str, float]]:
+        """Per batch model alias: what its batch lines cost and what the same usage would cost online (both in
+        the prices' currency; 0 without prices)."""
+        return {
+            alias: {"cost": round(cost, 6), "cost_at_online_prices": round(online, 6), "saved": round(online - cost, 6)}
+            for alias, (cost, online) in sorted(dict(self.batch_costs).items())
         }
 
 

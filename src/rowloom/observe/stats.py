@@ -42,6 +42,8 @@ class RequestStats:
         # What the hits would have cost, per model alias: [prompt, completion, cached] tokens of replies with usage.
         self.cache_saved: dict[str, list[int]] = {}
         self.batches: dict[str, Counter[str]] = {}  # per batch model alias: `batch_summary`'s counts
+        self.batches_running = 0  # batches submitted (or resumed) and not finished, with their lines
+        self.batch_lines_running = 0
 
     def emit(self, event: Event) -> None:
         kind = event.kind
@@ -90,6 +92,8 @@ class RequestStats:
     def _batch(self, event: Any) -> None:
         counts = self.batches.setdefault(event.alias, Counter())
         if event.kind == "batch_submitted":
+            self.batches_running += 1
+            self.batch_lines_running += event.lines
             if event.resumed:
                 counts["batches_resumed"] += 1
                 counts["lines_resumed"] += event.lines
@@ -98,11 +102,14 @@ class RequestStats:
                 counts["lines_submitted"] += event.lines
                 counts["lines_resubmitted"] += event.resubmitted
         elif event.kind == "batch_finished":
+            self.batches_running = max(0, self.batches_running - 1)
+            self.batch_lines_running = max(0, self.batch_lines_running - event.lines)
             counts[f"batches_{event.status}"] += 1
             counts["lines_failed"] += event.failed
             counts["lines_not_run"] += event.not_run
         elif event.outcome == "success":
             counts["requests_answered"] += 1
+            self.tokens += int(event.prompt_tokens or 0) + int(event.completion_tokens or 0)
         else:
             counts["requests_failed"] += 1
             counts[f"requests_failed_{event.outcome}"] += 1
