@@ -16,6 +16,7 @@ import pytest
 from rowloom.bench.simulator import SimulatorConfig, SimulatorServer
 from rowloom.config import DatasetConfig
 from rowloom.engine.job import JobResult, run_job
+from rowloom.observe.report import render_report
 from rowloom.observe.sinks import MemorySink
 
 from .helpers import chain_dict
@@ -92,6 +93,8 @@ async def test_the_chain_with_answer_in_batches_completes_with_the_batches_and_l
     assert savings["saved"] == pytest.approx(full * 0.5, abs=1e-6)
     assert "batch:sim/sim-small" in ledger["by_endpoint"]
     assert (tmp_path / "out" / "batches.jsonl").read_text().count('"planned"') == 2
+    page = render_report(tmp_path / "out").read_text()
+    assert "batches of batcher" in page and "2 submitted (2 completed)" in page and "200 answered" in page
 
 
 async def test_a_downstream_batch_column_is_submitted_row_group_by_row_group(tmp_path: Path):

@@ -228,7 +228,8 @@ class ModelRequestExecutor:
         try:
             result, attempts = await runner.ask(custom_id, request)
         except BaseException:
-            self._settle(reservation, billed=True)  # the batch holding the line runs on (a resume reads it)
+            # The batch holding the line runs on: the run that reads its result (a resume) charges what it used.
+            self._settle(reservation, billed=False)
             raise
         if isinstance(result, ChatResponse):
             self._settle(reservation, usage=result.usage)

@@ -173,6 +173,7 @@ def _summary_table(summary: Mapping[str, Any], timeline: Timeline | None) -> str
         ("rate-limited share", f"{float(requests.get('rate_limited_share', 0.0)):.1%}"),
         ("endpoint outages", _outage_counts(summary.get("endpoints"))),
         ("reply cache", _cache_line(summary.get("cache"))),
+        *[(f"batches of {alias}", _batch_line(counts)) for alias, counts in sorted(_batches(summary).items())],
         ("tokens", f"{int(requests.get('tokens', 0)):,}"),
         ("mean request latency", _fmt_s(requests.get("mean_latency_s"))),
         ("peak requests in flight", str(requests.get("peak_in_flight", 0))),
@@ -187,6 +188,30 @@ def _summary_table(summary: Mapping[str, Any], timeline: Timeline | None) -> str
         )
         rows.append(("idle request capacity", f"{total_idle:.1f} slot-s" + (f" ({split})" if split else "")))
     return "<h2>Summary</h2>" + _kv_table(rows, "summary")
+
+
+def _batches(summary: Mapping[str, Any]) -> dict[str, Any]:
+    batches = summary.get("batches")
+    return dict(batches) if isinstance(batches, Mapping) else {}
+
+
+def _batch_line(counts: Any) -> str:
+    """One batch model's figures from `summary.json`'s `batches`: batches, lines, what was sent again, what failed."""
+    counts = counts if isinstance(counts, Mapping) else {}
+
+    def n(key: str) -> int:
+        value = counts.get(key)
+        return value if isinstance(value, int) else 0
+
+    ended = ", ".join(
+        f"{n(k):,} {k.removeprefix('batches_')}"
+        for k in ("batches_completed", "batches_expired", "batches_cancelled", "batches_failed")
+        if n(k)
+    )
+    line = f"{n('batches_submitted'):,} submitted ({ended or 'none ended'}), {n('batches_resumed'):,} resumed; "
+    line += f"{n('lines_submitted'):,} lines sent ({n('lines_resubmitted'):,} again), "
+    line += f"{n('requests_answered'):,} answered, {n('requests_failed'):,} given up"
+    return line
 
 
 def _cache_line(cache: Any) -> str:
