@@ -171,3 +171,16 @@ async def test_a_preview_runs_batches_without_a_journal():
         stats = await sim_stats(sim)
     assert result.to_arrow().num_rows == 5 and result.summary["batches"]["batcher"]["requests_answered"] == 5
     assert stats["batches"]["lines_submitted"] == 5
+
+
+async def test_a_structured_reply_that_breaks_its_schema_is_asked_again_in_a_later_batch(tmp_path: Path):
+    async with simulator(batch_delay_s=0.1, schema_invalid_rate=0.3, seed=4) as sim:
+        config = batch_chain(sim.base_url, {"review": "batcher"}, {"flush_after_s": 0.1})
+        result = await run(config, 40, tmp_path / "out")
+    batches = result.summary["batches"]["batcher"]
+    assert result.summary["records_written"] + result.summary["rows_dropped"] == 40
+    # Each re-ask is a new line (its messages carry the correction) in a batch after the one that answered wrong.
+    assert batches["lines_submitted"] > 40 and batches["lines_resubmitted"] == 0 and batches["batches_submitted"] >= 2
+    assert batches["requests_answered"] == batches["lines_submitted"]
+    reasons = result.summary["rows_dropped_by_reason"]
+    assert set(reasons) <= {"review:schema_invalid"}
