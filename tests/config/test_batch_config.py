@@ -90,3 +90,13 @@ def test_batch_prices_come_from_a_discount_or_explicit_prices():
         )
     with pytest.raises(ValueError, match="both"):
         Pricing(input_per_mtok=2, output_per_mtok=8, batch_input_per_mtok=1)
+
+
+def test_the_ray_executor_refuses_a_batch_model_with_the_fix(tmp_path):
+    from rowloom.engine.distributed.ray_executor import run_distributed
+
+    with pytest.raises(ConfigError) as info:
+        run_distributed(config(), 1, output=tmp_path / "out")
+    [problem] = info.value.problems
+    assert "models[0] (b).execution" in str(problem) and "without --executor ray" in str(problem)
+    assert not (tmp_path / "out").exists()
