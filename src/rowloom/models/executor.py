@@ -1,4 +1,5 @@
-"""`ModelRequestExecutor`: reply cache → acquire a lease → call the provider → classify → release → retry.
+"""`ModelRequestExecutor`: reply cache → acquire a lease → call the provider → classify → release → retry; for a
+model with `execution: batch`, reply cache → its batch runner (→ online once, when the model allows it).
 
 Owns the retry policy; admission decisions (endpoint health and its circuit breaker among them) belong to the
 controller, HTTP to the clients and keys and storage to the reply cache. A cache hit ends the request before any
@@ -234,7 +235,7 @@ class ModelRequestExecutor:
         if isinstance(result, ChatResponse):
             self._settle(reservation, usage=result.usage)
             self._emit_line(runner, group, Outcome.SUCCESS.value, result.usage)
-            return result
+            return replace(result, endpoint=runner.key)
         self._settle(reservation, billed=False)  # a batch bills only the lines it answered
         self._emit_line(runner, group, result.outcome.value)
         if result.outcome is Outcome.SUCCESS:  # as online: the endpoint did its job, the content failed
