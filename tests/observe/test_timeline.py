@@ -143,3 +143,17 @@ def test_outages_are_paired_down_to_up_and_one_still_open_at_the_end_is_marked_u
         ("down", 5e6, 1e6, True),
     ]
     assert len({s["tid"] for s in slices}) == 1  # one track: the endpoint's outages lane
+
+
+def test_the_traces_idle_slots_counter_integrates_to_the_timelines_idle_split():
+    events = scenario()
+    counters = [
+        (e["ts"] / 1e6, e["args"])
+        for e in build_trace(events)["traceEvents"]
+        if e["ph"] == "C" and e["name"] == "idle slots"
+    ]
+    totals = dict.fromkeys(IDLE_CAUSES, 0.0)
+    for (t, slots), (until, _) in zip(counters, [*counters[1:], (6.0, None)], strict=True):
+        for cause, free in slots.items():
+            totals[cause] += free * (until - t)
+    assert totals == pytest.approx(build_timeline(events).endpoints[KEY].idle_s())
