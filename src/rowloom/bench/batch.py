@@ -130,6 +130,26 @@ def run(*, records: int = 10_000, delay_s: float = 20.0, log: Callable[[str], No
     return {"records": records, "delay_s": delay_s, "variants": results}
 
 
+#: What `rowloom bench batch --check` holds every variant to: within the bound, no line billed twice, every row
+#: written, and the memory bound the other large scenarios keep (`guardrails.yaml`'s memory_20k).
+CHECKS: dict[str, Callable[[dict[str, Any], int], bool]] = {
+    "wall within 2 x delay x depth + online parts": lambda v, _: v["wall_over_bound"] <= 1.0,
+    "no duplicate line": lambda v, _: v["simulator"]["duplicate_lines"] == 0,
+    "every row written": lambda v, records: v["batch_run"]["records_written"] == records,
+    "peak RSS <= 400 MB": lambda v, _: v["batch_run"]["peak_rss_mb"] <= 400,
+}
+
+
+def failed_checks(document: dict[str, Any]) -> list[str]:
+    """`variant: check` for every check a variant of `run`'s document fails."""
+    return [
+        f"{name}: {check}"
+        for name, variant in document["variants"].items()
+        for check, holds in CHECKS.items()
+        if not holds(variant, document["records"])
+    ]
+
+
 def markdown(document: dict[str, Any]) -> str:
     """The readable summary of `run`'s document."""
     lines = [
@@ -150,6 +170,8 @@ def markdown(document: dict[str, Any]) -> str:
             f"| {v['bound_s']} | {v['wall_over_bound']} | {sim['batches_created']} | {sim['lines_submitted']} "
             f"| {sim['duplicate_lines']} | {batch['records_written']} | {batch['peak_rss_mb']} |"
         )
+    failed = failed_checks(document)
+    lines += ["", f"Checks ({', '.join(CHECKS)}): " + ("; ".join(f"FAILED {f}" for f in failed) or "all hold.")]
     return "\n".join(lines) + "\n"
 
 

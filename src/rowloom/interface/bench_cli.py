@@ -173,6 +173,7 @@ def batch(
     ),
     records: Annotated[int, typer.Option(min=10, help="Records per run.")] = 10_000,
     delay: Annotated[float, typer.Option(min=0.1, help="Seconds within which a batch's lines finish.")] = 20.0,
+    check: Annotated[bool, typer.Option("--check", help="Exit 1 when a variant fails a check.")] = False,
 ) -> None:
     """Batch-API execution against the simulator's batch endpoints: wall time against 2 × delay × depth + the
     online parts' time, peak RSS and duplicate lines, with one and with two batch columns."""
@@ -180,6 +181,10 @@ def batch(
 
     document = bench_batch.run(records=records, delay_s=delay, log=_log)
     _write(out, "batch", document, bench_batch.markdown(document))
+    if check and (failed := bench_batch.failed_checks(document)):
+        for failure in failed:
+            messages.error(f"check failed: {failure}")
+        raise typer.Exit(1)
 
 
 @bench_app.command("limits")
