@@ -160,3 +160,12 @@ async def test_polls_and_downloads_that_cannot_connect_are_tried_again_without_r
         runner, _ = await answered(client, 6, max_attempts=1)
         assert runner.counts.lines == 6 and runner.counts.resubmitted == 0
         assert (await counters(sim))["lines_submitted"] == 6
+
+
+def test_a_line_id_names_its_task_and_request_and_gives_back_the_row_group():
+    from rowloom.models.batch import line_id, row_group_of
+
+    first, again = line_id("12:answer:7", b'{"a":1}'), line_id("12:answer:7", b'{"a":2}')
+    assert first.startswith("12:answer:7#") and first != again  # a re-ask is another line
+    assert line_id("12:answer:7", b'{"a":1}') == first  # the same in a resumed run
+    assert row_group_of(first) == 12 and row_group_of(line_id(None, b"{}")) is None

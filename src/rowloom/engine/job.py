@@ -249,6 +249,7 @@ async def _run(
         budget=store.spend,
         client_factory=client_factory,
         batch_folder=location.local if location is not None else None,
+        written=frozenset(store.written),
     )
     generators: dict[str, Any] = {}
     features: dict[str, Any] = {}

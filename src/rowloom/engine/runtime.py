@@ -22,7 +22,7 @@ from rowloom.config.dataset import DatasetConfig
 from rowloom.config.models import ModelConfig, ProviderConfig
 from rowloom.errors import RowloomWarning
 from rowloom.models.admission import LimitFactory, RequestAdmissionController
-from rowloom.models.batch import BatchJournal, BatchRunner, BatchSettings
+from rowloom.models.batch import BatchJournal, BatchRunner, BatchSettings, row_group_of
 from rowloom.models.batch.journal import JOURNAL_FILE
 from rowloom.models.budget import SpendBudget
 from rowloom.models.cache import CacheUnavailable, ReplyCache, open_cache
@@ -63,13 +63,14 @@ class RequestRuntime:
         budget: SpendBudget | None = None,
         client_factory: ClientFactory | None = None,
         batch_folder: Path | None = None,
+        written: frozenset[int] = frozenset(),
     ):
         """`limit_factory` replaces the configured adaptive limit of every key (a Ray worker's grants); `budget`
         charges every attempt and refuses one that would pass the run's budget; `client_factory` replaces the HTTP
         client of every provider (the dry client of `rowloom estimate`), whose replies are not the provider's: the
         reply cache and batch execution are then not used (requests go through the client one by one).
         `batch_folder` holds the batch journal (the run's output folder); None: batches are not resumable (a
-        preview)."""
+        preview). `written` are the row groups already in the output: no cell of theirs asks for a batch line."""
         self.config = config
         self.client_factory = client_factory
         self.budget = budget
@@ -96,6 +97,7 @@ class RequestRuntime:
         self.local_servers: dict[str, LocalModelServer] = {}  # by provider name, while entered
         self.cache: ReplyCache | None = None  # while entered, unless off or unusable
         self.batch_folder = batch_folder
+        self.written = written
         self.batches: dict[str, BatchRunner] = {}  # by alias, while entered
         self.open_batches: dict[str, list[str]] = {}  # by alias: batches left running when the runtime closed
         self.executor: ModelRequestExecutor
@@ -155,7 +157,7 @@ class RequestRuntime:
                 clock=self.clock,
             )
             self.batches[alias] = runner
-            await runner.start()
+            await runner.start(lambda custom_id: row_group_of(custom_id) not in self.written)
 
     async def __aexit__(self, *exc: object) -> None:
         await self._close()

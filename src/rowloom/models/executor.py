@@ -9,10 +9,8 @@ lease or budget; every attempt is re-admitted with a new lease, and every path r
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import random
-import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -24,7 +22,7 @@ from rowloom.config.request_admission import RequestAdmissionConfig
 from rowloom.errors import RowloomError
 from rowloom.models.admission import RequestAdmissionController, RequestLease, ResourceKey
 from rowloom.models.admission.health import EndpointRejected, EndpointUnavailable, EndpointUnreachable, public_url
-from rowloom.models.batch import BatchRunner
+from rowloom.models.batch import BatchRunner, line_id
 from rowloom.models.budget import Reservation, SpendBudget
 from rowloom.models.cache import ReplyCache
 from rowloom.models.ledger import usage_fields
@@ -222,8 +220,7 @@ class ModelRequestExecutor:
         a digest of the request, the same in a resumed run, so a resume finds the line a batch already holds; a
         line that failed in every batch goes `online` once when the alias allows it, else fails the request."""
         alias = runner.alias
-        task = current().task or uuid.uuid4().hex
-        custom_id = f"{task}#{hashlib.sha256(runner.api.body_bytes(request)).hexdigest()[:16]}"
+        custom_id = line_id(current().task, runner.api.body_bytes(request))
         budget = self.budget
         reservation = None if budget is None else await budget.reserve(alias, request.token_bounds, batch=True)
         try:

@@ -322,11 +322,12 @@ class BatchRunner:
 
     # ------------------------------------------------------------ resume and shutdown
 
-    async def start(self) -> None:
+    async def start(self, needed: Callable[[str], bool] | None = None) -> None:
         """Pick up the batches the journal says this alias planned and never settled: poll the created ones
         (found by their metadata when the run died before it heard the id), so requests for their lines wait
         for them. A planned batch the provider never created is settled: its lines are free to send. Lines of
-        settled batches are answered from those batches' results, read again when a request asks for one."""
+        settled batches are answered from those batches' results, read again when a request asks for one;
+        `needed(custom_id)` False says no request will (its row is written), so it is not kept in memory."""
         if self.journal is None:
             return
         for entry in self.journal.batches():
@@ -334,7 +335,9 @@ class BatchRunner:
                 continue
             if entry.settled:
                 if entry.batch_id is not None:
-                    self._finished.update((cid, (digest, entry)) for cid, digest in entry.lines.items())
+                    self._finished.update(
+                        (cid, (digest, entry)) for cid, digest in entry.lines.items() if needed is None or needed(cid)
+                    )
                 continue
             status = await self._status_of(entry)
             if status is None:
@@ -428,6 +431,18 @@ class BatchRunner:
                 with contextlib.suppress(ProviderError):
                     await self.api.cancel(batch_id)
         return running
+
+
+def line_id(task: str | None, body: bytes) -> str:
+    """The custom_id of a batch line: the asking task's id (`row_group:column:row`, unique in a run and the same in
+    a resumed one; a random one outside a run) and a digest of the request body (a re-ask is another line)."""
+    return f"{task or uuid.uuid4().hex}#{hashlib.sha256(body).hexdigest()[:16]}"
+
+
+def row_group_of(custom_id: str) -> int | None:
+    """The row group of the task a `line_id` names, or None when it names none."""
+    head = custom_id.split(":", 1)[0]
+    return int(head) if head.isdigit() else None
 
 
 def _digest(line: bytes) -> str:
