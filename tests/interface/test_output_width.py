@@ -8,6 +8,7 @@ import io
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -138,6 +139,9 @@ def test_usage_lines_name_arguments_in_capitals_without_braces():
 def test_a_run_into_a_log_writes_whole_lines_and_ends_on_what_summary_json_says(tmp_path):
     data = yaml.safe_load((ROOT / "examples" / "chain.yaml").read_text())
     data["run"].update(row_group_size=20, max_error_rate=1.0)
+    with socket.socket() as probe:  # not chain.yaml's 18080: the README walk starts servers there
+        probe.bind(("127.0.0.1", 0))
+        data["providers"][0]["base_url"] = f"http://127.0.0.1:{probe.getsockname()[1]}/v1"
     (tmp_path / "chain.yaml").write_text(yaml.safe_dump(data))
     sim = "latency_s=0.01,capacity=32,schema_invalid_rate=0.6,seed=5"
     outputs = {}
