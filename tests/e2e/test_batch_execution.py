@@ -12,10 +12,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from rowloom.bench.simulator import SimulatorConfig, SimulatorServer
 from rowloom.config import DatasetConfig
 from rowloom.engine.job import JobResult, run_job
+from rowloom.models.batch.runner import BatchApiRefused
 from rowloom.observe.report import render_report
 from rowloom.observe.sinks import MemorySink
 
@@ -184,3 +186,30 @@ async def test_a_structured_reply_that_breaks_its_schema_is_asked_again_in_a_lat
     assert batches["requests_answered"] == batches["lines_submitted"]
     reasons = result.summary["rows_dropped_by_reason"]
     assert set(reasons) <= {"review:schema_invalid"}
+
+
+@pytest.mark.parametrize(("status", "says"), [(404, "set `execution: online`"), (401, "refused the API key")])
+async def test_a_server_without_a_batch_api_stops_the_run_with_the_fix(loopback_http, tmp_path: Path, status, says):
+    async def refuse(request: web.Request) -> web.Response:
+        return web.json_response(
+            {"error": {"message": "no such route", "type": "invalid_request_error"}}, status=status
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", refuse)
+    root = await loopback_http(app)
+    config = DatasetConfig.from_dict(
+        {
+            "providers": [{"name": "vllm", "base_url": f"{root}/v1"}],
+            "models": [
+                {"alias": "b", "provider": "vllm", "model": "m", "execution": "batch", "batch": {"flush_after_s": 0}}
+            ],
+            "columns": [
+                {"name": "topic", "type": "category", "values": ["jazz", "tea"]},
+                {"name": "answer", "type": "llm_text", "model": "b", "prompt": "About {{ topic }}."},
+            ],
+        }
+    )
+    with pytest.raises(BatchApiRefused) as info:
+        await run_job(config, 30, output=tmp_path / "out")
+    assert says in str(info.value) and "model 'b'" in str(info.value)

@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 
 from rowloom.concurrency.clock import SYSTEM_CLOCK, Clock
 from rowloom.config.batch import BatchConfig
+from rowloom.errors import RowloomError
+from rowloom.models.admission.health import public_url
 from rowloom.models.batch.journal import BatchJournal, JournalBatch
 from rowloom.models.clients.openai_batch import BatchLine, BatchStatus, NotRun, OpenAIBatchApi
 from rowloom.models.types import ChatRequest, ChatResponse, ProviderError
@@ -31,7 +33,26 @@ from rowloom.observe.sinks import EventSink
 #: The batch metadata entry that names the journal's key, so a resume can find a batch it never heard created.
 METADATA_KEY = "rowloom_batch"
 _GROWTH = 1.5  # each poll waits this much longer than the last, up to `poll_max_s`
+_NO_BATCH_API = frozenset({404, 405})  # the files or batches endpoint is not there
 T = TypeVar("T")
+
+
+class BatchApiRefused(RowloomError):
+    """A setup error: the provider refused its batch API itself — it has none (404/405 from the files or batches
+    endpoint: a server that speaks OpenAI's chat API without its batch API) or it refused the key (401/403). No
+    batch can get past that, so the run stops instead of dropping row after row; rows already written are kept."""
+
+    def __init__(self, alias: str, base_url: str, error: ProviderError):
+        self.alias = alias
+        self.error = error
+        if error.endpoint_wide:
+            what, advice = "it refused the API key", "check the key's variable or file and its access to batches"
+        else:
+            what, advice = "it has no batch API there", f"set `execution: online` on model {alias!r}"
+        super().__init__(
+            f"model {alias!r} sends requests in batches, but {base_url} refused them ({what}): {advice}. "
+            f"It said: {error}"
+        )
 
 
 @dataclass(frozen=True)
@@ -130,6 +151,7 @@ class BatchRunner:
         self._resumed: dict[str, tuple[str, asyncio.Future[ChatResponse | ProviderError]]] = {}
         self._finished: dict[str, tuple[str, JournalBatch]] = {}
         self._rereads: dict[str, asyncio.Task[dict[str, ChatResponse | ProviderError]]] = {}
+        self.refused: BatchApiRefused | None = None  # the provider refused its batch API: nothing more is sent
 
     # ------------------------------------------------------------ asking
 
@@ -142,7 +164,10 @@ class BatchRunner:
 
     async def ask(self, custom_id: str, request: ChatRequest) -> tuple[ChatResponse | ProviderError, int]:
         """The reply to `request`, or the error its line ended with once it could not be retried, and how many
-        times the line was sent (a line answered by a batch an earlier run created counts once)."""
+        times the line was sent (a line answered by a batch an earlier run created counts once). Raises
+        `BatchApiRefused` once the provider refused its batch API."""
+        if self.refused is not None:
+            raise self.refused
         line = self.api.line_bytes(BatchLine(custom_id, request))
         attempts = 0
         result = await self._earlier(custom_id, _digest(line))
@@ -239,6 +264,11 @@ class BatchRunner:
         except ProviderError as error:
             if self.journal is not None:
                 self.journal.settled(key)  # the provider holds no batch of these lines
+            if error.endpoint_wide or error.status in _NO_BATCH_API:
+                where = public_url(self.api.provider_record().get("base_url"))
+                self.refused = self.refused or BatchApiRefused(self.alias, where, error)
+                self._refuse_all(requests)
+                return
             await asyncio.sleep(self.settings.poll_min_s)  # no tight loop against a failing endpoint
             for r in requests:
                 self._settle(r, error)
@@ -308,6 +338,13 @@ class BatchRunner:
                     raise
             await asyncio.sleep(wait)
             wait = min(self.settings.poll_max_s, wait * _GROWTH)
+
+    def _refuse_all(self, requests: list[_Request]) -> None:
+        """Every request given, and every one waiting for a batch, fails with the refusal."""
+        waiting, self._waiting, self._waiting_bytes = self._waiting, [], 0
+        for r in [*requests, *waiting]:
+            if not r.future.done():
+                r.future.set_exception(self.refused)  # type: ignore[arg-type]
 
     def _settle(self, r: _Request, result: ChatResponse | ProviderError) -> None:
         if r.future.done():
