@@ -76,9 +76,14 @@ def test_a_second_run_on_a_folder_being_written_is_refused_naming_the_first(sim,
         _wait_for_rows(out, first)
         holder = json.loads((out / LOCK).read_text())
         assert holder["pid"] == first.pid and holder["host"] == socket.gethostname()
-        files_before = sorted(p.name for p in (out / "data").iterdir())
-
-        second = run_cli("run", str(config), "-n", str(N), "-o", str(out), "-q", timeout=60)
+        # Paused mid-run (it keeps its lock), so it is still writing however long the second takes to start on a
+        # loaded machine; it goes on once the second has been refused.
+        first.send_signal(signal.SIGSTOP)
+        try:
+            files_before = sorted(p.name for p in (out / "data").iterdir())
+            second = run_cli("run", str(config), "-n", str(N), "-o", str(out), "-q", timeout=60)
+        finally:
+            first.send_signal(signal.SIGCONT)
         assert second.returncode == 1, second.stderr
         text = squeeze(second.stderr)
         host = socket.gethostname()
