@@ -10,7 +10,8 @@ import pytest
 
 pytest.importorskip("ray", reason="the Ray executor needs the optional extra: pip install 'rowloom[ray]'")
 
-pytestmark = pytest.mark.timeout(300)
+# Every test that starts Ray runs in one xdist worker (`--dist loadgroup`): one instance at a time on the machine.
+pytestmark = [pytest.mark.timeout(300), pytest.mark.xdist_group("ray")]
 
 
 def test_bench_distributed_writes_json_and_summary(tmp_path):

@@ -17,7 +17,8 @@ from rowloom.engine.output_location import OutputLocation
 from rowloom.engine.output_lock import LOCK, WriterLock
 from rowloom.errors import OutputError
 
-pytestmark = pytest.mark.timeout(180)
+# Every test that starts Ray runs in one xdist worker (`--dist loadgroup`): one instance at a time on the machine.
+pytestmark = [pytest.mark.timeout(180), pytest.mark.xdist_group("ray")]
 
 
 def _seeded(seed) -> DatasetConfig:

@@ -27,7 +27,8 @@ from rowloom.engine.job import run_job
 from rowloom.engine.storage import WrittenRowGroup
 from rowloom.errors import RowloomWarning
 
-pytestmark = pytest.mark.timeout(120)
+# Every test that starts Ray runs in one xdist worker (`--dist loadgroup`): one instance at a time on the machine.
+pytestmark = [pytest.mark.timeout(120), pytest.mark.xdist_group("ray")]
 
 ROOT = Path(__file__).resolve().parents[2]
 RECORDS = 200
@@ -257,10 +258,10 @@ def test_a_worker_silent_past_the_liveness_check_is_stopped_and_its_late_parts_a
 
 
 def test_events_trace_report_and_metrics_show_the_whole_cluster(cluster_run):
+    from rowloom.observe.event_log import select_job
     from rowloom.observe.perfetto import build_trace
     from rowloom.observe.report import render_report
     from rowloom.observe.sinks import read_jsonl
-    from rowloom.observe.event_log import select_job
     from rowloom.observe.timeline_builder import build_timeline
 
     log, metrics, live_limit = cluster_run.log, cluster_run.metrics, cluster_run.live_limit
