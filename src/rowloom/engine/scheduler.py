@@ -226,15 +226,36 @@ class Scheduler:
         """The task fairness and pressure advice say goes next, among eligible groups not `refused` a lease in
         this pass; it stays queued until admitted."""
 
-        def eligible(group: TaskGroup) -> bool:
-            return group.key not in refused and self._eligible(group)
+        # Read once per pool for this selection: nothing awaits while it runs, so neither changes under it, and
+        # the groups sharing a pool (a wide fan-out has dozens) are not each judged against a full pool again.
+        open_pools: dict[str, bool] = {}
+        saturated: dict[str, bool] = {}
 
+        def has_room(pool: str) -> bool:
+            if (value := open_pools.get(pool)) is None:
+                value = open_pools[pool] = self.admission.free(pool) > 0
+            return value
+
+        def pool_saturated(pool: str) -> bool:
+            if (value := saturated.get(pool)) is None:
+                value = saturated[pool] = self._saturated(pool)
+            return value
+
+        def eligible(group: TaskGroup) -> bool:
+            return group.key not in refused and has_room(group.pool) and self._eligible(group)
+
+        if not any(has_room(pool) for pool in self.ready.pools()):
+            return None  # every pool with queued work is full: no group could be eligible
         head = self.ready.select(eligible)
         if head is None:
             return None
         group = head.item.group
-        if self._saturated(group.pool) and self._skips[group.key] < self.max_advisory_skips:
-            alt = self.ready.select(lambda g: eligible(g) and not self._saturated(g.pool))
+        if (
+            pool_saturated(group.pool)
+            and self._skips[group.key] < self.max_advisory_skips
+            and any(not pool_saturated(pool) for pool in self.ready.pools())
+        ):
+            alt = self.ready.select(lambda g: not pool_saturated(g.pool) and eligible(g))
             if alt is not None:
                 self._skips[group.key] += 1
                 self.sink.emit(

@@ -77,6 +77,10 @@ class ReadyQueue:
         """Groups with queued work on `pool`, with their weights (a live view: read it, do not keep it)."""
         return self._waiting.get(pool, _NONE)
 
+    def pools(self) -> list[str]:
+        """Pools with queued tasks."""
+        return [pool for pool, depth in self._pool_depth.items() if depth]
+
     def depth(self, pool: str | None = None) -> int:
         """Queued tasks, on one pool or in total."""
         return self._pool_depth[pool] if pool is not None else len(self._queue)
