@@ -187,6 +187,44 @@ def batch(
         raise typer.Exit(1)
 
 
+@bench_app.command("scale")
+def scale(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for scale.json and scale.md.")] = Path(
+        "bench-results"
+    ),
+    sizes: Annotated[
+        list[int] | None, typer.Option("--records", min=10, help="Records of the chain runs (repeatable).")
+    ] = None,
+    fan_out_records: Annotated[int, typer.Option(min=10, help="Records of the 50-column fan-out.")] = 2_000,
+    repeats: Annotated[int, typer.Option(min=1, help="Runs of each but the largest size, alternating.")] = 2,
+    large_repeats: Annotated[int, typer.Option(min=1, help="Runs of the largest size.")] = 1,
+    against: Annotated[
+        Path | None,
+        typer.Option(help="An older checkout's src folder: its dispatch costs too (the before of a before/after)."),
+    ] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Exit 1 when a target this benchmark holds is missed.")
+    ] = False,
+) -> None:
+    """The engine's CPU and memory at scale with an instant client (no HTTP): the 3-column chain at 10k, 100k
+    and 1M records, the 50-column fan-out's dispatch cost against the chain's, the 1M-record log's report."""
+    from rowloom.bench import scale as bench_scale
+
+    document = bench_scale.run(
+        sizes=tuple(sizes or (10_000, 100_000, 1_000_000)),
+        fan_out_records=fan_out_records,
+        repeats=repeats,
+        large_repeats=large_repeats,
+        against=against,
+        log=_log,
+    )
+    _write(out, "scale", document, bench_scale.markdown(document))
+    if check and (failed := bench_scale.failed_checks(document)):
+        for failure in failed:
+            messages.error(f"check failed: {failure}")
+        raise typer.Exit(1)
+
+
 @bench_app.command("limits")
 def limits(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for limits.json and limits.md.")] = Path(
