@@ -22,6 +22,7 @@ import ray
 from rowloom.bench.sim_process import SimulatorProcess
 from rowloom.bench.simulator import SimulatorConfig
 from rowloom.config import DatasetConfig
+from rowloom.engine.distributed import ray_executor
 from rowloom.engine.distributed.ray_executor import DistributedRun, run_distributed
 from rowloom.engine.job import run_job
 from rowloom.engine.storage import WrittenRowGroup
@@ -231,18 +232,16 @@ def test_a_worker_silent_past_the_liveness_check_is_stopped_and_its_late_parts_a
             return unreachable(handle)
         return kill(handle, no_restart=no_restart)
 
+    def recorded(**fields: Any) -> DistributedRun:
+        """The driver's run state, seen from its start: a worker may be dropped before any row group is in."""
+        seen.append(DistributedRun(**fields))
+        return seen[-1]
+
     monkeypatch.setattr(ray, "kill", stop)
+    monkeypatch.setattr(ray_executor, "DistributedRun", recorded)
     sink = MemorySink()
     with pytest.warns(RowloomWarning, match=r"sent nothing for 3 s while it had row groups to write: it was"):
-        result = run_distributed(
-            config,
-            RECORDS,
-            output=out,
-            workers=2,
-            liveness_s=liveness_s,
-            sink=sink,
-            on_row_group=lambda _, run: seen.append(run),
-        )
+        result = run_distributed(config, RECORDS, output=out, workers=2, liveness_s=liveness_s, sink=sink)
     monkeypatch.undo()
     zombie["thread"].join(timeout=10)
     assert marker.exists() and result.summary["executor"]["workers_lost"] >= 1
