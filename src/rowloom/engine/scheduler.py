@@ -7,6 +7,7 @@ only drives them. Nothing here polls: the loop sleeps until a task, a checkpoint
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from collections import Counter, deque
 from collections.abc import Mapping
@@ -226,20 +227,10 @@ class Scheduler:
         """The task fairness and pressure advice say goes next, among eligible groups not `refused` a lease in
         this pass; it stays queued until admitted."""
 
-        # Read once per pool for this selection: nothing awaits while it runs, so neither changes under it, and
-        # the groups sharing a pool (a wide fan-out has dozens) are not each judged against a full pool again.
-        open_pools: dict[str, bool] = {}
-        saturated: dict[str, bool] = {}
-
-        def has_room(pool: str) -> bool:
-            if (value := open_pools.get(pool)) is None:
-                value = open_pools[pool] = self.admission.free(pool) > 0
-            return value
-
-        def pool_saturated(pool: str) -> bool:
-            if (value := saturated.get(pool)) is None:
-                value = saturated[pool] = self._saturated(pool)
-            return value
+        # Each pool's room and saturation are read once per selection (nothing awaits while it runs, so neither
+        # changes under it): the dozens of groups of a wide fan-out are not each judged against a full pool again.
+        has_room = functools.cache(lambda pool: self.admission.free(pool) > 0)
+        pool_saturated = functools.cache(self._saturated)
 
         def eligible(group: TaskGroup) -> bool:
             return group.key not in refused and has_room(group.pool) and self._eligible(group)
