@@ -22,7 +22,7 @@ from rowloom.engine.completion import RowGroupState, Task
 from rowloom.engine.generators.base import BatchContext, CellFailed, FailedCell, Generator, rng_for
 from rowloom.engine.plan import Plan, RowGroupSpec
 from rowloom.engine.progress import RunProgress
-from rowloom.engine.scheduling.frontier import Frontier, FrontierSignals
+from rowloom.engine.scheduling.frontier import Frontier, FrontierSignals, hard_cap
 from rowloom.engine.scheduling.ports import Checkpointer, EndpointView, model_pool, model_slots
 from rowloom.engine.scheduling.ready_queue import QueuedTask, ReadyQueue, TaskGroup
 from rowloom.engine.scheduling.task_admission import Policy, TaskAdmissionController, TaskLease
@@ -84,15 +84,10 @@ class Scheduler:
         self.active: dict[int, RowGroupState] = {}
         self.ready = ReadyQueue()
         self.admission = TaskAdmissionController(policy=policy or Policy(run.task_policy), clock=clock)
-        hard_cap = run.max_row_groups_in_flight
         batched = {m.alias for m in config.models if m.execution == "batch"} & set(plan.model_aliases)
-        if batched and "max_row_groups_in_flight" not in run.model_fields_set:
-            # A batch is only as big as the rows waiting for it, and they wait minutes to hours: let as many row
-            # groups in as the memory bound holds, not the few an online endpoint keeps busy.
-            hard_cap = max(hard_cap, -(-run.max_admitted_rows // run.row_group_size))
         self.frontier = Frontier(
             initial=run.initial_row_groups_in_flight,
-            hard_cap=hard_cap,
+            hard_cap=hard_cap(run, batched=bool(batched)),
             max_admitted_rows=run.max_admitted_rows,
             clock=clock,
         )

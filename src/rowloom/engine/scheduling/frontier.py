@@ -9,6 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rowloom.concurrency.clock import Clock
+from rowloom.config.run import RunConfig
+
+
+def hard_cap(run: RunConfig, *, batched: bool) -> int:
+    """The most row groups admitted at once: `max_row_groups_in_flight`, except in a run with a batch column that
+    leaves it unset. A batch is only as big as the rows waiting for it, and they wait minutes to hours: such a run
+    lets in as many row groups as the memory bound holds, not the few an online endpoint keeps busy."""
+    cap = run.max_row_groups_in_flight
+    if batched and "max_row_groups_in_flight" not in run.model_fields_set:
+        cap = max(cap, -(-run.max_admitted_rows // run.row_group_size))
+    return cap
 
 
 @dataclass(frozen=True, slots=True)
