@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from rowloom.config import DatasetConfig
 from rowloom.config.columns import CodeValidation
 from rowloom.config.templates import compile_template
-from rowloom.engine.arrow_schema import schema_type
+from rowloom.engine.arrow_schema import schema_type, to_arrow_value
 from rowloom.engine.generators.base import BatchContext, CellFailed, FailedCell
 from rowloom.engine.generators.code import extract_code, parse_code, validate_code
 from rowloom.engine.generators.expression import ExpressionGenerator
@@ -262,6 +262,32 @@ def test_a_large_reply_is_read_by_every_parser_in_bounded_time():
     check_generators(reply)
     for language in ("python", "json"):  # through the worker thread, as a run validates
         assert isinstance(validate(language, extract_code(reply, language)), list)
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False)
+    | st.text(alphabet=st.characters(codec="utf-8", categories=["L", "N", "Cs"]), max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["n", "x", "s", "items"]), inner),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(value=JSON_VALUES)
+def test_a_reply_value_is_storable_exactly_when_the_parquet_writer_can_store_it(value):
+    """`storable` checks one value with a scalar (a twentieth of the cost of a one-value array); it must refuse
+    exactly what the row group's array, built as the writer builds it, would refuse."""
+    for _, dtype in VALIDATORS:
+        try:
+            pa.array([to_arrow_value(value, dtype)], type=dtype)
+        except Exception as exc:  # whatever Arrow refuses with, storable must refuse too
+            with pytest.raises(type(exc)):
+                storable(value, dtype)
+        else:
+            assert storable(value, dtype) is value
 
 
 def test_nan_and_infinity_are_not_json_so_the_model_is_asked_again():

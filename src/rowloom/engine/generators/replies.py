@@ -51,5 +51,7 @@ def storable(value: T, dtype: pa.DataType) -> T:
         # found here in a microsecond instead of the ~100 µs of building a one-value array.
         value.encode("utf-8")
         return value
-    pa.array([to_arrow_value(value, dtype)], type=dtype)
+    # Arrow's own conversion, of one value: a scalar converts as a one-value array would (the same refusals) in a
+    # twentieth of the time (5 µs against 100 µs for a small struct), once per structured reply.
+    pa.scalar(to_arrow_value(value, dtype), type=dtype)
     return value
