@@ -89,6 +89,8 @@ class LoadCurve:
         self.count = 0
         self._now = 0.0
         self._cache: tuple[int, float, float] | None = None  # (count, slope, spread)
+        # (count, min_weight, points): a decision reads the points two or three times between samples
+        self._points: tuple[int, float, list[tuple[float, float, float]]] | None = None
 
     def add(self, now: float, load: float, rtt: float, tokens: int | None) -> None:
         """One finished request: its load (mean in flight while it ran), round trip and reply length.
@@ -200,7 +202,12 @@ class LoadCurve:
     def points(self, min_weight: float) -> list[tuple[float, float, float]]:
         """(mean load, weight, mean normalised log rtt) of levels pooled with their neighbours (loads within
         `_POOL_SPAN` of each other) until each holds `min_weight` samples' worth; sparser stretches are left
-        out. A ramp or a probe spreads its samples over several levels: pooled, they still count."""
+        out. A ramp or a probe spreads its samples over several levels: pooled, they still count.
+
+        The curve changes only with a sample (its clock too), so the points are kept until the next one."""
+        cached = self._points
+        if cached is not None and cached[0] == self.count and cached[1] == min_weight:
+            return cached[2]
         out: list[tuple[float, float, float]] = []
         w = load = y = 0.0
         first = 0.0
@@ -215,6 +222,7 @@ class LoadCurve:
             if w >= min_weight:
                 out.append((load / w, w, y / w))
                 w = load = y = 0.0
+        self._points = (self.count, min_weight, out)
         return out
 
     def levels(self) -> list[tuple[float, float, float]]:
@@ -272,15 +280,27 @@ def _knee_fits(points: list[tuple[float, float, float]]) -> list[tuple[float, fl
 
 
 def _fit_line(points: list[tuple[float, float, float]], max_slope: float) -> tuple[float, float]:
-    """Weighted least squares `y = a + slope × x` with the slope held in [0, max_slope]; (slope, sse)."""
-    sw = sum(w for _, w, _ in points)
-    mx = sum(w * x for x, w, _ in points) / sw
-    my = sum(w * y for _, w, y in points) / sw
-    sxx = sum(w * (x - mx) ** 2 for x, w, _ in points)
-    sxy = sum(w * (x - mx) * (y - my) for x, w, y in points)
+    """Weighted least squares `y = a + slope × x` with the slope held in [0, max_slope]; (slope, sse).
+
+    One pass over the points, about the first (shifted) point: the sums stay small, so the closed-form misfit
+    loses no precision that matters, and a decision fits several lines (`flat_until` forty)."""
+    x0, _, y0 = points[0]
+    sw = swx = swy = swxx = swxy = swyy = 0.0
+    for x, w, y in points:
+        x -= x0
+        y -= y0
+        wx, wy = w * x, w * y
+        sw += w
+        swx += wx
+        swy += wy
+        swxx += wx * x
+        swxy += wx * y
+        swyy += wy * y
+    sxx = swxx - swx * swx / sw
+    sxy = swxy - swx * swy / sw
+    syy = swyy - swy * swy / sw
     slope = min(max_slope, max(0.0, sxy / sxx)) if sxx > 0 else 0.0
-    sse = sum(w * (y - my - slope * (x - mx)) ** 2 for x, w, y in points)
-    return slope, sse
+    return slope, max(0.0, syy - 2 * slope * sxy + slope * slope * sxx)
 
 
 @dataclass(slots=True)
