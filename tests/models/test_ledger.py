@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from rowloom.models.ledger import TokenLedger, merge_ledgers
+from dataclasses import fields
+
+from rowloom.models.ledger import TokenCounts, TokenLedger, merge_ledgers
 from rowloom.observe.context import correlate
 from rowloom.observe.events.request import RequestCompleted
 from rowloom.observe.events.scheduler import RowGroupCheckpointed
@@ -52,3 +54,15 @@ def test_an_attempt_of_a_dropped_row_that_ends_after_its_row_group_was_written_i
     ledger.emit(completed("3:a:0", 3, usage_known=True, prompt_tokens=6, completion_tokens=2))  # late, dropped row
     ledger.emit(completed("3:a:1", 3, usage_known=True, prompt_tokens=1, completion_tokens=1))  # late, written row
     assert ledger.dropped_rows.total_tokens == 8 and ledger.total.total_tokens == 10
+
+
+def test_adding_counts_adds_every_field():
+    """`add` names each field (it runs five times per request): a field it left out would be lost from every
+    total, the run's, each column's, model's and endpoint's."""
+    one = TokenCounts(**{f.name: i + 1 for i, f in enumerate(fields(TokenCounts))})
+    total = TokenCounts()
+    total.add(one)
+    total.add(one)
+    assert {f.name: getattr(total, f.name) for f in fields(TokenCounts)} == {
+        f.name: 2 * (i + 1) for i, f in enumerate(fields(TokenCounts))
+    }
