@@ -227,6 +227,23 @@ class _CountingConnection:
         self._connection.close()
 
 
+def test_a_full_batch_of_writes_is_committed_without_waiting_out_the_gathering(tmp_path, monkeypatch):
+    """The writer gathers writes for `_GATHER_S` or until `_BATCH` are queued: with a gathering far longer than
+    the wait below, only a full batch can have made it commit."""
+    monkeypatch.setattr(store_module, "_GATHER_S", 600.0)
+    monkeypatch.setattr(store_module, "_BATCH", 50)
+    store = ReplyStore(tmp_path, max_bytes=2**30)
+    reply = ChatResponse("gathered", Usage(1, 1), finish_reason="stop")
+    try:
+        for i in range(50):
+            store.put(i.to_bytes(16, "big"), reply)
+        _wait_for(lambda: not store._pending)  # committed: a reply leaves the queue once it is in the file
+        with sqlite3.connect(tmp_path / FILE_NAME) as db:
+            assert db.execute("SELECT count(*) FROM replies").fetchone() == (50,)
+    finally:
+        store.close()
+
+
 def _wait_for(condition, timeout_s=10.0):
     deadline = time.monotonic() + timeout_s
     while not condition():

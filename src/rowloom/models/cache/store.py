@@ -38,10 +38,13 @@ SCHEMA_VERSION = 2
 #: A hit moves its row up the LRU order at most this often (seconds): a touch is a write.
 TOUCH_EVERY_S = 60.0
 _BATCH = 2000  # writes per transaction at most
-#: The writer gathers writes this long (seconds) after the first before committing them: inserts cost a third as
-#: much in transactions of hundreds as one by one, and the event loop wakes the writer once per interval, not
-#: once per write. Lookups see queued replies meanwhile.
-_GATHER_S = 0.2
+#: The writer gathers writes this long (seconds) after the first, or until `_BATCH` are queued, before committing
+#: them: a transaction's fixed cost (its statements, the index and total pages it rewrites, a cold CPU cache for a
+#: thread that wakes briefly) is paid once per gathering, and in a run it was most of a row's cost: 22 µs of the
+#: writer's CPU per reply with gatherings of 0.2 s (~80 replies each), 13 µs with 1 s, 6.6 µs in transactions of
+#: 2,000 alone (see docs/cache.md). Lookups see queued replies meanwhile; a killed process loses at most this long
+#: of replies, which the next run fetches again.
+_GATHER_S = 1.0
 #: An idle writer reads the keys other processes stored this often (seconds), so their replies are found here.
 _REFRESH_S = 2.0
 _SCAN_ROWS = 100_000  # keys read per query at most
@@ -173,6 +176,7 @@ class ReplyStore:
         # Writes for the writer thread, which wakes once per gathering interval, not once per write.
         self._writes: deque[Any] = deque()
         self._wake = threading.Event()
+        self._full = threading.Event()  # `_BATCH` writes are queued: commit without waiting out the gathering
         self._closing = False
         self._thread = threading.Thread(target=self._write_loop, name="rowloom-cache-writer", daemon=True)
         self._thread.start()
@@ -287,14 +291,18 @@ class ReplyStore:
             self._queue_write(_Put(key, reply))
 
     def _queue_write(self, item: Any) -> None:
-        self._writes.append(item)
+        writes = self._writes
+        writes.append(item)
         if not self._wake.is_set():
             self._wake.set()
+        elif len(writes) >= _BATCH and not self._full.is_set():
+            self._full.set()
 
     def close(self) -> None:
         """Commit what is queued and stop the writer (blocks: call it off the event loop)."""
         self._closing = True
         self._wake.set()
+        self._full.set()
         self._thread.join()
         with contextlib.suppress(sqlite3.Error):
             self._reader.close()
@@ -309,8 +317,8 @@ class ReplyStore:
                 if not self._wake.wait(_REFRESH_S):
                     self._read_new_keys()  # idle: what other processes stored
                     continue
-                if not self._closing:
-                    time.sleep(_GATHER_S)  # the writes of the interval in one transaction
+                self._full.wait(_GATHER_S)  # the writes of the interval in one transaction (none when closing)
+                self._full.clear()
                 self._wake.clear()  # before draining: a write queued from here on sets it again
                 closing = self._closing
                 while self._writes:
