@@ -18,8 +18,8 @@ def test_every_scale_workload_is_a_valid_config_with_its_llm_columns(workload):
 
 
 @pytest.mark.slow
-def test_scale_document_has_every_size_the_fan_out_the_report_and_each_target_judged():
-    document = scale.run(sizes=(200, 300), fan_out_records=20, repeats=1)
+def test_scale_document_has_every_size_the_fan_out_the_report_http_and_each_target_judged():
+    document = scale.run(sizes=(200, 300), fan_out_records=20, repeats=1, http_records=100)
 
     assert set(document["chain3"]) == {"200", "300"}
     for size, summary in document["chain3"].items():
@@ -32,14 +32,19 @@ def test_scale_document_has_every_size_the_fan_out_the_report_and_each_target_ju
     assert document["report"]["peak_rss_mb"] > 0 and document["report"]["events_mb"] > 0
     ratio = document["fanout50"]["dispatch_cpu_ms_per_task"] / document["chain3"]["200"]["dispatch_cpu_ms_per_task"]
     assert document["dispatch_ratio"] == round(ratio, 3)
+    http = document["http"]["runs"][0]
+    assert (http["client"], http["records_written"], http["requests"]) == ("http", 100, 300)
+    assert http["server_cpu_ms_per_request"] > 0 and http["client_cpu_over_server"] > 0
     assert [c["held"] for c in document["checks"]] == [True] * 5 + [False]
+    assert "over HTTP, 100 records" in document["checks"][-1]["target"]
+    assert "| chain3 over HTTP | 100 |" in scale.markdown(document)
     assert all(isinstance(c["met"], bool) for c in document["checks"])
     assert "| target | figure | met |" in scale.markdown(document)
 
     # A missed target that --check holds is reported; the client CPU target (not held) never is.
     missed = copy.deepcopy(document)
     missed["dispatch_ratio"] = 1.6
-    missed["chain3"]["300"]["cpu_ms_per_request"] = 99.0
+    missed["http"]["cpu_ms_per_request"] = 99.0
     missed["checks"] = scale.checks(missed)
     assert not next(c for c in missed["checks"] if "client CPU" in c["target"])["met"]
     assert any("fan-out" in f for f in scale.failed_checks(missed))

@@ -198,6 +198,10 @@ def scale(
     fan_out_records: Annotated[int, typer.Option(min=10, help="Records of the 50-column fan-out.")] = 2_000,
     repeats: Annotated[int, typer.Option(min=1, help="Runs of each but the largest size, alternating.")] = 2,
     large_repeats: Annotated[int, typer.Option(min=1, help="Runs of the largest size.")] = 1,
+    http_records: Annotated[
+        int,
+        typer.Option(min=0, help="Records of the chain over HTTP, for the client's CPU per request (0: none)."),
+    ] = 100_000,
     against: Annotated[
         Path | None,
         typer.Option(help="An older checkout's src folder: its dispatch costs too (the before of a before/after)."),
@@ -207,7 +211,8 @@ def scale(
     ] = False,
 ) -> None:
     """The engine's CPU and memory at scale with an instant client (no HTTP): the 3-column chain at 10k, 100k
-    and 1M records, the 50-column fan-out's dispatch cost against the chain's, the 1M-record log's report."""
+    and 1M records, the 50-column fan-out's dispatch cost against the chain's, the 1M-record log's report; then
+    the client's CPU per request over HTTP (the chain against the zero-latency simulator)."""
     from rowloom.bench import scale as bench_scale
 
     document = bench_scale.run(
@@ -215,6 +220,7 @@ def scale(
         fan_out_records=fan_out_records,
         repeats=repeats,
         large_repeats=large_repeats,
+        http_records=http_records,
         against=against,
         log=_log,
     )
