@@ -35,7 +35,7 @@ from rowloom.engine.resume import Action, ResumeDecision, decide, folder_name
 from rowloom.engine.runtime import ClientFactory, RequestRuntime
 from rowloom.engine.scheduler import Scheduler
 from rowloom.engine.seed_reader import SeedReader
-from rowloom.engine.storage import MANIFEST, SUMMARY, OutputStore, ResumeMode
+from rowloom.engine.storage import MANIFEST, SUMMARY, OutputStore, ResumeMode, encode_manifest
 from rowloom.engine.terms import CLI_TERMS, Terms
 from rowloom.errors import (
     BudgetReached,
@@ -326,7 +326,7 @@ def recover_manifest(location: OutputLocation, decision: ResumeDecision) -> None
     )
     if decision.action is Action.DONE:
         try:
-            location.write_bytes(MANIFEST, json.dumps(decision.manifest, indent=1).encode())
+            location.write_bytes(MANIFEST, encode_manifest(decision.manifest))
             location.remove_leftovers("")
         except OSError as exc:
             raise OutputError(f"cannot write the manifest in {location}: {exc.strerror or exc}") from None

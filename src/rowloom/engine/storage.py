@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -46,6 +47,12 @@ class WrittenRowGroup:
     dropped: int
 
 
+def encode_manifest(data: dict[str, Any]) -> bytes:
+    """The manifest's file content: indented JSON, by orjson. It is written again with every row group (the
+    ledger and the list of groups in it), which the standard library's encoder made ~0.4 ms at 100 groups."""
+    return orjson.dumps(data, option=orjson.OPT_INDENT_2)
+
+
 class OutputStore:
     """The output folder of one run: `data/part-NNNNN.parquet` files, `manifest.json` and `summary.json`."""
 
@@ -72,6 +79,8 @@ class OutputStore:
         self.raw_schema = pa.schema([pa.field(n, t) for c in columns for n, t in output_types(c.column)])
         self.processors = build_processors(config.processors)
         self.schema = processed_schema(self.processors, self.raw_schema)
+        # The config's identity, in every manifest: computed once (a model dump of every column), not per row group.
+        self._identity = {"config_fingerprint": config.fingerprint(), "fingerprint_fields": config.fingerprint_fields()}
 
     # ------------------------------------------------------------ opening
 
@@ -179,8 +188,7 @@ class OutputStore:
         data: dict[str, Any] = {
             "format_version": EXTENDED_FORMAT_VERSION if self.extended_from else FORMAT_VERSION,
             "rowloom_version": __version__,
-            "config_fingerprint": self.config.fingerprint(),
-            "fingerprint_fields": self.config.fingerprint_fields(),
+            **self._identity,
             "num_records": self.num_records,
             "row_group_size": self.config.run.row_group_size,
             "seed": self.seed,
@@ -199,7 +207,7 @@ class OutputStore:
             "updated_at": time.time(),
         }
         try:
-            self.location.write_bytes(MANIFEST, json.dumps(data, indent=1).encode())
+            self.location.write_bytes(MANIFEST, encode_manifest(data))
         except OSError as exc:
             raise OutputError(f"cannot write the manifest in {self.location}: {exc.strerror or exc}") from None
 
