@@ -393,7 +393,7 @@ def failed_checks(document: dict[str, Any]) -> list[str]:
 def markdown(document: dict[str, Any]) -> str:
     """The readable summary of `run`'s document."""
     lines = [
-        "# rowloom bench scale: the engine's CPU and memory at scale, instant client (no HTTP)",
+        "# rowloom bench scale: the engine's CPU and memory at scale, instant client (no HTTP); the client over HTTP",
         "",
         "Each run is a process of its own writing its Parquet files and event log; figures are medians of the runs "
         "(host load: the 1-minute load average after each run).",
