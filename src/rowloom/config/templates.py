@@ -156,9 +156,15 @@ def compile_template(source: str) -> jinja2.Template:
     if forbidden is not None:
         raise TemplateError(f"unsafe template at {forbidden}")
     try:
-        return env.from_string(ast)
+        template = env.from_string(ast)
     except jinja2.TemplateSyntaxError as exc:  # e.g. an unknown filter, found while compiling
         raise TemplateError(f"invalid Jinja at line {exc.lineno}: {exc.message}") from None
+    # A plain dict of the globals instead of Jinja's ChainMap of the template's and the environment's: every render
+    # copies them twice (into its context and the context's key set), and iterating a ChainMap builds a dict of
+    # every map first (10 µs a render where a dict takes 2.7). The environment's globals are set before any
+    # template is compiled and never change.
+    template.globals = dict(template.globals)
+    return template
 
 
 @functools.lru_cache(maxsize=4096)
