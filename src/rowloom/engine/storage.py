@@ -48,9 +48,10 @@ class WrittenRowGroup:
 
 
 def encode_manifest(data: dict[str, Any]) -> bytes:
-    """The manifest's file content: indented JSON, by orjson. It is written again with every row group (the
-    ledger and the list of groups in it), which the standard library's encoder made ~0.4 ms at 100 groups."""
-    return orjson.dumps(data, option=orjson.OPT_INDENT_2)
+    """The manifest's file content: indented JSON, by orjson (keys made strings, as the standard library does). It is
+    written again with every row group (the ledger and the list of groups in it), which the standard library's
+    encoder made ~0.4 ms at 100 groups."""
+    return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
 
 
 class OutputStore:
