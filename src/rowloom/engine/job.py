@@ -27,6 +27,7 @@ from rowloom.engine.completion import RowGroupState
 from rowloom.engine.generators import build_generators
 from rowloom.engine.generators.skip import SkipAware
 from rowloom.engine.generators.validation import ValidationGenerator
+from rowloom.engine.heap import frozen_heap
 from rowloom.engine.output_location import OutputLocation
 from rowloom.engine.output_lock import WriterLock
 from rowloom.engine.plan import build_plan
@@ -176,12 +177,13 @@ async def run_job(
     location = OutputLocation.of(output, terms) if output is not None else None
     check_export_target(config, location, terms)
     args = (config, num_records, location, resume, sink, progress, clock, on_start, terms, client_factory)
-    if location is None:
-        return await _run(*args)
-    # Taken before the folder is read (no other run changes it until this one ends); off the loop: an object
-    # store's lock waits for a racing writer.
-    with await asyncio.to_thread(WriterLock.take, location, terms):
-        return await _run(*args)
+    with frozen_heap():
+        if location is None:
+            return await _run(*args)
+        # Taken before the folder is read (no other run changes it until this one ends); off the loop: an object
+        # store's lock waits for a racing writer.
+        with await asyncio.to_thread(WriterLock.take, location, terms):
+            return await _run(*args)
 
 
 async def _run(
