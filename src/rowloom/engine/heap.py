@@ -2,9 +2,10 @@
 
 A run allocates millions of short-lived objects (events, coroutines, replies), and every few thousand of them the
 collector's oldest generation is scanned whole: the imported libraries (pyarrow, pydantic's models, jinja, aiohttp)
-and the config, none of which a run frees. On the large scenario (10k requests, one column) those full scans
-cost 0.3-0.4 s of the client's 5 s of CPU; with the heap frozen 0.01-0.04 s (`gc.callbacks` timing each
-collection). Objects made during the run are collected as before.
+and the config, none of which a run frees. On the large scenario (10k requests, one column) the collector cost
+0.07-0.41 s of the client's ~4.5 s of CPU per run, the runs with full scans 0.3-0.4 s; with the heap frozen
+0.11-0.22 s, never a full scan of it (`benchmarks/gc_freeze.py`). Objects made during the run are collected as
+before.
 """
 
 from __future__ import annotations
