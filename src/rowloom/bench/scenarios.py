@@ -231,6 +231,17 @@ def mixed_lengths(urls: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def hung_requests(urls: dict[str, str]) -> dict[str, Any]:
+    """The chain with a client timeout of 2 s: a request the server holds open longer is given up and retried."""
+    config = chain(64)(urls)
+    for provider in config["providers"]:
+        provider["timeout_s"] = HUNG_TIMEOUT_S
+    return config
+
+
+HUNG_TIMEOUT_S = 2.0
+
+
 def _lognormal(sigma: float) -> dict[str, Any]:
     """Load-independent spread like real replies: lognormal service times with mean `LATENCY`."""
     return {"jitter": sigma, "jitter_kind": "lognormal"}
@@ -284,6 +295,14 @@ SCENARIOS: dict[str, Scenario] = {
             notes={"rpm": 1200},
         ),
         Scenario("server_errors_5pct", "chain, 5% HTTP 500", _one(capacity=16, error_rate=0.05), chain(16), 200, 200),
+        Scenario(
+            "hung_5pct",
+            "chain, capacity 16: 5% of requests are held open 30 s; the client gives up at 2 s and retries",
+            _one(capacity=16, timeout_rate=0.05, hang_s=30.0),
+            hung_requests,
+            300,
+            None,
+        ),
         Scenario(
             "fan_out_fan_in",
             "1 sampler -> 4 LLM columns -> 1 LLM column, capacity 32",
