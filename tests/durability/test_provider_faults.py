@@ -14,6 +14,9 @@ from rowloom.bench.sim_process import SimulatorProcess
 from rowloom.bench.simulator import SimulatorConfig
 from rowloom.config import DatasetConfig
 from rowloom.engine.job import run_job
+from rowloom.observe.events.request import LimitChanged
+from rowloom.observe.events.snapshots import CapacitySnapshot
+from rowloom.observe.sinks import MemorySink
 
 from .flaky_server import FlakyServer
 from .helpers import chain_dict
@@ -117,3 +120,25 @@ async def test_rows_are_dropped_with_their_reason_only_when_the_retry_budget_run
     assert set(dropped) <= {"question:server_error", "answer:server_error", "review:server_error"}, dropped
     assert summary["records_written"] + summary["rows_dropped"] == n
     assert_every_row_complete_and_valid(tmp_path, config, summary["records_written"])
+
+
+async def test_hung_requests_among_prompt_replies_do_not_starve_the_endpoint(tmp_path):
+    # A tenth of the requests are held open long past the client's timeout; the rest are answered at once. Each
+    # timeout is overtaken by later requests' replies: the hung request's own fault, not the server's load.
+    # Before, every timeout cut the limit as overload, down to one request in flight for the rest of the run.
+    n, capacity = 200, 8
+    sim_config = SimulatorConfig(
+        latency_s=0.02, capacity=capacity, timeout_rate=0.1, hang_s=10.0, seed=5, models=("sim-small",)
+    )
+    sink = MemorySink()
+    with SimulatorProcess(sim_config) as sim:
+        config = faulty_config(sim.base_url, timeout_s=0.3, algorithm="aimd")
+        await run_job(config, n, output=tmp_path, sink=sink)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["records_written"] == n and summary["rows_dropped"] == 0, summary["rows_dropped_by_reason"]
+    timeouts = summary["requests"]["by_outcome"]["timeout"]
+    assert timeouts > 20, summary["requests"]
+    lowest = min(event.new for event in sink.of(LimitChanged))  # the capacity's 429s cut it to 6 at most once
+    assert lowest >= capacity // 2, [(e.old, e.new, e.reason) for e in sink.of(LimitChanged)]
+    final = sink.of(CapacitySnapshot)[-1].endpoints["sim/sim-small"]
+    assert final["stragglers"] >= timeouts // 2, (final, timeouts)

@@ -265,6 +265,18 @@ def test_when_the_server_serves_none_of_ours_a_burst_is_answered_by_one_cut_only
     assert limit.limit == 6
 
 
+def test_an_overload_at_the_floor_cuts_nothing_and_leaves_growth_as_it_was():
+    # One request in flight at the floor failing says nothing about the edge above it: before, it marked an
+    # edge at the floor, and the limit crept up from 1 at a fraction of a request per window, for good.
+    limit = AIMDLimit(initial=1, min_limit=1, max_limit=64, slow_start=False)
+    epoch = limit.epoch
+    for at in (1.0, 2.0, 3.0):
+        overload(limit, at=at, in_flight=1)
+    assert (limit.limit, limit.epoch, limit.overload_level) == (1, epoch, None)
+    successes(limit, 1, start=4.0)  # one fully-used window at limit 1
+    assert limit.limit == 2
+
+
 def test_probing_the_same_edge_again_and_again_slows_down():
     limit = AIMDLimit(initial=20, max_limit=64, slow_start=False, probe_step=0.2, probe_zone=0.1)
     successes(limit, 20, in_flight=19)

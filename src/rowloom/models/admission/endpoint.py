@@ -77,6 +77,9 @@ class EndpointState:
         self.observed_max_limit = limit.limit
         self.rate_limited = 0
         self.issued = 0
+        # The newest admission among successful requests, and the timeouts that one overtook (see `feedback`).
+        self.newest_success_admitted_at = float("-inf")
+        self.stragglers = 0
 
     def alias_ceiling(self, alias: str | None) -> int | None:
         binding = self.aliases.get(alias) if alias is not None else None
@@ -123,6 +126,7 @@ class EndpointState:
             "cooldown_until": until,
             "cooldown_remaining_s": max(0.0, until - now) if until is not None else 0.0,
             "rate_limited": self.rate_limited,
+            "stragglers": self.stragglers,
             "consecutive_429": self.cooldown.consecutive_429,
             "issued": self.issued,
             "failed": None if self.failed is None else str(self.failed),

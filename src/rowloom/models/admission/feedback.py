@@ -65,6 +65,7 @@ def learn(
     answered = lease.epoch < state.limit.epoch  # admitted before the last cut: that burst was answered
     pause: Pause | None = None
     if outcome is Outcome.SUCCESS:
+        state.newest_success_admitted_at = max(state.newest_success_admitted_at, lease.acquired_at)
         pause = state.cooldown.on_success(now, rate_limit)
         # A smoothed round trip: a pool's tie-break between endpoints of equal headroom.
         state.latency_s = rtt_s if state.latency_s == 0.0 else 0.8 * state.latency_s + 0.2 * rtt_s
@@ -83,12 +84,27 @@ def learn(
         )
         if not budget_spent:  # a spent budget says nothing about concurrency
             _sample(state, lease, rtt_s, in_flight, load, dropped=True, emit=emit, cause=outcome)
+    elif outcome is Outcome.TIMEOUT and overtaken(state, lease):
+        state.stragglers += 1  # that request's own fault (hung, or longer than the timeout): not the server's load
     elif outcome.is_overload:
         _sample(state, lease, rtt_s, in_flight, load, dropped=True, emit=emit, cause=outcome)
-    # server, connection and client errors, cancellations and bugs carry no capacity signal
+    # server, connection and client errors, overtaken timeouts, cancellations and bugs carry no capacity signal
     if pause is not None and pause.started:
         emit(CooldownStarted, key=state.label, until=pause.until, duration_s=pause.until - now, reason=pause.reason)
     return pause
+
+
+def overtaken(state: EndpointState, lease: RequestLease) -> bool:
+    """Whether a request admitted after `lease` was served successfully before `lease`'s attempt ended.
+
+    A server that is overloaded queues: a request stuck behind the queue until its timeout has every request
+    admitted after it stuck behind it too, so none of them can have been answered first. When one was, the
+    server was serving promptly while this request hung (a stuck connection, a lost request, a reply longer than
+    the timeout): its timeout says nothing about load, and cutting the limit for it would starve a healthy
+    endpoint — at 5% hung requests, down to one request in flight. A server that stops answering altogether
+    overtakes nothing; health takes it down after the timeouts in a row.
+    """
+    return state.newest_success_admitted_at > lease.acquired_at
 
 
 def _outage(state: EndpointState, change: Transition, emit: Emit) -> None:

@@ -25,6 +25,7 @@ CAPACITY_KEYS = (
     "waiters",
     "cooldown_remaining_s",
     "rate_limited",
+    "stragglers",
 )
 
 

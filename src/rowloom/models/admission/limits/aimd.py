@@ -187,6 +187,10 @@ class AIMDLimit:
 
     def _decrease(self, now: float, in_flight: int, in_flight_at_start: int | None) -> None:
         current = self.limit
+        if current <= self._min:
+            # Nothing to cut, and nothing learnt about the edge above the floor: marking it here would leave the
+            # limit probing up from the floor at a sixteenth of a step, where one lost request keeps it for good.
+            return
         blind = self._value * self._factor
         edge = min(current, in_flight if in_flight_at_start is None else in_flight_at_start)
         succeeding = self.succeeding(now)
@@ -206,8 +210,6 @@ class AIMDLimit:
         self._slow_start = False
         self._successes = 0
         new = clamp(min(current - 1, int(target)), self._min, self._max)
-        if new >= self._value:
-            return  # already at the floor: nothing to cut, no new epoch
         self._value = new
         self._epoch = next_epoch()
         self._cut_at = now
