@@ -142,3 +142,23 @@ async def test_hung_requests_among_prompt_replies_do_not_starve_the_endpoint(tmp
     assert lowest >= capacity // 2, [(e.old, e.new, e.reason) for e in sink.of(LimitChanged)]
     final = sink.of(CapacitySnapshot)[-1].endpoints["sim/sim-small"]
     assert final["stragglers"] >= timeouts // 2, (final, timeouts)
+
+
+async def test_overloads_answered_at_any_load_do_not_starve_the_endpoint(tmp_path):
+    # A tenth of the requests are answered 529 at once, whatever the load: each is retried, but a cut does not
+    # stop them, and they come alone, not in the runs that too much concurrency makes. Before, each one cut the
+    # limit, down to one request in flight.
+    n, capacity = 200, 8
+    sim_config = SimulatorConfig(
+        latency_s=0.02, capacity=capacity, overload_rate=0.1, overload_status=529, seed=5, models=("sim-small",)
+    )
+    sink = MemorySink()
+    with SimulatorProcess(sim_config) as sim:
+        config = faulty_config(sim.base_url, algorithm="aimd")
+        await run_job(config, n, output=tmp_path, sink=sink)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["records_written"] == n and summary["rows_dropped"] == 0, summary["rows_dropped_by_reason"]
+    final = sink.of(CapacitySnapshot)[-1].endpoints["sim/sim-small"]
+    assert final["background_overloads"] > 20, final
+    lowest = min(event.new for event in sink.of(LimitChanged))
+    assert lowest >= capacity // 2, [(e.old, e.new, e.reason) for e in sink.of(LimitChanged)]

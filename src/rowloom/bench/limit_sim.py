@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from rowloom.models.admission.limits.base import Limit
+from rowloom.models.admission.overload_runs import OverloadRuns
 from rowloom.models.types import Outcome
 
 ServerKind = Literal["hosted", "sharing", "slots"]
@@ -34,7 +35,8 @@ class ServerModel:
       `1 / (1 + batch_cost * (busy - 1))`: 0 is perfect batching, 1 is a server whose compute is shared.
 
     Service work of one request: `latency_s * noise + per_token_s * tokens`, where noise is lognormal with
-    mean 1 and `sigma` (load-independent spread, as real replies have).
+    mean 1 and `sigma` (load-independent spread, as real replies have). `reject_rate` answers that share of
+    requests 503/529 at once whatever the load (a provider's own overload, a restarting backend).
     """
 
     kind: ServerKind = "hosted"
@@ -44,6 +46,7 @@ class ServerModel:
     per_token_s: float = 0.0
     batch_cost: float = 0.0
     max_queued: int | None = None
+    reject_rate: float = 0.0
 
     def work_s(self, rng: random.Random, tokens: int) -> float:
         noise = math.exp(rng.gauss(-self.sigma * self.sigma / 2.0, self.sigma)) if self.sigma > 0 else 1.0
@@ -147,7 +150,8 @@ def simulate(
     now, seq = 0.0, 0
     load_integral = 0.0  # integral of requests in flight over time: a request's load is its growth / its rtt
     active: list[_Job] = []  # admitted, in arrival order; the first `capacity` hold slots (slots kind)
-    rejects: list[tuple[float, _Job]] = []
+    rejects: list[tuple[float, _Job, Outcome]] = []
+    runs = OverloadRuns()  # as request admission does: background overloads never reach the limit
     measured_from = seconds / 2 if measured_from is None else measured_from
 
     def in_flight() -> int:
@@ -175,8 +179,13 @@ def simulate(
                 refuse = len(active) >= server.capacity + server.max_queued
             else:
                 refuse = False
+            # A full hosted server answers 429, a full vLLM queue 503; a background rejection is a 529. Drawn only
+            # when set, so every other condition's figures stay as they were.
+            cause = Outcome.RATE_LIMITED if server.kind == "hosted" else Outcome.OVERLOADED
+            if not refuse and server.reject_rate and rng.random() < server.reject_rate:
+                refuse, cause = True, Outcome.OVERLOADED
             if refuse:
-                rejects.append((now + _REJECT_RTT_S, job))
+                rejects.append((now + _REJECT_RTT_S, job, cause))
             else:
                 active.append(job)
 
@@ -189,7 +198,7 @@ def simulate(
                 at = now + (job.work - job.done) / rate
                 if at < finish_at:
                     finish_at, index = at, i
-        reject_at = min((at for at, _ in rejects), default=math.inf)
+        reject_at = min((at for at, _, _ in rejects), default=math.inf)
         nxt = min(finish_at, reject_at, seconds)
         if nxt > measured_from:
             span = nxt - max(now, measured_from)
@@ -206,22 +215,23 @@ def simulate(
         count = in_flight()
         if reject_at <= finish_at:
             position = min(range(len(rejects)), key=lambda i: rejects[i][0])
-            _, job = rejects.pop(position)
-            cause = Outcome.RATE_LIMITED if server.kind == "hosted" else Outcome.OVERLOADED
-            limit.on_sample(
-                job.start,
-                now - job.start,
-                count,
-                True,
-                epoch=job.epoch,
-                in_flight_at_start=job.at_start,
-                cause=cause,
-                load=(load_integral - job.mark) / (now - job.start),
-            )
+            _, job, cause = rejects.pop(position)
+            if runs.counts(cause):
+                limit.on_sample(
+                    job.start,
+                    now - job.start,
+                    count,
+                    True,
+                    epoch=job.epoch,
+                    in_flight_at_start=job.at_start,
+                    cause=cause,
+                    load=(load_integral - job.mark) / (now - job.start),
+                )
             if now >= measured_from:
                 run.rejected += 1
         else:
             job = active.pop(index)
+            runs.on_success()
             limit.on_sample(
                 job.start,
                 now - job.start,
@@ -266,11 +276,32 @@ CONDITIONS: tuple[tuple[str, ServerModel, RequestMix | None, int, float], ...] =
     ("hosted 4, spread 0.5, ceiling 64", ServerModel("hosted", 4, 0.2, 0.5), None, 64, 60),
     ("hosted 16, spread 1.0, ceiling 64", ServerModel("hosted", 16, 0.2, 1.0), None, 64, 60),
     ("hosted 16, lengths, ceiling 64", ServerModel("hosted", 16, 0.02, per_token_s=0.002), _LENGTHS, 64, 60),
+    (
+        "hosted 16, spread 0.5, 5% answered 529 at any load, ceiling 64",
+        ServerModel("hosted", 16, 0.2, 0.5, reject_rate=0.05),
+        None,
+        64,
+        60,
+    ),
+    (
+        "hosted 16, spread 0.5, 15% answered 529 at any load, ceiling 64",
+        ServerModel("hosted", 16, 0.2, 0.5, reject_rate=0.15),
+        None,
+        64,
+        60,
+    ),
     ("vLLM-style 16, no spread, ceiling 128", ServerModel("sharing", 16, 0.2), None, 128, 60),
     ("vLLM-style 16, spread 0.5, ceiling 128", ServerModel("sharing", 16, 0.2, 0.5), None, 128, 60),
     ("vLLM-style 8, spread 0.5, ceiling 128", ServerModel("sharing", 8, 0.2, 0.5), None, 128, 60),
     ("vLLM-style 16, spread 1.0, ceiling 128", ServerModel("sharing", 16, 0.2, 1.0), None, 128, 60),
     ("vLLM-style 16, lengths, ceiling 128", ServerModel("sharing", 16, 0.02, per_token_s=0.002), _LENGTHS, 128, 60),
+    (
+        "vLLM-style 16, spread 0.5, 5% answered 503 at any load, ceiling 128",
+        ServerModel("sharing", 16, 0.2, 0.5, reject_rate=0.05),
+        None,
+        128,
+        60,
+    ),
     (
         "GPU slots 32, batching 5%/request, ceiling 128",
         ServerModel("slots", 32, 0.05, 0.3, per_token_s=0.005, batch_cost=0.05),

@@ -304,6 +304,14 @@ SCENARIOS: dict[str, Scenario] = {
             None,
         ),
         Scenario(
+            "overloaded_5pct",
+            "chain, capacity 16: 5% of requests are answered 529 (overloaded) at once, whatever the load",
+            _one(capacity=16, overload_rate=0.05, overload_status=529),
+            chain(64),
+            300,
+            None,
+        ),
+        Scenario(
             "fan_out_fan_in",
             "1 sampler -> 4 LLM columns -> 1 LLM column, capacity 32",
             _one(capacity=32),

@@ -19,6 +19,7 @@ from rowloom.models.admission.health import EndpointHealth
 from rowloom.models.admission.keys import ResourceKey
 from rowloom.models.admission.leases import RequestLease
 from rowloom.models.admission.limits.base import Limit
+from rowloom.models.admission.overload_runs import OverloadRuns
 from rowloom.models.admission.rate_budget import RateBudget, TokenBucket
 from rowloom.observe.context import Correlation, current
 
@@ -80,6 +81,7 @@ class EndpointState:
         # The newest admission among successful requests, and the timeouts that one overtook (see `feedback`).
         self.newest_success_admitted_at = float("-inf")
         self.stragglers = 0
+        self.overload_runs = OverloadRuns()  # which overloads are evidence of too much concurrency
 
     def alias_ceiling(self, alias: str | None) -> int | None:
         binding = self.aliases.get(alias) if alias is not None else None
@@ -127,6 +129,7 @@ class EndpointState:
             "cooldown_remaining_s": max(0.0, until - now) if until is not None else 0.0,
             "rate_limited": self.rate_limited,
             "stragglers": self.stragglers,
+            "background_overloads": self.overload_runs.background,
             "consecutive_429": self.cooldown.consecutive_429,
             "issued": self.issued,
             "failed": None if self.failed is None else str(self.failed),

@@ -52,20 +52,25 @@ def learn(
     that count while the attempt ran; `error` says how a failed attempt failed (kept as the endpoint's last
     error).
     """
+    budget_spent = rate_limit.exhausted_until_s is not None
+    evidence = _capacity_evidence(state, lease, outcome, budget_spent)
     change = state.health.on_release(
-        outcome, now=now, admitted_at=lease.acquired_at, limit=state.limit.limit, error=error
+        outcome,
+        now=now,
+        admitted_at=lease.acquired_at,
+        limit=state.limit.limit,
+        error=error,
+        background=evidence is False and outcome is Outcome.OVERLOADED,
     )
     if change is not None:  # before the sample: a success that ends an outage grows from the restarted limit
         _outage(state, change, emit)
     if state.budget is not None:
         state.budget.settle(lease.tokens, tokens_used, rejected=outcome is Outcome.RATE_LIMITED)
-    budget_spent = rate_limit.exhausted_until_s is not None
     if budget_spent:
         rate_limit = _pace_from_headers(state, rate_limit, now, burst_s)
     answered = lease.epoch < state.limit.epoch  # admitted before the last cut: that burst was answered
     pause: Pause | None = None
     if outcome is Outcome.SUCCESS:
-        state.newest_success_admitted_at = max(state.newest_success_admitted_at, lease.acquired_at)
         pause = state.cooldown.on_success(now, rate_limit)
         # A smoothed round trip: a pool's tie-break between endpoints of equal headroom.
         state.latency_s = rtt_s if state.latency_s == 0.0 else 0.8 * state.latency_s + 0.2 * rtt_s
@@ -82,16 +87,28 @@ def learn(
             retry_after_s=retry_after_s,
             consecutive=state.cooldown.consecutive_429,
         )
-        if not budget_spent:  # a spent budget says nothing about concurrency
-            _sample(state, lease, rtt_s, in_flight, load, dropped=True, emit=emit, cause=outcome)
-    elif outcome is Outcome.TIMEOUT and overtaken(state, lease):
-        state.stragglers += 1  # that request's own fault (hung, or longer than the timeout): not the server's load
-    elif outcome.is_overload:
+    if evidence:
         _sample(state, lease, rtt_s, in_flight, load, dropped=True, emit=emit, cause=outcome)
-    # server, connection and client errors, overtaken timeouts, cancellations and bugs carry no capacity signal
     if pause is not None and pause.started:
         emit(CooldownStarted, key=state.label, until=pause.until, duration_s=pause.until - now, reason=pause.reason)
     return pause
+
+
+def _capacity_evidence(state: EndpointState, lease: RequestLease, outcome: Outcome, budget_spent: bool) -> bool | None:
+    """Whether an overload is evidence of too much concurrency for the limit: None for an attempt that is no
+    overload (a success is recorded here), False for a timeout something overtook (a straggler) or an overload
+    of the background (`OverloadRuns`). Server, connection and client errors, a 429 with a spent budget,
+    cancellations and bugs carry no capacity signal at all."""
+    if outcome is Outcome.SUCCESS:
+        state.newest_success_admitted_at = max(state.newest_success_admitted_at, lease.acquired_at)
+        state.overload_runs.on_success()
+        return None
+    if not outcome.is_overload or (outcome is Outcome.RATE_LIMITED and budget_spent):
+        return None
+    if outcome is Outcome.TIMEOUT and overtaken(state, lease):
+        state.stragglers += 1  # that request's own fault (hung, or longer than the timeout): not the server's load
+        return False
+    return state.overload_runs.counts(outcome)
 
 
 def overtaken(state: EndpointState, lease: RequestLease) -> bool:

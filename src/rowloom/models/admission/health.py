@@ -191,10 +191,19 @@ class EndpointHealth:
         return in_flight == 0 and self.next_probe_at is not None and now >= self.next_probe_at
 
     def on_release(
-        self, outcome: Outcome, *, now: float, admitted_at: float, limit: int, error: str | None = None
+        self,
+        outcome: Outcome,
+        *,
+        now: float,
+        admitted_at: float,
+        limit: int,
+        error: str | None = None,
+        background: bool = False,
     ) -> Transition | None:
         """Learn from one finished attempt (admitted at `admitted_at`, released at `now`); `limit` is the key's
-        limit before this attempt taught it anything. Returns the transition it caused, if any."""
+        limit before this attempt taught it anything; `background` marks a 503/529 of the kind the endpoint sends
+        at any load (`OverloadRuns`), which no more says it is down than that it is full. Returns the transition
+        it caused, if any."""
         if outcome in _NEUTRAL:
             return None
         probe = self.down_since is not None and admitted_at >= self.down_since
@@ -219,7 +228,11 @@ class EndpointHealth:
                 wait = _PROBE_WAIT_SHARE * (now - self.down_since)
                 self.next_probe_at = now + min(self.probe_backoff_max_s, max(self.probe_backoff_s, wait))
             return None
-        if not outcome.is_unavailable or (self.last_success_at is not None and admitted_at < self.last_success_at):
+        if (
+            background
+            or not outcome.is_unavailable
+            or (self.last_success_at is not None and admitted_at < self.last_success_at)
+        ):
             return None  # a 429 or 4xx is an answer; a failure that overlapped a success is that request's own
         if self.consecutive == 0:
             self._run_limit, self._run_started, self._run_refused = limit, now, False

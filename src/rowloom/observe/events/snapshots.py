@@ -26,6 +26,7 @@ CAPACITY_KEYS = (
     "cooldown_remaining_s",
     "rate_limited",
     "stragglers",
+    "background_overloads",
 )
 
 
