@@ -216,7 +216,7 @@ def simulate(
         if reject_at <= finish_at:
             position = min(range(len(rejects)), key=lambda i: rejects[i][0])
             _, job, cause = rejects.pop(position)
-            if runs.counts(cause):
+            if cause is Outcome.RATE_LIMITED or runs.counts(cause):
                 limit.on_sample(
                     job.start,
                     now - job.start,

@@ -96,14 +96,16 @@ def learn(
 
 def _capacity_evidence(state: EndpointState, lease: RequestLease, outcome: Outcome, budget_spent: bool) -> bool | None:
     """Whether an overload is evidence of too much concurrency for the limit: None for an attempt that is no
-    overload (a success is recorded here), False for a timeout something overtook (a straggler) or an overload
-    of the background (`OverloadRuns`). Server, connection and client errors, a 429 with a spent budget,
-    cancellations and bugs carry no capacity signal at all."""
+    overload (a success is recorded here), False for a timeout something overtook (a straggler) or a 503/529 or
+    timeout of the background (`OverloadRuns`). A 429 is about our own traffic and always counts. Server,
+    connection and client errors, a 429 with a spent budget, cancellations and bugs carry no capacity signal."""
     if outcome is Outcome.SUCCESS:
         state.newest_success_admitted_at = max(state.newest_success_admitted_at, lease.acquired_at)
         state.overload_runs.on_success()
         return None
-    if not outcome.is_overload or (outcome is Outcome.RATE_LIMITED and budget_spent):
+    if outcome is Outcome.RATE_LIMITED:  # about our own traffic, never the background: evidence, unless of a budget
+        return None if budget_spent else True
+    if not outcome.is_overload:
         return None
     if outcome is Outcome.TIMEOUT and overtaken(state, lease):
         state.stragglers += 1  # that request's own fault (hung, or longer than the timeout): not the server's load

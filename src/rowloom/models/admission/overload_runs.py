@@ -43,7 +43,7 @@ class _Runs:
 
 
 class OverloadRuns:
-    """Whether an overload (429, 503/529, a timeout nothing overtook) is evidence of too much concurrency.
+    """Whether an overload (503/529, a timeout nothing overtook) is evidence of too much concurrency.
 
     A provider may answer a share of requests 503/529 whatever the load: its own overload, a restarting backend,
     a rate of errors it calls overload. A cut does not stop those, and a limit that cuts for each drives itself
@@ -56,8 +56,8 @@ class OverloadRuns:
     every overload is news and counts at once, as a limit has always read them. Above that, an overload counts
     from the position in its run that background overloads reach at most once in 10,000 attempts (a 5%
     background needs the 4th in a row), and never later than the `_MAX_RUN`th. A long run counts once in the
-    rate: the rest of it is an edge's, not the background's. Each kind (429, 503/529, timeout) has its own runs
-    and rate: a provider's background 529s say nothing about how its 429s at a capacity edge come.
+    rate: the rest of it is an edge's, not the background's. Each kind (503/529, timeout) has its own runs and
+    rate. A 429 is about the client's own traffic and is never asked about (`feedback`).
     """
 
     def __init__(self) -> None:
