@@ -122,24 +122,28 @@ async def test_rows_are_dropped_with_their_reason_only_when_the_retry_budget_run
     assert_every_row_complete_and_valid(tmp_path, config, summary["records_written"])
 
 
+async def starvation_run(tmp_path, timeout_s: float = 5.0, **faults) -> tuple[dict, MemorySink]:
+    """200 rows against a capacity-8 simulator with `faults`, AIMD alone: every row written, and the limit's
+    lowest point above half the capacity (the capacity's 429s cut it to 6 at most once); the summary and events."""
+    sim_config = SimulatorConfig(latency_s=0.02, capacity=8, seed=5, models=("sim-small",), **faults)
+    sink = MemorySink()
+    with SimulatorProcess(sim_config) as sim:
+        config = faulty_config(sim.base_url, timeout_s=timeout_s, algorithm="aimd")
+        await run_job(config, 200, output=tmp_path, sink=sink)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["records_written"] == 200 and summary["rows_dropped"] == 0, summary["rows_dropped_by_reason"]
+    lowest = min(event.new for event in sink.of(LimitChanged))
+    assert lowest >= 4, [(e.old, e.new, e.reason) for e in sink.of(LimitChanged)]
+    return summary, sink
+
+
 async def test_hung_requests_among_prompt_replies_do_not_starve_the_endpoint(tmp_path):
     # A tenth of the requests are held open long past the client's timeout; the rest are answered at once. Each
     # timeout is overtaken by later requests' replies: the hung request's own fault, not the server's load.
     # Before, every timeout cut the limit as overload, down to one request in flight for the rest of the run.
-    n, capacity = 200, 8
-    sim_config = SimulatorConfig(
-        latency_s=0.02, capacity=capacity, timeout_rate=0.1, hang_s=10.0, seed=5, models=("sim-small",)
-    )
-    sink = MemorySink()
-    with SimulatorProcess(sim_config) as sim:
-        config = faulty_config(sim.base_url, timeout_s=0.3, algorithm="aimd")
-        await run_job(config, n, output=tmp_path, sink=sink)
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["records_written"] == n and summary["rows_dropped"] == 0, summary["rows_dropped_by_reason"]
+    summary, sink = await starvation_run(tmp_path, timeout_s=0.3, timeout_rate=0.1, hang_s=10.0)
     timeouts = summary["requests"]["by_outcome"]["timeout"]
     assert timeouts > 20, summary["requests"]
-    lowest = min(event.new for event in sink.of(LimitChanged))  # the capacity's 429s cut it to 6 at most once
-    assert lowest >= capacity // 2, [(e.old, e.new, e.reason) for e in sink.of(LimitChanged)]
     final = sink.of(CapacitySnapshot)[-1].endpoints["sim/sim-small"]
     assert final["stragglers"] >= timeouts // 2, (final, timeouts)
 
@@ -148,17 +152,6 @@ async def test_overloads_answered_at_any_load_do_not_starve_the_endpoint(tmp_pat
     # A tenth of the requests are answered 529 at once, whatever the load: each is retried, but a cut does not
     # stop them, and they come alone, not in the runs that too much concurrency makes. Before, each one cut the
     # limit, down to one request in flight.
-    n, capacity = 200, 8
-    sim_config = SimulatorConfig(
-        latency_s=0.02, capacity=capacity, overload_rate=0.1, overload_status=529, seed=5, models=("sim-small",)
-    )
-    sink = MemorySink()
-    with SimulatorProcess(sim_config) as sim:
-        config = faulty_config(sim.base_url, algorithm="aimd")
-        await run_job(config, n, output=tmp_path, sink=sink)
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["records_written"] == n and summary["rows_dropped"] == 0, summary["rows_dropped_by_reason"]
+    _, sink = await starvation_run(tmp_path, overload_rate=0.1, overload_status=529)
     final = sink.of(CapacitySnapshot)[-1].endpoints["sim/sim-small"]
     assert final["background_overloads"] > 20, final
-    lowest = min(event.new for event in sink.of(LimitChanged))
-    assert lowest >= capacity // 2, [(e.old, e.new, e.reason) for e in sink.of(LimitChanged)]

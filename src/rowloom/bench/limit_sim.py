@@ -216,32 +216,14 @@ def simulate(
         if reject_at <= finish_at:
             position = min(range(len(rejects)), key=lambda i: rejects[i][0])
             _, job, cause = rejects.pop(position)
-            if cause is Outcome.RATE_LIMITED or runs.counts(cause):
-                limit.on_sample(
-                    job.start,
-                    now - job.start,
-                    count,
-                    True,
-                    epoch=job.epoch,
-                    in_flight_at_start=job.at_start,
-                    cause=cause,
-                    load=(load_integral - job.mark) / (now - job.start),
-                )
+            if cause is Outcome.RATE_LIMITED or runs.counts(cause):  # as `feedback` judges them
+                _feed(limit, job, now, count, load_integral, cause)
             if now >= measured_from:
                 run.rejected += 1
         else:
             job = active.pop(index)
             runs.on_success()
-            limit.on_sample(
-                job.start,
-                now - job.start,
-                count,
-                False,
-                epoch=job.epoch,
-                in_flight_at_start=job.at_start,
-                tokens=job.tokens,
-                load=(load_integral - job.mark) / (now - job.start),
-            )
+            _feed(limit, job, now, count, load_integral)
             if now >= measured_from:
                 run.completed += 1
                 run.tokens += job.tokens
@@ -252,6 +234,22 @@ def simulate(
         admit()
     run.seconds = seconds - measured_from
     return run
+
+
+def _feed(limit: Limit, job: _Job, now: float, in_flight: int, load_integral: float, cause: Outcome | None = None):
+    """One finished job as a sample: dropped when it has a `cause`; its load is the in-flight integral's growth
+    over its round trip."""
+    limit.on_sample(
+        job.start,
+        now - job.start,
+        in_flight,
+        cause is not None,
+        epoch=job.epoch,
+        in_flight_at_start=job.at_start,
+        cause=cause,
+        tokens=None if cause is not None else job.tokens,
+        load=(load_integral - job.mark) / (now - job.start),
+    )
 
 
 def peak_throughput(server: ServerModel, mix: RequestMix | None = None, seed: int = 0, seconds: float = 120.0) -> float:
