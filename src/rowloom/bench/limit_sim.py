@@ -294,6 +294,20 @@ CONDITIONS: tuple[tuple[str, ServerModel, RequestMix | None, int, float], ...] =
     ("vLLM-style 16, spread 1.0, ceiling 128", ServerModel("sharing", 16, 0.2, 1.0), None, 128, 60),
     ("vLLM-style 16, lengths, ceiling 128", ServerModel("sharing", 16, 0.02, per_token_s=0.002), _LENGTHS, 128, 60),
     (
+        "vLLM-style 16, queue 8 (503 beyond), spread 0.5, ceiling 128",
+        ServerModel("sharing", 16, 0.2, 0.5, max_queued=8),
+        None,
+        128,
+        60,
+    ),
+    (
+        "vLLM-style 16, queue 8 (503 beyond), spread 0.5, 5% answered 503 at any load, ceiling 128",
+        ServerModel("sharing", 16, 0.2, 0.5, max_queued=8, reject_rate=0.05),
+        None,
+        128,
+        60,
+    ),
+    (
         "vLLM-style 16, spread 0.5, 5% answered 503 at any load, ceiling 128",
         ServerModel("sharing", 16, 0.2, 0.5, reject_rate=0.05),
         None,
