@@ -146,12 +146,14 @@ async def test_hung_requests_among_prompt_replies_do_not_starve_the_endpoint(tmp
     assert timeouts > 20, summary["requests"]
     final = sink.of(CapacitySnapshot)[-1].endpoints["sim/sim-small"]
     assert final["stragglers"] >= timeouts // 2, (final, timeouts)
+    assert summary["endpoints"]["sim/sim-small"]["stragglers"] == final["stragglers"]  # counted from the events
 
 
 async def test_overloads_answered_at_any_load_do_not_starve_the_endpoint(tmp_path):
     # A tenth of the requests are answered 529 at once, whatever the load: each is retried, but a cut does not
     # stop them, and they come alone, not in the runs that too much concurrency makes. Before, each one cut the
     # limit, down to one request in flight.
-    _, sink = await starvation_run(tmp_path, overload_rate=0.1, overload_status=529)
+    summary, sink = await starvation_run(tmp_path, overload_rate=0.1, overload_status=529)
     final = sink.of(CapacitySnapshot)[-1].endpoints["sim/sim-small"]
     assert final["background_overloads"] > 20, final
+    assert summary["endpoints"]["sim/sim-small"]["background_overloads"] == final["background_overloads"]

@@ -85,4 +85,4 @@ def test_the_progress_line_says_which_endpoint_is_down_and_for_how_long():
     assert "endpoint sim down 12 s — probing" in render_line(progress, stats).plain
     stats.emit(EndpointUp(ts=13.2, key="sim/m", down_for_s=12.2, probes=5))
     assert "down" not in render_line(progress, stats).plain
-    assert stats.endpoints()["sim/m"] == {"outages": 1, "down_s": 12.2}
+    assert stats.endpoints()["sim/m"] == {"outages": 1, "down_s": 12.2, "stragglers": 0, "background_overloads": 0}

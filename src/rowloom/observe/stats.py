@@ -7,7 +7,7 @@ A sink like any other, so the summary, the progress line and benchmarks read one
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +34,8 @@ class RequestStats:
         self.limits: dict[str, int] = {}  # each endpoint's request limit, as last announced
         self.outages: Counter[str] = Counter()
         self.down_total_s: Counter[str] = Counter()  # seconds down in finished outages, per endpoint
+        # Per endpoint, its overloads by how they were read: counted, straggler, background (`RequestCompleted`).
+        self.overloads: defaultdict[str, Counter[str]] = defaultdict(Counter)
         # Endpoints down now: provider name and when the event arrived (this process's monotonic clock, so a
         # display can count the seconds whichever process or clock emitted it).
         self.down: dict[str, tuple[str, float]] = {}
@@ -63,6 +65,9 @@ class RequestStats:
             self.tokens += int(getattr(event, "tokens", 0) or 0)
             self.latency_sum_s += float(getattr(event, "latency_s", 0.0) or 0.0)
             self.keys.add(event.key)  # type: ignore[attr-defined]
+            overload = getattr(event, "overload", None)
+            if overload is not None:
+                self.overloads[key][overload] += 1
         elif kind == "cache_hit":
             self.cache_hits += 1
             if event.usage_known:  # type: ignore[attr-defined]
@@ -150,12 +155,20 @@ class RequestStats:
         return sorted(rows)
 
     def endpoints(self) -> dict[str, dict[str, Any]]:
-        """The `endpoints` section of summary.json: per endpoint, its outages and the seconds it was down."""
+        """The `endpoints` section of summary.json: per endpoint, its outages and the seconds it was down, and
+        its overloads that did not teach the limit: timeouts later requests overtook (`stragglers`) and 503/529s
+        or timeouts of the kind it sends at any load (`background_overloads`)."""
         now = time.monotonic()
         out = {}
         for key in sorted(self.keys | set(self.outages)):
             ongoing = now - self.down[key][1] if key in self.down else 0.0
-            out[key] = {"outages": self.outages[key], "down_s": round(self.down_total_s[key] + ongoing, 3)}
+            read = self.overloads.get(key, Counter())
+            out[key] = {
+                "outages": self.outages[key],
+                "down_s": round(self.down_total_s[key] + ongoing, 3),
+                "stragglers": read["straggler"],
+                "background_overloads": read["background"],
+            }
         return out
 
     def summary(self) -> dict[str, Any]:

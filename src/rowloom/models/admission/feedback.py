@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import NamedTuple
 
 from rowloom.models.admission.cooldown import Pause
 from rowloom.models.admission.endpoint import EndpointState
@@ -29,6 +30,13 @@ Emit = Callable[..., None]
 """`emit(EventType, **fields)`: the controller's cheap, sink-aware event emitter."""
 
 
+class Lesson(NamedTuple):
+    """What `learn` made of an attempt: a pause that started or grew, and how an overload was read."""
+
+    pause: Pause | None
+    overload: str | None  # "counted", "straggler", "background"; None for an attempt that is no overload
+
+
 def learn(
     state: EndpointState,
     lease: RequestLease,
@@ -45,22 +53,23 @@ def learn(
     burst_s: float,
     emit: Emit,
     error: str | None = None,
-) -> Pause | None:
-    """Update the endpoint from one released attempt; returns a pause that started or grew, if any.
+) -> Lesson:
+    """Update the endpoint from one released attempt; returns a pause that started or grew, if any, and how an
+    overload was read.
 
     `in_flight` counts the key's live leases before this one was settled (itself included), `load` the mean of
     that count while the attempt ran; `error` says how a failed attempt failed (kept as the endpoint's last
     error).
     """
     budget_spent = rate_limit.exhausted_until_s is not None
-    evidence = _capacity_evidence(state, lease, outcome, budget_spent)
+    overload = _read_overload(state, lease, outcome, budget_spent)
     change = state.health.on_release(
         outcome,
         now=now,
         admitted_at=lease.acquired_at,
         limit=state.limit.limit,
         error=error,
-        background=evidence is False and outcome is Outcome.OVERLOADED,
+        background=overload == "background" and outcome is Outcome.OVERLOADED,
     )
     if change is not None:  # before the sample: a success that ends an outage grows from the restarted limit
         _outage(state, change, emit)
@@ -87,30 +96,31 @@ def learn(
             retry_after_s=retry_after_s,
             consecutive=state.cooldown.consecutive_429,
         )
-    if evidence:
+    if overload == "counted":
         _sample(state, lease, rtt_s, in_flight, load, dropped=True, emit=emit, cause=outcome)
     if pause is not None and pause.started:
         emit(CooldownStarted, key=state.label, until=pause.until, duration_s=pause.until - now, reason=pause.reason)
-    return pause
+    return Lesson(pause, overload)
 
 
-def _capacity_evidence(state: EndpointState, lease: RequestLease, outcome: Outcome, budget_spent: bool) -> bool | None:
-    """Whether an overload is evidence of too much concurrency for the limit: None for an attempt that is no
-    overload (a success is recorded here), False for a timeout something overtook (a straggler) or a 503/529 or
-    timeout of the background (`OverloadRuns`). A 429 is about our own traffic and always counts. Server,
-    connection and client errors, a 429 with a spent budget, cancellations and bugs carry no capacity signal."""
+def _read_overload(state: EndpointState, lease: RequestLease, outcome: Outcome, budget_spent: bool) -> str | None:
+    """How an overload reads: "counted" (evidence of too much concurrency: the limit learns it), "straggler" (a
+    timeout something overtook) or "background" (a 503/529 or timeout of the kind that comes at any load,
+    `OverloadRuns`). None for an attempt that is no overload (a success is recorded here). A 429 is about our
+    own traffic and always counts. Server, connection and client errors, a 429 with a spent budget,
+    cancellations and bugs carry no capacity signal."""
     if outcome is Outcome.SUCCESS:
         state.newest_success_admitted_at = max(state.newest_success_admitted_at, lease.acquired_at)
         state.overload_runs.on_success()
         return None
     if outcome is Outcome.RATE_LIMITED:  # about our own traffic, never the background: evidence, unless of a budget
-        return None if budget_spent else True
+        return None if budget_spent else "counted"
     if not outcome.is_overload:
         return None
     if outcome is Outcome.TIMEOUT and overtaken(state, lease):
         state.stragglers += 1  # that request's own fault (hung, or longer than the timeout): not the server's load
-        return False
-    return state.overload_runs.counts(outcome)
+        return "straggler"
+    return "counted" if state.overload_runs.counts(outcome) else "background"
 
 
 def overtaken(state: EndpointState, lease: RequestLease) -> bool:

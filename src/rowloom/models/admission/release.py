@@ -68,7 +68,7 @@ class ReleasePath:
             return status
         state = self._registry.state(lease.key)
         outcome = Outcome(outcome)
-        pause = learn(
+        lesson = learn(
             state,
             lease,
             outcome,
@@ -84,7 +84,7 @@ class ReleasePath:
             emit=self._emit,
             error=error,
         )
-        if pause is not None:
+        if lesson.pause is not None:
             self._arm_cooldown_timer(state)
         self._watch_health(state, now)
         self._emit(
@@ -97,6 +97,7 @@ class ReleasePath:
             latency_s=rtt_s,
             tokens=tokens_used,
             completion_tokens=completion_tokens,
+            overload=lesson.overload,
             **usage_fields(usage),
         )
         self._dispatch(state)

@@ -70,6 +70,9 @@ class RequestCompleted(Event):
     latency_s: float
     tokens: int | None
     completion_tokens: int | None = None  # of a success, when the provider reported usage
+    # How an overload (429, 503/529, timeout) was read: "counted" (the limit learnt it), "straggler" (a timeout
+    # later requests overtook) or "background" (of the kind the endpoint sends at any load); None otherwise.
+    overload: str | None = None
     # The reply's usage, for the token ledger (`rowloom.models.ledger`): None on a failed attempt (no reply, no
     # tokens); `usage_known` False for a reply without a `usage` block (its counts are unknown, not zero).
     usage_known: bool | None = None
