@@ -312,6 +312,24 @@ SCENARIOS: dict[str, Scenario] = {
             None,
         ),
         Scenario(
+            "real_world_mix",
+            "chain, capacity 16, lognormal spread 0.5 and 2 ms per reply token, 2% answered 529 and 1% held 30 s "
+            "(the client gives up at 2 s), down 5 s from 6 s into the run",
+            _one(
+                capacity=16,
+                **_lognormal(0.5),
+                latency_per_token_s=0.002,
+                overload_rate=0.02,
+                overload_status=529,
+                timeout_rate=0.01,
+                hang_s=30.0,
+                outages="6+5",
+            ),
+            hung_requests,
+            400,
+            None,
+        ),
+        Scenario(
             "fan_out_fan_in",
             "1 sampler -> 4 LLM columns -> 1 LLM column, capacity 32",
             _one(capacity=32),

@@ -29,8 +29,8 @@ def test_on_a_quiet_endpoint_every_overload_counts_the_first_one_ever_too():
     runs = OverloadRuns()
     assert runs.counts(Outcome.OVERLOADED)  # news: nothing was learnt yet
     runs.on_success()
-    judged = background(runs, 2000, 200)  # one in 200 attempts: a probe finding the edge now and then
-    assert all(judged) and runs.background == 0 and runs.run_needed(Outcome.OVERLOADED) == 1
+    judged = background(runs, 20000, 2000)  # one in 2,000 attempts: a queue's edge found now and then
+    assert all(judged) and runs.background == 0
 
 
 def test_a_background_of_isolated_overloads_is_learnt_and_no_longer_counts():
@@ -49,10 +49,10 @@ def test_a_background_of_isolated_overloads_is_learnt_and_no_longer_counts():
 
 def test_a_long_run_is_one_run_in_the_rate_so_an_edge_stays_news():
     runs = OverloadRuns()
-    for _ in range(20):  # twenty probes of a hard edge, each a burst of 50 rejections, 300 successes apart
-        background(runs, 300, 10**9)
+    for _ in range(20):  # twenty probes of a queue's edge, each a burst of 50 rejections, 2,000 successes apart
+        background(runs, 2000, 10**9)
         assert all(runs.counts(Outcome.OVERLOADED) for _ in range(50))
-    assert runs.run_needed(Outcome.OVERLOADED) == 1 and runs.background == 0
+    assert runs.background == 0  # had each rejection counted in the rate (2.4%), every burst's first 2 would not
 
 
 def test_a_capacity_drop_counts_within_max_run_even_over_a_heavy_background():
@@ -62,10 +62,13 @@ def test_a_capacity_drop_counts_within_max_run_even_over_a_heavy_background():
     assert [runs.counts(Outcome.OVERLOADED) for _ in range(6)] == [False, False, False, True, True, True]
 
 
-@pytest.mark.parametrize(("kind", "ceiling"), [("hosted", 64), ("sharing", 128)])
-def test_the_default_limit_keeps_an_endpoint_busy_when_5pct_are_rejected_at_any_load(kind, ceiling):
-    # Before, each such rejection cut the limit: it held at 1-2 and the endpoint did 6.5% of its peak.
-    server = ServerModel(kind, 16, 0.2, 0.5, reject_rate=0.05)
+@pytest.mark.parametrize(
+    ("kind", "ceiling", "rate"), [("hosted", 64, 0.01), ("hosted", 64, 0.05), ("sharing", 128, 0.05)]
+)
+def test_the_default_limit_keeps_an_endpoint_busy_when_some_are_rejected_at_any_load(kind, ceiling, rate):
+    # Before, each such rejection cut the limit: at 5% it held at 1-2 and the endpoint did 6.5% of its peak; at 1%
+    # (counted as news while runs started at most once in 100 attempts) 0.39-0.58 of its peak over a minute.
+    server = ServerModel(kind, 16, 0.2, 0.5, reject_rate=rate)
     clock = ManualClock()
     limit = limit_from_config(RequestAdmissionConfig(), ceiling=ceiling, clock=clock)
     run = simulate(limit, server, seconds=60, seed=2, clock=clock)

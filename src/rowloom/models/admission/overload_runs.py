@@ -13,7 +13,7 @@ from rowloom.models.types import Outcome
 
 _MEMORY = 256  # attempts: the rate's memory
 _PRIOR = 128  # a kind first seen starts as if this many clean attempts came before (a running mean up to _MEMORY)
-_QUIET_RATE = 0.01  # runs started per attempt at or below which every overload is news
+_QUIET_RATE = 0.001  # runs started per attempt at or below which every overload is news
 _RUN_CHANCE = 1e-4  # above it, a run counts when background overloads make one this rarely per attempt
 _MAX_RUN = 4  # never wait for a longer run: a capacity that dropped makes long runs at any background rate
 
@@ -52,8 +52,11 @@ class OverloadRuns:
     at once, again and again, with no success between.
 
     So the rate at which runs start (a run's first overload, per success or run started, over the last
-    `_MEMORY` attempts) sets how long a run must be to count. While runs start at most once in 100 attempts,
-    every overload is news and counts at once, as a limit has always read them. Above that, an overload counts
+    `_MEMORY` attempts) sets how long a run must be to count. While runs start at most once in 1,000 attempts,
+    every overload is news and counts at once, as a limit has always read them; the first an endpoint ever sends
+    among them. Each counted one makes the next few hundred attempts need a run of two: a background of even 1%
+    (once in 100) made a cut every second at 80 requests/s and held the limit at 0.4-0.6 of the capacity, every
+    cut marking a false edge that was then probed ever more gently. Above that, an overload counts
     from the position in its run that background overloads reach at most once in 10,000 attempts (a 5%
     background needs the 4th in a row), and never later than the `_MAX_RUN`th. A long run counts once in the
     rate: the rest of it is an edge's, not the background's. Each kind (503/529, timeout) has its own runs and
