@@ -233,7 +233,9 @@ class EndpointHealth:
             or not outcome.is_unavailable
             or (self.last_success_at is not None and admitted_at < self.last_success_at)
         ):
-            return None  # a 429 or 4xx is an answer; a failure that overlapped a success is that request's own
+            # A 429 or 4xx is an answer, and so is a 503/529 of the background; a failure that overlapped a success
+            # is that request's own.
+            return None
         if self.consecutive == 0:
             self._run_limit, self._run_started, self._run_refused = limit, now, False
         self._run_refused |= outcome is Outcome.CONNECTION_ERROR

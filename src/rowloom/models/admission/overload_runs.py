@@ -30,8 +30,7 @@ class _Runs:
 
     def learn(self, started: float) -> None:
         # A running mean over a prior of clean attempts, then decayed: one run early on is one in `_PRIOR`
-        # attempts, not one in the thirty seen so far (a hosted endpoint's first edge must stay news, or its 429s
-        # pile up), and a background of 5% shows within about forty attempts.
+        # attempts, not one in the thirty seen so far, and a background of 5% shows within a few attempts.
         self.seen = min(self.seen + 1, _MEMORY)
         self.rate += (started - self.rate) / self.seen
         if self.rate <= _QUIET_RATE:
@@ -53,13 +52,13 @@ class OverloadRuns:
 
     So the rate at which runs start (a run's first overload, per success or run started, over the last
     `_MEMORY` attempts) sets how long a run must be to count. While runs start at most once in 1,000 attempts,
-    every overload is news and counts at once, as a limit has always read them; the first an endpoint ever sends
-    among them. Each counted one makes the next few hundred attempts need a run of two: a background of even 1%
-    (once in 100) made a cut every second at 80 requests/s and held the limit at 0.4-0.6 of the capacity, every
-    cut marking a false edge that was then probed ever more gently. Above that, an overload counts
-    from the position in its run that background overloads reach at most once in 10,000 attempts (a 5%
-    background needs the 4th in a row), and never later than the `_MAX_RUN`th. A long run counts once in the
-    rate: the rest of it is an edge's, not the background's. Each kind (503/529, timeout) has its own runs and
+    every overload is news and counts at once, as a limit has always read them (the first an endpoint ever sends
+    is news). Each one raises the rate enough that the next few hundred attempts need a run of two: a background
+    of even 1% (once in 100), counted, cut the limit about once a second at 80 requests/s and held it at 0.4-0.6
+    of the capacity, every cut marking a false edge that was then probed ever more gently. Above that, an
+    overload counts from the position in its run that background overloads reach at most once in 10,000 attempts
+    (a 5% background needs the 4th in a row), and never later than the `_MAX_RUN`th. A long run counts once in
+    the rate: the rest of it is an edge's, not the background's. Each kind (503/529, timeout) has its own runs and
     rate. A 429 is about the client's own traffic and is never asked about (`feedback`).
     """
 
