@@ -275,6 +275,13 @@ CONDITIONS: tuple[tuple[str, ServerModel, RequestMix | None, int, float], ...] =
     ("hosted 16, spread 1.0, ceiling 64", ServerModel("hosted", 16, 0.2, 1.0), None, 64, 60),
     ("hosted 16, lengths, ceiling 64", ServerModel("hosted", 16, 0.02, per_token_s=0.002), _LENGTHS, 64, 60),
     (
+        "hosted 16, spread 0.5, 1% answered 529 at any load, ceiling 64",
+        ServerModel("hosted", 16, 0.2, 0.5, reject_rate=0.01),
+        None,
+        64,
+        60,
+    ),
+    (
         "hosted 16, spread 0.5, 5% answered 529 at any load, ceiling 64",
         ServerModel("hosted", 16, 0.2, 0.5, reject_rate=0.05),
         None,
