@@ -204,9 +204,18 @@ class ModelRequestExecutor:
         if reply is not None:
             self._emit_hit(alias, group, reply, "store")
             return reply
-        reply, shared = await self.cache.fetch(key, send, lambda: self._emit_miss(alias, group))
-        if shared:
-            self._emit_hit(alias, group, reply, "flight")
+        if not self.cache.claim(key):  # an identical request is in flight: its reply (rarely, this one's own)
+            reply, shared = await self.cache.follow(key, send, lambda: self._emit_miss(alias, group))
+            if shared:
+                self._emit_hit(alias, group, reply, "flight")
+            return reply
+        self._emit_miss(alias, group)
+        try:
+            reply = await send()
+        except BaseException as exc:
+            self.cache.settle(key, error=exc)
+            raise
+        self.cache.settle(key, reply)
         return reply
 
     async def _batch(

@@ -2,6 +2,10 @@
 
 Keyed by the cache key. A follower gets the leader's reply or its error; when the leader is cancelled (its row
 dropped, say), a follower asks again itself rather than inheriting a cancellation that was not its own.
+
+The leader's side is two plain calls, `claim` and `settle`, so the request path that leads (nearly every request)
+awaits its own call directly, with no coroutine of the flight's between it and the request; `run` wraps both for
+callers that follow, or that want one call.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+
+_CANCELLATIONS = (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit)
 
 
 class SingleFlight(Generic[T]):
@@ -26,8 +32,29 @@ class SingleFlight(Generic[T]):
     def __len__(self) -> int:
         return len(self._calls)
 
+    def claim(self, key: bytes) -> bool:
+        """Lead `key` when no call does: True, and the caller must `settle` it; False when one leads already."""
+        if key in self._calls:
+            return False
+        self._calls[key] = None
+        return True
+
+    def settle(self, key: bytes, result: T | None = None, error: BaseException | None = None) -> None:
+        """End the claim on `key`: its followers get `result`, or `error` (a cancellation cancels them: they ask
+        again themselves)."""
+        future = self._calls.pop(key)
+        if future is None:
+            return
+        if error is None:
+            future.set_result(result)  # type: ignore[arg-type]
+        elif isinstance(error, _CANCELLATIONS):
+            future.cancel()
+        else:
+            future.set_exception(error)
+            future.exception()  # retrieved: no "never retrieved" log when every follower was cancelled
+
     async def run(self, key: bytes, call: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
-        while key in self._calls:
+        while not self.claim(key):
             leader = self._calls[key]
             if leader is None:
                 leader = self._calls[key] = asyncio.get_running_loop().create_future()
@@ -37,21 +64,10 @@ class SingleFlight(Generic[T]):
                 task = asyncio.current_task()
                 if not leader.cancelled() or (task is not None and task.cancelling()):
                     raise  # this follower's own cancellation
-        self._calls[key] = None
         try:
             result = await call()
-        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit):
-            if (future := self._calls[key]) is not None:
-                future.cancel()
-            raise
         except BaseException as exc:
-            if (future := self._calls[key]) is not None:
-                future.set_exception(exc)
-                future.exception()  # retrieved: no "never retrieved" log when every follower was cancelled
+            self.settle(key, error=exc)
             raise
-        else:
-            if (future := self._calls[key]) is not None:
-                future.set_result(result)
-            return result, False
-        finally:
-            del self._calls[key]
+        self.settle(key, result)
+        return result, False

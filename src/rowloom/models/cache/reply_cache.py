@@ -1,7 +1,9 @@
 """`ReplyCache`: the request path's cache between the executor and admission — key, look up, single flight, store.
 
 A hit is answered here and costs nothing further (no lease, no budget, no retry); a miss goes on to the
-executor's attempt loop, shared with identical requests already in flight. Emits nothing: the executor does.
+executor's attempt loop, shared with identical requests already in flight: the executor `claim`s the key, sends,
+and `settle`s it (the common case, with no coroutine of the cache's between the request path and the request), or
+`follow`s the identical request in flight. Emits nothing: the executor does.
 """
 
 from __future__ import annotations
@@ -43,22 +45,29 @@ class ReplyCache:
         """The stored reply, when the cache is read and holds a sound one."""
         return self.store.get(key) if self.reads else None
 
-    async def fetch(
+    def claim(self, key: bytes) -> bool:
+        """True when this request is to be sent now, and the caller must `settle` it: no identical one is in
+        flight (or the cache is not read, and every request is sent). False: `follow` the one in flight."""
+        return self._flight.claim(key) if self.reads else True
+
+    def settle(self, key: bytes, reply: ChatResponse | None = None, error: BaseException | None = None) -> None:
+        """End a claimed request: its reply is stored and handed to its followers, or its error handed to them."""
+        if self.reads:
+            self._flight.settle(key, reply, error)
+        if error is None and self.writes:
+            self.store.put(key, reply)  # type: ignore[arg-type]
+
+    async def follow(
         self, key: bytes, send: Callable[[], Awaitable[ChatResponse]], on_send: Callable[[], None]
     ) -> tuple[ChatResponse, bool]:
-        """(reply, shared): `send` once for identical requests in flight (`on_send` when this one sends), storing
-        the reply; `shared` is True when another request's reply was awaited instead."""
-        if not self.reads:  # asked to refresh: every request is sent
+        """(reply, shared) for a request `claim` refused: the identical request's reply (shared), or — when that
+        one is dropped before it is answered — this one's own, sent (`on_send`) and stored."""
+
+        async def lead() -> ChatResponse:
             on_send()
-            reply = await send()
-            shared = False
-        else:
+            return await send()
 
-            async def lead() -> ChatResponse:
-                on_send()
-                return await send()
-
-            reply, shared = await self._flight.run(key, lead)
+        reply, shared = await self._flight.run(key, lead)
         if self.writes and not shared:
             self.store.put(key, reply)
         return reply, shared
