@@ -113,9 +113,8 @@ def test_the_least_recently_used_replies_go_beyond_the_size_bound(tmp_path):
     store.close()
     with sqlite3.connect(tmp_path / FILE_NAME) as db:
         (count,) = db.execute("SELECT count(*) FROM replies").fetchone()
-        (total,) = db.execute("SELECT value FROM meta WHERE name = 'bytes'").fetchone()
-        (summed,) = db.execute("SELECT sum(size) FROM replies").fetchone()
-    assert 0 < count < 2000 and total == summed <= 100_000
+        used = store_module.used_bytes(db)
+    assert 0 < count < 2000 and used <= 100_000
     store = ReplyStore(tmp_path, max_bytes=100_000)
     assert store.get(keys(2000)[-1]) is not None and store.get(keys(2000)[0]) is None  # the newest stay
     store.close()
@@ -269,7 +268,7 @@ def test_a_cache_file_of_the_older_layout_is_rebuilt_with_a_notice_and_never_mis
     with sqlite3.connect(path) as db:  # what rowloom wrote before the integer-keyed layout (user_version 0)
         db.executescript(_LAYOUT_1)
         for key in keys(3):
-            payload, checksum = store_module.encode(key, old)
+            _, _, payload, checksum, *_ = store_module.stored_row(key, old, 0.0)
             db.execute(
                 "INSERT INTO replies (key, payload, checksum, size, created, used) VALUES (?, ?, ?, 100, 0, 0)",
                 (key, payload, checksum),
@@ -285,8 +284,36 @@ def test_a_cache_file_of_the_older_layout_is_rebuilt_with_a_notice_and_never_mis
     store.close()
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone() == (store_module.SCHEMA_VERSION,)
-        count, summed = db.execute("SELECT count(*), sum(size) FROM replies").fetchone()
-        assert count == 1 and db.execute("SELECT value FROM meta WHERE name = 'bytes'").fetchone() == (summed,)
+        assert db.execute("SELECT count(*) FROM replies").fetchone() == (1,)
+
+
+_LAYOUT_2_TOTAL = """
+CREATE TABLE meta (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, value INTEGER NOT NULL);
+INSERT INTO meta VALUES (1, 'bytes', 0);
+CREATE TRIGGER replies_added AFTER INSERT ON replies BEGIN UPDATE meta SET value = value + NEW.size WHERE id = 1; END;
+CREATE TRIGGER replies_removed AFTER DELETE ON replies BEGIN UPDATE meta SET value = value - OLD.size WHERE id = 1; END;
+PRAGMA user_version = 2;
+"""
+
+
+def test_a_cache_file_of_layout_2_keeps_its_replies_and_loses_only_its_byte_total(tmp_path, recwarn):
+    store = ReplyStore(tmp_path, max_bytes=2**20)
+    for key in keys(3):
+        store.put(key, ChatResponse("kept across the upgrade"))
+    store.close()
+    with sqlite3.connect(tmp_path / FILE_NAME) as db:  # the same rows, with layout 2's byte total beside them
+        db.executescript(_LAYOUT_2_TOTAL)
+    store = ReplyStore(tmp_path, max_bytes=2**20)
+    assert store.dropped_old is None and [store.get(key).text for key in keys(3)] == ["kept across the upgrade"] * 3
+    store.put(keys(4)[-1], ChatResponse("stored after it"))
+    store.close()
+    assert not [w for w in recwarn if issubclass(w.category, RowloomWarning)]  # nothing was lost: no notice
+    with sqlite3.connect(tmp_path / FILE_NAME) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (store_module.SCHEMA_VERSION,)
+        assert db.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'trigger')").fetchall() == [
+            ("replies",)
+        ]
+        assert db.execute("SELECT count(*) FROM replies").fetchone() == (4,)
 
 
 def test_a_cache_file_of_a_newer_layout_is_left_alone_and_not_used(tmp_path):

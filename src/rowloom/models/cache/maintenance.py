@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from rowloom.models.cache.store import FILE_NAME, connect
+from rowloom.models.cache.store import FILE_NAME, connect, used_bytes
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -29,7 +29,8 @@ def parse_duration(text: str) -> float:
 
 @dataclass(frozen=True)
 class CacheStats:
-    """A cache file's entries, their stored bytes, the file's size on disk and when its entries were stored."""
+    """A cache file's entries, the bytes of its pages in use (what the size bound holds), the file's size on disk
+    (its write-ahead log and free pages too) and when its entries were stored."""
 
     path: Path
     entries: int
@@ -46,7 +47,7 @@ def cache_stats(folder: Path) -> CacheStats | None:
         return None
     with contextlib.closing(connect(path, busy_s=10.0)) as db:
         entries, oldest, newest = db.execute("SELECT count(*), min(created), max(created) FROM replies").fetchone()
-        (stored,) = db.execute("SELECT value FROM meta WHERE name = 'bytes'").fetchone()
+        stored = used_bytes(db)
     size = sum(p.stat().st_size for p in path.parent.glob(f"{FILE_NAME}*") if p.is_file())
     return CacheStats(path, entries, stored, size, oldest, newest)
 

@@ -2,12 +2,13 @@
 
 Each row holds a reply with a CRC-32 of its key and bytes: a damaged or truncated row is a miss (refetched and
 overwritten), never a reply. A filter of the keys in the file (kept by the writer thread, which reads back what it
-and other processes wrote) answers most misses without a read. The total size is kept by triggers in the file
-itself, so several processes sharing the folder agree on it; beyond `max_bytes` the least recently used rows go.
-Knows replies as bytes and keys, not what asked for them.
+and other processes wrote) answers most misses without a read. The size is the file's own pages in use, so
+several processes sharing the folder agree on it; beyond `max_bytes` the least recently used rows go. Knows
+replies as bytes and keys, not what asked for them.
 
-The file's layout is `SCHEMA_VERSION` (SQLite's `user_version`); a file of an older layout is emptied and rebuilt
-when opened (its replies are fetched again, with one warning), one of a newer layout is not used.
+The file's layout is `SCHEMA_VERSION` (SQLite's `user_version`); a file of layout 2 is upgraded in place, one of
+an older layout is emptied and rebuilt when opened (its replies are fetched again, with one warning), one of a
+newer layout is not used.
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ import time
 import warnings
 import zlib
 from collections import deque
-from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -33,8 +33,10 @@ from rowloom.models.types import ChatResponse, Usage
 FILE_NAME = "replies.sqlite3"
 #: The layout of the file (its `PRAGMA user_version`): bump it when the tables change. 1 (user_version 0): rows
 #: under a unique index of the 16-byte key. 2: under a unique index of an 8-byte integer of the key (a third of
-#: the writer's cost per insert went to the blob index), the key kept whole in the row and compared on read.
-SCHEMA_VERSION = 2
+#: the writer's cost per insert went to the blob index), the key kept whole in the row and compared on read. 3: the
+#: same rows, without the byte total kept by triggers (a quarter of the insert's cost): the size bound is the
+#: file's pages in use. A file of layout 2 is upgraded in place, its replies kept.
+SCHEMA_VERSION = 3
 #: A hit moves its row up the LRU order at most this often (seconds): a touch is a write.
 TOUCH_EVERY_S = 60.0
 _BATCH = 2000  # writes per transaction at most
@@ -63,21 +65,13 @@ _ROW_OVERHEAD = 48  # bytes a row costs beyond its key and payload, roughly (tim
 # found by `hash`, the key's last 8 bytes as a signed integer (`key_hash`): an integer index costs the writer less
 # than one of 16-byte blobs. Two keys with the same hash share one row (the later reply replaces the earlier) and
 # a lookup compares the whole key, so a collision is a miss, never another request's reply; among a million stored
-# keys some two share a hash with probability about n²/2⁶⁵ ≈ 3·10⁻⁸. The byte total is kept in `meta` row 1 (a
-# rowid lookup per trigger: keyed by its name, the trigger on every insert cost a fifth of the insert).
+# keys some two share a hash with probability about n²/2⁶⁵ ≈ 3·10⁻⁸. The bytes the file holds are its pages in
+# use (`used_bytes`): two pragmas, where a byte total kept by triggers cost every insert a quarter of its time.
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS replies (
         id INTEGER PRIMARY KEY, hash INTEGER NOT NULL UNIQUE, key BLOB NOT NULL, payload BLOB NOT NULL,
         checksum INTEGER NOT NULL, size INTEGER NOT NULL, created REAL NOT NULL, used REAL NOT NULL
     )""",
-    "CREATE TABLE IF NOT EXISTS meta (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, value INTEGER NOT NULL)",
-    "INSERT OR IGNORE INTO meta VALUES (1, 'bytes', 0)",
-    """CREATE TRIGGER IF NOT EXISTS replies_added AFTER INSERT ON replies
-        BEGIN UPDATE meta SET value = value + NEW.size WHERE id = 1; END""",
-    """CREATE TRIGGER IF NOT EXISTS replies_removed AFTER DELETE ON replies
-        BEGIN UPDATE meta SET value = value - OLD.size WHERE id = 1; END""",
-    """CREATE TRIGGER IF NOT EXISTS replies_resized AFTER UPDATE OF size ON replies
-        BEGIN UPDATE meta SET value = value + NEW.size - OLD.size WHERE id = 1; END""",
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
 _COLUMNS = "hash, key, payload, checksum, size, created, used"
@@ -92,6 +86,7 @@ _LOOKUP = "SELECT key, payload, checksum, used FROM replies WHERE hash = ?"
 _TOUCH = "UPDATE replies SET id = (SELECT max(id) FROM replies) + 1, used = ? WHERE hash = ? AND key = ?"
 _HASH = struct.Struct("<8xq").unpack_from  # the key's last 8 bytes, as a signed 64-bit integer
 _LAST_ID = "SELECT coalesce(max(id), 0) FROM replies"
+_dumps, _crc32 = orjson.dumps, zlib.crc32
 
 
 class CacheUnavailable(Exception):
@@ -104,23 +99,40 @@ def key_hash(key: bytes) -> int:
 
 
 def stored_row(key: bytes, reply: ChatResponse, now: float) -> tuple:
-    """The values of `_COLUMNS` for a reply stored at `now`."""
-    payload, checksum = encode(key, reply)
-    return (_HASH(key)[0], key, payload, checksum, len(key) + len(payload) + _ROW_OVERHEAD, now, now)
-
-
-def encode(key: bytes, reply: ChatResponse) -> tuple[bytes, int]:
-    """The stored form of a reply and its checksum (over the key too: a row moved to another key fails it)."""
+    """The values of `_COLUMNS` for a reply stored at `now`, its checksum over the key too (a row moved to another
+    key fails it). The blobs are bound as `bytearray`: the sqlite3 module binds the exact int, float, str and
+    bytearray types directly, but puts a `bytes` value through its adaptation protocol first (a registry lookup
+    and two failed attribute lookups, one raising and clearing an AttributeError): an eighth of the writer's
+    instructions per stored reply."""
     u = reply.usage
-    fields = (u.prompt_tokens, u.completion_tokens, u.cached_tokens, u.reasoning_tokens, u.known)
-    payload = orjson.dumps([reply.text, *fields, reply.finish_reason])
-    return payload, zlib.crc32(payload, zlib.crc32(key))
+    payload = _dumps(
+        [
+            reply.text,
+            u.prompt_tokens,
+            u.completion_tokens,
+            u.cached_tokens,
+            u.reasoning_tokens,
+            u.known,
+            reply.finish_reason,
+        ]
+    )
+    size = len(key) + len(payload) + _ROW_OVERHEAD
+    return (_HASH(key)[0], bytearray(key), bytearray(payload), _crc32(payload, _crc32(key)), size, now, now)
 
 
 def decode(payload: bytes) -> ChatResponse:
     """The reply of a payload whose checksum matched."""
     text, prompt, completion, cached, reasoning, known, finish = orjson.loads(payload)
     return ChatResponse(text=text, usage=Usage(prompt, completion, cached, reasoning, known), finish_reason=finish)
+
+
+def used_bytes(conn: sqlite3.Connection) -> int:
+    """The bytes of the file's pages in use (its free pages left out), as this connection sees them: what the
+    size bound holds."""
+    ((pages,),) = conn.execute("PRAGMA page_count").fetchall()
+    ((free,),) = conn.execute("PRAGMA freelist_count").fetchall()
+    ((size,),) = conn.execute("PRAGMA page_size").fetchall()
+    return (pages - free) * size
 
 
 def connect(path: Path, *, busy_s: float) -> sqlite3.Connection:
@@ -135,12 +147,6 @@ def connect(path: Path, *, busy_s: float) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
-
-
-@dataclass
-class _Put:
-    key: bytes
-    reply: ChatResponse
 
 
 class ReplyStore:
@@ -173,8 +179,10 @@ class ReplyStore:
         # reads then); only the writer thread changes it. `_seen_id` is the largest row id it has read.
         self._filter: KeyFilter | None = None
         self._seen_id = 0
-        # Writes for the writer thread, which wakes once per gathering interval, not once per write.
-        self._writes: deque[Any] = deque()
+        # Writes for the writer thread, which wakes once per gathering interval, not once per write: replies to
+        # store, (key, reply), and hits to move up the LRU order, (key, when).
+        self._writes: deque[tuple[bytes, ChatResponse]] = deque()
+        self._touches: deque[tuple[bytes, float]] = deque()
         self._wake = threading.Event()
         self._full = threading.Event()  # `_BATCH` writes are queued: commit without waiting out the gathering
         self._closing = False
@@ -185,11 +193,11 @@ class ReplyStore:
         self._writer = connect(self.path, busy_s=30.0)
         try:  # one transaction: processes opening the folder at once wait for each other (busy timeout)
             self._writer.execute("BEGIN IMMEDIATE")
-            dropped = self._drop_old_layout()
+            dropped = self._upgrade_layout()
             for statement in _SCHEMA:
                 self._writer.execute(statement)
             self._writer.execute("COMMIT")
-            self._writer.execute("SELECT count(*) FROM meta").fetchall()
+            self._writer.execute(_LAST_ID).fetchall()  # a damaged file fails here, not at the first write
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 self._writer.execute("ROLLBACK")
@@ -202,10 +210,11 @@ class ReplyStore:
                 "layout", f"was written by an older rowloom: its {dropped} replies were dropped and are fetched again"
             )
 
-    def _drop_old_layout(self) -> int | None:
-        """In the opening transaction: drop the tables of a file of an older layout (their triggers go with them);
-        the replies it held, or None when the file is new or has this layout. A newer layout is not touched: the
-        file cannot be used (`CacheUnavailable`)."""
+    def _upgrade_layout(self) -> int | None:
+        """In the opening transaction: bring a file of an older layout to this one. Layout 2's rows are this
+        layout's: only its byte total (a table and its triggers) goes. Older layouts' tables are dropped (their
+        triggers go with them). The replies dropped, or None when none were (a new file, this layout, layout 2).
+        A newer layout is not touched: the file cannot be used (`CacheUnavailable`)."""
         (version,) = self._writer.execute("PRAGMA user_version").fetchone()
         if version == SCHEMA_VERSION:
             return None
@@ -216,6 +225,11 @@ class ReplyStore:
         tables = {name for (name,) in self._writer.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if not tables & {"replies", "meta"}:
             return None  # a new file
+        if version == 2:
+            for trigger in ("replies_added", "replies_removed", "replies_resized"):
+                self._writer.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+            self._writer.execute("DROP TABLE IF EXISTS meta")
+            return None
         count = 0
         if "replies" in tables:
             (count,) = self._writer.execute("SELECT count(*) FROM replies").fetchone()
@@ -281,22 +295,20 @@ class ReplyStore:
             return None
         now = time.time()
         if self.writable and now - used > TOUCH_EVERY_S:
-            self._queue_write((key, now))
+            self._touches.append((key, now))
+            self._wake.set()
         return reply
 
     def put(self, key: bytes, reply: ChatResponse) -> None:
         """Store a reply (queued: the writer thread commits it; lookups see it at once)."""
         if self.writable:
             self._pending[key] = reply
-            self._queue_write(_Put(key, reply))
-
-    def _queue_write(self, item: Any) -> None:
-        writes = self._writes
-        writes.append(item)
-        if not self._wake.is_set():
-            self._wake.set()
-        elif len(writes) >= _BATCH and not self._full.is_set():
-            self._full.set()
+            writes = self._writes
+            writes.append((key, reply))
+            if not self._wake.is_set():
+                self._wake.set()
+            elif len(writes) >= _BATCH and not self._full.is_set():
+                self._full.set()
 
     def close(self) -> None:
         """Commit what is queued and stop the writer (blocks: call it off the event loop)."""
@@ -321,30 +333,26 @@ class ReplyStore:
                 self._full.clear()
                 self._wake.clear()  # before draining: a write queued from here on sets it again
                 closing = self._closing
-                while self._writes:
-                    self._write([self._writes.popleft() for _ in range(min(_BATCH, len(self._writes)))])
+                writes, touches = self._writes, self._touches
+                while writes or touches:
+                    puts = [writes.popleft() for _ in range(min(_BATCH, len(writes)))]
+                    self._write(puts, [touches.popleft() for _ in range(min(_BATCH, len(touches)))])
                 if closing:
                     return
         finally:
             with contextlib.suppress(sqlite3.Error):
                 self._writer.close()
 
-    def _write(self, batch: list[Any]) -> None:
-        if not batch:
-            return
+    def _write(self, batch: list[tuple[bytes, ChatResponse]], touched: list[tuple[bytes, float]]) -> None:
+        """Commit replies to store and hits' touches in one transaction."""
         now = time.time()
-        puts, touches = [], []
-        for item in batch:
-            if isinstance(item, _Put):
-                puts.append(stored_row(item.key, item.reply, now))
-            else:
-                touches.append((item[1], _HASH(item[0])[0], item[0]))
+        rows = [stored_row(key, reply, now) for key, reply in batch]
         try:
             with _transaction(self._writer):
                 (before,) = self._writer.execute(_LAST_ID).fetchone()
-                _upsert(self._writer, puts)
-                if touches:
-                    self._writer.executemany(_TOUCH, touches)
+                _upsert(self._writer, rows)
+                if touched:
+                    self._writer.executemany(_TOUCH, [(when, _HASH(key)[0], key) for key, when in touched])
                 self._evict()
                 (after,) = self._writer.execute(_LAST_ID).fetchone()
             # Into the filter before the replies leave `_pending`: a lookup finds each in one or the other.
@@ -352,7 +360,7 @@ class ReplyStore:
             if known is not None and before == self._seen_id:
                 # Nobody wrote since the keys were last read: the rows after `before` are this batch's puts and
                 # touched rows (whose keys were found, so are in the filter). Added from here, not read back.
-                known.add_packed(b"".join(row[1] for row in puts))
+                known.add_packed(b"".join([key for key, _ in batch]))
                 self._seen_id = after
                 if known.full:
                     self._rebuild_filter()
@@ -363,9 +371,10 @@ class ReplyStore:
         except sqlite3.Error as exc:
             self._problem("unwritable", f"cannot be written ({exc}); replies of this run may not be kept")
         finally:
-            for item in batch:
-                if isinstance(item, _Put) and self._pending.get(item.key) is item.reply:
-                    del self._pending[item.key]
+            pending = self._pending
+            for key, reply in batch:
+                if pending.get(key) is reply:
+                    del pending[key]
 
     def _rebuild_filter(self) -> None:
         """A filter of every key in the file, sized for twice as many (read in id order: appends come after)."""
@@ -401,20 +410,22 @@ class ReplyStore:
             seen = last
 
     def _evict(self) -> None:
-        """Drop the least recently used rows while the stored bytes pass the bound, down to 90% of it."""
-        (total,) = self._writer.execute("SELECT value FROM meta WHERE name = 'bytes'").fetchone()
-        if total <= self.max_bytes:
+        """Drop the least recently used rows while the file's pages in use pass the bound, down to 90% of it."""
+        used = used_bytes(self._writer)
+        if used <= self.max_bytes:
             return
         target = int(self.max_bytes * 0.9)
-        while total > target:
-            count, size = self._writer.execute("SELECT count(*), coalesce(sum(size), 0) FROM replies").fetchone()
+        while used > target:
+            (count,) = self._writer.execute("SELECT count(*) FROM replies").fetchone()
             if not count:
                 return
+            # As many of the oldest rows as the bytes to give back hold at the file's mean bytes per row (the
+            # pages a delete empties go to the free list: pages in use fall as rows go).
             self._writer.execute(
                 "DELETE FROM replies WHERE id IN (SELECT id FROM replies ORDER BY id LIMIT ?)",
-                ((total - target) // max(1, size // count) + 1,),
+                ((used - target) * count // used + 1,),
             )
-            (total,) = self._writer.execute("SELECT value FROM meta WHERE name = 'bytes'").fetchone()
+            used = used_bytes(self._writer)
 
     # ------------------------------------------------------------ warnings, told once each
 
@@ -434,7 +445,7 @@ def _upsert(conn: sqlite3.Connection, rows: list[tuple]) -> None:
     for start in range(0, len(rows), _ROWS_PER_STATEMENT):
         chunk = rows[start : start + _ROWS_PER_STATEMENT]
         sql = _UPSERT.format(rows=",".join([_ROW] * len(chunk)))
-        conn.execute(sql, [value for row in chunk for value in row])
+        conn.execute(sql, list(chain.from_iterable(chunk)))
 
 
 @contextlib.contextmanager
