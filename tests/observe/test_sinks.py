@@ -1,9 +1,11 @@
-"""The JSONL sink: batched encoding gives exactly `to_dict()` per line, whatever the diagnostics hold."""
+"""The JSONL sink: batched encoding gives exactly `to_dict()` per line, whatever the diagnostics hold; the fan-out
+guards each sink alone."""
 
 from __future__ import annotations
 
 import enum
 import json
+import logging
 import math
 
 import orjson
@@ -11,7 +13,7 @@ import orjson
 from rowloom.observe.events import event_from_dict
 from rowloom.observe.events.request import LimitChanged
 from rowloom.observe.events.scheduler import HealthSnapshot, JobStarted, TaskQueued
-from rowloom.observe.sinks import JsonlSink, encode_jsonl, read_jsonl
+from rowloom.observe.sinks import FanoutSink, GuardedSink, JsonlSink, MemorySink, encode_jsonl, read_jsonl
 
 
 class _Mode(enum.Enum):
@@ -104,3 +106,45 @@ def test_jsonl_sink_writes_full_batches_on_its_own_thread_and_reports_a_failed_w
     with pytest.raises(OSError):
         sink.close()
     assert len(read_jsonl(path)) == 5  # what was written stays; nothing half-written follows it
+
+
+class _Failing:
+    """A sink that raises on its `fail_at`-th event (from 1), and on close when `close_fails`."""
+
+    def __init__(self, fail_at: int, close_fails: bool = False):
+        self.fail_at, self.close_fails = fail_at, close_fails
+        self.seen = 0
+        self.closed = False
+
+    def emit(self, event) -> None:
+        self.seen += 1
+        if self.seen == self.fail_at:
+            raise RuntimeError("sink broke")
+
+    def close(self) -> None:
+        self.closed = True
+        if self.close_fails:
+            raise RuntimeError("close broke")
+
+
+def test_a_fanout_disables_only_the_sink_that_fails_and_logs_it_once(caplog):
+    ok, breaks, nested_ok, nested_breaks = MemorySink(), _Failing(2), MemorySink(), _Failing(1, close_fails=True)
+    already = GuardedSink(_Failing(1), "already-failed")
+    already.emit(awkward_events()[0])  # fails before the fan-out is built: stays disabled in it
+    inner = FanoutSink([nested_ok, GuardedSink(nested_breaks, "nested")])
+    sink = FanoutSink([ok, breaks, inner, already])
+    events = awkward_events()
+    with caplog.at_level(logging.ERROR, logger="rowloom.observe"):
+        for event in events:
+            sink.emit(event)
+        sink.close()
+    assert ok.events == events and nested_ok.events == events  # the others saw every event
+    assert breaks.seen == 2 and nested_breaks.seen == 1 and already.sink.seen == 1  # none asked again
+    assert all(s.closed for s in (breaks, nested_breaks, already.sink))  # every sink is closed, failed or not
+    failures = [r.getMessage() for r in caplog.records]
+    assert failures == [
+        "event sink already-failed failed and is disabled for the rest of the run",  # by its guard, before
+        "event sink nested failed and is disabled for the rest of the run",
+        "event sink _Failing failed and is disabled for the rest of the run",
+    ]  # once each, by name; a failed sink's failing close is not logged again
+    assert all(r.exc_info for r in caplog.records)  # with its traceback

@@ -1,6 +1,7 @@
 """Where events go: memory (tests), a buffered JSONL file, and a guarded fan-out.
 
-A sink must never break a run: `GuardedSink` logs a failing sink once, with its traceback, and disables it.
+A sink must never break a run: `FanoutSink` (and `GuardedSink`, for one sink alone) logs a failing sink once,
+with its traceback, and disables it.
 """
 
 from __future__ import annotations
@@ -154,18 +155,45 @@ class GuardedSink:
 
 
 class FanoutSink:
-    """Sends each event to several sinks, each guarded so one failure cannot reach the others or the run."""
+    """Sends each event to several sinks, each guarded as `GuardedSink` guards one: the first exception a sink
+    raises is logged and that sink alone is disabled, so no failure reaches the others or the run.
+
+    Every event of a run passes through here, several per request: the guard is written inline rather than as a
+    `GuardedSink` per sink (a call per sink per event fewer), and a fan-out or a guarded sink given among the
+    sinks is unwrapped into this one's list (a sink that failed there stays disabled).
+    """
 
     def __init__(self, sinks: Iterable[EventSink]):
-        self.sinks = [s if isinstance(s, GuardedSink) else GuardedSink(s) for s in sinks]
+        named: list[tuple[EventSink, str, bool]] = []  # each sink, its name for a failure's log line, live
+        for sink in sinks:
+            if isinstance(sink, FanoutSink):
+                named += [(part, sink._names[id(part)], part in sink._live) for part in sink.sinks]
+            elif isinstance(sink, GuardedSink):
+                named.append((sink.sink, sink.name, not sink.failed))
+            else:
+                named.append((sink, type(sink).__name__, True))
+        self.sinks = [part for part, _, _ in named]
+        self._names = {id(part): name for part, name, _ in named}
+        self._live = [part for part, _, live in named if live]  # the sinks that have not failed
 
     def emit(self, event: Event) -> None:
-        for sink in self.sinks:
-            sink.emit(event)
+        for sink in self._live:
+            try:
+                sink.emit(event)
+            except Exception:
+                self._failed(sink, "failed and is disabled for the rest of the run")
 
     def close(self) -> None:
         for sink in self.sinks:
-            sink.close()
+            try:
+                sink.close()
+            except Exception:
+                if sink in self._live:
+                    self._failed(sink, "failed while closing")
+
+    def _failed(self, sink: EventSink, what: str) -> None:
+        self._live = [s for s in self._live if s is not sink]
+        log.exception("event sink %s %s", self._names[id(sink)], what)
 
 
 def guarded(sink: EventSink, name: str | None = None) -> EventSink:
