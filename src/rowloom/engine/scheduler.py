@@ -7,7 +7,6 @@ only drives them. Nothing here polls: the loop sleeps until a task, a checkpoint
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 from collections import Counter, deque
 from collections.abc import Mapping
@@ -224,8 +223,21 @@ class Scheduler:
 
         # Each pool's room and saturation are read once per selection (nothing awaits while it runs, so neither
         # changes under it): the dozens of groups of a wide fan-out are not each judged against a full pool again.
-        has_room = functools.cache(lambda pool: self.admission.free(pool) > 0)
-        pool_saturated = functools.cache(self._saturated)
+        # Memoised in plain dicts: a `functools.cache` per selection cost more to make than the reads it saved.
+        rooms: dict[str, bool] = {}
+        saturation: dict[str, bool] = {}
+
+        def has_room(pool: str) -> bool:
+            room = rooms.get(pool)
+            if room is None:
+                room = rooms[pool] = self.admission.free(pool) > 0
+            return room
+
+        def pool_saturated(pool: str) -> bool:
+            saturated = saturation.get(pool)
+            if saturated is None:
+                saturated = saturation[pool] = self._saturated(pool)
+            return saturated
 
         def eligible(group: TaskGroup) -> bool:
             return group.key not in refused and has_room(group.pool) and self._eligible(group)

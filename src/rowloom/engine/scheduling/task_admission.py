@@ -94,10 +94,6 @@ class TaskAdmissionController:
 
     # ------------------------------------------------------------ decisions
 
-    def _share(self, pool: str, group: str, weights: Mapping[str, float]) -> float:
-        total = sum(weights.values()) or 1.0
-        return self.capacity(pool) * weights.get(group, 1.0) / total
-
     def admissible(self, pool: str, group: str, waiting: Mapping[str, float]) -> tuple[bool, str, bool]:
         """Whether `group` may take a slot of `pool`; `waiting` maps groups with queued work to their weights.
 
@@ -105,14 +101,16 @@ class TaskAdmissionController:
         (a group missing from `waiting` is judged at weight 1). Returns (allowed, reason when not, whether the
         slot would be borrowed).
         """
-        if self.free(pool) <= 0:
+        capacity = self.capacity(pool)  # read once: an adaptive pool's capacity is a walk through request admission
+        if capacity - self.in_use(pool) <= 0:
             return False, "pool_full", False
         peers_waiting = any(g != group for g in waiting)
         if not peers_waiting:
             return True, "", False
         weights = dict(waiting)
         weights.setdefault(group, 1.0)
-        within_share = self.held(pool, group) + 1 <= max(1.0, self._share(pool, group, weights))
+        share = capacity * weights[group] / (sum(weights.values()) or 1.0)
+        within_share = self.held(pool, group) + 1 <= max(1.0, share)
         if within_share:
             return True, "", False
         if self.policy is Policy.STRICT_FAIR:
