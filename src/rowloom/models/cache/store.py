@@ -296,7 +296,8 @@ class ReplyStore:
         now = time.time()
         if self.writable and now - used > TOUCH_EVERY_S:
             self._touches.append((key, now))
-            self._wake.set()
+            if not self._wake.is_set():
+                self._wake.set()
         return reply
 
     def put(self, key: bytes, reply: ChatResponse) -> None:
