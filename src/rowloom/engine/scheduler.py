@@ -22,7 +22,7 @@ from rowloom.engine.generators.base import BatchContext, CellFailed, FailedCell,
 from rowloom.engine.plan import Plan, RowGroupSpec
 from rowloom.engine.progress import RunProgress
 from rowloom.engine.scheduling.frontier import Frontier, FrontierSignals, hard_cap
-from rowloom.engine.scheduling.ports import Checkpointer, EndpointView, model_pool, model_slots
+from rowloom.engine.scheduling.ports import Checkpointer, EndpointView, PoolReads, model_pool, model_slots
 from rowloom.engine.scheduling.ready_queue import QueuedTask, ReadyQueue, TaskGroup
 from rowloom.engine.scheduling.task_admission import Policy, TaskAdmissionController, TaskLease
 from rowloom.errors import BudgetReached, RowloomError, RunAborted, RunInterrupted
@@ -221,39 +221,24 @@ class Scheduler:
         """The task fairness and pressure advice say goes next, among eligible groups not `refused` a lease in
         this pass; it stays queued until admitted."""
 
-        # Each pool's room and saturation are read once per selection (nothing awaits while it runs, so neither
-        # changes under it): the dozens of groups of a wide fan-out are not each judged against a full pool again.
-        # Memoised in plain dicts: a `functools.cache` per selection cost more to make than the reads it saved.
-        rooms: dict[str, bool] = {}
-        saturation: dict[str, bool] = {}
-
-        def has_room(pool: str) -> bool:
-            room = rooms.get(pool)
-            if room is None:
-                room = rooms[pool] = self.admission.free(pool) > 0
-            return room
-
-        def pool_saturated(pool: str) -> bool:
-            saturated = saturation.get(pool)
-            if saturated is None:
-                saturated = saturation[pool] = self._saturated(pool)
-            return saturated
+        has_room = PoolReads(lambda pool: self.admission.free(pool) > 0)
+        pool_saturated = PoolReads(self._saturated)
 
         def eligible(group: TaskGroup) -> bool:
-            return group.key not in refused and has_room(group.pool) and self._eligible(group)
+            return group.key not in refused and has_room[group.pool] and self._eligible(group)
 
-        if not any(has_room(pool) for pool in self.ready.pools()):
+        if not any(has_room[pool] for pool in self.ready.pools()):
             return None  # every pool with queued work is full: no group could be eligible
         head = self.ready.select(eligible)
         if head is None:
             return None
         group = head.item.group
         if (
-            pool_saturated(group.pool)
+            pool_saturated[group.pool]
             and self._skips[group.key] < self.max_advisory_skips
-            and any(not pool_saturated(pool) for pool in self.ready.pools())
+            and any(not pool_saturated[pool] for pool in self.ready.pools())
         ):
-            alt = self.ready.select(lambda g: not pool_saturated(g.pool) and eligible(g))
+            alt = self.ready.select(lambda g: not pool_saturated[g.pool] and eligible(g))
             if alt is not None:
                 self._skips[group.key] += 1
                 self.sink.emit(

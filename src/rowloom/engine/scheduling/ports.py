@@ -3,11 +3,12 @@ admission, and the task pools that stand for each model's request slots."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from rowloom.engine.completion import RowGroupState
 
-__all__ = ["Checkpointer", "EndpointView", "model_pool", "model_slots"]
+__all__ = ["Checkpointer", "EndpointView", "PoolReads", "model_pool", "model_slots"]
 
 
 class Checkpointer(Protocol):
@@ -46,3 +47,20 @@ def model_slots(limit: int) -> int:
     limit sees the demand it needs to grow (slow start doubles the limit each round trip only if that many
     requests are waiting)."""
     return 2 * limit + 2
+
+
+class PoolReads(dict[str, bool]):
+    """One question about the task pools (room, saturation), each pool read once per selection and remembered:
+    nothing awaits during a selection, so no answer changes under it, and the dozens of groups of a wide fan-out
+    are not each judged against a full pool again. A dict that reads what it lacks (`pool_reads[pool]`): a
+    `functools.cache` made per selection cost more to build than the reads it saved."""
+
+    __slots__ = ("_read",)
+
+    def __init__(self, read: Callable[[str], bool]):
+        super().__init__()
+        self._read = read
+
+    def __missing__(self, pool: str) -> bool:
+        answer = self[pool] = self._read(pool)
+        return answer
