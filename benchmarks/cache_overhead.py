@@ -32,6 +32,7 @@ from pathlib import Path
 from rowloom.bench.scenarios import SCENARIOS
 from rowloom.bench.sim_process import SimulatorProcess
 from rowloom.concurrency.clock import SYSTEM_CLOCK
+from rowloom.concurrency.loops import run as run_loop
 from rowloom.config import DatasetConfig
 from rowloom.engine.job import run_job
 from rowloom.engine.runtime import RequestRuntime
@@ -53,7 +54,7 @@ def run(config: DatasetConfig, records: int) -> tuple[float, dict]:
     """Client CPU seconds and the summary of one job in a fresh output folder."""
     with tempfile.TemporaryDirectory(prefix="rowloom-cache-bench-") as tmp:
         cpu = time.process_time()
-        result = asyncio.run(run_job(config, records, output=Path(tmp) / "out"))
+        result = run_loop(run_job(config, records, output=Path(tmp) / "out"))
         return time.process_time() - cpu, result.summary
 
 
@@ -147,10 +148,10 @@ def run_isolated(records: int, repeats: int) -> dict:
     base = with_cache(base, mode="readwrite")
     off, on = [], []
     with tempfile.TemporaryDirectory(prefix="rowloom-cache-") as caches:
-        asyncio.run(executor_cpu_s(base, 500, None))  # warm-up
+        run_loop(executor_cpu_s(base, 500, None))  # warm-up
         for attempt in range(repeats):
-            off.append(asyncio.run(executor_cpu_s(base, records, None)))
-            on.append(asyncio.run(executor_cpu_s(base, records, Path(caches) / f"iso-{attempt}")))
+            off.append(run_loop(executor_cpu_s(base, records, None)))
+            on.append(run_loop(executor_cpu_s(base, records, Path(caches) / f"iso-{attempt}")))
     return {
         "requests": records,
         "executor_cpu_ms_per_request_cache_off": round(1000 * min(off) / records, 4),

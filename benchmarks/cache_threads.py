@@ -11,7 +11,6 @@ CPU, the event loop thread's own CPU (`time.thread_time`) and the rest (the cach
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import tempfile
@@ -19,6 +18,7 @@ import time
 from pathlib import Path
 
 from rowloom.bench.sim_process import SimulatorProcess
+from rowloom.concurrency.loops import run as run_loop
 from rowloom.config import DatasetConfig
 from rowloom.engine.job import run_job
 
@@ -29,7 +29,7 @@ from cache_overhead import SCENARIO, with_cache
 def run(config: DatasetConfig, records: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="rowloom-cache-threads-") as tmp:
         process, loop_thread = time.process_time(), time.thread_time()
-        asyncio.run(run_job(config, records, output=Path(tmp) / "out"))
+        run_loop(run_job(config, records, output=Path(tmp) / "out"))
         process, loop_thread = time.process_time() - process, time.thread_time() - loop_thread
     return {
         "process_s": round(process, 3),

@@ -9,7 +9,6 @@ client's alone. Runs alternate (off, on, off, on, ...) after one warm-up, so dri
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -23,6 +22,7 @@ import yaml
 
 from rowloom.bench.sim_config import SimulatorConfig
 from rowloom.bench.sim_process import SimulatorProcess
+from rowloom.concurrency.loops import run as run_loop
 from rowloom.config import DatasetConfig
 from rowloom.engine.job import run_job
 from rowloom.observe.sinks import JsonlSink
@@ -57,7 +57,7 @@ def one_run(config: DatasetConfig, records: int, events: bool) -> dict:
         out = Path(tmp)
         sink = MeasuredJsonlSink(out / "events.jsonl") if events else None
         cpu, wall = time.process_time(), time.perf_counter()
-        result = asyncio.run(run_job(config, records, output=out / "data", sink=sink))
+        result = run_loop(run_job(config, records, output=out / "data", sink=sink))
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         assert result.summary["records_written"] == records, result.summary
         log = out / "events.jsonl"

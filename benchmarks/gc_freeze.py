@@ -13,7 +13,6 @@ Writes the figures as JSON to `--output` and a readable summary beside it (the s
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import gc
 import json
@@ -28,6 +27,7 @@ from pathlib import Path
 
 from rowloom.bench.scenarios import SCENARIOS
 from rowloom.bench.sim_process import SimulatorProcess
+from rowloom.concurrency.loops import run as run_loop
 from rowloom.config import DatasetConfig
 from rowloom.engine import job
 from rowloom.engine.job import run_job
@@ -67,7 +67,7 @@ def run(config: DatasetConfig, records: int, frozen: bool) -> dict:
     try:
         with tempfile.TemporaryDirectory(prefix="rowloom-gc-bench-") as tmp:
             cpu = time.process_time()
-            result = asyncio.run(run_job(config, records, output=Path(tmp) / "out"))
+            result = run_loop(run_job(config, records, output=Path(tmp) / "out"))
             cpu = time.process_time() - cpu
     finally:
         gc.callbacks.remove(times)

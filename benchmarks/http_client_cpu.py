@@ -1,13 +1,14 @@
 """Client CPU per chat-completion request: rowloom's OpenAIClient (aiohttp) against an httpx.AsyncClient loop.
 
-    python benchmarks/http_client_cpu.py [--requests 2000 --concurrency 16 --repeats 3]
+    python benchmarks/http_client_cpu.py [--requests 2000 --concurrency 16 --repeats 3] [--loop asyncio]
 
 A zero-latency OpenAI-compatible server runs in a separate process on 127.0.0.1, so the CPU measured here
 (getrusage user+sys of this process, divided by requests) is the client's alone. The server is rowloom's provider
 simulator (`rowloom.bench.simulator.SimulatorProcess`) when it can be imported; otherwise, or with
 `--server minimal`, a minimal aiohttp server defined in this script runs as a child process. Each client gets its own
 connection pool sized to the concurrency, a warm-up, then `--requests` requests from `--concurrency` workers.
-Clients run in alternating order across repeats; the table shows the median. Results go to
+Clients run in alternating order across repeats; the table shows the median. They run on a run's event loop
+(`rowloom.concurrency.loops`: uvloop's when installed) unless `--loop` names one. Results go to
 benchmarks/results/http_client_cpu.json.
 """
 
@@ -32,12 +33,15 @@ import aiohttp
 import httpx
 import orjson
 
+from rowloom.concurrency.loops import LOOP_VARIABLE
+from rowloom.concurrency.loops import run as run_loop
 from rowloom.config.models import ProviderConfig
 from rowloom.models.clients import OpenAIClient, classify_chat_response
 from rowloom.models.types import ChatRequest, ChatResponse, ProviderError
 
 RESULTS = Path(__file__).parent / "results" / "http_client_cpu.json"
 WARMUP_REQUESTS = 200
+LOOPS = ("auto", "uvloop", "asyncio")
 MESSAGES = (
     {"role": "system", "content": "You write one short product review."},
     {"role": "user", "content": "Write a review of a stainless steel water bottle in two sentences."},
@@ -235,7 +239,11 @@ async def measure(make: Callable[..., Any], base_url: str, requests: int, concur
     return {"cpu_ms_per_request": cpu / requests * 1e3, "wall_s": wall, "requests_per_s": requests / wall}
 
 
-async def bench(base_url: str, requests: int, concurrency: int, repeats: int) -> dict[str, list[dict[str, float]]]:
+async def bench(
+    base_url: str, requests: int, concurrency: int, repeats: int, loop_name: list[str]
+) -> dict[str, list[dict[str, float]]]:
+    loop = type(asyncio.get_running_loop())
+    loop_name.append(f"{loop.__module__}.{loop.__qualname__}")
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in CLIENTS}
     names = list(CLIENTS)
     for repeat in range(repeats):
@@ -252,15 +260,23 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--server", choices=("auto", "simulator", "minimal"), default="auto")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--loop",
+        choices=LOOPS,
+        help="the clients' event loop (default: a run's: ROWLOOM_EVENT_LOOP, else uvloop if installed)",
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve_minimal()
         return
 
+    if args.loop is not None:
+        os.environ[LOOP_VARIABLE] = args.loop
     server_name, server_cm = server(args.server)
+    loop_name: list[str] = []
     with server_cm as base_url:
-        runs = asyncio.run(bench(base_url, args.requests, args.concurrency, args.repeats))
+        runs = run_loop(bench(base_url, args.requests, args.concurrency, args.repeats, loop_name))
 
     summary = {
         name: {
@@ -272,7 +288,10 @@ def main() -> None:
         for name, rs in runs.items()
     }
     width = max(map(len, summary)) + 2
-    print(f"{args.requests} requests at {args.concurrency} concurrent, {args.repeats} repeats, server: {server_name}")
+    print(
+        f"{args.requests} requests at {args.concurrency} concurrent, {args.repeats} repeats, server: {server_name}, "
+        f"loop: {loop_name[0]}"
+    )
     print(f"{'client':<{width}}{'CPU ms/request':>16}{'wall s':>10}{'req/s':>10}")
     for name, row in summary.items():
         print(
@@ -286,6 +305,7 @@ def main() -> None:
         "repeats": args.repeats,
         "warmup_requests": WARMUP_REQUESTS,
         "server": server_name,
+        "loop": loop_name[0],
         "measure": "getrusage(RUSAGE_SELF) user+sys of the client process / requests; median of repeats",
         "environment": {
             "python": platform.python_version(),

@@ -1,7 +1,8 @@
 """CPU cost per request as counted instructions: a measure the host's noise does not move.
 
     python benchmarks/instructions.py [--workload executor-off --workload executor-cache ...]
-                                      [--requests 1000 3000] [--against OTHER/src] [--output ...]
+                                      [--requests 1000 3000] [--against OTHER/src] [--loop L]
+                                      [--against-loop L] [--output ...]
 
 CPU time on a shared 2-core host moves ±25% between runs minutes apart, more than the changes worth making to the
 request path (the reply cache's whole miss path is ~6% of a request). Valgrind's callgrind counts the instructions
@@ -24,14 +25,15 @@ Workloads (no network: the provider client answers in-process):
   in-process run: plan, scheduler, both admission levels, executor, generators, Parquet, the JSONL event log);
   per request = per task.
 
-`--against` runs every workload on another checkout's `src` as well, alternately, and reports the change. Needs
+`--against` runs every workload on another checkout's `src` as well, alternately, and reports the change;
+`--against-loop` on another event loop (`ROWLOOM_EVENT_LOOP`: `asyncio`, `uvloop`), this checkout's unless `--against`
+is given too; `--loop` chooses this side's (default: the environment's, i.e. uvloop when installed). Needs
 `valgrind` on the PATH. Writes JSON to `--output` and a readable summary beside it (`.md`).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -54,6 +56,7 @@ def _child(workload: str, requests: int) -> None:
         sys.path.insert(0, str(ROOT / "benchmarks"))
         import cache_overhead
 
+        from rowloom.concurrency.loops import run as run_loop
         from rowloom.config import DatasetConfig
         from rowloom.models.cache import store, with_cache
 
@@ -66,7 +69,7 @@ def _child(workload: str, requests: int) -> None:
         with tempfile.TemporaryDirectory(prefix="rowloom-instructions-") as folder:
             cache = None if workload.endswith("-off") else Path(folder) / "cache"
             if workload.startswith("executor-"):
-                asyncio.run(cache_overhead.executor_cpu_s(config, requests, cache))
+                run_loop(cache_overhead.executor_cpu_s(config, requests, cache))
                 return
             from rowloom.bench.sim_process import SimulatorProcess
 
@@ -87,9 +90,12 @@ def _child(workload: str, requests: int) -> None:
         raise SystemExit(f"unknown workload {workload!r}; choose from {', '.join(WORKLOADS)}")
 
 
-def count(workload: str, requests: int, src: Path) -> int:
-    """Instructions of one run of `workload` at `requests`, every thread, with `src` first on the path."""
+def count(workload: str, requests: int, src: Path, loop: str | None = None) -> int:
+    """Instructions of one run of `workload` at `requests`, every thread, with `src` first on the path and `loop`
+    (`ROWLOOM_EVENT_LOOP`: auto, uvloop, asyncio; None leaves the environment's) as the run's event loop."""
     env = {**os.environ, "PYTHONPATH": str(src), "PYTHONHASHSEED": "0"}
+    if loop is not None:
+        env["ROWLOOM_EVENT_LOOP"] = loop
     with tempfile.TemporaryDirectory(prefix="rowloom-callgrind-") as folder:
         command = [
             "valgrind",
@@ -108,10 +114,11 @@ def count(workload: str, requests: int, src: Path) -> int:
     return int(found[-1])
 
 
-def per_request(workload: str, sizes: tuple[int, int], src: Path) -> dict:
-    """Instructions per request of `workload` on `src`: the two sizes run at once (two cores; counts do not care)."""
+def per_request(workload: str, sizes: tuple[int, int], src: Path, loop: str | None = None) -> dict:
+    """Instructions per request of `workload` on `src` and `loop`: the two sizes run at once (two cores; counts do
+    not care)."""
     with ThreadPoolExecutor(2) as pool:
-        small, large = pool.map(lambda n: count(workload, n, src), sizes)
+        small, large = pool.map(lambda n: count(workload, n, src, loop), sizes)
     return {
         "instructions": {str(sizes[0]): small, str(sizes[1]): large},
         "per_request": round((large - small) / (sizes[1] - sizes[0])),
@@ -127,7 +134,10 @@ def summary(result: dict, command: str) -> str:
         "",
     ]
     against = "against" in result
-    header = "| workload | this checkout |" + (" other checkout | change |" if against else "")
+    this = "this checkout" + (f" ({result['loop']} loop)" if result.get("loop") else "")
+    other = "other checkout" if "src" in result.get("against", {}) else "this checkout"
+    other += f" ({result['against']['loop']} loop)" if result.get("against", {}).get("loop") else ""
+    header = f"| workload | {this} |" + (f" {other} | change |" if against else "")
     lines += [header, "|---" * (4 if against else 2) + "|"]
     for name, figures in result["workloads"].items():
         row = f"| {name} | {figures['per_request']:,} |"
@@ -157,6 +167,9 @@ def main() -> None:
     parser.add_argument("--workload", action="append", choices=WORKLOADS, help="default: every workload")
     parser.add_argument("--requests", type=int, nargs=2, default=[1000, 3000], metavar=("SMALL", "LARGE"))
     parser.add_argument("--against", type=Path, help="another checkout's src, measured alternately")
+    loops = ("auto", "uvloop", "asyncio")
+    parser.add_argument("--loop", choices=loops, help="this side's event loop (default: the environment's)")
+    parser.add_argument("--against-loop", choices=loops, help="the other side's event loop, measured alternately")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "instructions.json")
     args = parser.parse_args()
     if args.child:
@@ -170,15 +183,23 @@ def main() -> None:
     sizes = (small, large)
     result: dict = {"sizes": list(sizes), "python": sys.version.split()[0], "machine": platform.machine()}
     result["workloads"] = {}
-    if args.against is not None:
-        result["against"] = {"src": str(args.against), "workloads": {}}
-    for workload in args.workload or WORKLOADS:
-        result["workloads"][workload] = per_request(workload, sizes, ROOT / "src")
-        print(f"{workload}: {result['workloads'][workload]['per_request']:,} instructions per request", flush=True)
+    if args.loop is not None:
+        result["loop"] = args.loop
+    other_src = args.against if args.against is not None else ROOT / "src"
+    other_loop = args.against_loop if args.against_loop is not None else args.loop
+    if args.against is not None or args.against_loop is not None:
+        result["against"] = {"workloads": {}}
         if args.against is not None:
-            result["against"]["workloads"][workload] = per_request(workload, sizes, args.against)
+            result["against"]["src"] = str(args.against)
+        if other_loop is not None:
+            result["against"]["loop"] = other_loop
+    for workload in args.workload or WORKLOADS:
+        result["workloads"][workload] = per_request(workload, sizes, ROOT / "src", args.loop)
+        print(f"{workload}: {result['workloads'][workload]['per_request']:,} instructions per request", flush=True)
+        if "against" in result:
+            result["against"]["workloads"][workload] = per_request(workload, sizes, other_src, other_loop)
             other = result["against"]["workloads"][workload]["per_request"]
-            print(f"{workload} on {args.against}: {other:,} instructions per request", flush=True)
+            print(f"{workload} on {other_src} ({other_loop or 'default'} loop): {other:,} per request", flush=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=1) + "\n")
     command = " ".join(["python", "benchmarks/instructions.py", *sys.argv[1:]])

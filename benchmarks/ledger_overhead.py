@@ -14,7 +14,6 @@ per row group written. Issue 15 asks for at most 3% of the client CPU per reques
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import platform
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 from rowloom.bench.runner import uncached
 from rowloom.bench.scenarios import SCENARIOS
 from rowloom.bench.sim_process import SimulatorProcess
+from rowloom.concurrency.loops import run as run_loop
 from rowloom.config import DatasetConfig
 from rowloom.config.pricing import BudgetConfig, Pricing
 from rowloom.engine.job import run_job
@@ -42,7 +42,7 @@ def run(config: DatasetConfig, records: int, sink: MemorySink | None) -> tuple[f
     """Client CPU seconds and the summary of one job in a fresh folder."""
     with tempfile.TemporaryDirectory(prefix="rowloom-ledger-") as tmp:
         cpu = time.process_time()
-        result = asyncio.run(run_job(config, records, output=Path(tmp) / "out", sink=sink))
+        result = run_loop(run_job(config, records, output=Path(tmp) / "out", sink=sink))
         return time.process_time() - cpu, result.summary
 
 
@@ -70,7 +70,7 @@ def ledger_cpu_s(events: list, row_groups: int, repeats: int = 5) -> float:
     for _ in range(repeats):
         budget = SpendBudget(BudgetConfig(max_cost=1e9), dict.fromkeys(aliases, PRICES))
         started = time.process_time()
-        asyncio.run(charge(budget, events))
+        run_loop(charge(budget, events))
         ledger = TokenLedger(dict.fromkeys(aliases, PRICES))
         for event in events:
             ledger.emit(event)

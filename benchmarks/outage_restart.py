@@ -27,6 +27,7 @@ import yaml
 
 from rowloom.bench.sim_config import SimulatorConfig
 from rowloom.bench.sim_process import SimulatorProcess
+from rowloom.concurrency.loops import run as run_loop
 from rowloom.config import DatasetConfig
 from rowloom.engine.job import run_job
 from rowloom.errors import RowloomError
@@ -120,7 +121,7 @@ def main() -> None:
     )
     parser.add_argument("--breaker-s", type=float, default=300.0, help="request_admission.circuit_breaker_s")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(scenario(args.records, args.down_s, args.breaker_s)), indent=1))
+    print(json.dumps(run_loop(scenario(args.records, args.down_s, args.breaker_s)), indent=1))
 
 
 if __name__ == "__main__":

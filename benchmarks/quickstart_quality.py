@@ -11,7 +11,6 @@ times at `--records` records each, with the reply cache off, and writes JSON and
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import statistics
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from rowloom.concurrency.loops import run as run_loop
 from rowloom.config import DatasetConfig
 from rowloom.engine.job import run_job
 from rowloom.models.cache import with_cache
@@ -34,7 +34,7 @@ def one_run(records: int) -> dict:
     config = with_cache(DatasetConfig.from_yaml(CONFIG), mode="off")
     with tempfile.TemporaryDirectory(prefix="rowloom-quickstart-") as tmp:
         started = time.monotonic()
-        result = asyncio.run(run_job(config, records, output=Path(tmp) / "out"))
+        result = run_loop(run_job(config, records, output=Path(tmp) / "out"))
         wall = time.monotonic() - started
         rows = pq.read_table(Path(tmp) / "out" / "data").to_pylist()
     summary = result.summary

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rowloom.bench.sim_config import SimulatorConfig
+from rowloom.concurrency.loops import run as run_loop
 
 #: variant -> the chain's columns sent through batches
 VARIANTS: dict[str, tuple[str, ...]] = {"depth1": ("answer",), "depth2": ("answer", "review")}
@@ -73,7 +74,6 @@ def workload(base_url: str, batched: tuple[str, ...], *, free: bool = False) -> 
 
 def run_one(base_url: str, variant: str, records: int, *, free: bool) -> dict[str, Any]:
     """One job of `variant` in this process: its wall time, summary figures and this process's peak RSS."""
-    import asyncio
 
     from rowloom.config import DatasetConfig
     from rowloom.engine.job import run_job
@@ -81,7 +81,7 @@ def run_one(base_url: str, variant: str, records: int, *, free: bool) -> dict[st
     config = DatasetConfig.from_dict(workload(base_url, VARIANTS[variant], free=free))
     with tempfile.TemporaryDirectory(prefix=f"rowloom-bench-batch-{variant}-") as out:
         started = time.monotonic()
-        result = asyncio.run(run_job(config, records, output=Path(out) / "data"))
+        result = run_loop(run_job(config, records, output=Path(out) / "data"))
         wall = time.monotonic() - started
     summary = result.summary
     return {

@@ -9,7 +9,6 @@ Needs the `ray` extra; talks to 127.0.0.1 only.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import shutil
 import statistics
@@ -22,6 +21,7 @@ from typing import Any
 from rowloom.bench.scenarios import chain
 from rowloom.bench.sim_process import SimulatorProcess
 from rowloom.bench.simulator import SimulatorConfig
+from rowloom.concurrency.loops import run as run_loop
 from rowloom.config import DatasetConfig
 from rowloom.observe.sinks import MemorySink
 
@@ -51,7 +51,7 @@ def _run(config: DatasetConfig, records: int, workers: int | None) -> tuple[floa
     started = time.monotonic()
     try:
         if workers is None:
-            asyncio.run(run_job(config, records, output=out, sink=sink))
+            run_loop(run_job(config, records, output=out, sink=sink))
         else:
             run_distributed(config, records, output=out, workers=workers, sink=sink)
         return time.monotonic() - started, sink

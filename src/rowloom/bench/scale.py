@@ -124,6 +124,7 @@ def run_one(workload: str, records: int, folder: Path, *, http: bool = False) ->
 
 
 def _run_one(workload: str, records: int, folder: Path, factory: Any, sim: Any = None) -> dict[str, Any]:
+    from rowloom.concurrency.loops import run as run_loop
     from rowloom.config import DatasetConfig
     from rowloom.engine.job import run_job
     from rowloom.observe.sinks import JsonlSink
@@ -133,7 +134,7 @@ def _run_one(workload: str, records: int, folder: Path, factory: Any, sim: Any =
         data["providers"][0]["base_url"] = sim.base_url
     config = DatasetConfig.from_dict(data)
     if sim is not None:  # imports, the connection pool and one-time set-up are not per-request costs
-        asyncio.run(run_job(config, 50, output=None, client_factory=factory))
+        run_loop(run_job(config, 50, output=None, client_factory=factory))
         sim.reset()
     dispatch = {"cpu_s": 0.0, "passes": 0}
 
@@ -153,7 +154,7 @@ def _run_one(workload: str, records: int, folder: Path, factory: Any, sim: Any =
     sink = JsonlSink(folder / "events.jsonl")
     cpu, started = time.process_time(), time.monotonic()
     try:
-        result = asyncio.run(
+        result = run_loop(
             run_job(config, records, output=folder, sink=sink, on_start=instrument, client_factory=factory)
         )
     finally:

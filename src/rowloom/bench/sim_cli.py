@@ -174,6 +174,8 @@ def sim(
         raise typer.Exit(2) from None
     try:
         with contextlib.suppress(KeyboardInterrupt):
+            # asyncio's own loop, not a run's (`rowloom.concurrency.loops`): the simulated latencies are timed by
+            # `loop.time()`, which uvloop keeps to the millisecond; the instrument stays what it was measured as.
             asyncio.run(serve(config, host, port, exit_with_parent=exit_with_parent))
     except OSError as exc:  # the port could not be bound (what else fails while serving is the server's to handle)
         if exc.errno == errno.EADDRINUSE:

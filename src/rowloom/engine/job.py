@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import time
 import uuid
@@ -52,6 +53,8 @@ from rowloom.observe.events import scheduler as ev
 from rowloom.observe.events.snapshots import CapacitySnapshot
 from rowloom.observe.sinks import EventSink, FanoutSink
 from rowloom.observe.stats import RequestStats
+
+log = logging.getLogger(__name__)
 
 
 class ParquetCheckpointer:
@@ -274,6 +277,17 @@ async def _run(
                 )
                 if on_start is not None:
                     on_start(scheduler, stats)
+                loop = type(asyncio.get_running_loop())
+                log.debug(
+                    "job %s: %d records; row groups: %d (%d written before); columns: %s; event loop: %s.%s",
+                    job_id,
+                    num_records,
+                    len(plan.row_groups),
+                    len(store.written),
+                    ", ".join(c.name for c in plan.columns),
+                    loop.__module__,
+                    loop.__qualname__,
+                )
                 events.emit(
                     ev.JobStarted(
                         num_records=num_records,
@@ -311,6 +325,7 @@ async def _run(
                 seed_reader.close()
             events.emit(CapacitySnapshot.of(runtime.snapshot(), "job_completed"))
             end_job(events, summary, store if location is not None else None, wall_s=wall)
+            log.debug("job %s %s after %.1fs: %d records written", job_id, status, wall, progress.records_written)
     if isinstance(checkpointer, MemoryCheckpointer):
         tables = [checkpointer.tables[i] for i in sorted(checkpointer.tables)]
         return JobResult(None, summary, tables=tables)

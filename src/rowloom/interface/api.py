@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from rowloom.concurrency.loops import run as run_loop
 from rowloom.config.checks import check_config
 from rowloom.config.dataset import DatasetConfig, load_yaml_file
 from rowloom.engine.job import JobResult, run_job
@@ -123,7 +124,7 @@ def generate(
     if executor == "ray":  # Ray is driven from this thread, outside any event loop
         cfg, sink = _prepare(config, events, executor, allow_imports)
         return _run_on_ray(cfg, num_records, output, resume, sink, ray_address, workers)
-    return asyncio.run(
+    return run_loop(
         agenerate(
             config, num_records, output, resume=resume, events=events, executor=executor, allow_imports=allow_imports
         )
@@ -141,4 +142,4 @@ async def apreview(
 def preview(config: ConfigLike, num_records: int = 5, *, allow_imports: Sequence[str] | None = None) -> pd.DataFrame:
     """Blocking form of `apreview`."""
     _no_running_loop("preview")
-    return asyncio.run(apreview(config, num_records, allow_imports=allow_imports))
+    return run_loop(apreview(config, num_records, allow_imports=allow_imports))

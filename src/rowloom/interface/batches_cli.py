@@ -5,12 +5,12 @@ Registered in the main CLI with one line: `app.add_typer(batches_app, name="batc
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from rowloom.concurrency.loops import run as run_loop
 from rowloom.interface import messages
 
 EXIT_ERROR = 1
@@ -61,7 +61,7 @@ def _report(output: Path, config: Path | None, *, cancel: bool) -> None:
         from rowloom.interface.cli import _load
 
         providers = {p.name: p for p in _load(config, None).providers}
-    found = asyncio.run(open_batches(output, providers, cancel=cancel))
+    found = run_loop(open_batches(output, providers, cancel=cancel))
     if not found:
         messages.result(f"no open batches in {output}")
         return

@@ -19,6 +19,8 @@ from typing import Annotated, NoReturn
 import typer
 
 from rowloom.bench.sim_cli import sim
+from rowloom.concurrency.loops import event_loop_factory
+from rowloom.concurrency.loops import run as run_loop
 from rowloom.config.checks import ConfigCheck, check_config, config_warnings
 from rowloom.config.dataset import DatasetConfig, load_yaml_file
 from rowloom.engine.job import restore_manifest, run_job
@@ -305,9 +307,7 @@ def run(
                     config, num_records, output, resume.value, events, display, metrics, progress, ray_address, workers
                 )
             else:
-                summary = asyncio.run(
-                    _run(config, num_records, output, resume.value, events, display, metrics, progress)
-                )
+                summary = run_loop(_run(config, num_records, output, resume.value, events, display, metrics, progress))
     except RunInterrupted as exc:
         messages.status(f"{exc}{_kept(progress, output)}")
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -343,7 +343,7 @@ def preview(
     """Generate a few records and print them as a table; nothing is written."""
     config = _load(config_path, allow_import)
     try:
-        result = asyncio.run(run_job(config, num_records, output=None))
+        result = run_loop(run_job(config, num_records, output=None))
     except RowloomError as exc:  # nothing was written: no word about the disk
         _fail(exc)
     frame = result.to_pandas()
@@ -481,6 +481,11 @@ def main() -> None:
     # there cannot shadow a library rowloom imports.
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.append(os.getcwd())
+    try:
+        event_loop_factory()  # a mistaken ROWLOOM_EVENT_LOOP is said before any work, not as a traceback in a run
+    except ValueError as exc:
+        messages.error(str(exc))
+        sys.exit(EXIT_ERROR)
     try:
         app()
     except KeyboardInterrupt:

@@ -6,13 +6,13 @@ options, its table and its `--json` file; the figures come from `rowloom.engine.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from rowloom.concurrency.loops import run as run_loop
 from rowloom.engine.estimate import DEFAULT_ROWS, Estimate, EstimateArgumentError, Span, Usage
 from rowloom.engine.estimate import estimate as run_estimate
 from rowloom.engine.estimate.passes import check_arguments
@@ -77,7 +77,7 @@ def estimate(
     )
     try:
         with messages.engine_warnings(), simulators(config, with_sim):
-            result = asyncio.run(run_estimate(config, num_records, rows=rows, sample=sample))
+            result = run_loop(run_estimate(config, num_records, rows=rows, sample=sample))
     except RowloomError as exc:
         messages.error(str(exc))
         raise typer.Exit(EXIT_ERROR) from None
