@@ -8,7 +8,7 @@ simulator (`rowloom.bench.simulator.SimulatorProcess`) when it can be imported; 
 `--server minimal`, a minimal aiohttp server defined in this script runs as a child process. Each client gets its own
 connection pool sized to the concurrency, a warm-up, then `--requests` requests from `--concurrency` workers.
 Clients run in alternating order across repeats; the table shows the median. They run on a run's event loop
-(`rowloom.concurrency.loops`: uvloop's when installed) unless `--loop` names one. Results go to
+(`rowloom.concurrency.loops`: asyncio's unless ROWLOOM_EVENT_LOOP says uvloop) unless `--loop` names one. Results go to
 benchmarks/results/http_client_cpu.json.
 """
 
@@ -41,7 +41,7 @@ from rowloom.models.types import ChatRequest, ChatResponse, ProviderError
 
 RESULTS = Path(__file__).parent / "results" / "http_client_cpu.json"
 WARMUP_REQUESTS = 200
-LOOPS = ("auto", "uvloop", "asyncio")
+LOOPS = ("asyncio", "uvloop")
 MESSAGES = (
     {"role": "system", "content": "You write one short product review."},
     {"role": "user", "content": "Write a review of a stainless steel water bottle in two sentences."},
@@ -263,7 +263,7 @@ def main() -> None:
     parser.add_argument(
         "--loop",
         choices=LOOPS,
-        help="the clients' event loop (default: a run's: ROWLOOM_EVENT_LOOP, else uvloop if installed)",
+        help="the clients' event loop (default: a run's: ROWLOOM_EVENT_LOOP, else asyncio's)",
     )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -27,7 +27,7 @@ Workloads (no network: the provider client answers in-process):
 
 `--against` runs every workload on another checkout's `src` as well, alternately, and reports the change;
 `--against-loop` on another event loop (`ROWLOOM_EVENT_LOOP`: `asyncio`, `uvloop`), this checkout's unless `--against`
-is given too; `--loop` chooses this side's (default: the environment's, i.e. uvloop when installed). Needs
+is given too; `--loop` chooses this side's (default: the environment's, i.e. asyncio's unless it says otherwise). Needs
 `valgrind` on the PATH. Writes JSON to `--output` and a readable summary beside it (`.md`).
 """
 
@@ -92,7 +92,7 @@ def _child(workload: str, requests: int) -> None:
 
 def count(workload: str, requests: int, src: Path, loop: str | None = None) -> int:
     """Instructions of one run of `workload` at `requests`, every thread, with `src` first on the path and `loop`
-    (`ROWLOOM_EVENT_LOOP`: auto, uvloop, asyncio; None leaves the environment's) as the run's event loop."""
+    (`ROWLOOM_EVENT_LOOP`: asyncio, uvloop; None leaves the environment's) as the run's event loop."""
     env = {**os.environ, "PYTHONPATH": str(src), "PYTHONHASHSEED": "0"}
     if loop is not None:
         env["ROWLOOM_EVENT_LOOP"] = loop
@@ -167,7 +167,7 @@ def main() -> None:
     parser.add_argument("--workload", action="append", choices=WORKLOADS, help="default: every workload")
     parser.add_argument("--requests", type=int, nargs=2, default=[1000, 3000], metavar=("SMALL", "LARGE"))
     parser.add_argument("--against", type=Path, help="another checkout's src, measured alternately")
-    loops = ("auto", "uvloop", "asyncio")
+    loops = ("asyncio", "uvloop")
     parser.add_argument("--loop", choices=loops, help="this side's event loop (default: the environment's)")
     parser.add_argument("--against-loop", choices=loops, help="the other side's event loop, measured alternately")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "instructions.json")

@@ -74,7 +74,6 @@ def workload(base_url: str, batched: tuple[str, ...], *, free: bool = False) -> 
 
 def run_one(base_url: str, variant: str, records: int, *, free: bool) -> dict[str, Any]:
     """One job of `variant` in this process: its wall time, summary figures and this process's peak RSS."""
-
     from rowloom.config import DatasetConfig
     from rowloom.engine.job import run_job
 

@@ -2,10 +2,12 @@
 
 Owns only those questions; knows nothing of what runs on the loop.
 
-A run is CPU-bound in its own process once an endpoint answers fast (a vLLM server, a zero-latency simulator):
-then the loop's own overhead and its socket transports are a share of every request. uvloop's loop does that
-work in C; `rowloom bench scale` and `benchmarks/instructions.py` measure the difference (docs/benchmarks.md).
-It is used when installed (a dependency on Linux and macOS), unless `ROWLOOM_EVENT_LOOP` says otherwise.
+A run is on asyncio's own loop unless `ROWLOOM_EVENT_LOOP=uvloop` asks for uvloop's (`pip install
+'rowloom[uvloop]'`). uvloop does the loop's work in C: a run's client CPU per request is ~5% lower on it
+(`benchmarks/instructions.py --loop uvloop --against-loop asyncio`). It is not the default because admission
+measured worse on it where it matters more than CPU: the `overloaded_5pct` scenario (5% of replies 529 at any
+load) read 1.09-1.24x its ideal span on uvloop against 1.07-1.10x on asyncio, worse in each of seven alternating
+pairs, the limit's decisions being the same (docs/http-client.md#the-event-loop).
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-#: The environment variable that chooses the loop: `auto` (uvloop when installed), `uvloop` or `asyncio`.
+#: The environment variable that chooses the loop: `asyncio` (the default) or `uvloop`.
 LOOP_VARIABLE = "ROWLOOM_EVENT_LOOP"
-_CHOICES = ("auto", "uvloop", "asyncio")
+_CHOICES = ("asyncio", "uvloop")
 
 
 def running_loop() -> asyncio.AbstractEventLoop | None:
@@ -31,27 +33,25 @@ def running_loop() -> asyncio.AbstractEventLoop | None:
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
-    """What makes a run's event loop: uvloop's when it is installed (or asked for), else asyncio's.
+    """What makes a run's event loop: asyncio's, or uvloop's when `ROWLOOM_EVENT_LOOP=uvloop`.
 
-    Raises ValueError naming `ROWLOOM_EVENT_LOOP` and the fix when it holds something else, or asks for uvloop
+    Raises ValueError naming `ROWLOOM_EVENT_LOOP` and the fix when it holds anything else, or asks for uvloop
     where it is not installed."""
-    choice = os.environ.get(LOOP_VARIABLE, "").strip().lower() or "auto"
+    choice = os.environ.get(LOOP_VARIABLE, "").strip().lower() or "asyncio"
     if choice not in _CHOICES:
         raise ValueError(
             f"{LOOP_VARIABLE}={os.environ[LOOP_VARIABLE]!r} is not a loop rowloom knows: set it to "
-            f"{', '.join(_CHOICES)}, or unset it (auto: uvloop when installed)"
+            f"{' or '.join(_CHOICES)}, or unset it (asyncio)"
         )
     if choice == "asyncio":
         return asyncio.new_event_loop
     try:
         import uvloop
     except ImportError:
-        if choice == "uvloop":
-            raise ValueError(
-                f"{LOOP_VARIABLE}=uvloop, but uvloop is not installed: `pip install uvloop`, or unset "
-                f"{LOOP_VARIABLE} to run on asyncio's own loop"
-            ) from None
-        return asyncio.new_event_loop
+        raise ValueError(
+            f"{LOOP_VARIABLE}=uvloop, but uvloop is not installed: `pip install 'rowloom[uvloop]'`, or unset "
+            f"{LOOP_VARIABLE} to run on asyncio's own loop"
+        ) from None
     return uvloop.new_event_loop
 
 
