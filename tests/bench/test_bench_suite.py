@@ -10,8 +10,10 @@ import sys
 import pytest
 
 from rowloom.bench import suite
-from rowloom.bench.scenarios import SCENARIOS
+from rowloom.bench.runner import run_scenario
+from rowloom.bench.scenarios import SCENARIOS, Scenario, _one, chain
 from rowloom.config.dataset import DatasetConfig
+from rowloom.observe.sinks import read_jsonl
 from rowloom.observe.timeline import IDLE_CAUSES
 
 # One scenario per path through the runner: one endpoint, two endpoints, aliases sharing one endpoint, and an
@@ -98,3 +100,21 @@ def test_a_smoke_run_is_never_judged_by_the_guardrails(tmp_path):
     result = CliRunner().invoke(app, ["bench", "--check", "--records", "50", "-s", "matched_cap", "-o", str(tmp_path)])
     assert result.exit_code == 2 and "drop --records to check guardrails" in " ".join(result.output.split())
     assert not (tmp_path / "bench.json").exists()
+
+
+def test_a_seed_replaces_every_simulators_draws(tmp_path):
+    """`--seed` reaches the simulator: one request at a time, the same seed draws the same failures in the same
+    order, another seed others, and the result says which seed it ran."""
+    scenario = Scenario(
+        "seeded", "one at a time, 30% HTTP 500", _one(capacity=1, latency_s=0.005, error_rate=0.3), chain(1), 8, None
+    )
+
+    def outcomes(seed: int, run: str) -> list[str]:
+        result = run_scenario(scenario, quick=False, out_dir=tmp_path / run, seed=seed)
+        assert result["status"] == "completed" and result["seed"] == seed
+        events = read_jsonl(tmp_path / run / "seeded.events.jsonl")
+        return [e["outcome"] for e in events if e["kind"] == "request_completed"]
+
+    first, again, other = outcomes(1, "a"), outcomes(1, "b"), outcomes(2, "c")
+    assert "server_error" in first and first == again
+    assert other != first

@@ -102,10 +102,13 @@ def run_scenario(
     keep_output: bool = False,
     records: int | None = None,
     api: str = "openai",
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """Run `scenario` once and return its metrics (also writing its event log into `out_dir`); `records`
     overrides the scenario's size (a smoke run: its figures are not the scenario's); `api` is the wire format
-    every simulator and provider speaks (`openai`, `anthropic`, `azure`).
+    every simulator and provider speaks (`openai`, `anthropic`, `azure`); `seed` replaces every simulator's seed
+    (its latency jitter and fault draws: which requests fail, hang or are slow), to see how much a figure owes
+    to one draw.
 
     A scenario with outage windows first runs the same job against endpoints without them (`baseline_wall_s`),
     so what the outages cost beyond their own length is measured (`outage_overhead_s`).
@@ -114,7 +117,8 @@ def run_scenario(
     events_path = out_dir / f"{scenario.name}.events.jsonl"
     events_path.unlink(missing_ok=True)
     num_records = records or scenario.records(quick)
-    sims = {ep.provider: ep.sim.model_copy(update={"api": api}) for ep in scenario.endpoints}
+    update: dict[str, Any] = {"api": api} if seed is None else {"api": api, "seed": seed}
+    sims = {ep.provider: ep.sim.model_copy(update=update) for ep in scenario.endpoints}
     outage_free = {name: sim.model_copy(update={"outages": ()}) for name, sim in sims.items()}
     baseline: _Run | None = None
     if any(ep.sim.outages for ep in scenario.endpoints):
@@ -189,6 +193,7 @@ def run_scenario(
     return {
         "scenario": scenario.name,
         "api": api,
+        **({"seed": seed} if seed is not None else {}),
         "description": scenario.description,
         "quick": quick,
         "num_records": num_records,
@@ -250,10 +255,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="Folder for NAME.json and NAME.events.jsonl")
     parser.add_argument("--records", type=int, default=None, help="Override the scenario's number of records")
     parser.add_argument("--api", choices=sorted(PROVIDER_TYPES), default="openai", help="The wire format spoken")
+    parser.add_argument("--seed", type=int, default=None, help="Every simulator's seed instead of the scenario's")
     args = parser.parse_args(argv)
     uncached()
     result = run_scenario(
-        SCENARIOS[args.scenario], quick=args.quick, out_dir=args.out, records=args.records, api=args.api
+        SCENARIOS[args.scenario], quick=args.quick, out_dir=args.out, records=args.records, api=args.api, seed=args.seed
     )
     (args.out / f"{args.scenario}.json").write_text(json.dumps(result, indent=1))
     return 0 if result["status"] == "completed" else 1

@@ -45,11 +45,18 @@ def select(names: Iterable[str] | None, quick: bool) -> list[str]:
 
 
 def run_suite(
-    names: list[str], *, quick: bool, out_dir: Path, log=print, records: int | None = None, api: str = "openai"
+    names: list[str],
+    *,
+    quick: bool,
+    out_dir: Path,
+    log=print,
+    records: int | None = None,
+    api: str = "openai",
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """Run each scenario in a fresh Python process and collect the results into one document (`records`: every
     scenario at that size instead of its own, a smoke run whose figures the guardrails do not judge; `api`: the
-    wire format every simulator and provider speaks)."""
+    wire format every simulator and provider speaks; `seed`: every simulator's seed instead of the scenario's)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
     started = time.time()
@@ -62,6 +69,8 @@ def run_suite(
             cmd += ["--records", str(records)]
         if api != "openai":
             cmd += ["--api", api]
+        if seed is not None:
+            cmd += ["--seed", str(seed)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         result_file = out_dir / f"{name}.json"
         if result_file.is_file():
@@ -73,6 +82,7 @@ def run_suite(
         "quick": quick,
         **({"records": records} if records is not None else {}),
         **({"api": api} if api != "openai" else {}),
+        **({"seed": seed} if seed is not None else {}),
         "started_at": started,
         "duration_s": round(time.time() - started, 1),
         "scenarios": results,

@@ -4,10 +4,9 @@ Owns only those questions; knows nothing of what runs on the loop.
 
 A run is on asyncio's own loop unless `ROWLOOM_EVENT_LOOP=uvloop` asks for uvloop's (`pip install
 'rowloom[uvloop]'`). uvloop does the loop's work in C: a run's client CPU per request is ~5% lower on it
-(`benchmarks/instructions.py --loop uvloop --against-loop asyncio`). It is not the default because admission
-measured worse on it where it matters more than CPU: the `overloaded_5pct` scenario (5% of replies 529 at any
-load) read 1.09-1.24x its ideal span on uvloop against 1.07-1.10x on asyncio, worse in each of seven alternating
-pairs, the limit's decisions being the same (docs/http-client.md#the-event-loop).
+(`benchmarks/instructions.py --loop uvloop --against-loop asyncio`), and admission read the same on it across
+simulator seeds. It is not the default yet: the one full benchmark set run on it missed a guardrail at that
+guardrail's noise margin (docs/http-client.md#the-event-loop).
 """
 
 from __future__ import annotations

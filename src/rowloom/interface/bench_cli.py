@@ -69,6 +69,13 @@ def bench(
             "whose figures are not the scenario's (--check refuses it).",
         ),
     ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            help="Every simulator's seed instead of the scenario's (which requests fail, hang or are slow): how much "
+            "a figure owes to one draw. Guardrails judge it as at the scenario's own seed.",
+        ),
+    ] = None,
 ) -> None:
     """Run the scenarios, write bench.json + bench.md (+ report.html), and optionally check guardrails."""
     uncached()
@@ -85,7 +92,7 @@ def bench(
     if check and records is not None:
         messages.error("--check judges each scenario at its own size; drop --records to check guardrails")
         raise typer.Exit(2)
-    document = suite.run_suite(names, quick=quick, out_dir=out, log=_log, records=records, api=api)
+    document = suite.run_suite(names, quick=quick, out_dir=out, log=_log, records=records, api=api, seed=seed)
     (out / "bench.json").write_text(json.dumps(document, indent=1))
     (out / "bench.md").write_text(suite.markdown_table(document))
     _write_report(document, out)
