@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from written import write_result
+
 from rowloom.bench.scenarios import SCENARIOS
 from rowloom.bench.sim_process import SimulatorProcess
 from rowloom.concurrency.clock import SYSTEM_CLOCK
@@ -292,10 +294,7 @@ def main() -> None:
         "machine": platform.machine(),
         "host_load_1m": {"start": round(load_at_start, 2), "end": round(os.getloadavg()[0], 2)},
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=1) + "\n")
-    command = " ".join(["python", "benchmarks/cache_overhead.py", *sys.argv[1:]])
-    args.output.with_suffix(".md").write_text(summary(result, command))
+    write_result(args.output, result, summary)
     print(json.dumps(result, indent=1))
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import json
 import os
 import statistics
 import sys
@@ -24,6 +23,8 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+
+from written import write_result
 
 from rowloom.bench.scenarios import SCENARIOS
 from rowloom.bench.sim_process import SimulatorProcess
@@ -144,11 +145,7 @@ def main() -> None:
         "python": sys.version.split()[0],
         "host_load_1m": {"start": round(load_at_start, 2), "end": round(os.getloadavg()[0], 2)},
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=1) + "\n")
-    command = " ".join(["python", "benchmarks/gc_freeze.py", *sys.argv[1:]])
-    args.output.with_suffix(".md").write_text(summary(result, command))
-    print(summary(result, command))
+    print(write_result(args.output, result, summary))
 
 
 if __name__ == "__main__":

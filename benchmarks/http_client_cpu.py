@@ -240,17 +240,17 @@ async def measure(make: Callable[..., Any], base_url: str, requests: int, concur
 
 
 async def bench(
-    base_url: str, requests: int, concurrency: int, repeats: int, loop_name: list[str]
-) -> dict[str, list[dict[str, float]]]:
+    base_url: str, requests: int, concurrency: int, repeats: int
+) -> tuple[str, dict[str, list[dict[str, float]]]]:
+    """The event loop it ran on, and each client's runs."""
     loop = type(asyncio.get_running_loop())
-    loop_name.append(f"{loop.__module__}.{loop.__qualname__}")
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in CLIENTS}
     names = list(CLIENTS)
     for repeat in range(repeats):
         order = names if repeat % 2 == 0 else names[::-1]
         for name in order:
             runs[name].append(await measure(CLIENTS[name], base_url, requests, concurrency))
-    return runs
+    return f"{loop.__module__}.{loop.__qualname__}", runs
 
 
 def main() -> None:
@@ -274,9 +274,8 @@ def main() -> None:
     if args.loop is not None:
         os.environ[LOOP_VARIABLE] = args.loop
     server_name, server_cm = server(args.server)
-    loop_name: list[str] = []
     with server_cm as base_url:
-        runs = run_loop(bench(base_url, args.requests, args.concurrency, args.repeats, loop_name))
+        loop_name, runs = run_loop(bench(base_url, args.requests, args.concurrency, args.repeats))
 
     summary = {
         name: {
@@ -290,7 +289,7 @@ def main() -> None:
     width = max(map(len, summary)) + 2
     print(
         f"{args.requests} requests at {args.concurrency} concurrent, {args.repeats} repeats, server: {server_name}, "
-        f"loop: {loop_name[0]}"
+        f"loop: {loop_name}"
     )
     print(f"{'client':<{width}}{'CPU ms/request':>16}{'wall s':>10}{'req/s':>10}")
     for name, row in summary.items():
@@ -305,7 +304,7 @@ def main() -> None:
         "repeats": args.repeats,
         "warmup_requests": WARMUP_REQUESTS,
         "server": server_name,
-        "loop": loop_name[0],
+        "loop": loop_name,
         "measure": "getrusage(RUSAGE_SELF) user+sys of the client process / requests; median of repeats",
         "environment": {
             "python": platform.python_version(),

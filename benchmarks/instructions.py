@@ -34,7 +34,6 @@ is given too; `--loop` chooses this side's (default: the environment's, i.e. asy
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -44,6 +43,8 @@ import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from written import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKLOADS = ("executor-off", "executor-cache", "run-off", "run-cache", "engine-chain3")
@@ -200,11 +201,7 @@ def main() -> None:
             result["against"]["workloads"][workload] = per_request(workload, sizes, other_src, other_loop)
             other = result["against"]["workloads"][workload]["per_request"]
             print(f"{workload} on {other_src} ({other_loop or 'default'} loop): {other:,} per request", flush=True)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=1) + "\n")
-    command = " ".join(["python", "benchmarks/instructions.py", *sys.argv[1:]])
-    args.output.with_suffix(".md").write_text(summary(result, command))
-    print(summary(result, command))
+    print(write_result(args.output, result, summary))
 
 
 if __name__ == "__main__":
