@@ -249,6 +249,11 @@ class Scheduler:
         return head
 
     def _dispatch(self) -> None:
+        with self.admission.decisions():
+            self._dispatch_pass()
+        self.progress.active_tasks = len(self._running)
+
+    def _dispatch_pass(self) -> None:
         refused: set[str] = set()
         while (selection := self._select_next(refused)) is not None:
             item = selection.item
@@ -262,8 +267,8 @@ class Scheduler:
             waiting = self.ready.waiting(group.pool)
             lease = self.admission.try_acquire(group.pool, group.key, waiting)
             if lease is None:
-                # Eligibility said yes, so its pool shrank in between: skip this group for the rest of the pass
-                # (its task stays queued); the other groups and pools may still have room.
+                # Eligibility said yes on the same reads (a pass reads each capacity once), so this is a guard:
+                # skip this group for the rest of the pass (its task stays queued); the others may have room.
                 refused.add(group.key)
                 _, reason, _ = self.admission.admissible(group.pool, group.key, waiting)
                 with correlate(row_group=task.row_group, column=task.column, task=task.id):
@@ -279,7 +284,6 @@ class Scheduler:
                 atask = asyncio.get_running_loop().create_task(self._execute(task, state))
             self._running[atask] = running
             atask.add_done_callback(self._on_task_done)
-        self.progress.active_tasks = len(self._running)
 
     async def _execute(self, task: Task, state: RowGroupState) -> Any:
         generator = self.generators[task.column]

@@ -5,7 +5,8 @@ Owns pool accounting and lease generations only; which task runs next is the rea
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -55,6 +56,7 @@ class TaskAdmissionController:
         self._held: dict[tuple[str, str], int] = {}  # (pool, group) -> leases held
         self._debt: dict[str, int] = {}  # group -> borrowed leases outstanding
         self._repaying: set[str] = set()
+        self._read: dict[str, int] | None = None  # pool -> its capacity, read once in a pass of decisions
 
     @property
     def generation(self) -> int:
@@ -69,8 +71,29 @@ class TaskAdmissionController:
         self._pools[name] = cap
 
     def capacity(self, pool: str) -> int:
-        """Current capacity of a pool (at least 1)."""
-        return max(1, int(self._pools[pool]()))
+        """Current capacity of a pool (at least 1); within `decisions()`, as first read in it."""
+        read = self._read
+        if read is None:
+            return max(1, int(self._pools[pool]()))
+        capacity = read.get(pool)
+        if capacity is None:
+            capacity = read[pool] = max(1, int(self._pools[pool]()))
+        return capacity
+
+    @contextmanager
+    def decisions(self) -> Iterator[None]:
+        """A pass of decisions that nothing interrupts (no await within it): each pool's capacity is read once
+        in it. An adaptive pool's capacity is a walk through request admission, and a dispatch pass asked it
+        four times per task it admitted; nothing the pass does (taking leases, starting tasks that run later)
+        changes a capacity. Nested passes share the outermost's reads."""
+        if self._read is not None:
+            yield
+            return
+        self._read = {}
+        try:
+            yield
+        finally:
+            self._read = None
 
     def in_use(self, pool: str) -> int:
         """Leases currently held on a pool."""
