@@ -111,3 +111,25 @@ def test_the_ready_queue_keeps_each_pools_waiting_groups_as_tasks_come_and_go():
         left = Counter(c for c in ["question", "question", "answer"]) - Counter(taken)
         assert dict(ready.waiting("model:a")) == {f"{c}@model:a": {"question": 1.0, "answer": 2.0}[c] for c in left}
     assert sorted(taken) == ["answer", "question", "question"] and dict(ready.waiting("cpu")) == {sampler.key: 1.0}
+
+
+def test_a_pass_of_decisions_reads_each_pools_capacity_once_and_the_next_pass_reads_it_again():
+    reads: list[int] = []
+    limit = [4]
+
+    def capacity() -> int:
+        reads.append(limit[0])
+        return limit[0]
+
+    tac = TaskAdmissionController(policy=Policy.STRICT_FAIR)
+    tac.add_pool("model:m", capacity)
+    tac.add_pool("cpu", 2)
+    with tac.decisions():
+        leases = [tac.try_acquire("model:m", "g") for _ in range(3)]
+        limit[0] = 1  # moves mid-pass (it cannot in a run): the pass keeps what it first read
+        with tac.decisions():  # a nested pass shares the outer one's reads
+            assert tac.free("model:m") == 1
+        assert tac.try_acquire("cpu", "g") is not None
+    assert all(leases) and reads == [4]
+    assert tac.free("model:m") == 0 and tac.capacity("model:m") == 1  # outside a pass: read each time
+    assert reads == [4, 1, 1]
