@@ -207,8 +207,12 @@ class Scheduler:
         for task in tasks:
             group = self._groups[task.column]
             self.ready.push(task, group, now)
-            with correlate(row_group=task.row_group, column=task.column, task=task.id):
-                self.sink.emit(ev.TaskQueued(group=group.key, pool=group.pool))
+            # The task's ids given, not set around the event: `correlate` costs more than the event itself.
+            self.sink.emit(
+                ev.TaskQueued(
+                    group=group.key, pool=group.pool, row_group=task.row_group, column=task.column, task=task.id
+                )
+            )
 
     def _eligible(self, group: TaskGroup) -> bool:
         allowed, _, _ = self.admission.admissible(group.pool, group.key, self.ready.waiting(group.pool))
@@ -334,17 +338,19 @@ class Scheduler:
             else:
                 outcome, reason = "failed", type(exc).__name__
                 self._fail(exc, task)
-            with correlate(row_group=task.row_group, column=task.column, task=task.id):
-                self.sink.emit(
-                    ev.TaskReleased(
-                        group=running.group.key,
-                        pool=running.group.pool,
-                        lease=running.lease.id,
-                        outcome=outcome,
-                        reason=reason,
-                        run_s=self.clock.now() - running.started,
-                    )
+            self.sink.emit(
+                ev.TaskReleased(
+                    group=running.group.key,
+                    pool=running.group.pool,
+                    lease=running.lease.id,
+                    outcome=outcome,
+                    reason=reason,
+                    run_s=self.clock.now() - running.started,
+                    row_group=task.row_group,
+                    column=task.column,
+                    task=task.id,
                 )
+            )
             # A complete row group is finished work: kept after any fatal error but the output's own.
             if state is not None and state.complete and not self._writer_failed:
                 self._start_checkpoint(state)
