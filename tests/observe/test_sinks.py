@@ -148,3 +148,37 @@ def test_a_fanout_disables_only_the_sink_that_fails_and_logs_it_once(caplog):
         "event sink _Failing failed and is disabled for the rest of the run",
     ]  # once each, by name; a failed sink's failing close is not logged again
     assert all(r.exc_info for r in caplog.records)  # with its traceback
+
+
+class _Picky(MemorySink):
+    """Takes only limit changes and health snapshots, and fails on its second."""
+
+    kinds = frozenset({"limit_changed", "health_snapshot"})
+
+    def emit(self, event) -> None:
+        assert event.kind in self.kinds, f"sent an event of a kind it does not take: {event.kind}"
+        super().emit(event)
+        if len(self.events) == 2:
+            raise RuntimeError("picky broke")
+
+
+def test_a_fanout_sends_a_sink_with_kinds_only_those_and_the_others_everything():
+    everything, picky = MemorySink(), _Picky()
+    sink = FanoutSink([everything, picky])
+    events = awkward_events()
+    for event in events + events:  # the second round after picky failed: the routes forget it
+        sink.emit(event)
+    assert everything.events == events + events
+    assert [e.kind for e in picky.events] == ["health_snapshot", "limit_changed"]  # in order, then disabled
+
+
+def test_the_run_sinks_kinds_are_event_kinds_and_cover_what_they_read():
+    from rowloom.models.ledger import TokenLedger
+    from rowloom.observe.events import event_types
+    from rowloom.observe.stats import RequestStats
+
+    known = set(event_types())
+    for sink in (RequestStats, TokenLedger):
+        assert sink.kinds <= known, f"{sink.__name__} names kinds no event has: {sink.kinds - known}"
+    assert {"request_admitted", "request_completed", "limit_changed", "endpoint_down"} <= RequestStats.kinds
+    assert {"request_completed", "row_group_checkpointed"} <= TokenLedger.kinds

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, ClassVar
 
 from rowloom.config.pricing import Pricing
 from rowloom.models.types import Usage
@@ -144,6 +144,9 @@ class TokenLedger:
         # The dropped rows of written row groups: an attempt of a dropped row may end after its row group was
         # written (a cell of another column still in flight when the row dropped), and is still the row's spend.
         self._settled: dict[int, frozenset[int]] = {}
+
+    #: the events it takes (a `FanoutSink` sends it only these); `emit` ignores any other
+    kinds: ClassVar[frozenset[str]] = frozenset({"request_completed", "batch_line_completed", "row_group_checkpointed"})
 
     def emit(self, event: Event) -> None:
         """Take what a request or checkpoint event says; other events are ignored."""

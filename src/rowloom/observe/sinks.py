@@ -21,7 +21,10 @@ log = logging.getLogger("rowloom.observe")
 
 
 class EventSink(Protocol):
-    """Receives events; `close` flushes whatever is buffered."""
+    """Receives events; `close` flushes whatever is buffered.
+
+    A sink that takes only some kinds of event may say which in a `kinds` attribute (a frozenset of
+    `Event.kind`s): a `FanoutSink` then sends it only those. Without one it is sent every event."""
 
     def emit(self, event: Event) -> None: ...
 
@@ -159,8 +162,9 @@ class FanoutSink:
     raises is logged and that sink alone is disabled, so no failure reaches the others or the run.
 
     Every event of a run passes through here, several per request: the guard is written inline rather than as a
-    `GuardedSink` per sink (a call per sink per event fewer), and a fan-out or a guarded sink given among the
-    sinks is unwrapped into this one's list (a sink that failed there stays disabled).
+    `GuardedSink` per sink (a call per sink per event fewer), a fan-out or a guarded sink given among the sinks is
+    unwrapped into this one's list (a sink that failed there stays disabled), and an event goes only to the sinks
+    whose `kinds` (see `EventSink`) take it: the sinks for each kind are worked out once.
     """
 
     def __init__(self, sinks: Iterable[EventSink]):
@@ -175,9 +179,14 @@ class FanoutSink:
         self.sinks = [part for part, _, _ in named]
         self._names = {id(part): name for part, name, _ in named}
         self._live = [part for part, _, live in named if live]  # the sinks that have not failed
+        self._routes: dict[str, list[EventSink]] = {}  # event kind -> the live sinks that take it
 
     def emit(self, event: Event) -> None:
-        for sink in self._live:
+        kind = event.kind
+        sinks = self._routes.get(kind)
+        if sinks is None:
+            sinks = self._routes[kind] = [s for s in self._live if kind in getattr(s, "kinds", (kind,))]
+        for sink in sinks:
             try:
                 sink.emit(event)
             except Exception:
@@ -193,6 +202,7 @@ class FanoutSink:
 
     def _failed(self, sink: EventSink, what: str) -> None:
         self._live = [s for s in self._live if s is not sink]
+        self._routes.clear()
         log.exception("event sink %s %s", self._names[id(sink)], what)
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 from rowloom.config.pricing import Pricing
 from rowloom.observe.events.base import Event
@@ -48,51 +48,58 @@ class RequestStats:
         self.batch_lines_running = 0
 
     def emit(self, event: Event) -> None:
-        kind = event.kind
-        if kind == "request_admitted":
-            self.in_flight += 1
-            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-            self.in_flight_by_key[event.key] += 1  # type: ignore[attr-defined]
-            self.limits[event.key] = int(event.limit)  # type: ignore[attr-defined]
-        elif kind == "request_completed":
-            self.in_flight = max(0, self.in_flight - 1)
-            key = event.key  # type: ignore[attr-defined]
-            self.in_flight_by_key[key] = max(0, self.in_flight_by_key[key] - 1)
-            outcome = str(getattr(event, "outcome", "unknown"))
-            self.by_outcome[outcome] += 1
-            if outcome == "rate_limited":
-                self.rate_limited += 1
-            self.tokens += int(getattr(event, "tokens", 0) or 0)
-            self.latency_sum_s += float(getattr(event, "latency_s", 0.0) or 0.0)
-            self.keys.add(event.key)  # type: ignore[attr-defined]
-            overload = getattr(event, "overload", None)
-            if overload is not None:
-                self.overloads[key][overload] += 1
-        elif kind == "cache_hit":
-            self.cache_hits += 1
-            if event.usage_known:  # type: ignore[attr-defined]
-                saved = self.cache_saved.setdefault(event.alias, [0, 0, 0])  # type: ignore[attr-defined]
-                saved[0] += event.prompt_tokens  # type: ignore[attr-defined]
-                saved[1] += event.completion_tokens  # type: ignore[attr-defined]
-                saved[2] += event.cached_tokens  # type: ignore[attr-defined]
-        elif kind == "cache_miss":
-            self.cache_misses += 1
-        elif kind in ("batch_submitted", "batch_finished", "batch_line_completed"):
-            self._batch(event)
-        elif kind == "limit_changed":
-            self.limits[event.key] = int(event.new)  # type: ignore[attr-defined]
-        elif kind == "capacity_snapshot":  # the limits before any request (job start) and between changes
-            for key, view in event.endpoints.items():  # type: ignore[attr-defined]
-                if view.get("limit") is not None:
-                    self.limits[key] = int(view["limit"])
-        elif kind == "endpoint_down":
-            key = event.key  # type: ignore[attr-defined]
-            self.outages[key] += 1
-            self.down[key] = (event.provider, time.monotonic())  # type: ignore[attr-defined]
-        elif kind == "endpoint_up":
-            key = event.key  # type: ignore[attr-defined]
-            self.down.pop(key, None)
-            self.down_total_s[key] += float(event.down_for_s)  # type: ignore[attr-defined]
+        handler = self._handlers.get(event.kind)
+        if handler is not None:
+            handler(self, event)
+
+    def _admitted(self, event: Any) -> None:
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        self.in_flight_by_key[event.key] += 1
+        self.limits[event.key] = int(event.limit)
+
+    def _completed(self, event: Any) -> None:
+        self.in_flight = max(0, self.in_flight - 1)
+        key = event.key
+        self.in_flight_by_key[key] = max(0, self.in_flight_by_key[key] - 1)
+        outcome = str(getattr(event, "outcome", "unknown"))
+        self.by_outcome[outcome] += 1
+        if outcome == "rate_limited":
+            self.rate_limited += 1
+        self.tokens += int(getattr(event, "tokens", 0) or 0)
+        self.latency_sum_s += float(getattr(event, "latency_s", 0.0) or 0.0)
+        self.keys.add(key)
+        overload = getattr(event, "overload", None)
+        if overload is not None:
+            self.overloads[key][overload] += 1
+
+    def _cache_hit(self, event: Any) -> None:
+        self.cache_hits += 1
+        if event.usage_known:
+            saved = self.cache_saved.setdefault(event.alias, [0, 0, 0])
+            saved[0] += event.prompt_tokens
+            saved[1] += event.completion_tokens
+            saved[2] += event.cached_tokens
+
+    def _cache_miss(self, event: Any) -> None:
+        self.cache_misses += 1
+
+    def _limit_changed(self, event: Any) -> None:
+        self.limits[event.key] = int(event.new)
+
+    def _capacity_snapshot(self, event: Any) -> None:
+        """The limits before any request (job start) and between changes."""
+        for key, view in event.endpoints.items():
+            if view.get("limit") is not None:
+                self.limits[key] = int(view["limit"])
+
+    def _endpoint_down(self, event: Any) -> None:
+        self.outages[event.key] += 1
+        self.down[event.key] = (event.provider, time.monotonic())
+
+    def _endpoint_up(self, event: Any) -> None:
+        self.down.pop(event.key, None)
+        self.down_total_s[event.key] += float(event.down_for_s)
 
     def _batch(self, event: Any) -> None:
         counts = self.batches.setdefault(event.alias, Counter())
@@ -118,6 +125,23 @@ class RequestStats:
         else:
             counts["requests_failed"] += 1
             counts[f"requests_failed_{event.outcome}"] += 1
+
+    #: event kind -> the method that takes it. The other kinds are not this sink's business: `kinds` tells a
+    #: `FanoutSink` to send it only these (six events per request pass a run's fan-out; two are its).
+    _handlers: ClassVar[dict[str, Callable[[RequestStats, Any], None]]] = {
+        "request_admitted": _admitted,
+        "request_completed": _completed,
+        "cache_hit": _cache_hit,
+        "cache_miss": _cache_miss,
+        "batch_submitted": _batch,
+        "batch_finished": _batch,
+        "batch_line_completed": _batch,
+        "limit_changed": _limit_changed,
+        "capacity_snapshot": _capacity_snapshot,
+        "endpoint_down": _endpoint_down,
+        "endpoint_up": _endpoint_up,
+    }
+    kinds: ClassVar[frozenset[str]] = frozenset(_handlers)
 
     def batch_summary(self) -> dict[str, dict[str, int]]:
         """The `batches` section of summary.json, per batch model alias: batches submitted (and resumed from an
