@@ -6,6 +6,7 @@ from rowloom.config import DatasetConfig
 from rowloom.engine.completion import Task
 from rowloom.engine.plan import build_plan
 from rowloom.engine.scheduler import Scheduler
+from rowloom.engine.scheduling.ports import PoolReads
 from rowloom.observe.events.scheduler import AdvisorySkip
 from rowloom.observe.sinks import MemorySink
 
@@ -57,7 +58,8 @@ def scheduler(pressured: set[str], sink: MemorySink) -> Scheduler:
 
 
 def picks(s: Scheduler, n: int) -> list[str]:
-    return [s.ready.commit(s._select_next(set())).task.column for _ in range(n)]
+    """The next `n` selections, each committed without a lease, saturation read afresh for each."""
+    return [s.ready.commit(s._select_next(PoolReads(s._saturated))[0]).task.column for _ in range(n)]
 
 
 def test_without_pressure_groups_alternate_fairly():

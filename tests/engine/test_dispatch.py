@@ -121,22 +121,29 @@ async def test_a_group_eligible_within_its_share_is_not_refused_its_lease_and_ot
         await stop(s)
 
 
-async def test_a_refused_lease_skips_its_group_and_the_others_are_still_dispatched(monkeypatch):
+async def test_a_lease_is_taken_on_the_judgement_that_made_its_group_eligible(monkeypatch):
+    """Eligibility judges each group once per selection and the lease is granted on that judgement: the
+    policy is not asked again, and a group over its share still borrows as eligibility said."""
     sink = MemorySink()
     s = scheduler("bounded_borrow", sink)
-    queue(s, "heavy", range(2))  # queued first: chosen first, then refused (as if its pool shrank meanwhile)
-    queue(s, "other", range(3))
-    acquire = s.admission.try_acquire
+    hold(s, "heavy", 6)  # its whole share of 6 in 8 slots: a seventh is a borrow
+    queue(s, "heavy", range(1))
+    queue(s, "light", range(1, 2))
+    judged = []
+    admissible = s.admission.admissible
 
-    def refuse_heavy(pool, group, waiting=None):
-        return None if group == s._groups["heavy"].key else acquire(pool, group, waiting)
+    def counting(pool, group, waiting):
+        judged.append(group)
+        return admissible(pool, group, waiting)
 
-    monkeypatch.setattr(s.admission, "try_acquire", refuse_heavy)
+    monkeypatch.setattr(s.admission, "admissible", counting)
     s._dispatch()
     try:
-        assert len(running(s, "other")) == 3  # before: dispatch stopped at the refusal, for every pool
-        assert running(s, "heavy") == [] and s.ready.depth(model_pool("a")) == 2  # nothing lost: still queued
-        blocked = sink.of(TaskBlocked)
-        assert [e.group for e in blocked] == [s._groups["heavy"].key]  # tried once per pass, then skipped
+        (heavy,) = running(s, "heavy")
+        assert heavy.lease.borrowed and s.admission.debt(s._groups["heavy"].key) == 1
+        assert len(running(s, "light")) == 1
+        # one judgement per eligible group per selection (and one for the pass's last, unsuccessful selection)
+        assert judged.count(s._groups["heavy"].key) == 1
+        assert not sink.of(TaskBlocked)
     finally:
         await stop(s)

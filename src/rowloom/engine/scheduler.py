@@ -214,22 +214,24 @@ class Scheduler:
                 )
             )
 
-    def _eligible(self, group: TaskGroup) -> bool:
-        allowed, _, _ = self.admission.admissible(group.pool, group.key, self.ready.waiting(group.pool))
-        return allowed
-
     def _saturated(self, pool: str) -> bool:
         return pool.startswith("model:") and self.endpoints.saturated(pool.removeprefix("model:"))
 
-    def _select_next(self, refused: set[str]) -> Selection[str, QueuedTask] | None:
-        """The task fairness and pressure advice say goes next, among eligible groups not `refused` a lease in
-        this pass; it stays queued until admitted."""
-
+    def _select_next(self, pool_saturated: PoolReads) -> tuple[Selection[str, QueuedTask], bool] | None:
+        """The task fairness and pressure advice say goes next among eligible groups, and whether its lease would
+        be borrowed; it stays queued until admitted. `pool_saturated`: the pass's reads of saturation."""
         has_room = PoolReads(lambda pool: self.admission.free(pool) > 0)
-        pool_saturated = PoolReads(self._saturated)
+        borrows: dict[str, bool] = {}  # eligible group -> whether its lease would be borrowed
 
         def eligible(group: TaskGroup) -> bool:
-            return group.key not in refused and has_room[group.pool] and self._eligible(group)
+            if not has_room[group.pool]:
+                return False
+            # Judged on the view taken while the task is still queued: its group counts as waiting with its own
+            # weight (taken first, its last task would be judged at the default weight).
+            allowed, _, borrowed = self.admission.admissible(group.pool, group.key, self.ready.waiting(group.pool))
+            if allowed:
+                borrows[group.key] = borrowed
+            return allowed
 
         if not any(has_room[pool] for pool in self.ready.pools()):
             return None  # every pool with queued work is full: no group could be eligible
@@ -248,9 +250,9 @@ class Scheduler:
                 self.sink.emit(
                     ev.AdvisorySkip(skipped_group=group.key, chosen_group=alt.item.group.key, pressured_pool=group.pool)
                 )
-                return alt
+                return alt, borrows[alt.item.group.key]
         self._skips[group.key] = 0
-        return head
+        return head, borrows[group.key]
 
     def _dispatch(self) -> None:
         with self.admission.decisions():
@@ -258,27 +260,18 @@ class Scheduler:
         self.progress.active_tasks = len(self._running)
 
     def _dispatch_pass(self) -> None:
-        refused: set[str] = set()
-        while (selection := self._select_next(refused)) is not None:
+        """Start tasks while a group is eligible. Nothing awaits in a pass: what eligibility read still holds when
+        the lease is taken, and no endpoint's saturation changes within it (the tasks started run after it)."""
+        pool_saturated = PoolReads(self._saturated)
+        while (chosen := self._select_next(pool_saturated)) is not None:
+            selection, borrowed = chosen
             item = selection.item
             task, group = item.task, item.group
+            self.ready.commit(selection)
             state = self.active.get(task.row_group)
             if state is None or state.is_dropped(task.row) or task.row_group in self._unfinished:
-                self.ready.commit(selection)
                 continue  # its row was dropped while it waited, or its row group cannot finish in this run
-            # The lease is judged on the view eligibility saw: the task is still queued, so its group counts as
-            # waiting with its own weight (taken first, its last task would be judged at the default weight).
-            waiting = self.ready.waiting(group.pool)
-            lease = self.admission.try_acquire(group.pool, group.key, waiting)
-            if lease is None:
-                # Eligibility said yes on the same reads (a pass reads each capacity once), so this is a guard:
-                # skip this group for the rest of the pass (its task stays queued); the others may have room.
-                refused.add(group.key)
-                _, reason, _ = self.admission.admissible(group.pool, group.key, waiting)
-                with correlate(row_group=task.row_group, column=task.column, task=task.id):
-                    self.sink.emit(ev.TaskBlocked(group=group.key, pool=group.pool, reason=reason))
-                continue
-            self.ready.commit(selection)
+            lease = self.admission.grant(group.pool, group.key, borrowed=borrowed)
             now = self.clock.now()
             running = _Running(task, group, lease, now)
             with correlate(row_group=task.row_group, column=task.column, task=task.id):

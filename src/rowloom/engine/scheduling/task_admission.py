@@ -145,8 +145,11 @@ class TaskAdmissionController:
     def try_acquire(self, pool: str, group: str, waiting: Mapping[str, float] | None = None) -> TaskLease | None:
         """A lease when the pool and policy allow, else None (nothing changes)."""
         allowed, _, borrowed = self.admissible(pool, group, waiting or {})
-        if not allowed:
-            return None
+        return self.grant(pool, group, borrowed=borrowed) if allowed else None
+
+    def grant(self, pool: str, group: str, *, borrowed: bool) -> TaskLease:
+        """The lease `admissible` just allowed `group`, borrowed as it said, in the same pass of decisions (see
+        `decisions`) with nothing granted in between: it is not judged again."""
         lease = TaskLease(self._book.next_id(), pool, group, self._book.generation, self.clock.now(), borrowed)
         self._book.add(pool, lease)
         self._held[(pool, group)] = self.held(pool, group) + 1

@@ -61,7 +61,9 @@ class TaskAdmitted(Event):
 @register_event
 @dataclass(**_EV)
 class TaskBlocked(Event):
-    """The head of a group could not be admitted (reason: pool_full, policy, …)."""
+    """The head of a group could not be admitted (reason: pool_full, policy, …). No longer emitted: the scheduler
+    takes a lease on the very judgement that found the group eligible, in a pass nothing interrupts, so a lease
+    is never refused after it. Kept so that logs written before read back."""
 
     kind: ClassVar[str] = "task_blocked"
     group: str = ""
