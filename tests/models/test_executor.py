@@ -503,3 +503,15 @@ async def test_an_endpoint_that_never_answers_stops_within_the_start_up_grace():
     assert "cannot reach endpoint 'p' at http://127.0.0.1:9/v1" in message and "connection refused" in message
     assert "Is the server running, and is the port in base_url right?" in message
     assert 5.0 <= results[0].failing_for_s < 5.5 and clock.now() < 5.5
+
+
+def test_a_reply_served_by_an_endpoint_keeps_every_other_field():
+    import dataclasses
+
+    from rowloom.models.types import RateLimitInfo, Usage
+
+    reply = ChatResponse("t", Usage(prompt_tokens=3, completion_tokens=4), 0.5, RateLimitInfo(limit_requests=9), "stop")
+    assert reply.served_by("p/m") == replace(reply, endpoint="p/m")
+    # `served_by` names each field: one added to the reply must be added there too (then here)
+    names = [f.name for f in dataclasses.fields(ChatResponse)]
+    assert names == ["text", "usage", "latency_s", "rate_limit", "finish_reason", "endpoint"]

@@ -181,7 +181,7 @@ class ModelRequestExecutor:
         async def on(lease: RequestLease) -> ChatResponse:
             model = lease.key.model
             reply = await self._client(lease).chat(request if request.model == model else replace(request, model=model))
-            return replace(reply, endpoint=lease.key.label)
+            return reply.served_by(lease.key.label)
 
         def online() -> Awaitable[ChatResponse]:
             return self._run(
@@ -241,7 +241,7 @@ class ModelRequestExecutor:
         if isinstance(result, ChatResponse):
             self._settle(reservation, usage=result.usage)
             self._emit_line(runner, group, Outcome.SUCCESS.value, result.usage)
-            return replace(result, endpoint=runner.key)
+            return result.served_by(runner.key)
         self._settle(reservation, billed=False)  # a batch bills only the lines it answered
         self._emit_line(runner, group, result.outcome.value)
         if result.outcome is Outcome.SUCCESS:  # as online: the endpoint did its job, the content failed

@@ -137,6 +137,11 @@ class ChatResponse:
     finish_reason: str | None = None
     endpoint: str | None = None  # the endpoint (provider/model) that served it; None for a reply cache hit
 
+    def served_by(self, endpoint: str) -> ChatResponse:
+        """This reply with the endpoint that served it (every reply gets one: a constructor call, not the
+        generic `dataclasses.replace`)."""
+        return ChatResponse(self.text, self.usage, self.latency_s, self.rate_limit, self.finish_reason, endpoint)
+
 
 class ProviderError(RowloomError):
     """A request attempt failed at or because of the provider; `outcome` says how, `retryable` what to do."""
