@@ -23,7 +23,11 @@ Workloads (no network: the provider client answers in-process):
   cache on against off.
 - `engine-chain3`: the whole engine on the three-column chain with the instant client (`rowloom bench scale`'s
   in-process run: plan, scheduler, both admission levels, executor, generators, Parquet, the JSONL event log);
-  per request = per task.
+  per request = per task. Its adaptive limit reads the loop's own lag as queueing and settles at a few requests,
+  how few depending on the run's timing (which callgrind slows), and the work per dispatch pass with it: two
+  counts of the same code can differ by several percent.
+- `engine-chain3-fixed`: the same with the limit fixed at the model's 64, as `run-off` does: the same count from
+  run to run, the one to compare code by (the adaptive limit's own cost is then not in it).
 
 `--against` runs every workload on another checkout's `src` as well, alternately, and reports the change;
 `--against-loop` on another event loop (`ROWLOOM_EVENT_LOOP`: `asyncio`, `uvloop`), this checkout's unless `--against`
@@ -47,7 +51,7 @@ from pathlib import Path
 from written import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKLOADS = ("executor-off", "executor-cache", "run-off", "run-cache", "engine-chain3")
+WORKLOADS = ("executor-off", "executor-cache", "run-off", "run-cache", "engine-chain3", "engine-chain3-fixed")
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 
 
@@ -82,11 +86,11 @@ def _child(workload: str, requests: int) -> None:
                 base = DatasetConfig.from_dict(document)
                 mode = {"mode": "off"} if cache is None else {"mode": "readwrite", "path": str(cache)}
                 cache_overhead.run(with_cache(base, **mode), requests)
-    elif workload == "engine-chain3":
+    elif workload in ("engine-chain3", "engine-chain3-fixed"):
         from rowloom.bench import scale
 
         with tempfile.TemporaryDirectory(prefix="rowloom-instructions-") as folder:
-            scale.run_one("chain3", requests // 3, Path(folder))
+            scale.run_one("chain3", requests // 3, Path(folder), fixed_limit=workload.endswith("-fixed"))
     else:
         raise SystemExit(f"unknown workload {workload!r}; choose from {', '.join(WORKLOADS)}")
 

@@ -17,6 +17,16 @@ def test_every_scale_workload_is_a_valid_config_with_its_llm_columns(workload):
     assert len(llm) == {"chain3": 3, "fanout50": 50}[workload]
 
 
+def test_a_fixed_limit_run_keeps_the_models_limit_and_says_so(tmp_path):
+    config = DatasetConfig.from_dict(scale.config_dict("chain3", fixed_limit=True))
+    assert config.run.request_admission.algorithm == "fixed"
+    assert DatasetConfig.from_dict(scale.config_dict("chain3")).run.request_admission.algorithm != "fixed"
+    figures = scale.run_one("chain3", 30, tmp_path / "run", fixed_limit=True)
+    assert (figures["limit"], figures["records_written"], figures["requests"]) == ("fixed", 30, 90)
+    limits = [line for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines() if "limit_changed" in line]
+    assert limits == []  # the limit never moved
+
+
 @pytest.mark.slow
 def test_scale_document_has_every_size_the_fan_out_the_report_http_and_each_target_judged():
     document = scale.run(sizes=(200, 300), fan_out_records=20, repeats=1, http_records=100)

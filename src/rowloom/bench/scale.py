@@ -84,9 +84,14 @@ def fan_out(width: int = 50) -> list[dict[str, Any]]:
 WORKLOADS: dict[str, Callable[[], list[dict[str, Any]]]] = {"chain3": chain, "fanout50": fan_out}
 
 
-def config_dict(workload: str) -> dict[str, Any]:
+def config_dict(workload: str, *, fixed_limit: bool = False) -> dict[str, Any]:
     """The dataset config of `workload`: one model of 64 parallel requests, row groups of 1,000 (the large
-    scenarios' settings), the reply cache off."""
+    scenarios' settings), the reply cache off. `fixed_limit`: the model's limit stays at 64 instead of adapting.
+
+    Against the instant client the adaptive limit reads the event loop's own lag as the server's queueing (the
+    round trip grows in proportion to the load) and settles at a few requests, where each dispatch pass starts a
+    task or two; a fixed limit keeps the work per pass, and a run's instructions, the same from run to run."""
+    admission = {"request_admission": {"algorithm": "fixed"}} if fixed_limit else {}
     return {
         "providers": [{"name": "sim", "base_url": _UNUSED_URL}],
         "models": [
@@ -99,21 +104,30 @@ def config_dict(workload: str) -> dict[str, Any]:
             }
         ],
         "columns": [*_SAMPLERS, *WORKLOADS[workload]()],
-        "run": {"row_group_size": 1000, "seed": 1, "max_row_groups_in_flight": 10, "cache": {"mode": "off"}},
+        "run": {
+            "row_group_size": 1000,
+            "seed": 1,
+            "max_row_groups_in_flight": 10,
+            "cache": {"mode": "off"},
+            **admission,
+        },
     }
 
 
-def run_one(workload: str, records: int, folder: Path, *, http: bool = False) -> dict[str, Any]:
+def run_one(
+    workload: str, records: int, folder: Path, *, http: bool = False, fixed_limit: bool = False
+) -> dict[str, Any]:
     """One job of `workload` in this process, writing its rows and its event log (`events.jsonl`, as
     `rowloom create --events` does) into `folder`: CPU per task (the whole process, and the scheduler's dispatch
-    pass alone), wall time, peak RSS. `http`: against the zero-latency simulator instead of the instant client."""
+    pass alone), wall time, peak RSS. `http`: against the zero-latency simulator instead of the instant client;
+    `fixed_limit`: see `config_dict`."""
     if not http:
-        return _run_one(workload, records, folder, _instant_factory)
+        return _run_one(workload, records, folder, _instant_factory, fixed_limit=fixed_limit)
     from rowloom.bench.sim_config import SimulatorConfig
     from rowloom.bench.sim_process import SimulatorProcess
 
     with SimulatorProcess(SimulatorConfig(capacity=_CAPACITY, latency_s=0.0)) as sim:
-        figures = _run_one(workload, records, folder, None, sim)
+        figures = _run_one(workload, records, folder, None, sim, fixed_limit=fixed_limit)
         served = sim.stats()
     server_ms = 1000 * float(served["cpu_s"]) / max(1, int(served["requests_total"]))
     return {
@@ -123,13 +137,15 @@ def run_one(workload: str, records: int, folder: Path, *, http: bool = False) ->
     }
 
 
-def _run_one(workload: str, records: int, folder: Path, factory: Any, sim: Any = None) -> dict[str, Any]:
+def _run_one(
+    workload: str, records: int, folder: Path, factory: Any, sim: Any = None, *, fixed_limit: bool = False
+) -> dict[str, Any]:
     from rowloom.concurrency.loops import run as run_loop
     from rowloom.config import DatasetConfig
     from rowloom.engine.job import run_job
     from rowloom.observe.sinks import JsonlSink
 
-    data = config_dict(workload)
+    data = config_dict(workload, fixed_limit=fixed_limit)
     if sim is not None:
         data["providers"][0]["base_url"] = sim.base_url
     config = DatasetConfig.from_dict(data)
@@ -166,6 +182,7 @@ def _run_one(workload: str, records: int, folder: Path, factory: Any, sim: Any =
     return {
         "workload": workload,
         "client": "instant" if sim is None else "http",
+        "limit": "fixed" if fixed_limit else "adaptive",
         "records": records,
         "records_written": summary["records_written"],
         "rows_dropped": summary["rows_dropped"],
@@ -436,8 +453,13 @@ def markdown(document: dict[str, Any]) -> str:
 
 
 def main(argv: list[str]) -> None:
-    """`python -m rowloom.bench.scale WORKLOAD RECORDS FOLDER [--http]`: one run; its figures as a JSON line."""
-    print(json.dumps(run_one(argv[0], int(argv[1]), Path(argv[2]), http="--http" in argv[3:])))
+    """`python -m rowloom.bench.scale WORKLOAD RECORDS FOLDER [--http] [--fixed-limit]`: one run; its figures as a
+    JSON line."""
+    options = argv[3:]
+    figures = run_one(
+        argv[0], int(argv[1]), Path(argv[2]), http="--http" in options, fixed_limit="--fixed-limit" in options
+    )
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":
