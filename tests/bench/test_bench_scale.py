@@ -18,11 +18,11 @@ def test_every_scale_workload_is_a_valid_config_with_its_llm_columns(workload):
 
 
 def test_a_fixed_limit_run_keeps_the_models_limit_and_says_so(tmp_path):
-    config = DatasetConfig.from_dict(scale.config_dict("chain3", fixed_limit=True))
-    assert config.run.request_admission.algorithm == "fixed"
+    config = DatasetConfig.from_dict(scale.config_dict("chain3", fixed_limit=4))
+    assert config.run.request_admission.algorithm == "fixed" and config.models[0].max_parallel_requests == 4
     assert DatasetConfig.from_dict(scale.config_dict("chain3")).run.request_admission.algorithm != "fixed"
-    figures = scale.run_one("chain3", 30, tmp_path / "run", fixed_limit=True)
-    assert (figures["limit"], figures["records_written"], figures["requests"]) == ("fixed", 30, 90)
+    figures = scale.run_one("chain3", 30, tmp_path / "run", fixed_limit=4)
+    assert (figures["limit"], figures["records_written"], figures["requests"]) == ("fixed at 4", 30, 90)
     limits = [line for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines() if "limit_changed" in line]
     assert limits == []  # the limit never moved
 

@@ -84,9 +84,10 @@ def fan_out(width: int = 50) -> list[dict[str, Any]]:
 WORKLOADS: dict[str, Callable[[], list[dict[str, Any]]]] = {"chain3": chain, "fanout50": fan_out}
 
 
-def config_dict(workload: str, *, fixed_limit: bool = False) -> dict[str, Any]:
+def config_dict(workload: str, *, fixed_limit: int | None = None) -> dict[str, Any]:
     """The dataset config of `workload`: one model of 64 parallel requests, row groups of 1,000 (the large
-    scenarios' settings), the reply cache off. `fixed_limit`: the model's limit stays at 64 instead of adapting.
+    scenarios' settings), the reply cache off. `fixed_limit`: the model's limit stays at that many requests
+    instead of adapting.
 
     Against the instant client the adaptive limit reads the event loop's own lag as the server's queueing (the
     round trip grows in proportion to the load) and settles at a few requests, where each dispatch pass starts a
@@ -99,7 +100,7 @@ def config_dict(workload: str, *, fixed_limit: bool = False) -> dict[str, Any]:
                 "alias": "writer",
                 "provider": "sim",
                 "model": "sim-small",
-                "max_parallel_requests": _CAPACITY,
+                "max_parallel_requests": fixed_limit or _CAPACITY,
                 "inference": {"temperature": 0.7, "max_tokens": 64},
             }
         ],
@@ -115,7 +116,7 @@ def config_dict(workload: str, *, fixed_limit: bool = False) -> dict[str, Any]:
 
 
 def run_one(
-    workload: str, records: int, folder: Path, *, http: bool = False, fixed_limit: bool = False
+    workload: str, records: int, folder: Path, *, http: bool = False, fixed_limit: int | None = None
 ) -> dict[str, Any]:
     """One job of `workload` in this process, writing its rows and its event log (`events.jsonl`, as
     `rowloom create --events` does) into `folder`: CPU per task (the whole process, and the scheduler's dispatch
@@ -138,7 +139,7 @@ def run_one(
 
 
 def _run_one(
-    workload: str, records: int, folder: Path, factory: Any, sim: Any = None, *, fixed_limit: bool = False
+    workload: str, records: int, folder: Path, factory: Any, sim: Any = None, *, fixed_limit: int | None = None
 ) -> dict[str, Any]:
     from rowloom.concurrency.loops import run as run_loop
     from rowloom.config import DatasetConfig
@@ -182,7 +183,7 @@ def _run_one(
     return {
         "workload": workload,
         "client": "instant" if sim is None else "http",
-        "limit": "fixed" if fixed_limit else "adaptive",
+        "limit": f"fixed at {fixed_limit}" if fixed_limit else "adaptive",
         "records": records,
         "records_written": summary["records_written"],
         "rows_dropped": summary["rows_dropped"],
@@ -453,11 +454,12 @@ def markdown(document: dict[str, Any]) -> str:
 
 
 def main(argv: list[str]) -> None:
-    """`python -m rowloom.bench.scale WORKLOAD RECORDS FOLDER [--http] [--fixed-limit]`: one run; its figures as a
-    JSON line."""
+    """`python -m rowloom.bench.scale WORKLOAD RECORDS FOLDER [--http] [--fixed-limit=N]`: one run; its figures as
+    a JSON line."""
     options = argv[3:]
+    fixed = [int(o.split("=", 1)[1]) for o in options if o.startswith("--fixed-limit=")]
     figures = run_one(
-        argv[0], int(argv[1]), Path(argv[2]), http="--http" in options, fixed_limit="--fixed-limit" in options
+        argv[0], int(argv[1]), Path(argv[2]), http="--http" in options, fixed_limit=fixed[-1] if fixed else None
     )
     print(json.dumps(figures))
 
