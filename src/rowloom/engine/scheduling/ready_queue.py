@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from rowloom.concurrency.fair_queue import FairQueue, Selection
@@ -23,10 +23,11 @@ class TaskGroup:
     column: str
     pool: str
     weight: float
+    #: `column@pool`, made once: read over a dozen times per task (a new string each time was rehashed each time)
+    key: str = field(init=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        return f"{self.column}@{self.pool}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.column}@{self.pool}")
 
 
 @dataclass(frozen=True, slots=True)

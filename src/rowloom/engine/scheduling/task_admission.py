@@ -127,7 +127,7 @@ class TaskAdmissionController:
         capacity = self.capacity(pool)  # read once: an adaptive pool's capacity is a walk through request admission
         if capacity - self.in_use(pool) <= 0:
             return False, "pool_full", False
-        peers_waiting = any(g != group for g in waiting)
+        peers_waiting = len(waiting) > (1 if group in waiting else 0)  # a group other than `group` waits
         if not peers_waiting:
             return True, "", False
         weights = dict(waiting)
