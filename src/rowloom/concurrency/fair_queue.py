@@ -10,7 +10,7 @@ import heapq
 import itertools
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 G = TypeVar("G", bound=Hashable)
 T = TypeVar("T")
@@ -36,15 +36,15 @@ class _Group:
     count: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Selection(Generic[G, T]):
-    """What `select_next` would serve; valid for `commit` only while `version` is the queue's version."""
+class Selection(NamedTuple, Generic[G, T]):
+    """What `select_next` would serve; valid for `commit` only while `version` is the queue's version. A named
+    tuple: one is made for every task and every queued request selected, and a tuple is built in C."""
 
     group: G
     item: T
     start_tag: float
     version: int
-    entry: _Entry = field(repr=False, compare=False)
+    entry: _Entry
 
 
 class FairQueue(Generic[G, T]):

@@ -394,6 +394,15 @@ async def test_an_alias_ceiling_bounds_its_own_share_of_a_shared_key():
     await asyncio.gather(small_waiter, return_exceptions=True)
 
 
+async def test_waiters_are_judged_alias_by_alias_only_once_an_aliass_ceiling_can_bind():
+    controller, _ = make(4, aliases=())
+    controller.register_model("big", model("big"), PROVIDER)
+    state, _ = controller._registry.resolve("big", "chat")
+    assert not state.alias_bound  # its ceiling is the limit's most: the key's room is the alias's
+    controller.register_model("small", model("small", max_parallel_requests=1), PROVIDER)
+    assert state.alias_bound  # one below it: a waiter of "small" may wait while "big"'s are served
+
+
 async def test_registering_an_alias_for_another_provider_than_its_model_names_is_refused():
     controller, _ = make(1)
     other = ProviderConfig(name="other", base_url="http://127.0.0.1:9/v1")

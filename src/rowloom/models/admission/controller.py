@@ -130,7 +130,10 @@ class RequestAdmissionController(PooledAdmission, ReleasePath, AdmissionViews):
             in_flight=self._ledger.in_flight(state.key),
             limit=state.limit.limit,
         )
-        self._dispatch(state)
+        # Fair order decides who goes when there is room (the waiters ahead may be held by an alias's ceiling or
+        # the budget); without room on this key nobody can go, neither its waiters nor its pools'.
+        if self._has_room(state, now):
+            self._dispatch(state)
         return await self._wait(
             waiter, deadline, state.queue.remove, lambda: self._dispatch(state), lambda: self._timeout(state, alias)
         )
@@ -149,15 +152,17 @@ class RequestAdmissionController(PooledAdmission, ReleasePath, AdmissionViews):
         future = waiter.future
         if future.done():
             return future.result()
+        timer = None
+        if deadline is not None:
 
-        async def expire(at: float) -> None:
-            await self._clock.sleep(at - self._clock.now())
-            if not future.done():
-                remove(waiter)
-                future.set_exception(timeout())
-                redispatch()
+            async def expire(at: float) -> None:
+                await self._clock.sleep(at - self._clock.now())
+                if not future.done():
+                    remove(waiter)
+                    future.set_exception(timeout())
+                    redispatch()
 
-        timer = None if deadline is None else asyncio.get_running_loop().create_task(expire(deadline))
+            timer = asyncio.get_running_loop().create_task(expire(deadline))
         try:
             return await future
         except asyncio.CancelledError:
@@ -338,7 +343,9 @@ class RequestAdmissionController(PooledAdmission, ReleasePath, AdmissionViews):
 
     def _dispatch_own(self, state: EndpointState) -> None:
         queue = state.queue
-        self._hand_out(state, lambda: queue.select_next(lambda group: self._alias_room(state, group[0])), queue.commit)
+        # A waiter's alias is judged only when an alias's ceiling can bind: the key's room is the aliases' then.
+        eligible = (lambda group: self._alias_room(state, group[0])) if state.alias_bound else None
+        self._hand_out(state, lambda: queue.select_next(eligible), queue.commit)
 
     def _hand_out(
         self,

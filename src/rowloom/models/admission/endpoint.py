@@ -69,6 +69,9 @@ class EndpointState:
         self.pools: list[EndpointPool] = []  # pooled aliases whose queued requests this endpoint also serves
         self.latency_s = 0.0  # smoothed round trip of successful requests (0 until the first)
         self.aliases: dict[str, AliasBinding] = {}
+        # Whether some alias's own ceiling is below the limit's most (`note_aliases`): only then does an alias
+        # ever have to wait while the key has room, and only then are waiters judged alias by alias.
+        self.alias_bound = False
         self.failed: BaseException | None = None
         self.cooldown_timer = Wakeup(clock)
         self.budget_timer = Wakeup(clock)
@@ -82,6 +85,11 @@ class EndpointState:
         self.newest_success_admitted_at = float("-inf")
         self.stragglers = 0
         self.overload_runs = OverloadRuns()  # which overloads are evidence of too much concurrency
+
+    def note_aliases(self) -> None:
+        """Work out `alias_bound` again, after the aliases or the limit changed (registration does both)."""
+        most = self.limit.max_limit
+        self.alias_bound = any(b.ceiling is not None and b.ceiling < most for b in self.aliases.values())
 
     def alias_ceiling(self, alias: str | None) -> int | None:
         binding = self.aliases.get(alias) if alias is not None else None

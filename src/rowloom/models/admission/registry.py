@@ -96,6 +96,7 @@ class EndpointRegistry:
             state.limit = self._limit_factory(key, bounds)
             state.observed_max_limit = state.limit.limit
         state.aliases[alias] = AliasBinding(model.max_parallel_requests, model.rpm, model.tpm)
+        state.note_aliases()
         state.refresh_budget(burst_s=self.config.rate_burst_s, now=self._clock.now())
         state.caps = self._caps.attach(key)
         for member in {k for cap in state.caps for k in cap.members}:
