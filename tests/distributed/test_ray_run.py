@@ -280,7 +280,10 @@ def test_events_trace_report_and_metrics_show_the_whole_cluster(cluster_run):
     _, flying = endpoint.in_flight.resample(0.0, timeline.end, 100)
     _, limit = endpoint.limit.resample(0.0, timeline.end, 100)
     assert sum(f > cap + 0.5 for f, cap in zip(flying, limit, strict=True)) <= 15
-    assert endpoint.in_flight.peak <= 16 + 4
+    # Against the summed limit's own peak (17 in a run alone), not the endpoint's capacity of 16: how far the one
+    # adaptive limit climbs before it cuts depends on the host's timing (the run in flight peaked at 23 once in a
+    # loaded suite, beyond the bound of 16 + 4 this was), the split between the workers does not.
+    assert endpoint.in_flight.peak <= endpoint.limit.peak + 4
 
     trace = build_trace(events)["traceEvents"]
     slices = [t for t in trace if t["ph"] == "X" and t.get("cat") == "request"]
