@@ -27,6 +27,11 @@ def test_a_fixed_limit_run_keeps_the_models_limit_and_says_so(tmp_path):
     assert limits == []  # the limit never moved
 
 
+def test_the_scale_module_refuses_an_option_it_does_not_know():
+    with pytest.raises(SystemExit, match="--fixed-limit=N"):
+        scale.main(["chain3", "30", "unused", "--fixed-limit"])
+
+
 @pytest.mark.slow
 def test_scale_document_has_every_size_the_fan_out_the_report_http_and_each_target_judged():
     document = scale.run(sizes=(200, 300), fan_out_records=20, repeats=1, http_records=100)

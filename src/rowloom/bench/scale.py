@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -457,6 +458,9 @@ def main(argv: list[str]) -> None:
     """`python -m rowloom.bench.scale WORKLOAD RECORDS FOLDER [--http] [--fixed-limit=N]`: one run; its figures as
     a JSON line."""
     options = argv[3:]
+    unknown = [o for o in options if o != "--http" and not re.fullmatch(r"--fixed-limit=[1-9][0-9]*", o)]
+    if unknown:
+        raise SystemExit(f"unknown option {unknown[0]!r}: give --http and/or --fixed-limit=N (N a positive number)")
     fixed = [int(o.split("=", 1)[1]) for o in options if o.startswith("--fixed-limit=")]
     figures = run_one(
         argv[0], int(argv[1]), Path(argv[2]), http="--http" in options, fixed_limit=fixed[-1] if fixed else None
