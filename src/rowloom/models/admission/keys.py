@@ -52,12 +52,6 @@ class ResourceKey:
     def __reduce__(self) -> tuple:
         return ResourceKey, (self.provider, self.model, self.domain)
 
-    def __copy__(self) -> ResourceKey:
-        return self
-
-    def __deepcopy__(self, memo: dict) -> ResourceKey:
-        return self
-
     def __repr__(self) -> str:
         return f"ResourceKey(provider={self.provider!r}, model={self.model!r}, domain={self.domain!r})"
 
