@@ -27,9 +27,11 @@ def test_a_fixed_limit_run_keeps_the_models_limit_and_says_so(tmp_path):
     assert limits == []  # the limit never moved
 
 
-def test_the_scale_module_refuses_an_option_it_does_not_know():
-    with pytest.raises(SystemExit, match="--fixed-limit=N"):
-        scale.main(["chain3", "30", "unused", "--fixed-limit"])
+@pytest.mark.parametrize("option", [["--fixed-limit"], ["--fixed-limit=0"], ["--fixed"]])
+def test_the_scale_module_refuses_an_option_it_does_not_know_or_a_limit_that_is_no_count(option, capsys):
+    with pytest.raises(SystemExit) as exited:
+        scale.main(["chain3", "30", "unused", *option])
+    assert exited.value.code == 2 and "--fixed" in capsys.readouterr().err
 
 
 @pytest.mark.slow

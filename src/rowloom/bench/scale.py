@@ -15,10 +15,10 @@ runner does), beside the simulator's own CPU per request it answered.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
-import re
 import resource
 import statistics
 import subprocess
@@ -455,17 +455,18 @@ def markdown(document: dict[str, Any]) -> str:
 
 
 def main(argv: list[str]) -> None:
-    """`python -m rowloom.bench.scale WORKLOAD RECORDS FOLDER [--http] [--fixed-limit=N]`: one run; its figures as
+    """`python -m rowloom.bench.scale WORKLOAD RECORDS FOLDER [--http] [--fixed-limit N]`: one run; its figures as
     a JSON line."""
-    options = argv[3:]
-    unknown = [o for o in options if o != "--http" and not re.fullmatch(r"--fixed-limit=[1-9][0-9]*", o)]
-    if unknown:
-        raise SystemExit(f"unknown option {unknown[0]!r}: give --http and/or --fixed-limit=N (N a positive number)")
-    fixed = [int(o.split("=", 1)[1]) for o in options if o.startswith("--fixed-limit=")]
-    figures = run_one(
-        argv[0], int(argv[1]), Path(argv[2]), http="--http" in options, fixed_limit=fixed[-1] if fixed else None
-    )
-    print(json.dumps(figures))
+    parser = argparse.ArgumentParser(prog="python -m rowloom.bench.scale", description=main.__doc__)
+    parser.add_argument("workload", choices=sorted(WORKLOADS))
+    parser.add_argument("records", type=int)
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--http", action="store_true", help="against the zero-latency simulator")
+    parser.add_argument("--fixed-limit", type=int, metavar="N", help="the model's limit fixed at N requests")
+    args = parser.parse_args(argv)
+    if args.fixed_limit is not None and args.fixed_limit < 1:
+        parser.error("--fixed-limit: give a positive number of requests")
+    print(json.dumps(run_one(args.workload, args.records, args.folder, http=args.http, fixed_limit=args.fixed_limit)))
 
 
 if __name__ == "__main__":
